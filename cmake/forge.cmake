@@ -1,0 +1,30 @@
+# forge_component(NAME <lib> [DEPS ...])
+#
+# One component = one folder = one static library built from every *.cc in the folder except
+# *_test.cc and *main.cc. Each *_test.cc beside the code becomes its own GoogleTest binary
+# linked against the library; tests are discovered when CTest runs (not at build time).
+function(forge_component)
+  cmake_parse_arguments(FC "" "NAME" "DEPS;TEST_DEPS" ${ARGN})
+  file(GLOB _srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cc)
+  list(FILTER _srcs EXCLUDE REGEX "(_test|main)\\.cc$")
+  if(_srcs)
+    add_library(${FC_NAME} STATIC ${_srcs})
+    target_include_directories(${FC_NAME} PUBLIC ${PROJECT_SOURCE_DIR})
+    target_link_libraries(${FC_NAME} PUBLIC ${FC_DEPS})
+  else()  # header-only so far
+    add_library(${FC_NAME} INTERFACE)
+    target_include_directories(${FC_NAME} INTERFACE ${PROJECT_SOURCE_DIR})
+    target_link_libraries(${FC_NAME} INTERFACE ${FC_DEPS})
+  endif()
+  if(FORGE_BUILD_TESTS)
+    file(GLOB _tests CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*_test.cc)
+    foreach(_t ${_tests})
+      get_filename_component(_name ${_t} NAME_WE)
+      set(_exe ${FC_NAME}_${_name})
+      add_executable(${_exe} ${_t})
+      set_target_properties(${_exe} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+      target_link_libraries(${_exe} PRIVATE ${FC_NAME} ${FC_TEST_DEPS} GTest::gmock GTest::gtest_main)
+      gtest_discover_tests(${_exe} DISCOVERY_MODE PRE_TEST PROPERTIES LABELS unit TIMEOUT 120)
+    endforeach()
+  endif()
+endfunction()

@@ -1,0 +1,110 @@
+// Durable coordinator state in SQLite (WAL mode), with group commit.
+//
+// The coordinator keeps its working state in memory (managers) and writes through to the
+// Store; the Store is read back only at start-up (Load*). A write is a WriteBatch: all of its
+// rows commit together or none do. Batches submitted concurrently share one SQLite transaction
+// and one fsync (group commit), so durability does not cap throughput: a writer thread takes
+// every batch queued while the previous transaction was committing, runs each inside its own
+// SAVEPOINT (a failing batch is rolled back alone and its callback gets the error), commits
+// once, and then runs the callbacks.
+//
+// Thread safety: all methods are thread-safe. Callbacks run on the writer thread, after the
+// commit is durable (synchronous=FULL by default); they must not block for long and must not
+// call CommitSync.
+#ifndef FORGE_COORDINATOR_STORE_H_
+#define FORGE_COORDINATOR_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "forge/v1/coordinator.pb.h"
+#include "forge/v1/job.pb.h"
+
+namespace forge::coordinator {
+
+struct TenantRecord {
+  std::string name;
+  absl::Time create_time;
+};
+
+struct TokenRecord {
+  std::string id;    // public id ("t-" + hex), shown in listings
+  std::string hash;  // hex sha256 of the secret; the secret itself is never stored
+  forge::v1::TokenKind kind = forge::v1::TOKEN_KIND_UNSPECIFIED;
+  std::string tenant;  // set for tenant tokens only
+  std::string note;
+  absl::Time create_time;
+  bool revoked = false;
+};
+
+// One atomic unit of writes. Upserts replace the row with the same primary key.
+struct WriteBatch {
+  std::vector<forge::v1::Job> put_jobs;       // upsert by job.id()
+  std::vector<TenantRecord> insert_tenants;   // ALREADY_EXISTS if the name exists
+  std::vector<TokenRecord> put_tokens;        // upsert by id
+  std::vector<forge::v1::Worker> put_workers; // upsert by worker.id() (the known fleet)
+
+  bool empty() const {
+    return put_jobs.empty() && insert_tenants.empty() && put_tokens.empty() &&
+           put_workers.empty();
+  }
+};
+
+struct StoreOptions {
+  std::string path;  // SQLite database file; created if missing
+  // FULL: every commit is durable on return (fsync of the WAL). NORMAL is faster but a power
+  // loss may drop the last commits; only for tests and benchmarks that say so.
+  bool synchronous_full = true;
+  // Upper bound on batches folded into one transaction.
+  int max_batches_per_transaction = 4096;
+};
+
+struct StoreStats {
+  uint64_t batches = 0;       // WriteBatches committed or failed
+  uint64_t transactions = 0;  // SQLite transactions (fsyncs) that carried them
+};
+
+class Store {
+ public:
+  // Opens (creating if needed) the database, sets WAL and the synchronous level, creates or
+  // migrates the schema (a `meta` table holds the schema version; a newer version than this
+  // binary knows is FAILED_PRECONDITION), and starts the writer thread.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const StoreOptions& options);
+
+  // Drains every queued batch (their callbacks run), then stops the writer and closes.
+  ~Store();
+
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Queues `batch`; `done` runs exactly once, on the writer thread, with OK after the batch is
+  // durable or with the error that kept it out (the batch then changed nothing).
+  void Commit(WriteBatch batch, std::function<void(absl::Status)> done);
+
+  // Commit and wait. Must not be called from a Commit callback.
+  absl::Status CommitSync(WriteBatch batch);
+
+  // Start-up reads of everything committed. Jobs come in insertion order (first commit of
+  // each id first).
+  absl::StatusOr<std::vector<forge::v1::Job>> LoadJobs();
+  absl::StatusOr<std::vector<TenantRecord>> LoadTenants();
+  absl::StatusOr<std::vector<TokenRecord>> LoadTokens();
+  absl::StatusOr<std::vector<forge::v1::Worker>> LoadWorkers();
+
+  StoreStats stats() const;
+
+ private:
+  class Impl;
+  explicit Store(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace forge::coordinator
+
+#endif  // FORGE_COORDINATOR_STORE_H_
