@@ -42,9 +42,17 @@ class LogMessage {
 #define FORGE_LOG_LEVEL_WARNING ::forge::LogLevel::kWarning
 #define FORGE_LOG_LEVEL_ERROR ::forge::LogLevel::kError
 
-#define FORGE_LOG(level)                                   \
-  if (!::forge::LogEnabled(FORGE_LOG_LEVEL_##level)) {     \
-  } else                                                   \
-    ::forge::LogMessage(FORGE_LOG_LEVEL_##level, __FILE__, __LINE__).stream()
+namespace forge {
+// Turns the stream expression into void so FORGE_LOG can sit in a ?: (safe in unbraced ifs).
+struct LogVoidify {
+  void operator&(std::ostream&) {}
+};
+}  // namespace forge
+
+#define FORGE_LOG(level)                                 \
+  !::forge::LogEnabled(FORGE_LOG_LEVEL_##level)          \
+      ? (void)0                                          \
+      : ::forge::LogVoidify() &                          \
+            ::forge::LogMessage(FORGE_LOG_LEVEL_##level, __FILE__, __LINE__).stream()
 
 #endif  // FORGE_COMMON_LOG_H_

@@ -1,0 +1,286 @@
+#include "cli/app.h"
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "cli/client.h"
+#include "cli/commands.h"
+#include "cli/exit_codes.h"
+#include "common/status_macros.h"
+
+namespace forge::cli {
+namespace {
+
+constexpr char kConnectionHelp[] =
+    "Connection:\n"
+    "  The coordinator is --coordinator, else $FORGE_COORDINATOR, else 127.0.0.1:7700.\n"
+    "  The token is read from --token-file FILE, else $FORGE_TOKEN holds the token itself.\n"
+    "  A new coordinator writes an admin token to STATE_DIR/admin.token; an admin creates\n"
+    "  tenants (`forge admin tenant create NAME`), whose tokens submit and follow jobs.\n";
+
+constexpr char kLeafFooter[] =
+    "Global options (--coordinator, --token-file, --timeout) go before or after the command;\n"
+    "see `forge --help` for them and for the exit codes.\n";
+
+constexpr char kSubmitFooter[] =
+    "SPEC.yaml is a forge.v1.JobSpec written as YAML: every key is the proto field name, e.g.\n"
+    "  name: acme-support-expert\n"
+    "  base: {model: forge-small, stage: mid-training}   # or {checkpoint: ID}, or model: {preset: "
+    "tiny}\n"
+    "  data: {mixture: [{dataset: general-english, weight: 0.25}, {dataset: acme-tickets, weight: "
+    "0.75}]}\n"
+    "  train: {steps: 2000, seq_len: 256, lr: 3e-4, lr_decay: cosine}\n"
+    "  resources: {ranks: 2, device: cpu}\n"
+    "Unknown keys and wrong types are reported with FILE:LINE:COL (exit 2) before anything is\n"
+    "sent. An UNAVAILABLE coordinator is retried for ~10 s with the same request id, so a job is\n"
+    "never submitted twice. Prints the job id alone on stdout.\n\n";
+
+constexpr char kTokenCreateFooter[] =
+    "Examples:\n"
+    "  forge admin token create --worker --note rack-7 > worker.token\n"
+    "  forge admin token create --tenant acme > acme.token\n"
+    "The token is printed alone on stdout and shown only once.\n\n";
+
+// The -o/--output option of a read command.
+void AddOutputOption(CLI::App* command, std::string* output) {
+  command->add_option("-o,--output", *output, "table (for people) or json (proto JSON)")
+      ->check(CLI::IsMember({"table", "json"}))
+      ->type_name("FORMAT")
+      ->capture_default_str();
+}
+
+OutputFormat FormatOf(const std::string& output) {
+  return output == "json" ? OutputFormat::kJson : OutputFormat::kTable;
+}
+
+// Prints a failed command's message, every line prefixed "forge: " (a spec can have several
+// problems, one a line).
+void PrintError(std::ostream& err, const absl::Status& status) {
+  for (absl::string_view line : absl::StrSplit(status.message(), '\n')) {
+    err << "forge: " << line << "\n";
+  }
+}
+
+// The deepest command given on the command line ("forge admin token" -> token's App).
+CLI::App* DeepestCommand(CLI::App* app) {
+  const std::vector<CLI::App*> selected = app->get_subcommands();
+  return selected.empty() ? app : DeepestCommand(selected.back());
+}
+
+// "forge admin token" for token's App.
+std::string CommandPath(CLI::App* app) {
+  std::string path = app->get_name();
+  for (CLI::App* p = app->get_parent(); p != nullptr; p = p->get_parent()) {
+    path = p->get_name() + " " + path;
+  }
+  return path;
+}
+
+// The message for a parse error. CLI11 reports an unknown or missing command as "A
+// subcommand is required"; say which command group it was and what it offers.
+std::string ParseErrorMessage(CLI::App& app, const CLI::ParseError& e) {
+  CLI::App* command = DeepestCommand(&app);
+  const std::vector<CLI::App*> children = command->get_subcommands([](CLI::App*) { return true; });
+  if (children.empty()) return e.what();
+  std::vector<std::string> names;
+  for (CLI::App* child : children) names.push_back(child->get_name());
+  const std::vector<std::string> extra = app.remaining(true);
+  if (!extra.empty()) {
+    return absl::StrCat("unknown command \"", extra.front(), "\" for `", CommandPath(command),
+                        "`; use one of: ", absl::StrJoin(names, ", "));
+  }
+  return absl::StrCat("`", CommandPath(command), "` needs a command: ", absl::StrJoin(names, ", "));
+}
+
+// --timeout: seconds, > 0 and at most a day.
+CLI::Validator PositiveSeconds() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        double seconds = 0;
+        if (!absl::SimpleAtod(text, &seconds) || !(seconds > 0) || seconds > 86400) {
+          return "must be a number of seconds above 0 and at most 86400, got \"" + text + "\"";
+        }
+        return "";
+      },
+      "");
+}
+
+}  // namespace
+
+int RunForgeCli(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+  CLI::App app("forge: submit and follow training jobs on a Forge coordinator.", "forge");
+  app.footer(absl::StrCat(kConnectionHelp, "\n", ExitCodesHelp()));
+  app.require_subcommand(1);
+  app.fallthrough();  // global options may also follow the subcommand
+
+  std::string coordinator = kDefaultCoordinator;
+  std::string token_file;
+  double timeout_s = 30;
+  app.add_option("--coordinator", coordinator, "coordinator address HOST:PORT")
+      ->envname("FORGE_COORDINATOR")
+      ->type_name("HOST:PORT")
+      ->capture_default_str();
+  app.add_option("--token-file", token_file,
+                 "file holding the token (else $FORGE_TOKEN holds the token itself)")
+      ->type_name("FILE");
+  app.add_option("--timeout", timeout_s, "seconds to wait for each answer of the coordinator")
+      ->check(PositiveSeconds())
+      ->type_name("SECONDS")
+      ->capture_default_str();
+
+  std::string output = "table";
+  auto leaf = [&](CLI::App* parent, const std::string& name, const std::string& description) {
+    CLI::App* command = parent->add_subcommand(name, description);
+    command->footer(kLeafFooter);
+    return command;
+  };
+
+  // Jobs.
+  std::string spec_path, job_id, reason;
+  std::vector<std::string> states;
+  CLI::App* submit = leaf(&app, "submit", "Submit a job from a YAML spec; prints its id");
+  submit->add_option("SPEC", spec_path, "the job spec (YAML)")->type_name("FILE")->required();
+  submit->footer(absl::StrCat(kSubmitFooter, kLeafFooter));
+  CLI::App* jobs = leaf(&app, "jobs", "List jobs, newest first");
+  jobs->add_option("--state", states, "only jobs in STATE; repeat or separate with commas")
+      ->type_name("STATE")
+      ->delimiter(',');
+  jobs->footer(absl::StrCat(
+      "STATE is queued, running, restarting, succeeded, failed or cancelled.\n\n", kLeafFooter));
+  AddOutputOption(jobs, &output);
+  CLI::App* status = leaf(&app, "status", "Show one job: state, why, placement, timestamps");
+  status->add_option("JOB", job_id, "job id (j-...)")->type_name("ID")->required();
+  AddOutputOption(status, &output);
+  CLI::App* cancel = leaf(&app, "cancel", "Cancel a queued or running job");
+  cancel->add_option("JOB", job_id, "job id (j-...)")->type_name("ID")->required();
+  cancel->add_option("--reason", reason, "why; kept in the job's message")->type_name("TEXT");
+  AddOutputOption(cancel, &output);
+
+  // Fleet.
+  CLI::App* workers = leaf(&app, "workers", "List worker hosts, their devices and ranks");
+  AddOutputOption(workers, &output);
+
+  // Administration (admin tokens).
+  CLI::App* admin = app.add_subcommand("admin", "Manage tenants and tokens (admin token)");
+  admin->require_subcommand(1);
+  admin->footer(kLeafFooter);
+  CLI::App* tenant = admin->add_subcommand("tenant", "Create and list tenants");
+  tenant->require_subcommand(1);
+  tenant->footer(kLeafFooter);
+  std::string tenant_name;
+  CLI::App* tenant_create =
+      leaf(tenant, "create", "Create a tenant; prints its first token alone (shown once)");
+  tenant_create->add_option("NAME", tenant_name, "1..64 chars of [a-z0-9-], starting with a letter")
+      ->type_name("NAME")
+      ->required();
+  CLI::App* tenant_list = leaf(tenant, "list", "List tenants");
+  AddOutputOption(tenant_list, &output);
+
+  CLI::App* token = admin->add_subcommand("token", "Create, list and revoke tokens");
+  token->require_subcommand(1);
+  token->footer(kLeafFooter);
+  bool worker_kind = false, admin_kind = false;
+  std::string token_tenant, note, token_id;
+  CLI::App* token_create = leaf(token, "create",
+                                "Create a token; prints it alone (shown once). Give exactly one "
+                                "of --worker, --tenant NAME, --admin");
+  CLI::Option* worker_flag =
+      token_create->add_flag("--worker", worker_kind, "a worker token (forge-worker only)");
+  CLI::Option* tenant_opt =
+      token_create->add_option("--tenant", token_tenant, "a token for existing tenant NAME")
+          ->type_name("NAME");
+  CLI::Option* admin_flag =
+      token_create->add_flag("--admin", admin_kind, "an admin token (manages everything)");
+  worker_flag->excludes(tenant_opt)->excludes(admin_flag);
+  tenant_opt->excludes(admin_flag);
+  token_create->add_option("--note", note, "free text for people, e.g. the host it is for")
+      ->type_name("TEXT");
+  token_create->footer(absl::StrCat(kTokenCreateFooter, kLeafFooter));
+  CLI::App* token_list = leaf(token, "list", "List tokens (ids, kinds, never the secrets)");
+  AddOutputOption(token_list, &output);
+  CLI::App* token_revoke = leaf(token, "revoke", "Revoke a token by its id; effective at once");
+  token_revoke->add_option("TOKEN_ID", token_id, "the token's id (see `forge admin token list`)")
+      ->type_name("ID")
+      ->required();
+
+  if (argc <= 1) {
+    err << app.help();
+    return kExitUsage;
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e, out, err);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e, out, err);
+  } catch (const CLI::ParseError& e) {
+    err << "forge: " << ParseErrorMessage(app, e) << "\n"
+        << "Run `" << CommandPath(DeepestCommand(&app)) << " --help` for usage.\n";
+    return kExitUsage;
+  }
+
+  std::unique_ptr<CoordinatorClient> client;
+  CommandEnv env;
+  env.out = &out;
+  env.err = &err;
+  env.client = [&]() -> absl::StatusOr<CoordinatorClient*> {
+    if (client == nullptr) {
+      ConnectionOptions options;
+      options.coordinator = coordinator;
+      options.timeout = absl::Seconds(timeout_s);
+      ASSIGN_OR_RETURN(options.token, ResolveToken(token_file, std::getenv("FORGE_TOKEN")));
+      if (options.coordinator.empty()) {
+        return UsageError("--coordinator (or FORGE_COORDINATOR) is empty; give HOST:PORT");
+      }
+      client = std::make_unique<CoordinatorClient>(std::move(options));
+    }
+    return client.get();
+  };
+
+  const OutputFormat format = FormatOf(output);
+  absl::Status result;
+  if (*submit) {
+    result = RunSubmit(env, spec_path);
+  } else if (*jobs) {
+    result = RunJobs(env, states, format);
+  } else if (*status) {
+    result = RunStatus(env, job_id, format);
+  } else if (*cancel) {
+    result = RunCancel(env, job_id, reason, format);
+  } else if (*workers) {
+    result = RunWorkers(env, format);
+  } else if (*tenant_create) {
+    result = RunTenantCreate(env, tenant_name);
+  } else if (*tenant_list) {
+    result = RunTenantList(env, format);
+  } else if (*token_create) {
+    const int kinds = int{worker_kind} + int{admin_kind} + int{tenant_opt->count() > 0};
+    if (kinds != 1) {
+      result = UsageError("give exactly one of --worker, --tenant NAME or --admin");
+    } else {
+      result = RunTokenCreate(env,
+                              worker_kind  ? forge::v1::TOKEN_KIND_WORKER
+                              : admin_kind ? forge::v1::TOKEN_KIND_ADMIN
+                                           : forge::v1::TOKEN_KIND_TENANT,
+                              token_tenant, note);
+    }
+  } else if (*token_list) {
+    result = RunTokenList(env, format);
+  } else if (*token_revoke) {
+    result = RunTokenRevoke(env, token_id);
+  } else {
+    result = UsageError("no command given; run `forge --help`");
+  }
+  if (!result.ok()) PrintError(err, result);
+  return ExitCodeFor(result);
+}
+
+}  // namespace forge::cli

@@ -1,0 +1,151 @@
+// Jobs: submission, queries, cancellation, placement and recovery from failures.
+//
+// Jobs live in memory and are written through to the Store. Every acknowledgement (submit,
+// cancel) is sent only after its commit. State changes are enqueued to the Store while mu_ is
+// held, so the Store sees a job's versions in the order memory did; messages to workers are
+// sent from commit callbacks, so a worker never acts on a state that could be lost.
+//
+// Devices are owned by placements: a device is busy exactly when a non-terminal job's
+// current placement names it. Only Place() adds placements, and the control loop is its only
+// caller, so a device is never given twice.
+//
+// Thread safety: thread-safe (one mutex, mu_). Never waits on the Store while holding mu_.
+#ifndef FORGE_COORDINATOR_JOB_MANAGER_H_
+#define FORGE_COORDINATOR_JOB_MANAGER_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "coordinator/auth.h"
+#include "coordinator/scheduler.h"
+#include "coordinator/store.h"
+#include "forge/v1/coordinator.pb.h"
+
+namespace forge::coordinator {
+
+struct JobManagerOptions {
+  // Sends a message on a worker's stream (false if the worker is not connected).
+  std::function<bool(const std::string& worker_id, const forge::v1::CoordinatorMessage&)>
+      send_to_worker;
+  // Called when the queue or the set of free devices may have changed.
+  std::function<void()> wake_scheduler;
+  // An assignment not acknowledged by its worker within this time counts as a lost rank.
+  absl::Duration ack_timeout = absl::Seconds(30);
+};
+
+class JobManager {
+ public:
+  JobManager(Store* store, Clock* clock, JobManagerOptions options);
+
+  // Loads every committed job. RUNNING jobs keep their placements (their workers are
+  // expected to reconnect); QUEUED and RESTARTING jobs are queued again.
+  absl::Status Recover();
+
+  // Validates `request.spec` (filling defaults), commits the job and then calls `done`.
+  // Tenant tokens only. A request_id seen before for the tenant returns the earlier job
+  // (deduplicated), or FAILED_PRECONDITION if the spec differs.
+  void Submit(const Principal& caller, forge::v1::SubmitJobRequest request,
+              std::function<void(absl::StatusOr<forge::v1::SubmitJobResponse>)> done);
+
+  // NOT_FOUND for unknown jobs and for jobs the caller may not see.
+  absl::StatusOr<forge::v1::Job> Get(const Principal& caller, absl::string_view job_id) const;
+  absl::StatusOr<std::vector<forge::v1::Job>> List(const Principal& caller,
+                                                   const forge::v1::ListJobsRequest& request) const;
+  // Cancels a non-terminal job: devices freed, ranks stopped. `done` after the commit.
+  void Cancel(const Principal& caller, absl::string_view job_id, absl::string_view reason,
+              std::function<void(absl::StatusOr<forge::v1::Job>)> done);
+
+  // --- Control-loop interface -------------------------------------------------------------
+
+  // Jobs waiting for devices (QUEUED and RESTARTING), for the scheduler.
+  std::vector<PendingJob> PendingQueue() const;
+  // (worker id, device id) pairs held by placements.
+  absl::flat_hash_set<std::pair<std::string, std::string>> BusyDevices() const;
+  // Places a pending job (RUNNING, attempt + 1) and, once committed, sends its assignments.
+  // Returns false (and changes nothing) if the job is no longer pending.
+  bool Place(const JobPlacement& placement);
+  // Records why jobs still wait (memory only: recomputed every pass).
+  void SetWaiting(const std::vector<WaitingJob>& waiting);
+
+  // A worker was declared dead: every job with a rank on it restarts (or fails past
+  // max_restarts); the job's other ranks are stopped.
+  void OnWorkerLost(const std::string& worker_id, absl::string_view why);
+  // A worker (re)registered holding `held` ranks: stale ones are stopped, placed ranks it
+  // no longer holds after acknowledging them are lost (the job restarts), and placed ranks
+  // it never acknowledged are sent again.
+  void ReconcileWorker(const std::string& worker_id,
+                       const std::vector<forge::v1::RankInfo>& held);
+  void OnAssignmentAck(const std::string& worker_id, const forge::v1::AssignmentAck& ack);
+  // Ranks not acknowledged within ack_timeout are lost.
+  void CheckAckTimeouts();
+
+  // Owner tenant of a job, or "" if unknown.
+  std::string TenantOf(absl::string_view job_id) const;
+
+  struct Counts {
+    int64_t total = 0;
+    int64_t pending = 0;
+    int64_t running = 0;
+  };
+  Counts counts() const;
+
+ private:
+  struct RankRuntime {
+    bool sent = false;
+    bool acked = false;
+    absl::Time sent_time;
+  };
+  struct Entry {
+    forge::v1::Job job;
+    int64_t seq = 0;                // submission order
+    absl::Time queued_since;        // when it last became pending
+    std::vector<RankRuntime> ranks;  // per rank of the current placement (memory only)
+  };
+
+  bool IsPending(const Entry& e) const;
+  // Applies `state` with `message`, stamps times, and enqueues the commit; `after` runs after
+  // it. REQUIRES: mu_ held; the transition allowed.
+  void TransitionLocked(Entry& e, forge::v1::JobState state, std::string message,
+                        std::function<void(absl::Status)> after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  using Outbox = std::vector<std::pair<std::string, forge::v1::CoordinatorMessage>>;
+  // Rank failure: RESTARTING (queued again) or FAILED; stops for every rank go to `outbox`,
+  // which the caller sends after releasing mu_.
+  void FailAttemptLocked(Entry& e, std::string why, Outbox* outbox)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Messages to stop every rank of the job's current placement (sent after the commit).
+  Outbox StopMessagesLocked(
+      const Entry& e, absl::string_view reason) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  forge::v1::CoordinatorMessage AssignmentFor(const Entry& e, int rank) const;
+  // Sends without mu_ held, then wakes the scheduler if anything was freed.
+  void SendAll(const Outbox& msgs);
+  void CommitJobLocked(const forge::v1::Job& job, std::function<void(absl::Status)> after)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  Store* const store_;
+  Clock* const clock_;
+  const JobManagerOptions options_;
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, Entry> jobs_ ABSL_GUARDED_BY(mu_);
+  int64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  // "tenant/request_id" -> job id, for committed jobs.
+  absl::flat_hash_map<std::string, std::string> by_request_ ABSL_GUARDED_BY(mu_);
+  // "tenant/request_id" -> callers waiting for an in-flight submission with that key.
+  absl::flat_hash_map<std::string,
+                      std::vector<std::function<void(absl::StatusOr<forge::v1::SubmitJobResponse>)>>>
+      inflight_requests_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace forge::coordinator
+
+#endif  // FORGE_COORDINATOR_JOB_MANAGER_H_

@@ -1,0 +1,93 @@
+// forge-coordinator: the Forge control plane.
+#include <signal.h>
+
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "common/file_util.h"
+#include "common/log.h"
+#include "coordinator/server.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:7700",
+          "HOST:PORT to serve gRPC on; port 0 picks a free port (see --port-file)");
+ABSL_FLAG(std::string, state_dir, "", "directory for the SQLite database and admin.token");
+ABSL_FLAG(std::string, storage_root, "",
+          "shared directory for checkpoints, datasets and exports");
+ABSL_FLAG(std::string, port_file, "", "if set, the bound port is written to this file");
+ABSL_FLAG(std::string, http, "", "HOST:PORT for the dashboard and /metrics (not in this release)");
+ABSL_FLAG(int, heartbeat_interval_ms, 1000, "how often workers send heartbeats (ms)");
+ABSL_FLAG(int, heartbeat_grace_ms, 3000, "a worker silent this long is dead (ms)");
+ABSL_FLAG(int, ack_timeout_ms, 30000,
+          "an assignment not acknowledged by its worker within this time fails the attempt (ms)");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "forge-coordinator --listen=HOST:PORT --state-dir=DIR --storage-root=DIR\n\n"
+      "Serves the Forge API (jobs, workers, admin) over gRPC. On first start it writes an "
+      "admin token to DIR/admin.token (mode 0600).");
+  // Dashed flag names (DESIGN.md) are accepted as well as underscores.
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--", 0) == 0) {
+      size_t eq = a.find('=');
+      std::string name = a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+      for (char& c : name) if (c == '-') c = '_';
+      std::string* s = new std::string(absl::StrCat("--", name, eq == std::string::npos ? "" : a.substr(eq)));
+      argv[i] = s->data();
+    }
+  }
+  absl::ParseCommandLine(argc, argv);
+  forge::SetLogTag("coordinator");
+
+  if (!absl::GetFlag(FLAGS_http).empty()) {
+    std::cerr << "forge-coordinator: --http: the dashboard and /metrics are not part of this "
+                 "release; leave the flag out\n";
+    return 2;
+  }
+  // Block the stop signals before any thread starts; one thread waits for them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  forge::coordinator::CoordinatorOptions o;
+  o.listen = absl::GetFlag(FLAGS_listen);
+  o.state_dir = absl::GetFlag(FLAGS_state_dir);
+  o.storage_root = absl::GetFlag(FLAGS_storage_root);
+  o.heartbeat_interval = absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_interval_ms));
+  o.heartbeat_grace = absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_grace_ms));
+  o.ack_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_ack_timeout_ms));
+  if (o.heartbeat_interval <= absl::ZeroDuration() || o.heartbeat_grace < o.heartbeat_interval) {
+    std::cerr << "forge-coordinator: --heartbeat-grace-ms must be >= --heartbeat-interval-ms > 0\n";
+    return 2;
+  }
+  auto coordinator = forge::coordinator::Coordinator::Start(o);
+  if (!coordinator.ok()) {
+    std::cerr << "forge-coordinator: " << coordinator.status().message() << "\n";
+    return coordinator.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  if (std::string pf = absl::GetFlag(FLAGS_port_file); !pf.empty()) {
+    if (auto s = forge::WriteFileAtomic(pf, absl::StrCat((*coordinator)->port(), "\n")); !s.ok()) {
+      std::cerr << "forge-coordinator: --port-file: " << s.message() << "\n";
+      return 1;
+    }
+  }
+  std::thread signals([&] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    FORGE_LOG(INFO) << "event=signal sig=" << sig;
+    (*coordinator)->Shutdown();
+  });
+  signals.detach();
+  (*coordinator)->Wait();
+  coordinator->reset();
+  FORGE_LOG(INFO) << "event=coordinator_stopped";
+  return 0;
+}

@@ -1,0 +1,196 @@
+#include "coordinator/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+#include <grpcpp/support/server_interceptor.h>
+
+#include <atomic>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/file_util.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "coordinator/auth.h"
+#include "coordinator/control_loop.h"
+#include "coordinator/job_manager.h"
+#include "coordinator/service.h"
+#include "coordinator/store.h"
+#include "coordinator/worker_manager.h"
+
+namespace forge::coordinator {
+namespace {
+
+// Server reflection is generated code we cannot add checks to, so an interceptor guards it:
+// a reflection call without a valid token is cancelled before it is served. Our own services
+// authenticate in their handlers (with precise status codes); health stays open.
+class ReflectionAuthInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  ReflectionAuthInterceptor(grpc::experimental::ServerRpcInfo* info, const AuthManager* auth)
+      : info_(info), auth_(auth) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
+      auto* md = methods->GetRecvInitialMetadata();
+      absl::string_view header;
+      if (auto it = md->find("authorization"); it != md->end()) {
+        header = absl::string_view(it->second.data(), it->second.size());
+      }
+      if (!auth_->Authenticate(header).ok()) {
+        FORGE_LOG(WARNING) << "event=reflection_refused reason=unauthenticated";
+        info_->server_context()->TryCancel();
+      }
+    }
+    methods->Proceed();
+  }
+
+ private:
+  grpc::experimental::ServerRpcInfo* info_;
+  const AuthManager* auth_;
+};
+
+class ReflectionAuthFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit ReflectionAuthFactory(const AuthManager* auth) : auth_(auth) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    if (!absl::StartsWith(info->method(), "/grpc.reflection.")) return nullptr;
+    return new ReflectionAuthInterceptor(info, auth_);
+  }
+
+ private:
+  const AuthManager* auth_;
+};
+
+}  // namespace
+
+class Coordinator::Impl {
+ public:
+  absl::Status Init(const CoordinatorOptions& o) {
+    RETURN_IF_ERROR(MakeDirs(o.state_dir, 0700));
+    RETURN_IF_ERROR(MakeDirs(o.storage_root, 0755));
+    StoreOptions so;
+    so.path = o.state_dir + "/forge.db";
+    so.synchronous_full = o.synchronous_full;
+    ASSIGN_OR_RETURN(store_, Store::Open(so));
+
+    auth_ = std::make_unique<AuthManager>(store_.get(), o.clock);
+    RETURN_IF_ERROR(auth_->Recover());
+    RETURN_IF_ERROR(auth_->EnsureAdminTokenFile(o.state_dir + "/admin.token"));
+
+    workers_ = std::make_unique<WorkerManager>(
+        store_.get(), o.clock, WorkerManagerOptions{o.heartbeat_interval, o.heartbeat_grace});
+    RETURN_IF_ERROR(workers_->Recover());
+
+    JobManagerOptions jo;
+    jo.send_to_worker = [this](const std::string& w, const forge::v1::CoordinatorMessage& m) {
+      return workers_->Send(w, m);
+    };
+    jo.wake_scheduler = [this] { if (loop_) loop_->Wake(); };
+    jo.ack_timeout = o.ack_timeout;
+    jobs_ = std::make_unique<JobManager>(store_.get(), o.clock, jo);
+    RETURN_IF_ERROR(jobs_->Recover());
+
+    loop_ = std::make_unique<ControlLoop>(jobs_.get(), workers_.get(), ControlLoopOptions{});
+
+    job_service_ = std::make_unique<JobServiceImpl>(auth_.get(), jobs_.get());
+    worker_service_ = std::make_unique<WorkerServiceImpl>(auth_.get(), workers_.get(),
+                                                          jobs_.get(), [this] { loop_->Wake(); });
+    admin_service_ = std::make_unique<AdminServiceImpl>(auth_.get());
+
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort(o.listen, grpc::InsecureServerCredentials(), &port);
+    builder.SetMaxReceiveMessageSize(o.max_message_bytes);
+    builder.RegisterService(job_service_.get());
+    builder.RegisterService(worker_service_.get());
+    builder.RegisterService(admin_service_.get());
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> ics;
+    ics.push_back(std::make_unique<ReflectionAuthFactory>(auth_.get()));
+    builder.experimental().SetInterceptorCreators(std::move(ics));
+    server_ = builder.BuildAndStart();
+    if (server_ == nullptr || port == 0) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot listen on ", o.listen, ": the address is in use or invalid; pick another "
+          "--listen (port 0 picks a free port)"));
+    }
+    port_ = port;
+    loop_->Start();
+    FORGE_LOG(INFO) << "event=coordinator_started listen=" << o.listen << " port=" << port_
+                    << " state_dir=" << o.state_dir;
+    return absl::OkStatus();
+  }
+
+  void Shutdown() {
+    if (shutdown_.exchange(true)) return;
+    FORGE_LOG(INFO) << "event=coordinator_stopping";
+    if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    if (loop_) loop_->Stop();
+    absl::MutexLock lock(&mu_);
+    stopped_ = true;
+  }
+
+  void Wait() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&stopped_));
+  }
+
+  ~Impl() {
+    Shutdown();
+    if (server_) server_->Wait();
+    loop_.reset();
+    // Services, managers, then the store (which drains its queue).
+    job_service_.reset();
+    worker_service_.reset();
+    admin_service_.reset();
+    server_.reset();
+    jobs_.reset();
+    workers_.reset();
+    auth_.reset();
+    store_.reset();
+  }
+
+  int port_ = 0;
+
+ private:
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<AuthManager> auth_;
+  std::unique_ptr<WorkerManager> workers_;
+  std::unique_ptr<JobManager> jobs_;
+  std::unique_ptr<ControlLoop> loop_;
+  std::unique_ptr<JobServiceImpl> job_service_;
+  std::unique_ptr<WorkerServiceImpl> worker_service_;
+  std::unique_ptr<AdminServiceImpl> admin_service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::atomic<bool> shutdown_{false};
+  absl::Mutex mu_;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(const CoordinatorOptions& options) {
+  if (options.state_dir.empty()) {
+    return absl::InvalidArgumentError("--state-dir is required: a directory for the database");
+  }
+  if (options.storage_root.empty()) {
+    return absl::InvalidArgumentError(
+        "--storage-root is required: the shared directory for checkpoints and datasets");
+  }
+  auto impl = std::make_unique<Impl>();
+  RETURN_IF_ERROR(impl->Init(options));
+  return std::unique_ptr<Coordinator>(new Coordinator(std::move(impl)));
+}
+
+Coordinator::Coordinator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Coordinator::~Coordinator() = default;
+int Coordinator::port() const { return impl_->port_; }
+void Coordinator::Shutdown() { impl_->Shutdown(); }
+void Coordinator::Wait() { impl_->Wait(); }
+
+}  // namespace forge::coordinator

@@ -1,0 +1,208 @@
+#include "coordinator/service.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "common/proto_time.h"
+
+namespace forge::coordinator {
+
+using grpc::CallbackServerContext;
+using grpc::ServerUnaryReactor;
+
+absl::StatusOr<Principal> AuthenticateCall(const AuthManager& auth,
+                                           const CallbackServerContext* ctx) {
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  absl::string_view header;
+  if (it != md.end()) header = absl::string_view(it->second.data(), it->second.size());
+  return auth.Authenticate(header);
+}
+
+namespace {
+
+ServerUnaryReactor* FinishNow(CallbackServerContext* ctx, const absl::Status& status) {
+  ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+// Tenant or admin (not worker) tokens.
+absl::StatusOr<Principal> RequireUser(const AuthManager& auth, const CallbackServerContext* ctx) {
+  absl::StatusOr<Principal> p = AuthenticateCall(auth, ctx);
+  if (p.ok() && p->is_worker()) {
+    return absl::PermissionDeniedError("worker tokens may only call WorkerService.Connect");
+  }
+  return p;
+}
+
+forge::v1::TokenInfo ToProto(const TokenRecord& t) {
+  forge::v1::TokenInfo info;
+  info.set_token_id(t.id);
+  info.set_kind(t.kind);
+  info.set_tenant(t.tenant);
+  info.set_note(t.note);
+  *info.mutable_create_time() = ToProtoTime(t.create_time);
+  info.set_revoked(t.revoked);
+  return info;
+}
+
+}  // namespace
+
+// --- JobService ----------------------------------------------------------------------------
+
+ServerUnaryReactor* JobServiceImpl::SubmitJob(CallbackServerContext* ctx,
+                                              const forge::v1::SubmitJobRequest* req,
+                                              forge::v1::SubmitJobResponse* resp) {
+  absl::StatusOr<Principal> p = RequireUser(*auth_, ctx);
+  if (!p.ok()) return FinishNow(ctx, p.status());
+  ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  jobs_->Submit(*p, *req,
+                [reactor, resp](absl::StatusOr<forge::v1::SubmitJobResponse> r) {
+                  if (r.ok()) *resp = *std::move(r);
+                  reactor->Finish(ToGrpcStatus(r.status()));
+                });
+  return reactor;
+}
+
+ServerUnaryReactor* JobServiceImpl::ListJobs(CallbackServerContext* ctx,
+                                             const forge::v1::ListJobsRequest* req,
+                                             forge::v1::ListJobsResponse* resp) {
+  absl::StatusOr<Principal> p = RequireUser(*auth_, ctx);
+  if (!p.ok()) return FinishNow(ctx, p.status());
+  absl::StatusOr<std::vector<forge::v1::Job>> jobs = jobs_->List(*p, *req);
+  if (!jobs.ok()) return FinishNow(ctx, jobs.status());
+  for (auto& j : *jobs) *resp->add_jobs() = std::move(j);
+  return FinishNow(ctx, absl::OkStatus());
+}
+
+ServerUnaryReactor* JobServiceImpl::GetJob(CallbackServerContext* ctx,
+                                           const forge::v1::GetJobRequest* req,
+                                           forge::v1::Job* resp) {
+  absl::StatusOr<Principal> p = RequireUser(*auth_, ctx);
+  if (!p.ok()) return FinishNow(ctx, p.status());
+  absl::StatusOr<forge::v1::Job> job = jobs_->Get(*p, req->job_id());
+  if (job.ok()) *resp = *std::move(job);
+  return FinishNow(ctx, job.status());
+}
+
+ServerUnaryReactor* JobServiceImpl::CancelJob(CallbackServerContext* ctx,
+                                              const forge::v1::CancelJobRequest* req,
+                                              forge::v1::Job* resp) {
+  absl::StatusOr<Principal> p = RequireUser(*auth_, ctx);
+  if (!p.ok()) return FinishNow(ctx, p.status());
+  ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  jobs_->Cancel(*p, req->job_id(), req->reason(),
+                [reactor, resp](absl::StatusOr<forge::v1::Job> job) {
+                  if (job.ok()) *resp = *std::move(job);
+                  reactor->Finish(ToGrpcStatus(job.status()));
+                });
+  return reactor;
+}
+
+// --- WorkerService -------------------------------------------------------------------------
+
+ServerUnaryReactor* WorkerServiceImpl::ListWorkers(CallbackServerContext* ctx,
+                                                   const forge::v1::ListWorkersRequest* req,
+                                                   forge::v1::ListWorkersResponse* resp) {
+  absl::StatusOr<Principal> p = RequireUser(*auth_, ctx);
+  if (!p.ok()) return FinishNow(ctx, p.status());
+  for (forge::v1::Worker& w : workers_->List()) {
+    if (!p->is_admin()) {
+      // A tenant sees the fleet but only its own jobs' ranks.
+      google::protobuf::RepeatedPtrField<forge::v1::RankInfo> mine;
+      for (const auto& r : w.ranks()) {
+        if (jobs_->TenantOf(r.job_id()) == p->tenant) *mine.Add() = r;
+      }
+      w.mutable_ranks()->Swap(&mine);
+    }
+    *resp->add_workers() = std::move(w);
+  }
+  return FinishNow(ctx, absl::OkStatus());
+}
+
+// --- AdminService --------------------------------------------------------------------------
+
+absl::StatusOr<Principal> AdminServiceImpl::RequireAdmin(const CallbackServerContext* ctx) const {
+  absl::StatusOr<Principal> p = AuthenticateCall(*auth_, ctx);
+  if (p.ok() && !p->is_admin()) {
+    return absl::PermissionDeniedError(
+        "this call needs an admin token (the coordinator writes one to STATE_DIR/admin.token)");
+  }
+  return p;
+}
+
+ServerUnaryReactor* AdminServiceImpl::CreateTenant(CallbackServerContext* ctx,
+                                                   const forge::v1::CreateTenantRequest* req,
+                                                   forge::v1::CreateTenantResponse* resp) {
+  absl::StatusOr<Principal> p = RequireAdmin(ctx);
+  if (!p.ok()) return FinishNow(ctx, p.status());
+  ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  auth_->CreateTenant(req->name(), [reactor, resp, name = req->name()](
+                                       absl::StatusOr<CreatedToken> t) {
+    if (t.ok()) {
+      resp->set_tenant(name);
+      resp->set_token(t->secret);
+      resp->set_token_id(t->token_id);
+    }
+    reactor->Finish(ToGrpcStatus(t.status()));
+  });
+  return reactor;
+}
+
+ServerUnaryReactor* AdminServiceImpl::ListTenants(CallbackServerContext* ctx,
+                                                  const forge::v1::ListTenantsRequest* req,
+                                                  forge::v1::ListTenantsResponse* resp) {
+  absl::StatusOr<Principal> p = RequireAdmin(ctx);
+  if (!p.ok()) return FinishNow(ctx, p.status());
+  for (const TenantRecord& t : auth_->ListTenants()) {
+    auto* out = resp->add_tenants();
+    out->set_name(t.name);
+    *out->mutable_create_time() = ToProtoTime(t.create_time);
+  }
+  return FinishNow(ctx, absl::OkStatus());
+}
+
+ServerUnaryReactor* AdminServiceImpl::CreateToken(CallbackServerContext* ctx,
+                                                  const forge::v1::CreateTokenRequest* req,
+                                                  forge::v1::CreateTokenResponse* resp) {
+  absl::StatusOr<Principal> p = RequireAdmin(ctx);
+  if (!p.ok()) return FinishNow(ctx, p.status());
+  ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  auth_->CreateToken(req->kind(), req->tenant(), req->note(),
+                     [reactor, resp](absl::StatusOr<CreatedToken> t) {
+                       if (t.ok()) {
+                         resp->set_token(t->secret);
+                         resp->set_token_id(t->token_id);
+                       }
+                       reactor->Finish(ToGrpcStatus(t.status()));
+                     });
+  return reactor;
+}
+
+ServerUnaryReactor* AdminServiceImpl::RevokeToken(CallbackServerContext* ctx,
+                                                  const forge::v1::RevokeTokenRequest* req,
+                                                  forge::v1::RevokeTokenResponse* resp) {
+  absl::StatusOr<Principal> p = RequireAdmin(ctx);
+  if (!p.ok()) return FinishNow(ctx, p.status());
+  if (req->token_id() == p->token_id) {
+    return FinishNow(ctx, absl::FailedPreconditionError(
+                              "refusing to revoke the token making this call; use another "
+                              "admin token"));
+  }
+  ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  auth_->RevokeToken(req->token_id(), [reactor](absl::Status s) {
+    reactor->Finish(ToGrpcStatus(s));
+  });
+  return reactor;
+}
+
+ServerUnaryReactor* AdminServiceImpl::ListTokens(CallbackServerContext* ctx,
+                                                 const forge::v1::ListTokensRequest* req,
+                                                 forge::v1::ListTokensResponse* resp) {
+  absl::StatusOr<Principal> p = RequireAdmin(ctx);
+  if (!p.ok()) return FinishNow(ctx, p.status());
+  for (const TokenRecord& t : auth_->ListTokens()) *resp->add_tokens() = ToProto(t);
+  return FinishNow(ctx, absl::OkStatus());
+}
+
+}  // namespace forge::coordinator

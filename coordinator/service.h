@@ -1,0 +1,90 @@
+// The gRPC surface of the coordinator. Each service only authenticates, translates proto <->
+// manager calls and absl::Status <-> grpc::Status; the logic lives in the managers.
+//
+// Every RPC here is authenticated (grpc.health.v1 is the only unauthenticated service).
+#ifndef FORGE_COORDINATOR_SERVICE_H_
+#define FORGE_COORDINATOR_SERVICE_H_
+
+#include <functional>
+
+#include "coordinator/auth.h"
+#include "coordinator/job_manager.h"
+#include "coordinator/worker_manager.h"
+#include "forge/v1/coordinator.grpc.pb.h"
+
+namespace forge::coordinator {
+
+// Reads "authorization" from the call's metadata and authenticates it.
+absl::StatusOr<Principal> AuthenticateCall(const AuthManager& auth,
+                                           const grpc::CallbackServerContext* ctx);
+
+class JobServiceImpl final : public forge::v1::JobService::CallbackService {
+ public:
+  JobServiceImpl(AuthManager* auth, JobManager* jobs) : auth_(auth), jobs_(jobs) {}
+
+  grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* ctx,
+                                      const forge::v1::SubmitJobRequest* req,
+                                      forge::v1::SubmitJobResponse* resp) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx,
+                                     const forge::v1::ListJobsRequest* req,
+                                     forge::v1::ListJobsResponse* resp) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* ctx,
+                                   const forge::v1::GetJobRequest* req,
+                                   forge::v1::Job* resp) override;
+  grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* ctx,
+                                      const forge::v1::CancelJobRequest* req,
+                                      forge::v1::Job* resp) override;
+
+ private:
+  AuthManager* const auth_;
+  JobManager* const jobs_;
+};
+
+class WorkerServiceImpl final : public forge::v1::WorkerService::CallbackService {
+ public:
+  WorkerServiceImpl(AuthManager* auth, WorkerManager* workers, JobManager* jobs,
+                    std::function<void()> wake_scheduler)
+      : auth_(auth), workers_(workers), jobs_(jobs), wake_(std::move(wake_scheduler)) {}
+
+  grpc::ServerBidiReactor<forge::v1::WorkerMessage, forge::v1::CoordinatorMessage>* Connect(
+      grpc::CallbackServerContext* ctx) override;
+  grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* ctx,
+                                        const forge::v1::ListWorkersRequest* req,
+                                        forge::v1::ListWorkersResponse* resp) override;
+
+ private:
+  AuthManager* const auth_;
+  WorkerManager* const workers_;
+  JobManager* const jobs_;
+  const std::function<void()> wake_;
+};
+
+class AdminServiceImpl final : public forge::v1::AdminService::CallbackService {
+ public:
+  explicit AdminServiceImpl(AuthManager* auth) : auth_(auth) {}
+
+  grpc::ServerUnaryReactor* CreateTenant(grpc::CallbackServerContext* ctx,
+                                         const forge::v1::CreateTenantRequest* req,
+                                         forge::v1::CreateTenantResponse* resp) override;
+  grpc::ServerUnaryReactor* ListTenants(grpc::CallbackServerContext* ctx,
+                                        const forge::v1::ListTenantsRequest* req,
+                                        forge::v1::ListTenantsResponse* resp) override;
+  grpc::ServerUnaryReactor* CreateToken(grpc::CallbackServerContext* ctx,
+                                        const forge::v1::CreateTokenRequest* req,
+                                        forge::v1::CreateTokenResponse* resp) override;
+  grpc::ServerUnaryReactor* RevokeToken(grpc::CallbackServerContext* ctx,
+                                        const forge::v1::RevokeTokenRequest* req,
+                                        forge::v1::RevokeTokenResponse* resp) override;
+  grpc::ServerUnaryReactor* ListTokens(grpc::CallbackServerContext* ctx,
+                                       const forge::v1::ListTokensRequest* req,
+                                       forge::v1::ListTokensResponse* resp) override;
+
+ private:
+  // The admin principal, or a Status (UNAUTHENTICATED / PERMISSION_DENIED).
+  absl::StatusOr<Principal> RequireAdmin(const grpc::CallbackServerContext* ctx) const;
+  AuthManager* const auth_;
+};
+
+}  // namespace forge::coordinator
+
+#endif  // FORGE_COORDINATOR_SERVICE_H_

@@ -1,0 +1,32 @@
+// Validation of a submitted JobSpec against the ranges documented in job.proto, and filling
+// of the documented defaults so a stored job shows the values it runs with.
+#ifndef FORGE_COORDINATOR_SPEC_VALIDATION_H_
+#define FORGE_COORDINATOR_SPEC_VALIDATION_H_
+
+#include "absl/status/status.h"
+#include "forge/v1/job.pb.h"
+
+namespace forge::coordinator {
+
+// Checks every field of `*spec` against job.proto and, when all are valid, fills in every
+// default that applies (train.*, resources.*, checkpoint.*, eval.every_steps,
+// guard.max_regression, max_restarts) and, for a fresh model, the five model numbers that
+// the preset and overrides resolve to (so a later change to a preset never changes an
+// accepted job). Returns OK in that case.
+//
+// Otherwise returns INVALID_ARGUMENT and leaves `*spec` unchanged. The message starts with
+// "job spec: " and lists every problem found (the first 20, then "and N more"), joined by
+// "; "; each names its field as the user writes it in YAML and says what to do, e.g.
+// "data.mixture[1].weight must be > 0 (got -0.2)".
+//
+// With `base`, the model's shape is not known here (it comes from the base checkpoint), so
+// train.seq_len is checked only against the largest context any model may have, and when
+// train.seq_len is unset, it and an unset train.batch_tokens stay unset: the trainer fills
+// them from the base model (seq_len = context, batch_tokens = seq_len x ranks x 8).
+//
+// REQUIRES: spec != nullptr. Pure function of its input; thread-compatible.
+absl::Status ValidateAndFillDefaults(forge::v1::JobSpec* spec);
+
+}  // namespace forge::coordinator
+
+#endif  // FORGE_COORDINATOR_SPEC_VALIDATION_H_

@@ -1,0 +1,583 @@
+#include "coordinator/store.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <deque>
+#include <thread>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+
+namespace forge::coordinator {
+namespace {
+
+using forge::v1::Job;
+using forge::v1::Worker;
+
+// Bump when the schema changes, and add the migration from the previous version to
+// MigrateSchema.
+constexpr int64_t kSchemaVersion = 1;
+constexpr int kBusyTimeoutMs = 5000;
+
+constexpr const char* kCreateSchemaSql = R"sql(
+CREATE TABLE IF NOT EXISTS jobs (
+  id TEXT PRIMARY KEY NOT NULL,
+  seq INTEGER NOT NULL UNIQUE,  -- first-insert order; an upsert keeps it
+  tenant TEXT NOT NULL,
+  state INTEGER NOT NULL,
+  request_id TEXT NOT NULL,
+  job BLOB NOT NULL             -- serialized forge.v1.Job
+);
+CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs(tenant);
+CREATE TABLE IF NOT EXISTS tenants (
+  name TEXT PRIMARY KEY NOT NULL,
+  create_time_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+  id TEXT PRIMARY KEY NOT NULL,
+  hash TEXT NOT NULL UNIQUE,
+  kind INTEGER NOT NULL,
+  tenant TEXT NOT NULL,
+  note TEXT NOT NULL,
+  create_time_ns INTEGER NOT NULL,
+  revoked INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS workers (
+  id TEXT PRIMARY KEY NOT NULL,
+  worker BLOB NOT NULL          -- serialized forge.v1.Worker
+);
+)sql";
+
+constexpr const char* kUpsertJobSql =
+    "INSERT INTO jobs(id, seq, tenant, state, request_id, job) "
+    "VALUES(?1, (SELECT IFNULL(MAX(seq), 0) + 1 FROM jobs), ?2, ?3, ?4, ?5) "
+    "ON CONFLICT(id) DO UPDATE SET tenant = excluded.tenant, state = excluded.state, "
+    "request_id = excluded.request_id, job = excluded.job";
+constexpr const char* kInsertTenantSql =
+    "INSERT INTO tenants(name, create_time_ns) VALUES(?1, ?2)";
+constexpr const char* kUpsertTokenSql =
+    "INSERT INTO tokens(id, hash, kind, tenant, note, create_time_ns, revoked) "
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) "
+    "ON CONFLICT(id) DO UPDATE SET hash = excluded.hash, kind = excluded.kind, "
+    "tenant = excluded.tenant, note = excluded.note, "
+    "create_time_ns = excluded.create_time_ns, revoked = excluded.revoked";
+constexpr const char* kUpsertWorkerSql =
+    "INSERT INTO workers(id, worker) VALUES(?1, ?2) "
+    "ON CONFLICT(id) DO UPDATE SET worker = excluded.worker";
+
+absl::StatusCode CodeForSqlite(int rc) {
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return absl::StatusCode::kUnavailable;
+    case SQLITE_FULL:
+      return absl::StatusCode::kResourceExhausted;
+    case SQLITE_CONSTRAINT:
+      return absl::StatusCode::kAlreadyExists;
+    case SQLITE_CANTOPEN:
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT:
+      return absl::StatusCode::kFailedPrecondition;
+    default:
+      return absl::StatusCode::kInternal;
+  }
+}
+
+// One SQLite connection and its cached prepared statements.
+// Thread safety: none; used by one thread at a time (the owner serializes).
+class Db {
+ public:
+  static absl::StatusOr<std::unique_ptr<Db>> Open(const std::string& path) {
+    sqlite3* db = nullptr;
+    const int rc = sqlite3_open_v2(path.c_str(), &db,
+                                   SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                                       SQLITE_OPEN_NOMUTEX,
+                                   nullptr);
+    if (rc != SQLITE_OK) {
+      std::string msg = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+      sqlite3_close(db);
+      return absl::Status(CodeForSqlite(rc),
+                          absl::StrCat("open SQLite database ", path, ": ", msg,
+                                       "; check that its directory exists and is writable"));
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, kBusyTimeoutMs);
+    return std::unique_ptr<Db>(new Db(db, path));
+  }
+
+  ~Db() {
+    for (auto& [sql, stmt] : stmts_) sqlite3_finalize(stmt);
+    sqlite3_close(db_);
+  }
+
+  Db(const Db&) = delete;
+  Db& operator=(const Db&) = delete;
+
+  // The last error of this connection as a Status naming `op`.
+  absl::Status Error(absl::string_view op) const {
+    const int rc = sqlite3_extended_errcode(db_);
+    return absl::Status(CodeForSqlite(rc), absl::StrCat("SQLite ", op, " on ", path_, ": ",
+                                                        sqlite3_errmsg(db_), " (code ", rc,
+                                                        ")"));
+  }
+
+  // Runs `sql` (one or more statements without parameters).
+  absl::Status Exec(absl::string_view op, const char* sql) {
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) != SQLITE_OK) return Error(op);
+    return absl::OkStatus();
+  }
+
+  // The prepared statement for `sql`, a string literal (cached by its address).
+  absl::StatusOr<sqlite3_stmt*> Prepare(const char* sql) {
+    auto it = stmts_.find(sql);
+    if (it != stmts_.end()) return it->second;
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr) !=
+        SQLITE_OK) {
+      return Error(absl::StrCat("prepare \"", sql, "\""));
+    }
+    stmts_.emplace(sql, stmt);
+    return stmt;
+  }
+
+  bool InTransaction() const { return sqlite3_get_autocommit(db_) == 0; }
+  const std::string& path() const { return path_; }
+
+ private:
+  Db(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+
+  sqlite3* const db_;
+  const std::string path_;
+  absl::flat_hash_map<const char*, sqlite3_stmt*> stmts_;
+};
+
+// Binds parameters to a cached statement for one execution and resets it when destroyed.
+// Bound text and blobs are not copied: they must outlive the Stmt.
+class Stmt {
+ public:
+  explicit Stmt(sqlite3_stmt* stmt) : stmt_(stmt) {}
+  ~Stmt() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  void BindText(int i, absl::string_view v) {
+    Note(sqlite3_bind_text(stmt_, i, v.data() != nullptr ? v.data() : "",
+                           static_cast<int>(v.size()), SQLITE_STATIC));
+  }
+  void BindBlob(int i, const std::string& v) {
+    Note(sqlite3_bind_blob(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC));
+  }
+  void BindInt(int i, int64_t v) { Note(sqlite3_bind_int64(stmt_, i, v)); }
+
+  // SQLITE_ROW, SQLITE_DONE, or an error code (including a failed bind).
+  int Step() { return bind_rc_ != SQLITE_OK ? bind_rc_ : sqlite3_step(stmt_); }
+
+  std::string Text(int col) const {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, col));
+    return p == nullptr ? std::string() : std::string(p, sqlite3_column_bytes(stmt_, col));
+  }
+  int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
+  template <typename Message>
+  bool Parse(int col, Message* out) const {
+    const void* p = sqlite3_column_blob(stmt_, col);
+    const int n = sqlite3_column_bytes(stmt_, col);
+    if (n == 0) {
+      out->Clear();
+      return true;
+    }
+    return out->ParseFromArray(p, n);
+  }
+
+ private:
+  void Note(int rc) {
+    if (bind_rc_ == SQLITE_OK) bind_rc_ = rc;
+  }
+
+  sqlite3_stmt* const stmt_;
+  int bind_rc_ = SQLITE_OK;
+};
+
+// Runs a statement that returns no rows.
+absl::Status Run(Db& db, Stmt& stmt, absl::string_view op) {
+  if (stmt.Step() != SQLITE_DONE) return db.Error(op);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Serialize(const google::protobuf::MessageLite& m,
+                                      absl::string_view what) {
+  std::string out;
+  if (!m.SerializeToString(&out)) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " cannot be serialized (too large?)"));
+  }
+  return out;
+}
+
+absl::Status PutJob(Db& db, const Job& job) {
+  if (job.id().empty()) return absl::InvalidArgumentError("store: a job without an id");
+  ASSIGN_OR_RETURN(std::string blob, Serialize(job, absl::StrCat("job ", job.id())));
+  ASSIGN_OR_RETURN(sqlite3_stmt * raw, db.Prepare(kUpsertJobSql));
+  Stmt stmt(raw);
+  stmt.BindText(1, job.id());
+  stmt.BindText(2, job.tenant());
+  stmt.BindInt(3, job.state());
+  stmt.BindText(4, job.request_id());
+  stmt.BindBlob(5, blob);
+  return Run(db, stmt, absl::StrCat("upsert job ", job.id()));
+}
+
+absl::Status InsertTenant(Db& db, const TenantRecord& tenant) {
+  if (tenant.name.empty()) return absl::InvalidArgumentError("store: a tenant without a name");
+  ASSIGN_OR_RETURN(sqlite3_stmt * raw, db.Prepare(kInsertTenantSql));
+  Stmt stmt(raw);
+  stmt.BindText(1, tenant.name);
+  stmt.BindInt(2, absl::ToUnixNanos(tenant.create_time));
+  if (stmt.Step() == SQLITE_DONE) return absl::OkStatus();
+  absl::Status error = db.Error(absl::StrCat("insert tenant ", tenant.name));
+  if (error.code() == absl::StatusCode::kAlreadyExists) {
+    return absl::AlreadyExistsError(absl::StrCat("tenant ", tenant.name, " already exists"));
+  }
+  return error;
+}
+
+absl::Status PutToken(Db& db, const TokenRecord& token) {
+  if (token.id.empty()) return absl::InvalidArgumentError("store: a token without an id");
+  ASSIGN_OR_RETURN(sqlite3_stmt * raw, db.Prepare(kUpsertTokenSql));
+  Stmt stmt(raw);
+  stmt.BindText(1, token.id);
+  stmt.BindText(2, token.hash);
+  stmt.BindInt(3, token.kind);
+  stmt.BindText(4, token.tenant);
+  stmt.BindText(5, token.note);
+  stmt.BindInt(6, absl::ToUnixNanos(token.create_time));
+  stmt.BindInt(7, token.revoked ? 1 : 0);
+  return Run(db, stmt, absl::StrCat("upsert token ", token.id));
+}
+
+absl::Status PutWorker(Db& db, const Worker& worker) {
+  if (worker.id().empty()) return absl::InvalidArgumentError("store: a worker without an id");
+  ASSIGN_OR_RETURN(std::string blob, Serialize(worker, absl::StrCat("worker ", worker.id())));
+  ASSIGN_OR_RETURN(sqlite3_stmt * raw, db.Prepare(kUpsertWorkerSql));
+  Stmt stmt(raw);
+  stmt.BindText(1, worker.id());
+  stmt.BindBlob(2, blob);
+  return Run(db, stmt, absl::StrCat("upsert worker ", worker.id()));
+}
+
+absl::Status ApplyBatch(Db& db, const WriteBatch& batch) {
+  for (const Job& job : batch.put_jobs) RETURN_IF_ERROR(PutJob(db, job));
+  for (const TenantRecord& tenant : batch.insert_tenants) RETURN_IF_ERROR(InsertTenant(db, tenant));
+  for (const TokenRecord& token : batch.put_tokens) RETURN_IF_ERROR(PutToken(db, token));
+  for (const Worker& worker : batch.put_workers) RETURN_IF_ERROR(PutWorker(db, worker));
+  return absl::OkStatus();
+}
+
+// Sets WAL and the synchronous level on the writer connection.
+absl::Status ConfigureWriter(Db& db, bool synchronous_full) {
+  ASSIGN_OR_RETURN(sqlite3_stmt * raw, db.Prepare("PRAGMA journal_mode=WAL"));
+  {
+    Stmt stmt(raw);
+    if (stmt.Step() != SQLITE_ROW) return db.Error("set journal_mode=WAL");
+    const std::string mode = stmt.Text(0);
+    if (mode != "wal") {
+      return absl::FailedPreconditionError(
+          absl::StrCat("SQLite database ", db.path(), " cannot use WAL (journal mode is ", mode,
+                       "); put the state directory on a local file system"));
+    }
+  }
+  return db.Exec("set synchronous",
+                 synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+}
+
+// Reads the schema version (0 for a new database).
+absl::StatusOr<int64_t> ReadSchemaVersion(Db& db) {
+  RETURN_IF_ERROR(db.Exec("create table meta",
+                          "CREATE TABLE IF NOT EXISTS meta ("
+                          "key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL)"));
+  ASSIGN_OR_RETURN(sqlite3_stmt * raw,
+                   db.Prepare("SELECT value FROM meta WHERE key = 'schema_version'"));
+  Stmt stmt(raw);
+  const int rc = stmt.Step();
+  if (rc == SQLITE_DONE) return 0;
+  if (rc != SQLITE_ROW) return db.Error("read schema_version");
+  return stmt.Int(0);
+}
+
+// Creates the schema in a new database, or migrates an older one, inside one transaction.
+absl::Status InitSchema(Db& db) {
+  RETURN_IF_ERROR(db.Exec("begin schema transaction", "BEGIN IMMEDIATE"));
+  absl::Status status = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(int64_t version, ReadSchemaVersion(db));
+    if (version > kSchemaVersion) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "state database ", db.path(), " has schema version ", version,
+          ", newer than this forge-coordinator supports (", kSchemaVersion,
+          "); run a newer forge-coordinator, or point --state-dir at another directory"));
+    }
+    if (version == kSchemaVersion) return absl::OkStatus();
+    // Version 1 is the first schema: there is nothing older to migrate from.
+    RETURN_IF_ERROR(db.Exec("create schema", kCreateSchemaSql));
+    ASSIGN_OR_RETURN(sqlite3_stmt * raw,
+                     db.Prepare("INSERT OR REPLACE INTO meta(key, value) "
+                                "VALUES('schema_version', ?1)"));
+    Stmt stmt(raw);
+    stmt.BindInt(1, kSchemaVersion);
+    return Run(db, stmt, "write schema_version");
+  }();
+  if (status.ok()) return db.Exec("commit schema transaction", "COMMIT");
+  if (db.InTransaction()) db.Exec("roll back schema transaction", "ROLLBACK").IgnoreError();
+  return status;
+}
+
+struct Pending {
+  WriteBatch batch;
+  std::function<void(absl::Status)> done;
+};
+
+}  // namespace
+
+// Thread safety: the queue, the stop flag and the stats are guarded by mu_; the writer
+// connection belongs to the writer thread; the read connection is guarded by read_mu_.
+class Store::Impl {
+ public:
+  Impl(const StoreOptions& options, std::unique_ptr<Db> writer_db, std::unique_ptr<Db> read_db)
+      : options_(options), writer_db_(std::move(writer_db)), read_db_(std::move(read_db)) {
+    writer_ = std::thread([this] { WriterLoop(); });
+  }
+
+  ~Impl() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+      cv_.Signal();
+    }
+    writer_.join();
+  }
+
+  void Commit(WriteBatch batch, std::function<void(absl::Status)> done) {
+    absl::MutexLock lock(&mu_);
+    queue_.push_back(Pending{std::move(batch), std::move(done)});
+    cv_.Signal();
+  }
+
+  StoreStats stats() const {
+    absl::MutexLock lock(&mu_);
+    return stats_;
+  }
+
+  // Runs `sql` on the read connection and calls `row` for each result row.
+  absl::Status Query(const char* sql, absl::string_view op,
+                     const std::function<absl::Status(const Stmt&)>& row) {
+    absl::MutexLock lock(&read_mu_);
+    ASSIGN_OR_RETURN(sqlite3_stmt * raw, read_db_->Prepare(sql));
+    Stmt stmt(raw);
+    for (;;) {
+      const int rc = stmt.Step();
+      if (rc == SQLITE_DONE) return absl::OkStatus();
+      if (rc != SQLITE_ROW) return read_db_->Error(op);
+      RETURN_IF_ERROR(row(stmt));
+    }
+  }
+
+  absl::Status CorruptRow(absl::string_view table, absl::string_view id) const {
+    return absl::DataLossError(absl::StrCat("state database ", options_.path, ": ", table,
+                                            " row ", id,
+                                            " does not parse; restore the state directory "
+                                            "from a backup"));
+  }
+
+ private:
+  void WriterLoop() {
+    for (;;) {
+      std::vector<Pending> group;
+      {
+        absl::MutexLock lock(&mu_);
+        while (queue_.empty() && !stopping_) cv_.Wait(&mu_);
+        if (queue_.empty()) return;  // stopping, and drained
+        const size_t n = std::min<size_t>(queue_.size(), options_.max_batches_per_transaction);
+        group.reserve(n);
+        for (size_t i = 0; i < n; ++i) {
+          group.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+      }
+      std::vector<absl::Status> results = RunTransaction(group);
+      {
+        absl::MutexLock lock(&mu_);
+        stats_.batches += group.size();
+        stats_.transactions += 1;
+      }
+      for (size_t i = 0; i < group.size(); ++i) {
+        if (group[i].done) group[i].done(std::move(results[i]));
+      }
+    }
+  }
+
+  // Commits `group` in one transaction, each batch under its own savepoint. Returns each
+  // batch's outcome.
+  std::vector<absl::Status> RunTransaction(const std::vector<Pending>& group) {
+    Db& db = *writer_db_;
+    std::vector<absl::Status> results(group.size());
+    absl::Status txn = RunBatches(db, group, results);
+    if (txn.ok()) txn = db.Exec("commit", "COMMIT");
+    if (!txn.ok()) {
+      // The transaction is gone: every batch not already failed on its own fails with it.
+      if (db.InTransaction()) db.Exec("roll back transaction", "ROLLBACK").IgnoreError();
+      for (absl::Status& r : results) {
+        if (r.ok()) r = txn;
+      }
+      FORGE_LOG(ERROR) << "event=store_transaction_failed batches=" << group.size()
+                       << " error=\"" << txn.message() << "\"";
+    }
+    return results;
+  }
+
+  // Begins the transaction and applies the batches; a batch that fails is rolled back to its
+  // savepoint and its error put in `results`. A non-OK return fails the whole transaction.
+  static absl::Status RunBatches(Db& db, const std::vector<Pending>& group,
+                                 std::vector<absl::Status>& results) {
+    RETURN_IF_ERROR(db.Exec("begin transaction", "BEGIN IMMEDIATE"));
+    for (size_t i = 0; i < group.size(); ++i) {
+      RETURN_IF_ERROR(db.Exec("savepoint", "SAVEPOINT batch"));
+      absl::Status s = ApplyBatch(db, group[i].batch);
+      if (s.ok()) {
+        RETURN_IF_ERROR(db.Exec("release savepoint", "RELEASE batch"));
+        continue;
+      }
+      // Some errors (disk full, I/O) make SQLite roll back the whole transaction.
+      if (!db.InTransaction()) return s;
+      results[i] = std::move(s);
+      RETURN_IF_ERROR(db.Exec("roll back to savepoint", "ROLLBACK TO batch"));
+      RETURN_IF_ERROR(db.Exec("release savepoint", "RELEASE batch"));
+    }
+    return absl::OkStatus();
+  }
+
+  const StoreOptions options_;
+  const std::unique_ptr<Db> writer_db_;  // used by the writer thread only
+
+  absl::Mutex read_mu_;
+  const std::unique_ptr<Db> read_db_ ABSL_PT_GUARDED_BY(read_mu_);
+
+  mutable absl::Mutex mu_;
+  absl::CondVar cv_;
+  std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  StoreStats stats_ ABSL_GUARDED_BY(mu_);
+
+  std::thread writer_;  // last: starts after everything above exists
+};
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
+  if (options.path.empty()) {
+    return absl::InvalidArgumentError("store options: path must name the SQLite database file");
+  }
+  if (options.max_batches_per_transaction < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("store options: max_batches_per_transaction must be >= 1 (got ",
+                     options.max_batches_per_transaction, ")"));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Db> writer_db, Db::Open(options.path));
+  RETURN_IF_ERROR(ConfigureWriter(*writer_db, options.synchronous_full));
+  RETURN_IF_ERROR(InitSchema(*writer_db));
+  ASSIGN_OR_RETURN(std::unique_ptr<Db> read_db, Db::Open(options.path));
+  RETURN_IF_ERROR(read_db->Exec("set query_only", "PRAGMA query_only=1"));
+  FORGE_LOG(INFO) << "event=store_opened path=" << options.path
+                  << " schema_version=" << kSchemaVersion
+                  << " synchronous=" << (options.synchronous_full ? "FULL" : "NORMAL");
+  return std::unique_ptr<Store>(
+      new Store(std::make_unique<Impl>(options, std::move(writer_db), std::move(read_db))));
+}
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Store::~Store() = default;
+
+void Store::Commit(WriteBatch batch, std::function<void(absl::Status)> done) {
+  impl_->Commit(std::move(batch), std::move(done));
+}
+
+absl::Status Store::CommitSync(WriteBatch batch) {
+  absl::Notification committed;
+  absl::Status result;
+  impl_->Commit(std::move(batch), [&](absl::Status s) {
+    result = std::move(s);
+    committed.Notify();
+  });
+  committed.WaitForNotification();
+  return result;
+}
+
+absl::StatusOr<std::vector<Job>> Store::LoadJobs() {
+  std::vector<Job> jobs;
+  RETURN_IF_ERROR(impl_->Query("SELECT id, job FROM jobs ORDER BY seq", "load jobs",
+                               [&](const Stmt& row) -> absl::Status {
+                                 Job& job = jobs.emplace_back();
+                                 if (!row.Parse(1, &job)) {
+                                   return impl_->CorruptRow("jobs", row.Text(0));
+                                 }
+                                 return absl::OkStatus();
+                               }));
+  return jobs;
+}
+
+absl::StatusOr<std::vector<TenantRecord>> Store::LoadTenants() {
+  std::vector<TenantRecord> tenants;
+  RETURN_IF_ERROR(impl_->Query("SELECT name, create_time_ns FROM tenants ORDER BY name",
+                               "load tenants", [&](const Stmt& row) {
+                                 tenants.push_back(TenantRecord{
+                                     row.Text(0), absl::FromUnixNanos(row.Int(1))});
+                                 return absl::OkStatus();
+                               }));
+  return tenants;
+}
+
+absl::StatusOr<std::vector<TokenRecord>> Store::LoadTokens() {
+  std::vector<TokenRecord> tokens;
+  RETURN_IF_ERROR(impl_->Query(
+      "SELECT id, hash, kind, tenant, note, create_time_ns, revoked FROM tokens ORDER BY id",
+      "load tokens", [&](const Stmt& row) -> absl::Status {
+        TokenRecord& t = tokens.emplace_back();
+        t.id = row.Text(0);
+        t.hash = row.Text(1);
+        const int64_t kind = row.Int(2);
+        if (!forge::v1::TokenKind_IsValid(static_cast<int>(kind))) {
+          return impl_->CorruptRow("tokens", t.id);
+        }
+        t.kind = static_cast<forge::v1::TokenKind>(kind);
+        t.tenant = row.Text(3);
+        t.note = row.Text(4);
+        t.create_time = absl::FromUnixNanos(row.Int(5));
+        t.revoked = row.Int(6) != 0;
+        return absl::OkStatus();
+      }));
+  return tokens;
+}
+
+absl::StatusOr<std::vector<Worker>> Store::LoadWorkers() {
+  std::vector<Worker> workers;
+  RETURN_IF_ERROR(impl_->Query("SELECT id, worker FROM workers ORDER BY id", "load workers",
+                               [&](const Stmt& row) -> absl::Status {
+                                 Worker& w = workers.emplace_back();
+                                 if (!row.Parse(1, &w)) {
+                                   return impl_->CorruptRow("workers", row.Text(0));
+                                 }
+                                 return absl::OkStatus();
+                               }));
+  return workers;
+}
+
+StoreStats Store::stats() const { return impl_->stats(); }
+
+}  // namespace forge::coordinator

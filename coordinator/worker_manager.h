@@ -1,0 +1,98 @@
+// The fleet: registered workers, their devices, their streams and their liveness.
+//
+// A worker is ALIVE while its heartbeats arrive within the grace and DEAD after; a dead
+// worker's devices are not scheduled and its jobs restart (the control loop tells the
+// JobManager). Reconnecting makes it ALIVE again. The set of known workers is written to the
+// Store so a restarted coordinator knows its fleet: recovered workers are given one grace
+// period from start-up to reconnect before they are declared dead.
+//
+// Thread safety: thread-safe (mu_). Connection::Send may be called with mu_ held: it only
+// queues a message and never calls back into the manager.
+#ifndef FORGE_COORDINATOR_WORKER_MANAGER_H_
+#define FORGE_COORDINATOR_WORKER_MANAGER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "coordinator/scheduler.h"
+#include "coordinator/store.h"
+#include "forge/v1/coordinator.pb.h"
+
+namespace forge::coordinator {
+
+// One worker stream, seen from the managers. Implemented by the gRPC reactor.
+class WorkerConnection {
+ public:
+  virtual ~WorkerConnection() = default;
+  // Queues `msg` for the worker. Returns false if the stream is closing. Never blocks.
+  virtual bool Send(const forge::v1::CoordinatorMessage& msg) = 0;
+  // Ends the stream (e.g. superseded by a newer one). Idempotent.
+  virtual void Close(absl::string_view why) = 0;
+};
+
+struct WorkerManagerOptions {
+  absl::Duration heartbeat_interval = absl::Seconds(1);
+  absl::Duration grace = absl::Seconds(3);
+};
+
+class WorkerManager {
+ public:
+  WorkerManager(Store* store, Clock* clock, WorkerManagerOptions options);
+
+  // Loads the known fleet; each recovered worker counts as alive until one grace period
+  // from now has passed without it reconnecting.
+  absl::Status Recover();
+
+  // Validates a registration and makes `conn` the worker's stream (closing any older one).
+  // Returns the Registered answer and the stream's generation (for later calls).
+  absl::StatusOr<std::pair<forge::v1::Registered, uint64_t>> Register(
+      const forge::v1::RegisterWorker& reg, std::shared_ptr<WorkerConnection> conn);
+  // Records a heartbeat from stream `generation`; ignored if a newer stream replaced it.
+  void Heartbeat(const std::string& worker_id, uint64_t generation,
+                 const forge::v1::Heartbeat& hb);
+  // The stream ended. The worker stays alive until its grace runs out (it may reconnect).
+  void Disconnected(const std::string& worker_id, uint64_t generation);
+
+  // Marks alive workers silent past the grace as DEAD and returns their ids.
+  std::vector<std::string> ExpireSilent();
+
+  bool Send(const std::string& worker_id, const forge::v1::CoordinatorMessage& msg);
+
+  // Scheduling view: every known worker with alive flag and devices (busy flags unset).
+  ClusterView View() const;
+  std::vector<forge::v1::Worker> List() const;
+
+  struct Counts {
+    int alive = 0;
+    int dead = 0;
+  };
+  Counts counts() const;
+
+ private:
+  struct Entry {
+    forge::v1::Worker worker;
+    absl::Time last_heartbeat;
+    std::shared_ptr<WorkerConnection> conn;
+    uint64_t generation = 0;
+  };
+  void PersistLocked(const Entry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  Store* const store_;
+  Clock* const clock_;
+  const WorkerManagerOptions options_;
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, Entry> workers_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
+}  // namespace forge::coordinator
+
+#endif  // FORGE_COORDINATOR_WORKER_MANAGER_H_
