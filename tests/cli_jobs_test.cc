@@ -113,7 +113,7 @@ model: {preset: tiny}
 data:
   mixture:
     - {dataset: a, weight: -0.2}
-resources: {ranks: 0}
+resources: {ranks: -1}
 )");
   CliResult r = cluster_.Cli({"submit", spec}, token_);
   EXPECT_EQ(r.exit_code, 3);

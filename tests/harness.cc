@@ -138,7 +138,11 @@ void Cluster::StartCoordinator(std::vector<std::string> extra_flags) {
       },
       absl::Seconds(20)))
       << "coordinator did not write its port; log: " << Slurp(coordinator_->log_path());
-  channel_ = grpc::CreateChannel(address(), grpc::InsecureChannelCredentials());
+  // A private subchannel pool: a restarted coordinator on the same port must not inherit the
+  // dead one's connection state from a shared pool.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  channel_ = grpc::CreateCustomChannel(address(), grpc::InsecureChannelCredentials(), args);
   ASSERT_TRUE(channel_->WaitForConnected(std::chrono::system_clock::now() +
                                          std::chrono::seconds(10)));
 }

@@ -28,7 +28,8 @@ class WorkersTest : public ::testing::Test {
     grpc::ClientContext ctx;
     Cluster::Authorize(&ctx, cluster_.admin_token());
     forge::v1::ListWorkersResponse resp;
-    EXPECT_TRUE(workers_->ListWorkers(&ctx, {}, &resp).ok());
+    grpc::Status s = workers_->ListWorkers(&ctx, {}, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
     std::map<std::string, forge::v1::Worker> out;
     for (const auto& w : resp.workers()) out[w.id()] = w;
     return out;
@@ -113,7 +114,8 @@ TEST_F(WorkersTest, GangPlacementDeadWorkerAndRecovery) {
   EXPECT_LT(detect, absl::Seconds(1) + absl::Milliseconds(1500)) << detect;
   ASSERT_TRUE(WaitFor([&] { return Get(small).state() == forge::v1::JOB_STATE_RUNNING; },
                       absl::Seconds(10)));
-  for (const auto& p : Get(small).placement()) EXPECT_EQ(p.worker_id(), "wa");
+  const forge::v1::Job small_job = Get(small);
+  for (const auto& p : small_job.placement()) EXPECT_EQ(p.worker_id(), "wa");
   forge::v1::Job restarted = Get(big);
   EXPECT_EQ(restarted.state(), forge::v1::JOB_STATE_RESTARTING);
   EXPECT_EQ(restarted.restarts(), 1);
