@@ -204,13 +204,19 @@ void JobManager::Cancel(const Principal& caller, absl::string_view job_id,
   auto stops = StopMessagesLocked(e, message);
   e.job.clear_placement();
   e.ranks.clear();
+  // The reply is the job as cancelled: copied inside the callback, after the transition (a
+  // capture here would copy the job before TransitionLocked changes it).
   TransitionLocked(e, forge::v1::JOB_STATE_CANCELLED, message,
-                   [this, job = e.job, stops = std::move(stops),
+                   [this, id = e.job.id(), stops = std::move(stops),
                     done = std::move(done)](absl::Status s) {
                      if (!s.ok()) return done(absl::UnavailableError(absl::StrCat(
                          "the cancellation could not be stored (", s.message(), "); retry")));
+                     Job job;
+                     {
+                       absl::MutexLock lock(&mu_);
+                       job = jobs_.at(id).job;
+                     }
                      SendAll(stops);
-                     if (options_.wake_scheduler) options_.wake_scheduler();
                      done(job);
                    });
 }

@@ -72,8 +72,10 @@ TEST_F(CliJobsTest, SubmitListStatusCancel) {
   // No workers: the wait reason says why.
   EXPECT_THAT(status.out, HasSubstr("cpu devices"));
 
-  CliResult cancel = cluster_.Cli({"cancel", id, "--reason", "test over"}, token_);
+  CliResult cancel = cluster_.Cli({"cancel", id, "--reason", "test over", "-o", "json"}, token_);
   ASSERT_EQ(cancel.exit_code, 0) << cancel.err;
+  // The reply is the job as cancelled, not as it was before.
+  EXPECT_EQ(ParseJson<forge::v1::Job>(cancel.out).state(), forge::v1::JOB_STATE_CANCELLED);
   CliResult after = cluster_.Cli({"status", id, "-o", "json"}, token_);
   ASSERT_EQ(after.exit_code, 0) << after.err;
   auto job = ParseJson<forge::v1::Job>(after.out);
