@@ -10,6 +10,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
+#include "common/flags_util.h"
 #include "common/log.h"
 #include "coordinator/server.h"
 
@@ -30,18 +31,7 @@ int main(int argc, char** argv) {
       "forge-coordinator --listen=HOST:PORT --state-dir=DIR --storage-root=DIR\n\n"
       "Serves the Forge API (jobs, workers, admin) over gRPC. On first start it writes an "
       "admin token to DIR/admin.token (mode 0600).");
-  // Dashed flag names (DESIGN.md) are accepted as well as underscores.
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a.rfind("--", 0) == 0) {
-      size_t eq = a.find('=');
-      std::string name = a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
-      for (char& c : name) if (c == '-') c = '_';
-      std::string* s = new std::string(absl::StrCat("--", name, eq == std::string::npos ? "" : a.substr(eq)));
-      argv[i] = s->data();
-    }
-  }
-  absl::ParseCommandLine(argc, argv);
+  forge::ParseDashedCommandLine(argc, argv);  // --state-dir as well as --state_dir
   forge::SetLogTag("coordinator");
 
   if (!absl::GetFlag(FLAGS_http).empty()) {

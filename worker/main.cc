@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
+#include "common/flags_util.h"
 #include "common/log.h"
 #include "common/names.h"
 #include "common/status_macros.h"
@@ -48,22 +49,6 @@ ABSL_FLAG(std::string, hostname, "", "hostname reported to the coordinator; defa
 
 namespace forge::worker {
 namespace {
-
-// absl flags are C identifiers; the interface contract spells multi-word flags with dashes.
-std::vector<std::string> DashesToUnderscores(int argc, char** argv) {
-  std::vector<std::string> args(argv, argv + argc);
-  for (size_t i = 1; i < args.size(); ++i) {
-    std::string& a = args[i];
-    if (a == "--") break;
-    if (a.size() < 3 || a[0] != '-') continue;
-    const size_t start = a[1] == '-' ? 2 : 1;
-    const size_t end = std::min(a.find('='), a.size());
-    for (size_t j = start; j < end; ++j) {
-      if (a[j] == '-') a[j] = '_';
-    }
-  }
-  return args;
-}
 
 absl::Status Required(absl::string_view flag, const std::string& value, absl::string_view eg) {
   if (!value.empty()) return absl::OkStatus();
@@ -122,13 +107,10 @@ int Main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  std::vector<std::string> args = DashesToUnderscores(argc, argv);
-  std::vector<char*> arg_ptrs;
-  for (std::string& a : args) arg_ptrs.push_back(a.data());
   absl::SetProgramUsageMessage(
       "forge-worker --coordinator=HOST:PORT --token-file=F --devices=cpu:N|cuda:all "
       "--work-dir=DIR [--worker-id=ID] [--hostname=NAME]");
-  absl::ParseCommandLine(static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
+  ParseDashedCommandLine(argc, argv);
   SetLogTag("worker");
 
   absl::StatusOr<WorkerAgentOptions> options = OptionsFromFlags();

@@ -1,0 +1,287 @@
+#include "coordinator/job_manager.h"
+
+#include <stdlib.h>
+
+#include <future>
+
+#include "absl/strings/str_cat.h"
+#include "common/fake_clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace forge::coordinator {
+namespace {
+
+using forge::v1::CoordinatorMessage;
+using forge::v1::Job;
+using ::testing::HasSubstr;
+
+forge::v1::SubmitJobRequest Request(int ranks = 2, const std::string& request_id = "") {
+  forge::v1::SubmitJobRequest req;
+  req.set_request_id(request_id);
+  req.mutable_spec()->set_name("job");
+  req.mutable_spec()->mutable_model()->set_preset("tiny");
+  auto* m = req.mutable_spec()->mutable_data()->add_mixture();
+  m->set_dataset("d");
+  m->set_weight(1);
+  req.mutable_spec()->mutable_resources()->set_ranks(ranks);
+  req.mutable_spec()->set_max_restarts(1);
+  return req;
+}
+
+Principal Tenant(const std::string& name) {
+  Principal p;
+  p.kind = forge::v1::TOKEN_KIND_TENANT;
+  p.tenant = name;
+  p.token_id = "t-" + name;
+  return p;
+}
+
+Principal Admin() {
+  Principal p;
+  p.kind = forge::v1::TOKEN_KIND_ADMIN;
+  p.token_id = "t-admin";
+  return p;
+}
+
+class JobManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = ::testing::TempDir() + "/jm-XXXXXX";
+    dir_ = mkdtemp(tmpl.data());
+    Open();
+  }
+  void Open() {
+    jobs_.reset();
+    store_.reset();
+    StoreOptions so;
+    so.path = dir_ + "/forge.db";
+    store_ = *Store::Open(so);
+    JobManagerOptions o;
+    o.send_to_worker = [this](const std::string& w, const CoordinatorMessage& m) {
+      std::lock_guard<std::mutex> lock(sent_mu_);
+      sent_.emplace_back(w, m);
+      return true;
+    };
+    o.ack_timeout = absl::Seconds(30);
+    jobs_ = std::make_unique<JobManager>(store_.get(), &clock_, o);
+    ASSERT_TRUE(jobs_->Recover().ok());
+  }
+  absl::StatusOr<forge::v1::SubmitJobResponse> Submit(const Principal& p,
+                                                     forge::v1::SubmitJobRequest req) {
+    std::promise<absl::StatusOr<forge::v1::SubmitJobResponse>> done;
+    jobs_->Submit(p, std::move(req), [&](auto r) { done.set_value(std::move(r)); });
+    return done.get_future().get();
+  }
+  absl::StatusOr<Job> Cancel(const Principal& p, const std::string& id) {
+    std::promise<absl::StatusOr<Job>> done;
+    jobs_->Cancel(p, id, "", [&](auto r) { done.set_value(std::move(r)); });
+    return done.get_future().get();
+  }
+  // Places `id` with rank i on (workers[i], "cpu:<i>") and waits for the commit.
+  void Place(const std::string& id, const std::vector<std::string>& workers) {
+    JobPlacement p{id, {}};
+    for (size_t i = 0; i < workers.size(); ++i) {
+      p.ranks.push_back({workers[i], absl::StrCat("cpu:", i)});
+    }
+    ASSERT_TRUE(jobs_->Place(p));
+    Flush();
+  }
+  void Flush() { ASSERT_TRUE(store_->CommitSync({}).ok()); }  // callbacks before it have run
+  std::vector<std::pair<std::string, CoordinatorMessage>> TakeSent() {
+    std::lock_guard<std::mutex> lock(sent_mu_);
+    return std::exchange(sent_, {});
+  }
+  Job Get(const std::string& id) { return *jobs_->Get(Admin(), id); }
+
+  std::string dir_;
+  FakeClock clock_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<JobManager> jobs_;
+  std::mutex sent_mu_;
+  std::vector<std::pair<std::string, CoordinatorMessage>> sent_;
+};
+
+TEST_F(JobManagerTest, SubmitStoresDefaultsAndScopesByTenant) {
+  auto r = Submit(Tenant("acme"), Request());
+  ASSERT_TRUE(r.ok()) << r.status();
+  const Job& job = r->job();
+  EXPECT_THAT(job.id(), ::testing::MatchesRegex("j-[0-9a-f]{16}"));
+  EXPECT_EQ(job.tenant(), "acme");
+  EXPECT_EQ(job.state(), forge::v1::JOB_STATE_QUEUED);
+  EXPECT_TRUE(job.spec().train().has_steps());  // defaults filled
+  EXPECT_EQ(jobs_->Get(Tenant("globex"), job.id()).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(jobs_->Get(Tenant("acme"), job.id()).ok());
+  EXPECT_TRUE(jobs_->Get(Admin(), job.id()).ok());
+  EXPECT_EQ(jobs_->List(Tenant("globex"), {})->size(), 0u);
+  EXPECT_EQ(jobs_->List(Tenant("acme"), {})->size(), 1u);
+}
+
+TEST_F(JobManagerTest, RefusedSubmissionsChangeNothing) {
+  EXPECT_EQ(Submit(Admin(), Request()).status().code(), absl::StatusCode::kPermissionDenied);
+  auto bad = Request();
+  bad.mutable_spec()->mutable_data()->mutable_mixture(0)->set_weight(-1);
+  auto r = Submit(Tenant("acme"), bad);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("data.mixture[0].weight"));
+  EXPECT_EQ(Submit(Tenant("acme"), Request(1, "bad id!")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(jobs_->List(Admin(), {})->size(), 0u);
+  Open();  // nothing reached the database either
+  EXPECT_EQ(jobs_->List(Admin(), {})->size(), 0u);
+}
+
+TEST_F(JobManagerTest, RequestIdIsIdempotentAcrossRestart) {
+  auto first = Submit(Tenant("acme"), Request(2, "req-1"));
+  ASSERT_TRUE(first.ok());
+  auto again = Submit(Tenant("acme"), Request(2, "req-1"));
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->deduplicated());
+  EXPECT_EQ(again->job().id(), first->job().id());
+  // Same key, other tenant: a different job.
+  auto other = Submit(Tenant("globex"), Request(2, "req-1"));
+  ASSERT_TRUE(other.ok());
+  EXPECT_NE(other->job().id(), first->job().id());
+  // Same key, different spec: refused.
+  EXPECT_EQ(Submit(Tenant("acme"), Request(3, "req-1")).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  Open();
+  auto after = Submit(Tenant("acme"), Request(2, "req-1"));
+  ASSERT_TRUE(after.ok());
+  EXPECT_TRUE(after->deduplicated());
+  EXPECT_EQ(after->job().id(), first->job().id());
+  EXPECT_EQ(jobs_->List(Admin(), {})->size(), 2u);
+}
+
+TEST_F(JobManagerTest, PlaceSendsAssignmentsAndHoldsDevices) {
+  const std::string id = Submit(Tenant("acme"), Request(2))->job().id();
+  ASSERT_EQ(jobs_->PendingQueue().size(), 1u);
+  Place(id, {"wa", "wb"});
+  EXPECT_FALSE(jobs_->Place({id, {{"wa", "cpu:0"}, {"wb", "cpu:1"}}}));  // no longer pending
+  Job job = Get(id);
+  EXPECT_EQ(job.state(), forge::v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(job.attempt(), 1);
+  EXPECT_THAT(job.message(), HasSubstr("no trainer attached"));
+  EXPECT_TRUE(jobs_->PendingQueue().empty());
+  auto busy = jobs_->BusyDevices();
+  EXPECT_TRUE(busy.contains({"wa", "cpu:0"}));
+  EXPECT_TRUE(busy.contains({"wb", "cpu:1"}));
+  auto sent = TakeSent();
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].first, "wa");
+  EXPECT_EQ(sent[0].second.assign().rank(), 0);
+  EXPECT_EQ(sent[0].second.assign().world_size(), 2);
+  EXPECT_EQ(sent[0].second.assign().attempt(), 1);
+  EXPECT_EQ(sent[1].first, "wb");
+  // The placement is durable.
+  Open();
+  EXPECT_EQ(Get(id).state(), forge::v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(Get(id).placement_size(), 2);
+}
+
+TEST_F(JobManagerTest, LostWorkerRestartsThenFails) {
+  const std::string id = Submit(Tenant("acme"), Request(2))->job().id();  // max_restarts 1
+  Place(id, {"wa", "wb"});
+  TakeSent();
+  jobs_->OnWorkerLost("wb", "no heartbeat");
+  Flush();
+  Job job = Get(id);
+  EXPECT_EQ(job.state(), forge::v1::JOB_STATE_RESTARTING);
+  EXPECT_EQ(job.restarts(), 1);
+  EXPECT_EQ(job.placement_size(), 0);
+  EXPECT_THAT(job.message(), HasSubstr("worker wb lost"));
+  EXPECT_TRUE(jobs_->BusyDevices().empty());
+  EXPECT_EQ(jobs_->PendingQueue().size(), 1u);
+  // Every worker of the failed attempt is told to stop it.
+  auto sent = TakeSent();
+  ASSERT_EQ(sent.size(), 2u);
+  for (const auto& [w, m] : sent) {
+    EXPECT_EQ(m.stop().job_id(), id);
+    EXPECT_EQ(m.stop().attempt(), 1);
+  }
+  Place(id, {"wa", "wc"});
+  EXPECT_EQ(Get(id).attempt(), 2);
+  jobs_->OnWorkerLost("wc", "no heartbeat");
+  Flush();
+  EXPECT_EQ(Get(id).state(), forge::v1::JOB_STATE_FAILED);
+  EXPECT_THAT(Get(id).message(), HasSubstr("no restarts left"));
+  EXPECT_TRUE(jobs_->PendingQueue().empty());
+  jobs_->OnWorkerLost("wa", "again");  // a terminal job is left alone
+  EXPECT_EQ(Get(id).state(), forge::v1::JOB_STATE_FAILED);
+}
+
+TEST_F(JobManagerTest, CancelFreesDevicesAndStopsRanks) {
+  const std::string id = Submit(Tenant("acme"), Request(2))->job().id();
+  Place(id, {"wa", "wa"});
+  TakeSent();
+  EXPECT_EQ(Cancel(Tenant("globex"), id).status().code(), absl::StatusCode::kNotFound);
+  auto cancelled = Cancel(Tenant("acme"), id);
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_EQ(cancelled->state(), forge::v1::JOB_STATE_CANCELLED);
+  EXPECT_TRUE(jobs_->BusyDevices().empty());
+  auto sent = TakeSent();
+  ASSERT_EQ(sent.size(), 1u);  // one stop per worker
+  EXPECT_EQ(sent[0].second.stop().job_id(), id);
+  EXPECT_EQ(Cancel(Tenant("acme"), id).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(JobManagerTest, RefusedAckAndAckTimeoutFailTheAttempt) {
+  const std::string a = Submit(Tenant("acme"), Request(1))->job().id();
+  const std::string b = Submit(Tenant("acme"), Request(1))->job().id();
+  Place(a, {"wa"});
+  Place(b, {"wb"});
+  forge::v1::AssignmentAck refused;
+  refused.set_job_id(a);
+  refused.set_attempt(1);
+  refused.set_rank(0);
+  refused.set_accepted(false);
+  refused.set_message("device busy");
+  jobs_->OnAssignmentAck("wa", refused);
+  Flush();
+  EXPECT_EQ(Get(a).state(), forge::v1::JOB_STATE_RESTARTING);
+  EXPECT_THAT(Get(a).message(), HasSubstr("device busy"));
+  // b is never acknowledged: after the timeout its attempt fails too.
+  clock_.Advance(absl::Seconds(29));
+  jobs_->CheckAckTimeouts();
+  EXPECT_EQ(Get(b).state(), forge::v1::JOB_STATE_RUNNING);
+  clock_.Advance(absl::Seconds(2));
+  jobs_->CheckAckTimeouts();
+  Flush();
+  EXPECT_EQ(Get(b).state(), forge::v1::JOB_STATE_RESTARTING);
+  EXPECT_THAT(Get(b).message(), HasSubstr("not acknowledged"));
+}
+
+TEST_F(JobManagerTest, ReconcileStopsStaleResendsUnackedAndFailsLost) {
+  const std::string acked = Submit(Tenant("acme"), Request(1))->job().id();
+  const std::string unacked = Submit(Tenant("acme"), Request(1))->job().id();
+  Place(acked, {"wa"});
+  Place(unacked, {"wa"});
+  forge::v1::AssignmentAck ack;
+  ack.set_job_id(acked);
+  ack.set_attempt(1);
+  ack.set_rank(0);
+  ack.set_accepted(true);
+  jobs_->OnAssignmentAck("wa", ack);
+  TakeSent();
+  // The worker comes back holding only a rank of a job attempt that no longer exists.
+  forge::v1::RankInfo stale;
+  stale.set_job_id("j-ffffffffffffffff");
+  stale.set_attempt(3);
+  stale.set_rank(0);
+  jobs_->ReconcileWorker("wa", {stale});
+  Flush();
+  auto sent = TakeSent();
+  bool stopped_stale = false, resent_unacked = false;
+  for (const auto& [w, m] : sent) {
+    if (m.has_stop() && m.stop().job_id() == stale.job_id()) stopped_stale = true;
+    if (m.has_assign() && m.assign().job_id() == unacked) resent_unacked = true;
+  }
+  EXPECT_TRUE(stopped_stale);
+  EXPECT_TRUE(resent_unacked);
+  EXPECT_EQ(Get(unacked).state(), forge::v1::JOB_STATE_RUNNING);
+  // It had accepted `acked` and no longer holds it: that rank is lost.
+  EXPECT_EQ(Get(acked).state(), forge::v1::JOB_STATE_RESTARTING);
+}
+
+}  // namespace
+}  // namespace forge::coordinator
