@@ -33,6 +33,9 @@ void ControlLoop::Run() {
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return wake_ || stop_; };
       mu_.AwaitWithTimeout(absl::Condition(&ready), options_.tick);
       if (stop_) return;
+      // Let wakes coalesce: not another pass sooner than min_pass_interval after the last.
+      mu_.AwaitWithTimeout(absl::Condition(&stop_), options_.min_pass_interval);
+      if (stop_) return;
     }
     RunOnce();
   }

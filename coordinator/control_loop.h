@@ -22,6 +22,9 @@ namespace forge::coordinator {
 
 struct ControlLoopOptions {
   absl::Duration tick = absl::Milliseconds(100);
+  // Wakes within this time of the last scheduling pass share the next one: a burst of
+  // submissions costs one pass over the queue, not one pass each.
+  absl::Duration min_pass_interval = absl::Milliseconds(50);
   SchedulerOptions scheduler;
 };
 

@@ -305,12 +305,15 @@ void JobManager::SetWaiting(const std::vector<WaitingJob>& waiting) {
     auto it = jobs_.find(w.job_id);
     if (it == jobs_.end() || !IsPending(it->second)) continue;
     Job& job = it->second.job;
+    // Passes repeat the same reasons; only changed ones are written.
     if (job.state() == forge::v1::JOB_STATE_RESTARTING) {
       // Keep the failure that caused the restart visible next to the wait reason.
       const std::string& m = job.message();
       size_t cut = m.find(" | waiting: ");
-      job.set_message(absl::StrCat(m.substr(0, cut), " | waiting: ", w.reason));
-    } else {
+      if (cut == std::string::npos || absl::string_view(m).substr(cut + 12) != w.reason) {
+        job.set_message(absl::StrCat(m.substr(0, cut), " | waiting: ", w.reason));
+      }
+    } else if (job.message() != w.reason) {
       job.set_message(w.reason);
     }
     job.set_unschedulable(w.unschedulable);
