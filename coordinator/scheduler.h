@@ -13,9 +13,10 @@
 //    the same device kind is placed in this call (the devices are kept for it as they free).
 //  - Placement: a job that fits on one worker goes to the alive worker with the fewest free
 //    devices of its kind that still holds it (best fit: keeps big holes for big jobs); a job
-//    that needs several workers takes workers with the most free devices first (fewest
-//    workers). Ranks are numbered in that order: rank 0 on the first worker chosen, devices in
-//    the worker's device order.
+//    that needs several workers takes workers with the most free devices first and the
+//    remainder from the best-fitting worker (fewest workers; e.g. free 8, 8, 2 and 10 ranks
+//    take 8 + 2 and keep a whole 8 free). Ranks are numbered in the order workers were
+//    chosen: rank 0 on the first, devices in each worker's device order.
 //  - Every job not placed gets a reason for people, and `unschedulable` when it cannot fit
 //    even on an empty fleet of the alive workers (e.g. "needs 64 cuda devices; alive workers
 //    have 16 in all").
