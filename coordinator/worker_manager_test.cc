@@ -1,0 +1,151 @@
+#include "coordinator/worker_manager.h"
+
+#include <stdlib.h>
+
+#include "common/fake_clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace forge::coordinator {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// Records what the manager does to a stream.
+class RecordingConnection final : public WorkerConnection {
+ public:
+  bool Send(const forge::v1::CoordinatorMessage& msg) override {
+    sent.push_back(msg);
+    return !closed;
+  }
+  void Close(absl::string_view why) override {
+    closed = true;
+    close_reason = std::string(why);
+  }
+  std::vector<forge::v1::CoordinatorMessage> sent;
+  bool closed = false;
+  std::string close_reason;
+};
+
+forge::v1::RegisterWorker Reg(const std::string& id, int cpus) {
+  forge::v1::RegisterWorker r;
+  r.set_worker_id(id);
+  r.set_hostname("host-" + id);
+  for (int i = 0; i < cpus; ++i) {
+    auto* d = r.add_devices();
+    d->set_id("cpu:" + std::to_string(i));
+    d->set_kind(forge::v1::DEVICE_KIND_CPU);
+  }
+  return r;
+}
+
+class WorkerManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = ::testing::TempDir() + "/wm-XXXXXX";
+    dir_ = mkdtemp(tmpl.data());
+    Open();
+  }
+  void Open() {
+    workers_.reset();
+    store_.reset();
+    StoreOptions so;
+    so.path = dir_ + "/forge.db";
+    store_ = *Store::Open(so);
+    workers_ = std::make_unique<WorkerManager>(
+        store_.get(), &clock_, WorkerManagerOptions{absl::Seconds(1), absl::Seconds(3)});
+    ASSERT_TRUE(workers_->Recover().ok());
+  }
+  forge::v1::WorkerState State(const std::string& id) {
+    for (const auto& w : workers_->List()) {
+      if (w.id() == id) return w.state();
+    }
+    return forge::v1::WORKER_STATE_UNSPECIFIED;
+  }
+
+  std::string dir_;
+  FakeClock clock_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<WorkerManager> workers_;
+};
+
+TEST_F(WorkerManagerTest, SilentPastTheGraceIsDeadAndReconnectingRevives) {
+  auto conn = std::make_shared<RecordingConnection>();
+  auto reg = workers_->Register(Reg("wa", 2), conn);
+  ASSERT_TRUE(reg.ok());
+  EXPECT_EQ(reg->first.heartbeat_interval_ms(), 1000);
+  EXPECT_EQ(reg->first.grace_ms(), 3000);
+  clock_.Advance(absl::Seconds(2));
+  workers_->Heartbeat("wa", reg->second, {});
+  clock_.Advance(absl::Seconds(3));  // exactly the grace since the last heartbeat: alive
+  EXPECT_TRUE(workers_->ExpireSilent().empty());
+  clock_.Advance(absl::Milliseconds(1));
+  EXPECT_THAT(workers_->ExpireSilent(), ElementsAre("wa"));
+  EXPECT_EQ(State("wa"), forge::v1::WORKER_STATE_DEAD);
+  EXPECT_TRUE(conn->closed);
+  EXPECT_TRUE(workers_->ExpireSilent().empty());  // reported once
+  ClusterView view = workers_->View();
+  ASSERT_EQ(view.workers.size(), 1u);
+  EXPECT_FALSE(view.workers[0].alive);
+
+  auto again = workers_->Register(Reg("wa", 2), std::make_shared<RecordingConnection>());
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(State("wa"), forge::v1::WORKER_STATE_ALIVE);
+  EXPECT_TRUE(workers_->View().workers[0].alive);
+}
+
+TEST_F(WorkerManagerTest, NewerStreamReplacesOlderAndStaleHeartbeatsAreIgnored) {
+  auto first = std::make_shared<RecordingConnection>();
+  auto second = std::make_shared<RecordingConnection>();
+  auto g1 = workers_->Register(Reg("wa", 1), first)->second;
+  auto g2 = workers_->Register(Reg("wa", 1), second)->second;
+  EXPECT_NE(g1, g2);
+  EXPECT_TRUE(first->closed);
+  EXPECT_THAT(first->close_reason, HasSubstr("newer stream"));
+  EXPECT_FALSE(second->closed);
+  forge::v1::CoordinatorMessage m;
+  m.mutable_stop()->set_job_id("j");
+  EXPECT_TRUE(workers_->Send("wa", m));
+  EXPECT_EQ(second->sent.size(), 1u);
+  EXPECT_TRUE(first->sent.empty());
+  // The old stream ending does not detach the new one.
+  workers_->Disconnected("wa", g1);
+  EXPECT_TRUE(workers_->Send("wa", m));
+  // A heartbeat arriving late on the old stream does not keep the worker alive.
+  clock_.Advance(absl::Seconds(3));
+  workers_->Heartbeat("wa", g1, {});
+  clock_.Advance(absl::Milliseconds(1));
+  EXPECT_THAT(workers_->ExpireSilent(), ElementsAre("wa"));
+  EXPECT_TRUE(second->closed);  // a dead worker's stream is ended
+  EXPECT_FALSE(workers_->Send("wa", m));
+}
+
+TEST_F(WorkerManagerTest, BadRegistrationsAreRefusedByField) {
+  auto conn = std::make_shared<RecordingConnection>();
+  auto empty = Reg("wa", 0);
+  EXPECT_THAT(workers_->Register(empty, conn).status().message(), HasSubstr("register.devices"));
+  auto dup = Reg("wa", 1);
+  *dup.add_devices() = dup.devices(0);
+  EXPECT_THAT(workers_->Register(dup, conn).status().message(), HasSubstr("listed twice"));
+  EXPECT_THAT(workers_->Register(Reg("bad id!", 1), conn).status().message(),
+              HasSubstr("register.worker_id"));
+  EXPECT_TRUE(workers_->List().empty());
+}
+
+TEST_F(WorkerManagerTest, RecoveredWorkersGetOneGraceToReconnect) {
+  ASSERT_TRUE(workers_->Register(Reg("wa", 2), std::make_shared<RecordingConnection>()).ok());
+  ASSERT_TRUE(workers_->Register(Reg("wb", 2), std::make_shared<RecordingConnection>()).ok());
+  ASSERT_TRUE(store_->CommitSync({}).ok());  // the registry writes are asynchronous
+  clock_.Advance(absl::Minutes(10));         // the coordinator was down a long time
+  Open();
+  EXPECT_EQ(State("wa"), forge::v1::WORKER_STATE_ALIVE);
+  EXPECT_EQ(workers_->View().workers[0].devices.size(), 2u);
+  clock_.Advance(absl::Seconds(2));
+  ASSERT_TRUE(workers_->Register(Reg("wa", 2), std::make_shared<RecordingConnection>()).ok());
+  clock_.Advance(absl::Seconds(2));
+  EXPECT_THAT(workers_->ExpireSilent(), ElementsAre("wb"));  // wa came back in time
+}
+
+}  // namespace
+}  // namespace forge::coordinator
