@@ -43,6 +43,16 @@ constexpr char kSubmitFooter[] =
     "sent. An UNAVAILABLE coordinator is retried for ~10 s with the same request id, so a job is\n"
     "never submitted twice. Prints the job id alone on stdout.\n\n";
 
+constexpr char kDataPrepareFooter[] =
+    "Each --input is a .txt file (one document, or one per blank-line-separated paragraph with\n"
+    "--split-paragraphs), a .jsonl file (one document per line, its string field \"text\"), or\n"
+    "a directory searched for both. Tokens are bytes (vocab 256); identical documents are kept\n"
+    "once; a document is held out by its hash, so the split does not depend on input order.\n"
+    "Writes DIR/shard-NNNNN.bin and DIR/manifest.json (last); prints the manifest path alone.\n"
+    "Runs locally: no coordinator and no token are needed.\n"
+    "Example:\n"
+    "  forge data prepare --input ~/.cache/forge/brown/text --name brown --out data/brown\n\n";
+
 constexpr char kTokenCreateFooter[] =
     "Examples:\n"
     "  forge admin token create --worker --note rack-7 > worker.token\n"
@@ -211,6 +221,32 @@ int RunForgeCli(int argc, const char* const* argv, std::ostream& out, std::ostre
       ->type_name("ID")
       ->required();
 
+  // Datasets: local files, no coordinator.
+  CLI::App* data = app.add_subcommand("data", "Prepare datasets from local text (no coordinator)");
+  data->require_subcommand(1);
+  data->footer(kLeafFooter);
+  PrepareOptions prepare;
+  CLI::App* data_prepare =
+      leaf(data, "prepare", "Turn text files into token shards and a manifest; prints its path");
+  data_prepare->add_option("--input", prepare.inputs, ".txt or .jsonl files, or directories")
+      ->type_name("PATH")
+      ->required();
+  data_prepare->add_option("--name", prepare.name, "dataset name: 1..64 chars of [a-z0-9._-]")
+      ->type_name("NAME")
+      ->required();
+  data_prepare->add_option("--out", prepare.out_dir, "directory to write the dataset into")
+      ->type_name("DIR")
+      ->required();
+  data_prepare->add_option("--heldout", prepare.heldout_fraction,
+                           "fraction of documents held out for evaluation, in [0, 1)")
+      ->type_name("FRACTION")
+      ->capture_default_str();
+  data_prepare->add_flag("--split-paragraphs", prepare.split_paragraphs,
+                         "one document per paragraph of each .txt file");
+  data_prepare->add_flag("--overwrite", prepare.overwrite,
+                         "replace the dataset in a non-empty --out directory");
+  data_prepare->footer(kDataPrepareFooter);
+
   if (argc <= 1) {
     err << app.help();
     return kExitUsage;
@@ -276,6 +312,8 @@ int RunForgeCli(int argc, const char* const* argv, std::ostream& out, std::ostre
     result = RunTokenList(env, format);
   } else if (*token_revoke) {
     result = RunTokenRevoke(env, token_id);
+  } else if (*data_prepare) {
+    result = RunDataPrepare(env, prepare);
   } else {
     result = UsageError("no command given; run `forge --help`");
   }

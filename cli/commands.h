@@ -15,6 +15,7 @@
 #include "cli/client.h"
 #include "cli/output.h"
 #include "common/clock.h"
+#include "common/dataset.h"
 #include "forge/v1/coordinator.pb.h"
 
 namespace forge::cli {
@@ -74,6 +75,12 @@ absl::Status RunTokenList(const CommandEnv& env, OutputFormat format);
 
 // forge admin token revoke TOKEN_ID.
 absl::Status RunTokenRevoke(const CommandEnv& env, const std::string& token_id);
+
+// forge data prepare: turns local text files into a dataset directory (common/dataset.h).
+// Local only: never calls env.client, so it needs no coordinator and no token. Prints the
+// manifest path alone on env.out and a one-line summary on env.err. Bad options, unreadable
+// or invalid input and an occupied out dir without options.overwrite are usage errors.
+absl::Status RunDataPrepare(const CommandEnv& env, const PrepareOptions& options);
 
 }  // namespace forge::cli
 
