@@ -1,0 +1,30 @@
+// Held-out evaluation: mean loss and bits per byte of a dataset's held-out split.
+#ifndef FORGE_WORKER_ENGINE_EVAL_H_
+#define FORGE_WORKER_ENGINE_EVAL_H_
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "common/dataset.h"
+#include "worker/engine/gpt.h"
+
+namespace forge::engine {
+
+struct EvalResult {
+  double loss = 0;           // mean cross-entropy per predicted token, nats
+  double bits_per_byte = 0;  // loss / ln 2 (byte-level tokens: one token is one byte)
+  int64_t tokens = 0;        // predicted tokens counted
+  int64_t documents = 0;     // held-out documents read
+};
+
+// Runs `model` over the held-out documents of `data`, each document on its own (positions
+// restart at 0; a document longer than seq_len + 1 is read in windows that overlap by one
+// token so that every token after the first is predicted exactly once). At most
+// `max_tokens` predicted tokens (0 = all). Deterministic. FAILED_PRECONDITION when the
+// split is empty.
+absl::StatusOr<EvalResult> EvaluateHeldOut(Gpt<float>& model, const Dataset& data, int seq_len,
+                                           int batch, int64_t max_tokens = 0);
+
+}  // namespace forge::engine
+
+#endif  // FORGE_WORKER_ENGINE_EVAL_H_
