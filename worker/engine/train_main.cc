@@ -1,6 +1,6 @@
 // forge-train: trains one rank locally from prepared datasets (no coordinator needed).
 //
-//   forge-train --source=general:DIR:0.25,domain:DIR:0.75 --preset=tiny --steps=200 \
+//   forge-train --source=general:DIR:0.25,domain:DIR:0.75 --preset=tiny --steps=200
 //       --checkpoint-dir=/tmp/run --checkpoint-every=100
 //
 // Prints one line per step (loss, lr, grad norm, ms, tokens/s), writes checkpoints, and ends
