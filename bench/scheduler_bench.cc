@@ -29,6 +29,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "coordinator/scheduler.h"
+#include "coordinator/scheduler_check.h"
 
 ABSL_FLAG(int, workers, 1000, "simulated workers");
 ABSL_FLAG(int, devices_per_worker, 8, "devices on each worker");
@@ -65,46 +66,6 @@ std::string CpuModel() {
     }
   }
   return "unknown";
-}
-
-// Counts the ways `result` breaks the contract on `cluster` (which it does not modify).
-int64_t CountViolations(const std::vector<PendingJob>& queue, const ClusterView& cluster,
-                        const absl::flat_hash_map<std::string, int>& worker_index,
-                        const ScheduleResult& result) {
-  absl::flat_hash_map<std::string, const PendingJob*> jobs;
-  for (const PendingJob& j : queue) jobs[j.job_id] = &j;
-  absl::flat_hash_map<std::string, int> seen;
-  absl::flat_hash_set<std::pair<int, int>> used;
-  int64_t violations = 0;
-  for (const JobPlacement& p : result.placed) {
-    ++seen[p.job_id];
-    auto job = jobs.find(p.job_id);
-    if (job == jobs.end()) {
-      ++violations;
-      continue;
-    }
-    if (static_cast<int>(p.ranks.size()) != job->second->ranks) ++violations;  // partial gang
-    for (const RankSlot& slot : p.ranks) {
-      auto w = worker_index.find(slot.worker_id);
-      if (w == worker_index.end()) {
-        ++violations;
-        continue;
-      }
-      const WorkerView& worker = cluster.workers[w->second];
-      auto d = std::find_if(worker.devices.begin(), worker.devices.end(),
-                            [&](const DeviceSlot& s) { return s.id == slot.device_id; });
-      if (d == worker.devices.end() || !worker.alive || d->busy ||
-          d->kind != job->second->device_kind ||
-          !used.insert({w->second, static_cast<int>(d - worker.devices.begin())}).second) {
-        ++violations;
-      }
-    }
-  }
-  for (const WaitingJob& w : result.waiting) ++seen[w.job_id];
-  for (const PendingJob& j : queue) {
-    if (seen[j.job_id] != 1) ++violations;  // lost or reported twice
-  }
-  return violations;
 }
 
 int Run() {
@@ -161,7 +122,9 @@ int Run() {
     const auto took = std::chrono::steady_clock::now() - start;
     in_schedule += absl::FromChrono(took);
     call_us.push_back(std::chrono::duration<double, std::micro>(took).count());
-    violations += CountViolations(queue, cluster, worker_index, result);
+    for (const std::string& v : ScheduleViolations(queue, cluster, {}, result)) {
+      if (++violations <= 5) std::fprintf(stderr, "violation: %s\n", v.c_str());
+    }
 
     absl::flat_hash_map<std::string, absl::Duration> runtime;
     for (const SimJob& j : pending) runtime[j.pending.job_id] = j.runtime;
