@@ -347,10 +347,15 @@ absl::Status WriteCheckpoint(const std::string& dir, const CheckpointData& data)
   RETURN_IF_ERROR(
       WriteSafetensors(PathIn(dir, kCheckpointOptimizerFile), optimizer, optimizer_meta));
   RETURN_IF_ERROR(WriteFileAtomic(PathIn(dir, kCheckpointTrainerStateFile), trainer_state));
+  std::vector<const char*> listed(std::begin(kDataFiles), std::end(kDataFiles));
+  if (data.hf_config.has_value()) {
+    RETURN_IF_ERROR(WriteHfConfigJson(dir, *data.hf_config));
+    listed.push_back(kCheckpointHfConfigFile);
+  }
 
   // Hash what is on disk, not what we meant to write.
   Json files = Json::array();
-  for (const char* name : kDataFiles) {
+  for (const char* name : listed) {
     ASSIGN_OR_RETURN(FileDigest d, HashFile(PathIn(dir, name)));
     files.push_back({{"name", name}, {"bytes", d.bytes}, {"sha256", d.sha256}});
   }
@@ -427,7 +432,7 @@ absl::Status WriteHfConfigJson(const std::string& dir, const ModelShape& shape) 
       {"attn_pdrop", 0.0},
       {"torch_dtype", "float32"},
   };
-  return WriteFileAtomic(PathIn(dir, "config.json"), config.dump(2) + "\n");
+  return WriteFileAtomic(PathIn(dir, kCheckpointHfConfigFile), config.dump(2) + "\n");
 }
 
 }  // namespace forge::engine

@@ -29,6 +29,7 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,7 @@ inline constexpr char kCheckpointModelFile[] = "model.safetensors";
 inline constexpr char kCheckpointOptimizerFile[] = "optimizer.safetensors";
 inline constexpr char kCheckpointTrainerStateFile[] = "trainer_state.json";
 inline constexpr char kCheckpointManifestFile[] = "MANIFEST.json";
+inline constexpr char kCheckpointHfConfigFile[] = "config.json";
 
 // One named F32 tensor to write; `data` is not owned and must outlive WriteCheckpoint.
 struct CheckpointTensor {
@@ -64,6 +66,9 @@ struct CheckpointData {
   // The caller's resumable state (sampler cursors, RNG, mixture, lineage: parent checkpoint,
   // base stage, datasets and tokens seen). Must be a JSON object; stored verbatim.
   nlohmann::json state = nlohmann::json::object();
+  // When set, config.json (WriteHfConfigJson of this shape) is written too and listed in
+  // MANIFEST.json, so the directory exports as a Hugging Face model as it is.
+  std::optional<ModelShape> hf_config;
 };
 
 // One tensor read back; owns its data.

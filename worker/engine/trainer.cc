@@ -1,18 +1,37 @@
 #include "worker/engine/trainer.h"
 
+#include <algorithm>
 #include <chrono>
+#include <utility>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "worker/engine/checkpoint.h"
+#include "worker/engine/communicator.h"
 #include "worker/engine/grad_clip.h"
 #include "worker/engine/sampler_state.h"
 
 namespace forge::engine {
 namespace {
 
-constexpr int kStateVersion = 1;
+// 2: "samplers" holds every rank's cursors; "run" no longer names the writing rank.
+constexpr int kStateVersion = 2;
+
+// The all-reduce carries floats. Non-negative integers travel as 16-bit pieces (exact in a
+// float); each rank fills only its own slots, so the sums are the values themselves.
+constexpr int kPieces = 4;  // 64 bits
+constexpr int kCursorFields = 5;  // pass, position, offset, tokens, sequences
+
+void PutU64(uint64_t v, float* out) {
+  for (int i = 0; i < kPieces; ++i) out[i] = static_cast<float>((v >> (16 * i)) & 0xffff);
+}
+uint64_t GetU64(const float* in) {
+  uint64_t v = 0;
+  for (int i = 0; i < kPieces; ++i) v |= static_cast<uint64_t>(in[i]) << (16 * i);
+  return v;
+}
 
 // The options that must match between the run that wrote a checkpoint and the one resuming.
 nlohmann::json RunIdentity(const TrainerOptions& o) {
@@ -22,7 +41,7 @@ nlohmann::json RunIdentity(const TrainerOptions& o) {
   }
   return {{"layers", o.shape.layers}, {"heads", o.shape.heads},   {"width", o.shape.width},
           {"context", o.shape.context}, {"vocab", o.shape.vocab}, {"seed", o.seed},
-          {"world_size", o.world_size}, {"rank", o.rank},         {"seq_len", o.seq_len},
+          {"world_size", o.world_size}, {"seq_len", o.seq_len},
           {"micro_batch", o.micro_batch}, {"grad_accum", o.grad_accum}, {"steps", o.steps},
           {"sources", sources}};
 }
@@ -42,6 +61,27 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainerOptions options)
   }
   if (options.steps < 1) {
     return absl::InvalidArgumentError(absl::StrCat("steps must be >= 1 (got ", options.steps, ")"));
+  }
+  if (options.world_size < 1 || options.rank < 0 || options.rank >= options.world_size) {
+    return absl::InvalidArgumentError(absl::StrCat("rank must be in [0, world_size) (got rank ",
+                                                   options.rank, ", world_size ",
+                                                   options.world_size, ")"));
+  }
+  if (options.world_size > 1) {
+    if (options.communicator == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "world_size ", options.world_size, " needs a communicator (options.communicator)"));
+    }
+    if (options.communicator->rank() != options.rank ||
+        options.communicator->world_size() != options.world_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the communicator is rank ", options.communicator->rank(), " of ",
+          options.communicator->world_size(), " but the trainer is rank ", options.rank, " of ",
+          options.world_size, ": build both from the same assignment"));
+    }
+  }
+  if (options.grad_bucket_bytes < sizeof(float)) {
+    return absl::InvalidArgumentError("grad_bucket_bytes must be >= 4");
   }
   auto t = std::unique_ptr<Trainer>(new Trainer(std::move(options)));
   const TrainerOptions& o = t->options_;
@@ -66,7 +106,55 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainerOptions options)
   const size_t n = static_cast<size_t>(mo.sequences_per_rank) * o.seq_len;
   t->inputs_.resize(n);
   t->targets_.resize(n);
+  t->all_samplers_.assign(o.world_size, t->sampler_->state());
+  if (o.world_size > 1) RETURN_IF_ERROR(t->ExchangeLossAndCursors(0).status());
   return t;
+}
+
+absl::StatusOr<double> Trainer::ExchangeLossAndCursors(double local_loss) {
+  const int world = options_.world_size;
+  const SamplerState own = sampler_->state();
+  const size_t sources = own.sources.size();
+  const size_t per_rank = sources * kCursorFields * kPieces;
+  exchange_.assign(2 + world * per_rank, 0.0f);
+  // The loss as a float pair: hi + lo carries ~48 bits of the double.
+  const float hi = static_cast<float>(local_loss);
+  exchange_[0] = hi;
+  exchange_[1] = static_cast<float>(local_loss - hi);
+  float* mine = exchange_.data() + 2 + options_.rank * per_rank;
+  for (size_t s = 0; s < sources; ++s) {
+    const SourceCursor& c = own.sources[s];
+    const int64_t fields[kCursorFields] = {c.pass, c.position, c.offset, c.tokens, c.sequences};
+    for (int f = 0; f < kCursorFields; ++f) {
+      PutU64(static_cast<uint64_t>(fields[f]), mine + (s * kCursorFields + f) * kPieces);
+    }
+  }
+  RETURN_IF_ERROR(options_.communicator->AllReduceSum(exchange_.data(), exchange_.size()));
+  for (int r = 0; r < world; ++r) {
+    SamplerState st = own;
+    st.rank = r;
+    const float* in = exchange_.data() + 2 + r * per_rank;
+    for (size_t s = 0; s < sources; ++s) {
+      SourceCursor& c = st.sources[s];
+      int64_t* fields[kCursorFields] = {&c.pass, &c.position, &c.offset, &c.tokens, &c.sequences};
+      for (int f = 0; f < kCursorFields; ++f) {
+        *fields[f] = static_cast<int64_t>(GetU64(in + (s * kCursorFields + f) * kPieces));
+      }
+    }
+    all_samplers_[r] = std::move(st);
+  }
+  all_samplers_[options_.rank] = own;
+  return (static_cast<double>(exchange_[0]) + static_cast<double>(exchange_[1])) / world;
+}
+
+absl::Status Trainer::AllReduceGrads() {
+  const size_t n = model_->num_params();
+  const size_t bucket = std::max<size_t>(1, options_.grad_bucket_bytes / sizeof(float));
+  float* g = model_->grads();
+  for (size_t off = 0; off < n; off += bucket) {
+    RETURN_IF_ERROR(options_.communicator->AllReduceSum(g + off, std::min(bucket, n - off)));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<StepStats> Trainer::Step() {
@@ -82,6 +170,14 @@ absl::StatusOr<StepStats> Trainer::Step() {
                                       &source_of_sequence));
   stats.sequences_per_source.assign(options_.sources.size(), 0);
   for (int s : source_of_sequence) ++stats.sequences_per_source[s];
+  // Every rank's sources are a pure function of (seed, step, rank, position): no exchange.
+  stats.sequences_per_source_all_ranks.assign(options_.sources.size(), 0);
+  const int per_rank = options_.micro_batch * options_.grad_accum;
+  for (int r = 0; r < options_.world_size; ++r) {
+    for (int p = 0; p < per_rank; ++p) {
+      ++stats.sequences_per_source_all_ranks[sampler_->SourceOf(step_, r, p)];
+    }
+  }
 
   model_->ZeroGrad();
   const size_t micro_tokens = static_cast<size_t>(options_.micro_batch) * options_.seq_len;
@@ -94,36 +190,84 @@ absl::StatusOr<StepStats> Trainer::Step() {
     RETURN_IF_ERROR(model_->Backward());
   }
   const size_t n = model_->num_params();
-  if (options_.grad_accum > 1) {
-    ScaleGrads(model_->grads(), n, 1.0f / options_.grad_accum, *pool_);
+  stats.loss = loss_sum / options_.grad_accum;
+  if (options_.world_size > 1) {
+    RETURN_IF_ERROR(AllReduceGrads());
+    ASSIGN_OR_RETURN(stats.loss, ExchangeLossAndCursors(stats.loss));
+  } else {
+    all_samplers_[0] = sampler_->state();
   }
+  const int divisor = options_.grad_accum * options_.world_size;
+  if (divisor > 1) ScaleGrads(model_->grads(), n, 1.0f / divisor, *pool_);
   stats.grad_norm = ClipGradNorm(model_->grads(), n, options_.grad_clip, *pool_);
   stats.lr = LearningRate(step_, options_.lr);
   adamw_->Step(model_->params(), model_->grads(), static_cast<float>(stats.lr), *pool_);
   ++step_;
 
-  stats.loss = loss_sum / options_.grad_accum;
   stats.tokens = static_cast<int64_t>(inputs_.size());
+  stats.tokens_all_ranks = stats.tokens * options_.world_size;  // equal batches on every rank
   stats.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return stats;
 }
 
-absl::Status Trainer::SaveCheckpoint(const std::string& dir, const nlohmann::json& extra) const {
-  CheckpointData data;
-  data.step = step_;
-  for (const ParamInfo& p : model_->Parameters()) {
-    data.model.push_back({p.name, p.shape, absl::MakeConstSpan(model_->params() + p.offset, p.count)});
-    data.adam_m.push_back({p.name, p.shape, absl::MakeConstSpan(adamw_->m() + p.offset, p.count)});
-    data.adam_v.push_back({p.name, p.shape, absl::MakeConstSpan(adamw_->v() + p.offset, p.count)});
+nlohmann::json Trainer::TrainerStateJson() const {
+  nlohmann::json samplers = nlohmann::json::array();
+  for (const SamplerState& st : all_samplers_) samplers.push_back(SamplerStateToJson(st));
+  return {{"version", kStateVersion},
+          {"step", step_},
+          {"adamw_step", adamw_->step()},
+          {"run", RunIdentity(options_)},
+          {"sampler", SamplerStateToJson(all_samplers_[0])},  // version 1 readers: rank 0
+          {"samplers", std::move(samplers)}};
+}
+
+void Trainer::SnapshotInto(CheckpointSnapshot* out) const {
+  const size_t n = model_->num_params();
+  out->step = step_;
+  out->shape = options_.shape;
+  out->tensors = model_->Parameters();
+  for (auto [dst, src] : {std::pair{&out->params, model_->params()},
+                          std::pair{&out->adam_m, adamw_->m()},
+                          std::pair{&out->adam_v, adamw_->v()}}) {
+    // resize() would zero-fill a fresh buffer first: a wasted pass over memory.
+    if (dst->size() != n) *dst = std::vector<float>(src, src + n);
+    else std::memcpy(dst->data(), src, n * sizeof(float));
   }
-  data.state = extra.is_object() ? extra : nlohmann::json::object();
-  data.state["trainer"] = {{"version", kStateVersion},
-                           {"step", step_},
-                           {"adamw_step", adamw_->step()},
-                           {"run", RunIdentity(options_)},
-                           {"sampler", SamplerStateToJson(sampler_->state())}};
-  return WriteCheckpoint(dir, data);
+  out->trainer_state = TrainerStateJson();
+}
+
+CheckpointSnapshot Trainer::Snapshot() const {
+  CheckpointSnapshot out;
+  SnapshotInto(&out);
+  return out;
+}
+
+absl::Status Trainer::SaveCheckpoint(const std::string& dir, const nlohmann::json& extra) const {
+  return WriteCheckpointSnapshot(Snapshot(), dir, extra);
+}
+
+uint64_t Trainer::ParamChecksum() const {
+  return ParamBytesChecksum(model_->params(), model_->num_params());
+}
+
+absl::Status Trainer::CheckReplicasAgree() {
+  if (options_.world_size == 1) return absl::OkStatus();
+  const int world = options_.world_size;
+  std::vector<float> all(static_cast<size_t>(world) * kPieces, 0.0f);
+  PutU64(ParamChecksum(), all.data() + options_.rank * kPieces);
+  RETURN_IF_ERROR(options_.communicator->AllReduceSum(all.data(), all.size()));
+  const uint64_t want = GetU64(all.data());
+  for (int r = 1; r < world; ++r) {
+    const uint64_t got = GetU64(all.data() + r * kPieces);
+    if (got != want) {
+      return absl::DataLossError(absl::StrFormat(
+          "replica check at step %d: rank %d's parameters (checksum %016x) differ from rank "
+          "0's (checksum %016x); the replicas diverged: restart from the last checkpoint",
+          step_, r, got, want));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Trainer::LoadCheckpoint(const std::string& dir) {
@@ -131,7 +275,7 @@ absl::Status Trainer::LoadCheckpoint(const std::string& dir) {
   const nlohmann::json* trainer = nullptr;
   if (ckpt.state.is_object() && ckpt.state.contains("trainer")) trainer = &ckpt.state["trainer"];
   if (trainer == nullptr || !trainer->is_object() || !trainer->contains("run") ||
-      !trainer->contains("sampler")) {
+      (!trainer->contains("sampler") && !trainer->contains("samplers"))) {
     return absl::InvalidArgumentError(absl::StrCat(
         dir, "/trainer_state.json has no trainer state; it was not written by a Forge trainer"));
   }
@@ -161,8 +305,31 @@ absl::Status Trainer::LoadCheckpoint(const std::string& dir) {
       }
     }
   }
-  ASSIGN_OR_RETURN(SamplerState sampler_state, SamplerStateFromJson((*trainer)["sampler"]));
-  RETURN_IF_ERROR(sampler_->Restore(sampler_state));
+  // Every rank's cursors (version 2); a version 1 checkpoint has only its writer's, which is
+  // enough for one rank.
+  std::vector<SamplerState> samplers;
+  if (trainer->contains("samplers")) {
+    const nlohmann::json& list = (*trainer)["samplers"];
+    if (!list.is_array() || static_cast<int>(list.size()) != options_.world_size) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint ", dir, " holds sampler cursors for ", list.is_array() ? list.size() : 0,
+          " ranks; this run has world_size ", options_.world_size));
+    }
+    for (const nlohmann::json& j : list) {
+      ASSIGN_OR_RETURN(SamplerState st, SamplerStateFromJson(j));
+      samplers.push_back(std::move(st));
+    }
+  } else {
+    if (options_.world_size != 1) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint ", dir, " holds one rank's sampler cursors; this run has world_size ",
+          options_.world_size));
+    }
+    ASSIGN_OR_RETURN(SamplerState st, SamplerStateFromJson((*trainer)["sampler"]));
+    samplers.push_back(std::move(st));
+  }
+  RETURN_IF_ERROR(sampler_->Restore(samplers[options_.rank]));
+  all_samplers_ = std::move(samplers);
   // Everything validated: now change state.
   for (size_t i = 0; i < params.size(); ++i) {
     const ParamInfo& p = params[i];

@@ -2,14 +2,27 @@
 //
 //   for each optimizer step:
 //     the mixture sampler gives this rank's sequences for the step
-//     forward + backward over grad_accum micro-batches (gradients accumulate, then / grad_accum)
-//     global-norm clip, learning rate from the schedule, AdamW
+//     forward + backward over grad_accum micro-batches (gradients accumulate)
+//     data parallel (world_size > 1): all-reduce the gradient sums across ranks in flat buckets
+//     of grad_bucket_bytes, plus one small all-reduce of the loss and the sampler cursors
+//     scale by 1 / (grad_accum * world_size), global-norm clip, learning rate, AdamW
+//
+// Every rank then holds the same gradients bit for bit (each element is summed once, in a
+// fixed order, and the sum is shared), so the ranks' weights stay identical; CheckReplicasAgree
+// verifies it. The all-reduce runs after the whole backward pass: overlapping it with backward
+// needs per-layer hooks in Gpt::Backward, which it does not have yet.
+//
+// Data split: the mixture sampler gives step t's slot g = rank * sequences_per_rank + position
+// the same source as slot g of a 1-rank run with the same global batch, but each rank reads
+// its own documents of that source (rank r: documents r, r + W, ...), so 2 ranks x half the
+// micro-batch see the same source mix as 1 rank x the full micro-batch, not the same tokens.
 //
 // A checkpoint holds everything the next step depends on (parameters, AdamW moments and step,
-// sampler cursors), so a run resumed from one continues bit for bit. Single rank for now; the
-// data-parallel all-reduce slots in between backward and the optimizer.
+// every rank's sampler cursors), so a run resumed from one continues bit for bit at the same
+// world size. One directory serves all ranks: any rank may write it (every rank knows every
+// rank's cursors after each step), and every rank loads the same directory.
 //
-// Thread safety: owned by one thread.
+// Thread safety: owned by one thread. Snapshot() results may be written on other threads.
 #ifndef FORGE_WORKER_ENGINE_TRAINER_H_
 #define FORGE_WORKER_ENGINE_TRAINER_H_
 
@@ -25,7 +38,12 @@
 #include "worker/engine/gpt.h"
 #include "worker/engine/lr_schedule.h"
 #include "worker/engine/mixture_sampler.h"
+#include "worker/engine/snapshot.h"
 #include "worker/engine/thread_pool.h"
+
+namespace forge {
+class Communicator;
+}  // namespace forge
 
 namespace forge::engine {
 
@@ -45,33 +63,63 @@ struct TrainerOptions {
   int world_size = 1;
   int rank = 0;
   int32_t separator_token = 0;  // between documents in the token stream
+  // Not owned; must outlive the trainer. Required when world_size > 1, and its rank() and
+  // world_size() must equal the fields above. Every collective of the trainer goes through
+  // it, so nothing else may use it concurrently. Unused (may be null) when world_size == 1.
+  Communicator* communicator = nullptr;
+  // Gradient all-reduce bucket size, bytes (a few MiB: large enough to amortise per-call
+  // latency, small enough to keep the scratch copy in cache).
+  size_t grad_bucket_bytes = size_t{4} << 20;
 };
 
 struct StepStats {
   int64_t step = 0;  // the step just taken (0-based)
-  double loss = 0;   // mean over the step's tokens
+  double loss = 0;   // mean over the step's tokens of all ranks (same value on every rank)
   double lr = 0;
   double grad_norm = 0;  // before clipping
   double seconds = 0;
   int64_t tokens = 0;                         // this rank, this step
-  std::vector<int64_t> sequences_per_source;  // this step, in source order
+  std::vector<int64_t> sequences_per_source;  // this rank, this step, in source order
+  int64_t tokens_all_ranks = 0;               // all ranks together, this step
+  std::vector<int64_t> sequences_per_source_all_ranks;  // all ranks, this step, source order
 };
 
 class Trainer {
  public:
   // Validates the options, builds the model (initialised from `seed`), the optimizer and
-  // the sampler.
+  // the sampler. With world_size > 1 it is collective: every rank's Create exchanges the
+  // initial sampler cursors through the communicator.
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(TrainerOptions options);
 
-  // One optimizer step. FAILED_PRECONDITION once `steps` steps were taken.
+  // One optimizer step. FAILED_PRECONDITION once `steps` steps were taken. With world_size > 1
+  // it is collective (every rank calls it for the same step); a communicator error is returned
+  // as is (UNAVAILABLE / DEADLINE_EXCEEDED) and leaves this trainer unusable: restart the
+  // ranks from the last checkpoint.
   absl::StatusOr<StepStats> Step();
 
-  // Writes a checkpoint of the state after the last step into `dir` (see checkpoint.h);
-  // `extra` (lineage, mixture, ...) is stored in trainer_state.json beside our own fields.
+  // Copies the state after the last step (parameters, AdamW moments, every rank's sampler
+  // cursors) into host memory. Not collective; no I/O: the only part of checkpointing the step
+  // loop waits for. Write the result with WriteCheckpointSnapshot on any thread.
+  CheckpointSnapshot Snapshot() const;
+  // As Snapshot, reusing `out`'s buffers when they are already the right size (no allocation,
+  // no page faults: a training loop that keeps one or two snapshots alive pays only the copy).
+  void SnapshotInto(CheckpointSnapshot* out) const;
+
+  // Snapshot() + WriteCheckpointSnapshot(): writes a checkpoint of the state after the last
+  // step into `dir` (see checkpoint.h; includes config.json); `extra` (lineage, mixture, ...)
+  // is stored in trainer_state.json beside our own fields. With world_size > 1 one rank
+  // (rank 0 by convention) writes; the directory holds every rank's cursors.
   absl::Status SaveCheckpoint(const std::string& dir, const nlohmann::json& extra = {}) const;
   // Restores a checkpoint written by a trainer with the same shape, seed, mixture and world
-  // size; refuses a mismatch naming what differs.
+  // size (by any of its ranks); refuses a mismatch naming what differs. Not collective.
   absl::Status LoadCheckpoint(const std::string& dir);
+
+  // 64-bit checksum of the parameter bytes (ParamBytesChecksum).
+  uint64_t ParamChecksum() const;
+  // Collective: compares every rank's ParamChecksum with rank 0's. OK when all agree (and
+  // always with world_size == 1); DATA_LOSS naming the first disagreeing rank, the step and
+  // both checksums otherwise (the same status on every rank); a communicator error as is.
+  absl::Status CheckReplicasAgree();
 
   int64_t step() const { return step_; }
   Gpt<float>& model() { return *model_; }
@@ -82,6 +130,11 @@ class Trainer {
 
  private:
   explicit Trainer(TrainerOptions options);
+  // All-reduces the loss and every rank's sampler cursors (after NextBatch of a step, or at
+  // Create); sets all_samplers_ and returns the loss averaged over ranks.
+  absl::StatusOr<double> ExchangeLossAndCursors(double local_loss);
+  absl::Status AllReduceGrads();
+  nlohmann::json TrainerStateJson() const;
 
   TrainerOptions options_;
   std::unique_ptr<ThreadPool> pool_;
@@ -90,6 +143,8 @@ class Trainer {
   std::unique_ptr<MixtureSampler> sampler_;
   std::vector<int32_t> inputs_, targets_;  // this step's sequences
   int64_t step_ = 0;                       // steps taken
+  std::vector<SamplerState> all_samplers_;  // every rank's sampler state after the last step
+  std::vector<float> exchange_;             // ExchangeLossAndCursors' buffer
 };
 
 }  // namespace forge::engine
