@@ -46,6 +46,7 @@ void ControlLoop::RunOnce() {
     jobs_->OnWorkerLost(id, "no heartbeat within the grace");
   }
   jobs_->CheckAckTimeouts();
+  jobs_->CheckStepTimeouts();
   bool pass;
   {
     absl::MutexLock lock(&mu_);

@@ -20,9 +20,7 @@ using forge::v1::JobState;
 
 namespace {
 
-constexpr char kNoTrainer[] =
-    "placed; no trainer attached: this release has no training engine, so the job holds its "
-    "devices and does not train";
+constexpr char kPlaced[] = "placed; starting trainer ranks";
 
 std::string RequestKey(absl::string_view tenant, absl::string_view request_id) {
   return absl::StrCat(tenant, "/", request_id);
@@ -47,6 +45,9 @@ absl::Status JobManager::Recover() {
     e.seq = next_seq_++;
     e.queued_since = now;
     e.ranks.resize(job.placement_size());
+    // Ranks of a RUNNING job keep training through a coordinator restart; they get a full
+    // step timeout to report again.
+    for (RankRuntime& r : e.ranks) r.last_progress = now;
     if (!job.request_id().empty()) by_request_[RequestKey(job.tenant(), job.request_id())] = job.id();
     e.job = std::move(job);
     std::string id = e.job.id();
@@ -202,6 +203,7 @@ void JobManager::Cancel(const Principal& caller, absl::string_view job_id,
   std::string message = reason.empty() ? absl::StrCat("cancelled by ", caller.token_id)
                                        : absl::StrCat("cancelled: ", reason);
   auto stops = StopMessagesLocked(e, message);
+  if (e.job.attempt() > 0) EndAttemptLocked(e, message);
   e.job.clear_placement();
   e.ranks.clear();
   // The reply is the job as cancelled: copied inside the callback, after the transition (a
@@ -223,7 +225,8 @@ void JobManager::Cancel(const Principal& caller, absl::string_view job_id,
 
 bool JobManager::IsPending(const Entry& e) const {
   return e.job.state() == forge::v1::JOB_STATE_QUEUED ||
-         (e.job.state() == forge::v1::JOB_STATE_RESTARTING && e.job.placement_size() == 0);
+         (e.job.state() == forge::v1::JOB_STATE_RESTARTING && e.job.placement_size() == 0 &&
+          clock_->Now() - e.queued_since >= options_.restart_delay);
 }
 
 std::vector<PendingJob> JobManager::PendingQueue() const {
@@ -266,8 +269,27 @@ bool JobManager::Place(const JobPlacement& placement) {
     p->set_worker_id(placement.ranks[r].worker_id);
     p->set_device(placement.ranks[r].device_id);
   }
+  const absl::Time placed_at = clock_->Now();
   e.ranks.assign(placement.ranks.size(), RankRuntime{});
+  for (RankRuntime& r : e.ranks) r.last_progress = placed_at;
   e.job.set_attempt(e.job.attempt() + 1);
+  {
+    forge::v1::JobAttempt* a = e.job.add_attempts();
+    a->set_attempt(e.job.attempt());
+    *a->mutable_start_time() = ToProtoTime(placed_at);
+    *a->mutable_placement() = e.job.placement();
+    if (options_.latest_checkpoint) {
+      auto [id, step] = options_.latest_checkpoint(e.job.id());
+      a->set_resumed_from_checkpoint(id);
+      a->set_resumed_from_step(step);
+    }
+    // A long-lived job keeps its newest attempts only (bounded row size).
+    constexpr int kMaxAttemptRecords = 100;
+    if (e.job.attempts_size() > kMaxAttemptRecords) {
+      e.job.mutable_attempts()->DeleteSubrange(0, e.job.attempts_size() - kMaxAttemptRecords);
+    }
+  }
+  e.job.mutable_progress()->set_phase("starting");
   e.job.set_unschedulable(false);
   e.job.set_trainer_attached(false);
   if (!e.job.has_start_time()) *e.job.mutable_start_time() = ToProtoTime(clock_->Now());
@@ -275,7 +297,7 @@ bool JobManager::Place(const JobPlacement& placement) {
   const int attempt = e.job.attempt();
   FORGE_LOG(INFO) << "event=job_placed job=" << job_id << " attempt=" << attempt
                   << " ranks=" << placement.ranks.size();
-  TransitionLocked(e, forge::v1::JOB_STATE_RUNNING, kNoTrainer,
+  TransitionLocked(e, forge::v1::JOB_STATE_RUNNING, kPlaced,
                    [this, job_id, attempt](absl::Status s) {
                      if (!s.ok()) return;  // logged by CommitJobLocked
                      Outbox msgs;
@@ -328,7 +350,24 @@ void JobManager::OnWorkerLost(const std::string& worker_id, absl::string_view wh
       if (IsTerminal(e.job.state())) continue;
       bool on_worker = std::any_of(e.job.placement().begin(), e.job.placement().end(),
                                    [&](const auto& p) { return p.worker_id() == worker_id; });
-      if (!on_worker) continue;
+      if (!on_worker) {
+        // The attempt may already have failed through its peers (their all-reduce broke when
+        // this worker died): name the root cause in that attempt's record.
+        if (e.job.state() == forge::v1::JOB_STATE_RESTARTING && e.job.attempts_size() > 0) {
+          forge::v1::JobAttempt* last = e.job.mutable_attempts(e.job.attempts_size() - 1);
+          const bool was_there =
+              std::any_of(last->placement().begin(), last->placement().end(),
+                          [&](const auto& p) { return p.worker_id() == worker_id; });
+          if (was_there && last->has_end_time() &&
+              clock_->Now() - FromProtoTime(last->end_time()) < absl::Seconds(30) &&
+              last->end_reason().find("lost") == std::string::npos) {
+            last->set_end_reason(absl::StrCat("worker ", worker_id, " lost (", why, "); first seen as: ",
+                                              last->end_reason()));
+            CommitJobLocked(e.job, [](absl::Status) {});
+          }
+        }
+        continue;
+      }
       FailAttemptLocked(e, absl::StrCat("worker ", worker_id, " lost (", why, ")"), &outbox);
     }
   }
@@ -402,6 +441,7 @@ void JobManager::OnAssignmentAck(const std::string& worker_id,
     }
     if (ack.accepted()) {
       e.ranks[ack.rank()].acked = true;
+      e.ranks[ack.rank()].last_progress = clock_->Now();
       return;
     }
     FailAttemptLocked(e,
@@ -472,6 +512,10 @@ void JobManager::TransitionLocked(Entry& e, JobState state, std::string message,
 void JobManager::FailAttemptLocked(Entry& e, std::string why, Outbox* outbox) {
   Outbox stops = StopMessagesLocked(e, why);
   outbox->insert(outbox->end(), stops.begin(), stops.end());
+  if (e.job.placement_size() > 0 && e.job.attempt() > 0) {
+    EndAttemptLocked(e, why);
+    e.failed_at = clock_->Now();
+  }
   e.job.clear_placement();
   e.ranks.clear();
   e.job.set_trainer_attached(false);
@@ -523,6 +567,11 @@ CoordinatorMessage JobManager::AssignmentFor(const Entry& e, int rank) const {
   a->set_device(e.job.placement(rank).device());
   *a->mutable_spec() = e.job.spec();
   a->set_tenant(e.job.tenant());
+  if (options_.rank_token) a->set_rank_token(options_.rank_token(e.job.id(), e.job.attempt()));
+  if (e.job.attempts_size() > 0) {
+    a->set_resume_checkpoint(e.job.attempts(e.job.attempts_size() - 1).resumed_from_checkpoint());
+  }
+  a->set_collective_timeout_ms(absl::ToInt64Milliseconds(options_.collective_timeout));
   return m;
 }
 

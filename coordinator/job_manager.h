@@ -40,6 +40,22 @@ struct JobManagerOptions {
   std::function<void()> wake_scheduler;
   // An assignment not acknowledged by its worker within this time counts as a lost rank.
   absl::Duration ack_timeout = absl::Seconds(30);
+  // The TrainerService bearer token of a job attempt, put into its assignments.
+  std::function<std::string(const std::string& job_id, int attempt)> rank_token;
+  // The newest committed checkpoint of a job: its id and step, or ("", 0) when none.
+  std::function<std::pair<std::string, int64_t>(const std::string& job_id)> latest_checkpoint;
+  // A placed rank that reports no progress for this long fails its attempt (a hung or
+  // stopped trainer). Covers start-up too (data fetch, rendezvous, checkpoint load).
+  absl::Duration step_timeout = absl::Seconds(120);
+  // Handed to trainers: a collective waiting longer than this fails the rank.
+  absl::Duration collective_timeout = absl::Seconds(60);
+  // A failed attempt is placed again only after this long: when a worker dies, its peers'
+  // collectives fail at once, before the heartbeat grace declares it dead; waiting one grace
+  // keeps the next attempt off the dying worker.
+  absl::Duration restart_delay = absl::ZeroDuration();
+  // Rank 0's progress reaches the job row at most this often (every report is kept in
+  // the metrics table).
+  absl::Duration progress_commit_interval = absl::Seconds(5);
 };
 
 class JobManager {
@@ -88,6 +104,34 @@ class JobManager {
   // Ranks not acknowledged within ack_timeout are lost.
   void CheckAckTimeouts();
 
+  // --- Trainer ranks (TrainerService; implemented in job_training.cc) --------------------
+
+  // OK when `ref` is the current attempt of a RUNNING job and a rank of its placement;
+  // FAILED_PRECONDITION otherwise (the rank must stop). Fills the job's tenant and spec.
+  absl::Status CheckRank(const forge::v1::RankRef& ref, std::string* tenant,
+                         forge::v1::JobSpec* spec) const;
+  // Liveness of every rank, the job's progress from rank 0 (metrics row per report). The
+  // answer says stop when the attempt is over.
+  forge::v1::ProgressResponse OnProgress(const forge::v1::ProgressReport& report);
+  // A checkpoint of the job was committed to the catalog.
+  void OnCheckpointCommitted(const forge::v1::CheckpointInfo& info);
+  // Rank 0 finished the run: the job SUCCEEDED. `done` after the commit.
+  void Finish(const forge::v1::FinishJobRequest& request, std::function<void(absl::Status)> done);
+  // A worker reports a trainer process ended. A non-zero exit of the current attempt fails
+  // the attempt (restart); kInvalidExitCode and kDivergedExitCode fail the job.
+  void OnRankExited(const std::string& worker_id, const forge::v1::RankExited& exited);
+  // Running ranks silent for step_timeout fail their attempt.
+  void CheckStepTimeouts();
+  // Whether a non-terminal job resumes from or starts from the checkpoint.
+  bool CheckpointInUse(absl::string_view checkpoint_id) const;
+  // Whether the job is terminal (unknown jobs count as terminal).
+  bool IsFinished(absl::string_view job_id) const;
+
+  // Trainer exit codes that fail the job without a restart (a restart would fail the same
+  // way): the job cannot run as specified; replicas diverged.
+  static constexpr int kInvalidExitCode = 2;
+  static constexpr int kDivergedExitCode = 3;
+
   // Owner tenant of a job, or "" if unknown.
   std::string TenantOf(absl::string_view job_id) const;
 
@@ -103,12 +147,16 @@ class JobManager {
     bool sent = false;
     bool acked = false;
     absl::Time sent_time;
+    absl::Time last_progress;  // report, or ack/placement/recovery before the first one
+    int64_t step = 0;          // last reported
   };
   struct Entry {
     forge::v1::Job job;
     int64_t seq = 0;                // submission order
     absl::Time queued_since;        // when it last became pending
     std::vector<RankRuntime> ranks;  // per rank of the current placement (memory only)
+    absl::Time last_progress_commit;  // rank 0's progress last written to the job row
+    absl::Time failed_at;             // when the previous attempt failed (recover time)
   };
 
   bool IsPending(const Entry& e) const;
@@ -126,6 +174,10 @@ class JobManager {
   Outbox StopMessagesLocked(
       const Entry& e, absl::string_view reason) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   forge::v1::CoordinatorMessage AssignmentFor(const Entry& e, int rank) const;
+  // The record of the current attempt (added by Place). REQUIRES: attempt >= 1.
+  static forge::v1::JobAttempt* CurrentAttempt(Entry& e);
+  // Closes the current attempt's record with `reason`.
+  void EndAttemptLocked(Entry& e, absl::string_view reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sends without mu_ held, then wakes the scheduler if anything was freed.
   void SendAll(const Outbox& msgs);
   void CommitJobLocked(const forge::v1::Job& job, std::function<void(absl::Status)> after)

@@ -161,7 +161,7 @@ TEST_F(JobManagerTest, PlaceSendsAssignmentsAndHoldsDevices) {
   Job job = Get(id);
   EXPECT_EQ(job.state(), forge::v1::JOB_STATE_RUNNING);
   EXPECT_EQ(job.attempt(), 1);
-  EXPECT_THAT(job.message(), HasSubstr("no trainer attached"));
+  EXPECT_THAT(job.message(), HasSubstr("placed; starting trainer ranks"));
   EXPECT_TRUE(jobs_->PendingQueue().empty());
   auto busy = jobs_->BusyDevices();
   EXPECT_TRUE(busy.contains({"wa", "cpu:0"}));
@@ -281,6 +281,140 @@ TEST_F(JobManagerTest, ReconcileStopsStaleResendsUnackedAndFailsLost) {
   EXPECT_EQ(Get(unacked).state(), forge::v1::JOB_STATE_RUNNING);
   // It had accepted `acked` and no longer holds it: that rank is lost.
   EXPECT_EQ(Get(acked).state(), forge::v1::JOB_STATE_RESTARTING);
+}
+
+}  // namespace
+}  // namespace forge::coordinator
+
+// --- Trainer ranks: progress, checkpoints, exits, the finish, step timeouts ----------------
+
+namespace forge::coordinator {
+namespace {
+
+forge::v1::ProgressReport Report(const Job& job, int rank, int64_t step) {
+  forge::v1::ProgressReport r;
+  r.mutable_rank()->set_job_id(job.id());
+  r.mutable_rank()->set_attempt(job.attempt());
+  r.mutable_rank()->set_rank(rank);
+  r.set_step(step);
+  r.set_total_steps(100);
+  r.set_loss(2.5);
+  r.set_phase("training");
+  r.set_tokens_per_second(1000);
+  r.set_world_size(2);
+  (*r.mutable_tokens_per_source())["d"] = step * 512;
+  return r;
+}
+
+TEST_F(JobManagerTest, ProgressFinishAndMetrics) {
+  const std::string id = Submit(Tenant("acme"), Request(2))->job().id();
+  Place(id, {"wa", "wb"});
+  Job job = Get(id);
+  EXPECT_FALSE(jobs_->OnProgress(Report(job, 0, 5)).stop());
+  EXPECT_FALSE(jobs_->OnProgress(Report(job, 1, 5)).stop());
+  Flush();
+  job = Get(id);
+  EXPECT_TRUE(job.trainer_attached());
+  EXPECT_EQ(job.progress().step(), 5);
+  EXPECT_DOUBLE_EQ(job.progress().tokens_per_second(), 2000);  // both ranks
+  EXPECT_EQ(job.progress().tokens_per_source().at("d"), 5 * 512);
+  auto points = store_->LoadMetrics(id, 0);
+  ASSERT_TRUE(points.ok());
+  ASSERT_EQ(points->size(), 1u);  // rank 0 only
+  EXPECT_EQ((*points)[0].step(), 5);
+
+  forge::v1::CheckpointInfo cp;
+  cp.set_id("c-1");
+  cp.set_job_id(id);
+  cp.set_step(5);
+  jobs_->OnCheckpointCommitted(cp);
+  EXPECT_TRUE(jobs_->CheckpointInUse("c-9") == false);
+
+  // Only rank 0 of the running attempt may finish the job.
+  forge::v1::FinishJobRequest finish;
+  *finish.mutable_rank() = Report(job, 1, 5).rank();
+  finish.set_final_checkpoint("c-1");
+  std::promise<absl::Status> refused;
+  jobs_->Finish(finish, [&](absl::Status s) { refused.set_value(s); });
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused.get_future().get()));
+  finish.mutable_rank()->set_rank(0);
+  std::promise<absl::Status> done;
+  jobs_->Finish(finish, [&](absl::Status s) { done.set_value(s); });
+  ASSERT_TRUE(done.get_future().get().ok());
+  job = Get(id);
+  EXPECT_EQ(job.state(), forge::v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(job.final_checkpoint(), "c-1");
+  ASSERT_EQ(job.attempts_size(), 1);
+  EXPECT_EQ(job.attempts(0).end_reason(), "succeeded");
+  EXPECT_TRUE(jobs_->BusyDevices().empty());
+  // A report from the finished attempt is told to stop.
+  EXPECT_TRUE(jobs_->OnProgress(Report(job, 0, 5)).stop());
+}
+
+TEST_F(JobManagerTest, RankFailureRestartsAndRecordsLostSteps) {
+  const std::string id = Submit(Tenant("acme"), Request(2))->job().id();
+  Place(id, {"wa", "wb"});
+  Job job = Get(id);
+  jobs_->OnProgress(Report(job, 0, 12));
+  forge::v1::CheckpointInfo cp;
+  cp.set_id("c-10");
+  cp.set_job_id(id);
+  cp.set_step(10);
+  jobs_->OnCheckpointCommitted(cp);
+  // A clean exit of a rank is not a failure; a crash is.
+  forge::v1::RankExited exited;
+  exited.set_job_id(id);
+  exited.set_attempt(1);
+  exited.set_rank(1);
+  exited.set_exit_code(0);
+  jobs_->OnRankExited("wb", exited);
+  EXPECT_EQ(Get(id).state(), forge::v1::JOB_STATE_RUNNING);
+  exited.set_exit_code(137);
+  jobs_->OnRankExited("wa", exited);  // not the worker that holds rank 1: ignored
+  EXPECT_EQ(Get(id).state(), forge::v1::JOB_STATE_RUNNING);
+  jobs_->OnRankExited("wb", exited);
+  Flush();
+  job = Get(id);
+  EXPECT_EQ(job.state(), forge::v1::JOB_STATE_RESTARTING);
+  EXPECT_THAT(job.message(), HasSubstr("killed by signal 9"));
+  ASSERT_EQ(job.attempts_size(), 1);
+  EXPECT_EQ(job.attempts(0).last_step(), 12);
+  EXPECT_EQ(job.attempts(0).lost_steps(), 2);
+}
+
+TEST_F(JobManagerTest, DivergedReplicasFailTheJobWithoutRestart) {
+  const std::string id = Submit(Tenant("acme"), Request(2))->job().id();
+  Place(id, {"wa", "wb"});
+  forge::v1::RankExited exited;
+  exited.set_job_id(id);
+  exited.set_attempt(1);
+  exited.set_rank(0);
+  exited.set_exit_code(JobManager::kDivergedExitCode);
+  exited.set_reason("rank 1 weights diverged from rank 0 at step 20");
+  jobs_->OnRankExited("wa", exited);
+  Flush();
+  Job job = Get(id);
+  EXPECT_EQ(job.state(), forge::v1::JOB_STATE_FAILED);
+  EXPECT_THAT(job.message(), HasSubstr("diverged"));
+  EXPECT_EQ(job.restarts(), 0);
+}
+
+TEST_F(JobManagerTest, SilentRankFailsItsAttemptAfterTheStepTimeout) {
+  const std::string id = Submit(Tenant("acme"), Request(2))->job().id();
+  Place(id, {"wa", "wb"});
+  Job job = Get(id);
+  jobs_->OnProgress(Report(job, 0, 1));
+  jobs_->OnProgress(Report(job, 1, 1));
+  clock_.Advance(absl::Seconds(100));
+  jobs_->OnProgress(Report(job, 0, 2));  // rank 1 is silent
+  jobs_->CheckStepTimeouts();
+  EXPECT_EQ(Get(id).state(), forge::v1::JOB_STATE_RUNNING);  // 100 s < 120 s default
+  clock_.Advance(absl::Seconds(30));
+  jobs_->CheckStepTimeouts();
+  Flush();
+  job = Get(id);
+  EXPECT_EQ(job.state(), forge::v1::JOB_STATE_RESTARTING);
+  EXPECT_THAT(job.message(), HasSubstr("rank 1 on worker wb made no progress"));
 }
 
 }  // namespace

@@ -23,6 +23,11 @@ ABSL_FLAG(std::string, port_file, "", "if set, the bound port is written to this
 ABSL_FLAG(std::string, http, "", "HOST:PORT for the dashboard and /metrics (not in this release)");
 ABSL_FLAG(int, heartbeat_interval_ms, 1000, "how often workers send heartbeats (ms)");
 ABSL_FLAG(int, heartbeat_grace_ms, 3000, "a worker silent this long is dead (ms)");
+ABSL_FLAG(int, step_timeout_ms, 120000,
+          "a trainer rank that reports no step for this long fails its attempt (ms); covers "
+          "start-up (data fetch, rendezvous, checkpoint load)");
+ABSL_FLAG(int, collective_timeout_ms, 60000,
+          "handed to trainers: an all-reduce waiting longer fails the rank (ms)");
 ABSL_FLAG(int, ack_timeout_ms, 30000,
           "an assignment not acknowledged by its worker within this time fails the attempt (ms)");
 
@@ -54,6 +59,8 @@ int main(int argc, char** argv) {
   o.heartbeat_interval = absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_interval_ms));
   o.heartbeat_grace = absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_grace_ms));
   o.ack_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_ack_timeout_ms));
+  o.step_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_step_timeout_ms));
+  o.collective_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_collective_timeout_ms));
   if (o.heartbeat_interval <= absl::ZeroDuration() || o.heartbeat_grace < o.heartbeat_interval) {
     std::cerr << "forge-coordinator: --heartbeat-grace-ms must be >= --heartbeat-interval-ms > 0\n";
     return 2;

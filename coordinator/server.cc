@@ -16,10 +16,16 @@
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "coordinator/auth.h"
+#include "coordinator/checkpoint_service.h"
 #include "coordinator/control_loop.h"
+#include "coordinator/data_service.h"
 #include "coordinator/job_manager.h"
+#include "coordinator/rank_tokens.h"
+#include "coordinator/rendezvous.h"
 #include "coordinator/service.h"
+#include "coordinator/storage_gateway.h"
 #include "coordinator/store.h"
+#include "coordinator/trainer_service.h"
 #include "coordinator/worker_manager.h"
 
 namespace forge::coordinator {
@@ -83,6 +89,11 @@ class Coordinator::Impl {
     RETURN_IF_ERROR(auth_->Recover());
     RETURN_IF_ERROR(auth_->EnsureAdminTokenFile(o.state_dir + "/admin.token"));
 
+    ASSIGN_OR_RETURN(rank_tokens_, RankTokens::Open(o.state_dir + "/rank-token.key"));
+    StorageGatewayOptions go;
+    go.root = o.storage_root;
+    ASSIGN_OR_RETURN(storage_, StorageGateway::Open(go, store_.get()));
+
     workers_ = std::make_unique<WorkerManager>(
         store_.get(), o.clock, WorkerManagerOptions{o.heartbeat_interval, o.heartbeat_grace});
     RETURN_IF_ERROR(workers_->Recover());
@@ -93,14 +104,30 @@ class Coordinator::Impl {
     };
     jo.wake_scheduler = [this] { if (loop_) loop_->Wake(); };
     jo.ack_timeout = o.ack_timeout;
+    jo.step_timeout = o.step_timeout;
+    jo.restart_delay = o.heartbeat_grace;
+    jo.collective_timeout = o.collective_timeout;
+    jo.rank_token = [this](const std::string& job, int attempt) {
+      return rank_tokens_->TokenFor(job, attempt);
+    };
+    jo.latest_checkpoint = [this](const std::string& job) -> std::pair<std::string, int64_t> {
+      absl::StatusOr<forge::v1::CheckpointInfo> c = storage_->LatestCheckpoint(job);
+      if (!c.ok()) return {"", 0};
+      return {c->id(), c->step()};
+    };
     jobs_ = std::make_unique<JobManager>(store_.get(), o.clock, jo);
     RETURN_IF_ERROR(jobs_->Recover());
 
     loop_ = std::make_unique<ControlLoop>(jobs_.get(), workers_.get(), ControlLoopOptions{});
 
-    job_service_ = std::make_unique<JobServiceImpl>(auth_.get(), jobs_.get());
-    worker_service_ = std::make_unique<WorkerServiceImpl>(auth_.get(), workers_.get(),
-                                                          jobs_.get(), [this] { loop_->Wake(); });
+    job_service_ = std::make_unique<JobServiceImpl>(auth_.get(), jobs_.get(), storage_.get(),
+                                                    store_.get());
+    worker_service_ = std::make_unique<WorkerServiceImpl>(
+        auth_.get(), workers_.get(), jobs_.get(), storage_.get(), [this] { loop_->Wake(); });
+    trainer_service_ = std::make_unique<TrainerServiceImpl>(rank_tokens_.get(), jobs_.get(),
+                                                            storage_.get(), &rendezvous_);
+    data_service_ = NewDataService(auth_.get(), storage_.get());
+    checkpoint_service_ = NewCheckpointService(auth_.get(), storage_.get());
     admin_service_ = std::make_unique<AdminServiceImpl>(auth_.get());
 
     grpc::EnableDefaultHealthCheckService(true);
@@ -112,6 +139,9 @@ class Coordinator::Impl {
     builder.RegisterService(job_service_.get());
     builder.RegisterService(worker_service_.get());
     builder.RegisterService(admin_service_.get());
+    builder.RegisterService(trainer_service_.get());
+    builder.RegisterService(data_service_.get());
+    builder.RegisterService(checkpoint_service_.get());
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> ics;
     ics.push_back(std::make_unique<ReflectionAuthFactory>(auth_.get()));
     builder.experimental().SetInterceptorCreators(std::move(ics));
@@ -150,8 +180,12 @@ class Coordinator::Impl {
     job_service_.reset();
     worker_service_.reset();
     admin_service_.reset();
+    trainer_service_.reset();
+    data_service_.reset();
+    checkpoint_service_.reset();
     server_.reset();
     jobs_.reset();
+    storage_.reset();
     workers_.reset();
     auth_.reset();
     store_.reset();
@@ -168,6 +202,12 @@ class Coordinator::Impl {
   std::unique_ptr<JobServiceImpl> job_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
   std::unique_ptr<AdminServiceImpl> admin_service_;
+  std::unique_ptr<RankTokens> rank_tokens_;
+  std::unique_ptr<StorageGateway> storage_;
+  RendezvousStore rendezvous_;
+  std::unique_ptr<TrainerServiceImpl> trainer_service_;
+  std::unique_ptr<grpc::Service> data_service_;
+  std::unique_ptr<grpc::Service> checkpoint_service_;
   std::unique_ptr<grpc::Server> server_;
   std::atomic<bool> shutdown_{false};
   absl::Mutex mu_;

@@ -18,6 +18,9 @@ struct CoordinatorOptions {
   absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration heartbeat_grace = absl::Seconds(3);
   absl::Duration ack_timeout = absl::Seconds(30);
+  // A rank silent this long fails its attempt; collectives time out after the other.
+  absl::Duration step_timeout = absl::Seconds(120);
+  absl::Duration collective_timeout = absl::Seconds(60);
   bool synchronous_full = true;  // SQLite synchronous=FULL (durable acks)
   int max_message_bytes = 4 << 20;
   Clock* clock = RealClock();

@@ -3,6 +3,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 #include "common/proto_time.h"
+#include "common/status_macros.h"
+#include "coordinator/job_state.h"
 
 namespace forge::coordinator {
 
@@ -55,6 +57,9 @@ ServerUnaryReactor* JobServiceImpl::SubmitJob(CallbackServerContext* ctx,
                                               forge::v1::SubmitJobResponse* resp) {
   absl::StatusOr<Principal> p = RequireUser(*auth_, ctx);
   if (!p.ok()) return FinishNow(ctx, p.status());
+  if (p->is_tenant()) {
+    if (absl::Status s = CheckReferences(p->tenant, req->spec()); !s.ok()) return FinishNow(ctx, s);
+  }
   ServerUnaryReactor* reactor = ctx->DefaultReactor();
   jobs_->Submit(*p, *req,
                 [reactor, resp](absl::StatusOr<forge::v1::SubmitJobResponse> r) {
@@ -97,6 +102,72 @@ ServerUnaryReactor* JobServiceImpl::CancelJob(CallbackServerContext* ctx,
                   reactor->Finish(ToGrpcStatus(job.status()));
                 });
   return reactor;
+}
+
+absl::Status JobServiceImpl::CheckReferences(const std::string& tenant,
+                                             const forge::v1::JobSpec& spec) const {
+  auto check = [&](const std::string& field, const std::string& name) -> absl::Status {
+    if (name.empty() || storage_->GetDataset(tenant, name).ok()) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job spec: ", field, ": dataset \"", name, "\" is not registered for tenant ", tenant,
+        "; register it first (forge data register ", name, " DIR) or fix the name (forge data "
+        "list shows what is registered)"));
+  };
+  for (int i = 0; i < spec.data().mixture_size(); ++i) {
+    RETURN_IF_ERROR(check(absl::StrCat("data.mixture[", i, "].dataset"),
+                          spec.data().mixture(i).dataset()));
+  }
+  for (int i = 0; i < spec.eval().suites_size(); ++i) {
+    RETURN_IF_ERROR(check(absl::StrCat("eval.suites[", i, "]"), spec.eval().suites(i)));
+  }
+  if (!spec.base().checkpoint().empty() &&
+      !storage_->GetCheckpoint(tenant, spec.base().checkpoint()).ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job spec: base.checkpoint: checkpoint ", spec.base().checkpoint(),
+        " is not a committed checkpoint of tenant ", tenant, "; forge checkpoints lists them"));
+  }
+  return absl::OkStatus();
+}
+
+ServerUnaryReactor* JobServiceImpl::GetJobLogs(CallbackServerContext* ctx,
+                                               const forge::v1::GetJobLogsRequest* req,
+                                               forge::v1::GetJobLogsResponse* resp) {
+  absl::StatusOr<Principal> p = RequireUser(*auth_, ctx);
+  if (!p.ok()) return FinishNow(ctx, p.status());
+  absl::StatusOr<forge::v1::Job> job = jobs_->Get(*p, req->job_id());
+  if (!job.ok()) return FinishNow(ctx, job.status());
+  const int64_t max_bytes = req->max_bytes() == 0 ? (1 << 20) : req->max_bytes();
+  if (max_bytes < 1 || max_bytes > (4 << 20) || req->offset() < 0) {
+    return FinishNow(ctx, absl::InvalidArgumentError(absl::StrCat(
+                              "max_bytes must be in 1..4194304 and offset >= 0 (got ",
+                              req->max_bytes(), ", ", req->offset(), ")")));
+  }
+  int64_t next = req->offset();
+  absl::StatusOr<std::string> data =
+      storage_->ReadLog(job->tenant(), job->id(), req->offset(), max_bytes, &next);
+  if (!data.ok()) return FinishNow(ctx, data.status());
+  // Workers forward a trainer's last lines just after it exits, so a terminal job's log is
+  // complete only a little after the end.
+  const bool settled = IsTerminal(job->state()) && job->has_end_time() &&
+                       absl::Now() - FromProtoTime(job->end_time()) > absl::Seconds(3);
+  resp->set_job_finished(settled && data->empty());
+  resp->set_data(*std::move(data));
+  resp->set_next_offset(next);
+  return FinishNow(ctx, absl::OkStatus());
+}
+
+ServerUnaryReactor* JobServiceImpl::GetJobMetrics(CallbackServerContext* ctx,
+                                                  const forge::v1::GetJobMetricsRequest* req,
+                                                  forge::v1::GetJobMetricsResponse* resp) {
+  absl::StatusOr<Principal> p = RequireUser(*auth_, ctx);
+  if (!p.ok()) return FinishNow(ctx, p.status());
+  absl::StatusOr<forge::v1::Job> job = jobs_->Get(*p, req->job_id());
+  if (!job.ok()) return FinishNow(ctx, job.status());
+  absl::StatusOr<std::vector<forge::v1::MetricPoint>> points =
+      store_->LoadMetrics(job->id(), req->after_step());
+  if (!points.ok()) return FinishNow(ctx, points.status());
+  for (auto& pt : *points) *resp->add_points() = std::move(pt);
+  return FinishNow(ctx, absl::OkStatus());
 }
 
 // --- WorkerService -------------------------------------------------------------------------

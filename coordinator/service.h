@@ -9,6 +9,8 @@
 
 #include "coordinator/auth.h"
 #include "coordinator/job_manager.h"
+#include "coordinator/storage_gateway.h"
+#include "coordinator/store.h"
 #include "coordinator/worker_manager.h"
 #include "forge/v1/coordinator.grpc.pb.h"
 
@@ -20,7 +22,8 @@ absl::StatusOr<Principal> AuthenticateCall(const AuthManager& auth,
 
 class JobServiceImpl final : public forge::v1::JobService::CallbackService {
  public:
-  JobServiceImpl(AuthManager* auth, JobManager* jobs) : auth_(auth), jobs_(jobs) {}
+  JobServiceImpl(AuthManager* auth, JobManager* jobs, StorageGateway* storage, Store* store)
+      : auth_(auth), jobs_(jobs), storage_(storage), store_(store) {}
 
   grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* ctx,
                                       const forge::v1::SubmitJobRequest* req,
@@ -34,17 +37,30 @@ class JobServiceImpl final : public forge::v1::JobService::CallbackService {
   grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* ctx,
                                       const forge::v1::CancelJobRequest* req,
                                       forge::v1::Job* resp) override;
+  grpc::ServerUnaryReactor* GetJobLogs(grpc::CallbackServerContext* ctx,
+                                       const forge::v1::GetJobLogsRequest* req,
+                                       forge::v1::GetJobLogsResponse* resp) override;
+  grpc::ServerUnaryReactor* GetJobMetrics(grpc::CallbackServerContext* ctx,
+                                          const forge::v1::GetJobMetricsRequest* req,
+                                          forge::v1::GetJobMetricsResponse* resp) override;
 
  private:
+  // Every dataset and base checkpoint the spec names must be registered for the tenant.
+  absl::Status CheckReferences(const std::string& tenant, const forge::v1::JobSpec& spec) const;
+
   AuthManager* const auth_;
   JobManager* const jobs_;
+  StorageGateway* const storage_;
+  Store* const store_;
 };
 
 class WorkerServiceImpl final : public forge::v1::WorkerService::CallbackService {
  public:
+  // `storage` receives the trainers' log lines the workers forward (may be null in tests).
   WorkerServiceImpl(AuthManager* auth, WorkerManager* workers, JobManager* jobs,
-                    std::function<void()> wake_scheduler)
-      : auth_(auth), workers_(workers), jobs_(jobs), wake_(std::move(wake_scheduler)) {}
+                    StorageGateway* storage, std::function<void()> wake_scheduler)
+      : auth_(auth), workers_(workers), jobs_(jobs), storage_(storage),
+        wake_(std::move(wake_scheduler)) {}
 
   grpc::ServerBidiReactor<forge::v1::WorkerMessage, forge::v1::CoordinatorMessage>* Connect(
       grpc::CallbackServerContext* ctx) override;
@@ -56,6 +72,7 @@ class WorkerServiceImpl final : public forge::v1::WorkerService::CallbackService
   AuthManager* const auth_;
   WorkerManager* const workers_;
   JobManager* const jobs_;
+  StorageGateway* const storage_;
   const std::function<void()> wake_;
 };
 

@@ -23,10 +23,12 @@ using forge::v1::Worker;
 
 // Bump when the schema changes, and add the migration from the previous version to
 // MigrateSchema.
-constexpr int64_t kSchemaVersion = 1;
+//   1: jobs, tenants, tokens, workers.
+//   2: datasets, checkpoints, metrics (the storage catalog and job metrics).
+constexpr int64_t kSchemaVersion = 2;
 constexpr int kBusyTimeoutMs = 5000;
 
-constexpr const char* kCreateSchemaSql = R"sql(
+constexpr const char* kSchemaV1Sql = R"sql(
 CREATE TABLE IF NOT EXISTS jobs (
   id TEXT PRIMARY KEY NOT NULL,
   seq INTEGER NOT NULL UNIQUE,  -- first-insert order; an upsert keeps it
@@ -55,6 +57,30 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 )sql";
 
+constexpr const char* kSchemaV2Sql = R"sql(
+CREATE TABLE IF NOT EXISTS datasets (
+  tenant TEXT NOT NULL,
+  name TEXT NOT NULL,
+  info BLOB NOT NULL,           -- serialized forge.v1.DatasetInfo
+  PRIMARY KEY (tenant, name)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+  id TEXT PRIMARY KEY NOT NULL,
+  job_id TEXT NOT NULL,
+  tenant TEXT NOT NULL,
+  step INTEGER NOT NULL,
+  info BLOB NOT NULL            -- serialized forge.v1.CheckpointInfo
+);
+CREATE INDEX IF NOT EXISTS checkpoints_by_job ON checkpoints(job_id, step);
+CREATE TABLE IF NOT EXISTS metrics (
+  job_id TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  step INTEGER NOT NULL,
+  point BLOB NOT NULL,          -- serialized forge.v1.MetricPoint
+  PRIMARY KEY (job_id, step, attempt)
+) WITHOUT ROWID;
+)sql";
+
 constexpr const char* kUpsertJobSql =
     "INSERT INTO jobs(id, seq, tenant, state, request_id, job) "
     "VALUES(?1, (SELECT IFNULL(MAX(seq), 0) + 1 FROM jobs), ?2, ?3, ?4, ?5) "
@@ -71,6 +97,18 @@ constexpr const char* kUpsertTokenSql =
 constexpr const char* kUpsertWorkerSql =
     "INSERT INTO workers(id, worker) VALUES(?1, ?2) "
     "ON CONFLICT(id) DO UPDATE SET worker = excluded.worker";
+
+constexpr const char* kUpsertDatasetSql =
+    "INSERT INTO datasets(tenant, name, info) VALUES(?1, ?2, ?3) "
+    "ON CONFLICT(tenant, name) DO UPDATE SET info = excluded.info";
+constexpr const char* kUpsertCheckpointSql =
+    "INSERT INTO checkpoints(id, job_id, tenant, step, info) VALUES(?1, ?2, ?3, ?4, ?5) "
+    "ON CONFLICT(id) DO UPDATE SET job_id = excluded.job_id, tenant = excluded.tenant, "
+    "step = excluded.step, info = excluded.info";
+constexpr const char* kDeleteCheckpointSql = "DELETE FROM checkpoints WHERE id = ?1";
+constexpr const char* kUpsertMetricSql =
+    "INSERT INTO metrics(job_id, attempt, step, point) VALUES(?1, ?2, ?3, ?4) "
+    "ON CONFLICT(job_id, step, attempt) DO UPDATE SET point = excluded.point";
 
 absl::StatusCode CodeForSqlite(int rc) {
   switch (rc & 0xff) {
@@ -275,11 +313,62 @@ absl::Status PutWorker(Db& db, const Worker& worker) {
   return Run(db, stmt, absl::StrCat("upsert worker ", worker.id()));
 }
 
+absl::Status PutDataset(Db& db, const forge::v1::DatasetInfo& d) {
+  if (d.tenant().empty() || d.name().empty()) {
+    return absl::InvalidArgumentError("store: a dataset without a tenant or name");
+  }
+  ASSIGN_OR_RETURN(std::string blob,
+                   Serialize(d, absl::StrCat("dataset ", d.tenant(), "/", d.name())));
+  ASSIGN_OR_RETURN(sqlite3_stmt * raw, db.Prepare(kUpsertDatasetSql));
+  Stmt stmt(raw);
+  stmt.BindText(1, d.tenant());
+  stmt.BindText(2, d.name());
+  stmt.BindBlob(3, blob);
+  return Run(db, stmt, absl::StrCat("upsert dataset ", d.tenant(), "/", d.name()));
+}
+
+absl::Status PutCheckpoint(Db& db, const forge::v1::CheckpointInfo& c) {
+  if (c.id().empty()) return absl::InvalidArgumentError("store: a checkpoint without an id");
+  ASSIGN_OR_RETURN(std::string blob, Serialize(c, absl::StrCat("checkpoint ", c.id())));
+  ASSIGN_OR_RETURN(sqlite3_stmt * raw, db.Prepare(kUpsertCheckpointSql));
+  Stmt stmt(raw);
+  stmt.BindText(1, c.id());
+  stmt.BindText(2, c.job_id());
+  stmt.BindText(3, c.tenant());
+  stmt.BindInt(4, c.step());
+  stmt.BindBlob(5, blob);
+  return Run(db, stmt, absl::StrCat("upsert checkpoint ", c.id()));
+}
+
+absl::Status DeleteCheckpoint(Db& db, const std::string& id) {
+  ASSIGN_OR_RETURN(sqlite3_stmt * raw, db.Prepare(kDeleteCheckpointSql));
+  Stmt stmt(raw);
+  stmt.BindText(1, id);
+  return Run(db, stmt, absl::StrCat("delete checkpoint ", id));
+}
+
+absl::Status PutMetric(Db& db, const MetricRecord& m) {
+  if (m.job_id.empty()) return absl::InvalidArgumentError("store: a metric without a job id");
+  ASSIGN_OR_RETURN(std::string blob,
+                   Serialize(m.point, absl::StrCat("metric of job ", m.job_id)));
+  ASSIGN_OR_RETURN(sqlite3_stmt * raw, db.Prepare(kUpsertMetricSql));
+  Stmt stmt(raw);
+  stmt.BindText(1, m.job_id);
+  stmt.BindInt(2, m.point.attempt());
+  stmt.BindInt(3, m.point.step());
+  stmt.BindBlob(4, blob);
+  return Run(db, stmt, absl::StrCat("upsert metric of job ", m.job_id));
+}
+
 absl::Status ApplyBatch(Db& db, const WriteBatch& batch) {
   for (const Job& job : batch.put_jobs) RETURN_IF_ERROR(PutJob(db, job));
   for (const TenantRecord& tenant : batch.insert_tenants) RETURN_IF_ERROR(InsertTenant(db, tenant));
   for (const TokenRecord& token : batch.put_tokens) RETURN_IF_ERROR(PutToken(db, token));
   for (const Worker& worker : batch.put_workers) RETURN_IF_ERROR(PutWorker(db, worker));
+  for (const auto& d : batch.put_datasets) RETURN_IF_ERROR(PutDataset(db, d));
+  for (const auto& c : batch.put_checkpoints) RETURN_IF_ERROR(PutCheckpoint(db, c));
+  for (const std::string& id : batch.delete_checkpoints) RETURN_IF_ERROR(DeleteCheckpoint(db, id));
+  for (const MetricRecord& m : batch.put_metrics) RETURN_IF_ERROR(PutMetric(db, m));
   return absl::OkStatus();
 }
 
@@ -326,8 +415,14 @@ absl::Status InitSchema(Db& db) {
           "); run a newer forge-coordinator, or point --state-dir at another directory"));
     }
     if (version == kSchemaVersion) return absl::OkStatus();
-    // Version 1 is the first schema: there is nothing older to migrate from.
-    RETURN_IF_ERROR(db.Exec("create schema", kCreateSchemaSql));
+    // Each step takes a database of the version before it (0 = new) one version up. Every
+    // step only creates tables and indexes (IF NOT EXISTS), so it is also safe to repeat.
+    if (version < 1) RETURN_IF_ERROR(db.Exec("create schema v1", kSchemaV1Sql));
+    if (version < 2) RETURN_IF_ERROR(db.Exec("migrate schema to v2", kSchemaV2Sql));
+    if (version > 0) {
+      FORGE_LOG(INFO) << "event=store_schema_migrated path=" << db.path() << " from=" << version
+                      << " to=" << kSchemaVersion;
+    }
     ASSIGN_OR_RETURN(sqlite3_stmt * raw,
                      db.Prepare("INSERT OR REPLACE INTO meta(key, value) "
                                 "VALUES('schema_version', ?1)"));
@@ -376,12 +471,15 @@ class Store::Impl {
     return stats_;
   }
 
-  // Runs `sql` on the read connection and calls `row` for each result row.
+  // Runs `sql` on the read connection and calls `row` for each result row. `bind` (optional)
+  // binds the statement's parameters first.
   absl::Status Query(const char* sql, absl::string_view op,
-                     const std::function<absl::Status(const Stmt&)>& row) {
+                     const std::function<absl::Status(const Stmt&)>& row,
+                     const std::function<void(Stmt&)>& bind = nullptr) {
     absl::MutexLock lock(&read_mu_);
     ASSIGN_OR_RETURN(sqlite3_stmt * raw, read_db_->Prepare(sql));
     Stmt stmt(raw);
+    if (bind) bind(stmt);
     for (;;) {
       const int rc = stmt.Step();
       if (rc == SQLITE_DONE) return absl::OkStatus();
@@ -576,6 +674,53 @@ absl::StatusOr<std::vector<Worker>> Store::LoadWorkers() {
                                  return absl::OkStatus();
                                }));
   return workers;
+}
+
+absl::StatusOr<std::vector<forge::v1::DatasetInfo>> Store::LoadDatasets() {
+  std::vector<forge::v1::DatasetInfo> datasets;
+  RETURN_IF_ERROR(impl_->Query(
+      "SELECT tenant, name, info FROM datasets ORDER BY tenant, name", "load datasets",
+      [&](const Stmt& row) -> absl::Status {
+        forge::v1::DatasetInfo& d = datasets.emplace_back();
+        if (!row.Parse(2, &d)) {
+          return impl_->CorruptRow("datasets", absl::StrCat(row.Text(0), "/", row.Text(1)));
+        }
+        return absl::OkStatus();
+      }));
+  return datasets;
+}
+
+absl::StatusOr<std::vector<forge::v1::CheckpointInfo>> Store::LoadCheckpoints() {
+  std::vector<forge::v1::CheckpointInfo> checkpoints;
+  RETURN_IF_ERROR(impl_->Query("SELECT id, info FROM checkpoints ORDER BY job_id, step, id",
+                               "load checkpoints", [&](const Stmt& row) -> absl::Status {
+                                 forge::v1::CheckpointInfo& c = checkpoints.emplace_back();
+                                 if (!row.Parse(1, &c)) {
+                                   return impl_->CorruptRow("checkpoints", row.Text(0));
+                                 }
+                                 return absl::OkStatus();
+                               }));
+  return checkpoints;
+}
+
+absl::StatusOr<std::vector<forge::v1::MetricPoint>> Store::LoadMetrics(const std::string& job_id,
+                                                                       int64_t after_step) {
+  std::vector<forge::v1::MetricPoint> points;
+  RETURN_IF_ERROR(impl_->Query(
+      "SELECT step, point FROM metrics WHERE job_id = ?1 AND step > ?2 ORDER BY step, attempt",
+      absl::StrCat("load metrics of job ", job_id),
+      [&](const Stmt& row) -> absl::Status {
+        forge::v1::MetricPoint& p = points.emplace_back();
+        if (!row.Parse(1, &p)) {
+          return impl_->CorruptRow("metrics", absl::StrCat(job_id, " step ", row.Int(0)));
+        }
+        return absl::OkStatus();
+      },
+      [&](Stmt& stmt) {
+        stmt.BindText(1, job_id);
+        stmt.BindInt(2, after_step);
+      }));
+  return points;
 }
 
 StoreStats Store::stats() const { return impl_->stats(); }

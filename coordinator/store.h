@@ -1,7 +1,9 @@
 // Durable coordinator state in SQLite (WAL mode), with group commit.
 //
 // The coordinator keeps its working state in memory (managers) and writes through to the
-// Store; the Store is read back only at start-up (Load*). A write is a WriteBatch: all of its
+// Store; the Store is read back at start-up (Load*), except job metrics, which stay only
+// here and are read on demand (LoadMetrics, on a separate read-only connection: WAL lets it
+// run alongside the writer). A write is a WriteBatch: all of its
 // rows commit together or none do. Batches submitted concurrently share one SQLite transaction
 // and one fsync (group commit), so durability does not cap throughput: a writer thread takes
 // every batch queued while the previous transaction was committing, runs each inside its own
@@ -25,6 +27,7 @@
 #include "absl/time/time.h"
 #include "forge/v1/coordinator.pb.h"
 #include "forge/v1/job.pb.h"
+#include "forge/v1/training.pb.h"
 
 namespace forge::coordinator {
 
@@ -43,16 +46,30 @@ struct TokenRecord {
   bool revoked = false;
 };
 
+// One training metric point of a job (coordinator.proto MetricPoint). Keyed by
+// (job_id, point.attempt, point.step): a resumed attempt that repeats a step adds its own row.
+struct MetricRecord {
+  std::string job_id;
+  forge::v1::MetricPoint point;
+};
+
 // One atomic unit of writes. Upserts replace the row with the same primary key.
 struct WriteBatch {
   std::vector<forge::v1::Job> put_jobs;       // upsert by job.id()
   std::vector<TenantRecord> insert_tenants;   // ALREADY_EXISTS if the name exists
   std::vector<TokenRecord> put_tokens;        // upsert by id
   std::vector<forge::v1::Worker> put_workers; // upsert by worker.id() (the known fleet)
+  // Storage catalog (coordinator/storage_gateway.h).
+  std::vector<forge::v1::DatasetInfo> put_datasets;        // upsert by (tenant, name)
+  std::vector<forge::v1::CheckpointInfo> put_checkpoints;  // upsert by id
+  std::vector<std::string> delete_checkpoints;  // ids; applied after put_checkpoints; an
+                                                // unknown id is not an error
+  std::vector<MetricRecord> put_metrics;        // upsert by (job_id, attempt, step)
 
   bool empty() const {
     return put_jobs.empty() && insert_tenants.empty() && put_tokens.empty() &&
-           put_workers.empty();
+           put_workers.empty() && put_datasets.empty() && put_checkpoints.empty() &&
+           delete_checkpoints.empty() && put_metrics.empty();
   }
 };
 
@@ -96,6 +113,15 @@ class Store {
   absl::StatusOr<std::vector<TenantRecord>> LoadTenants();
   absl::StatusOr<std::vector<TokenRecord>> LoadTokens();
   absl::StatusOr<std::vector<forge::v1::Worker>> LoadWorkers();
+  // Datasets ordered by (tenant, name); checkpoints by (job_id, step).
+  absl::StatusOr<std::vector<forge::v1::DatasetInfo>> LoadDatasets();
+  absl::StatusOr<std::vector<forge::v1::CheckpointInfo>> LoadCheckpoints();
+
+  // The committed metric points of `job_id` with step > after_step, ordered by (step,
+  // attempt). Callable at any time from any thread: it reads on its own connection and never
+  // waits for the writer's transaction.
+  absl::StatusOr<std::vector<forge::v1::MetricPoint>> LoadMetrics(const std::string& job_id,
+                                                                  int64_t after_step);
 
   StoreStats stats() const;
 

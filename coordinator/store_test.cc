@@ -425,7 +425,7 @@ TEST_F(StoreTest, RefusesNewerSchemaVersion) {
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(store.status().message(), HasSubstr(path_));
   EXPECT_THAT(store.status().message(), HasSubstr("schema version 99"));
-  EXPECT_THAT(store.status().message(), HasSubstr("supports (1)"));
+  EXPECT_THAT(store.status().message(), HasSubstr("supports (2)"));
 }
 
 TEST_F(StoreTest, OpenInMissingDirectoryNamesThePath) {
@@ -479,6 +479,174 @@ TEST_F(StoreTest, DestructorCommitsPendingBatches) {
   absl::StatusOr<std::vector<Job>> jobs = store->LoadJobs();
   ASSERT_TRUE(jobs.ok()) << jobs.status();
   EXPECT_EQ(jobs->size(), static_cast<size_t>(kBatches));
+}
+
+
+// --- Storage catalog and metrics (schema v2) ---------------------------------------------------
+
+forge::v1::CheckpointInfo MakeCheckpoint(const std::string& id, const std::string& job,
+                                         int64_t step) {
+  forge::v1::CheckpointInfo c;
+  c.set_id(id);
+  c.set_job_id(job);
+  c.set_tenant("acme");
+  c.set_step(step);
+  c.set_path(absl::StrCat("tenants/acme/checkpoints/", job, "/step-", step));
+  auto* f = c.add_files();
+  f->set_name("MANIFEST.json");
+  f->set_size(10);
+  return c;
+}
+
+MetricRecord MakeMetric(const std::string& job, int32_t attempt, int64_t step, double loss) {
+  MetricRecord m;
+  m.job_id = job;
+  m.point.set_attempt(attempt);
+  m.point.set_step(step);
+  m.point.set_loss(loss);
+  (*m.point.mutable_tokens_per_source())["books"] = step * 100;
+  return m;
+}
+
+std::vector<std::string> CheckpointIds(const std::vector<forge::v1::CheckpointInfo>& cs) {
+  std::vector<std::string> ids;
+  for (const auto& c : cs) ids.push_back(c.id());
+  return ids;
+}
+
+TEST_F(StoreTest, DatasetsAndCheckpointsRoundTripAndDelete) {
+  forge::v1::DatasetInfo d1;
+  d1.set_tenant("acme");
+  d1.set_name("books");
+  d1.set_documents(7);
+  d1.set_manifest_sha256(std::string(64, 'f'));
+  forge::v1::DatasetInfo d2 = d1;
+  d2.set_tenant("beta");
+  {
+    std::unique_ptr<Store> store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    WriteBatch b;
+    b.put_datasets = {d2, d1};
+    b.put_checkpoints = {MakeCheckpoint("c-2", "j-1", 200), MakeCheckpoint("c-1", "j-1", 100),
+                         MakeCheckpoint("c-3", "j-0", 300)};
+    ASSERT_TRUE(store->CommitSync(std::move(b)).ok());
+    WriteBatch del;
+    del.delete_checkpoints = {"c-1", "c-unknown"};  // an unknown id is not an error
+    ASSERT_TRUE(store->CommitSync(std::move(del)).ok());
+    // Upsert by (tenant, name).
+    d1.set_documents(8);
+    WriteBatch up;
+    up.put_datasets = {d1};
+    ASSERT_TRUE(store->CommitSync(std::move(up)).ok());
+  }
+  std::unique_ptr<Store> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  absl::StatusOr<std::vector<forge::v1::DatasetInfo>> datasets = store->LoadDatasets();
+  ASSERT_TRUE(datasets.ok()) << datasets.status();
+  ASSERT_EQ(datasets->size(), 2u);
+  EXPECT_TRUE(MessageDifferencer::Equals((*datasets)[0], d1));
+  EXPECT_TRUE(MessageDifferencer::Equals((*datasets)[1], d2));
+  absl::StatusOr<std::vector<forge::v1::CheckpointInfo>> checkpoints = store->LoadCheckpoints();
+  ASSERT_TRUE(checkpoints.ok()) << checkpoints.status();
+  EXPECT_THAT(CheckpointIds(*checkpoints), ElementsAre("c-3", "c-2"));  // by (job, step)
+  EXPECT_TRUE(MessageDifferencer::Equals((*checkpoints)[1], MakeCheckpoint("c-2", "j-1", 200)));
+}
+
+TEST_F(StoreTest, MetricsLoadAfterStepInStepOrder) {
+  std::unique_ptr<Store> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  WriteBatch b;
+  for (int64_t step : {3, 1, 2, 4}) b.put_metrics.push_back(MakeMetric("j-1", 1, step, step));
+  b.put_metrics.push_back(MakeMetric("j-2", 1, 5, 0.5));
+  // A resumed attempt repeats step 4: both points are kept, attempt order within the step.
+  b.put_metrics.push_back(MakeMetric("j-1", 2, 4, 40));
+  ASSERT_TRUE(store->CommitSync(std::move(b)).ok());
+  WriteBatch again;  // upsert by (job, attempt, step)
+  again.put_metrics.push_back(MakeMetric("j-1", 1, 3, 33));
+  ASSERT_TRUE(store->CommitSync(std::move(again)).ok());
+
+  absl::StatusOr<std::vector<forge::v1::MetricPoint>> all = store->LoadMetrics("j-1", -1);
+  ASSERT_TRUE(all.ok()) << all.status();
+  std::vector<std::pair<int64_t, double>> got;
+  for (const auto& p : *all) got.emplace_back(p.step(), p.loss());
+  EXPECT_THAT(got, ElementsAre(std::make_pair(1, 1.0), std::make_pair(2, 2.0),
+                               std::make_pair(3, 33.0), std::make_pair(4, 4.0),
+                               std::make_pair(4, 40.0)));
+  EXPECT_EQ(all->front().tokens_per_source().at("books"), 100);
+
+  absl::StatusOr<std::vector<forge::v1::MetricPoint>> after = store->LoadMetrics("j-1", 2);
+  ASSERT_TRUE(after.ok()) << after.status();
+  ASSERT_EQ(after->size(), 3u);
+  EXPECT_EQ((*after)[0].step(), 3);
+  absl::StatusOr<std::vector<forge::v1::MetricPoint>> none = store->LoadMetrics("j-9", -1);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+}
+
+TEST_F(StoreTest, LoadMetricsDoesNotWaitForTheWriter) {
+  std::unique_ptr<Store> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  WriteBatch b;
+  b.put_metrics.push_back(MakeMetric("j-1", 1, 1, 1.0));
+  ASSERT_TRUE(store->CommitSync(std::move(b)).ok());
+  // Keep the writer thread busy inside a callback, with more batches queued behind it.
+  std::unique_ptr<Gate> gate = HoldWriter(*store, "held");
+  WriteBatch queued;
+  queued.put_metrics.push_back(MakeMetric("j-1", 1, 2, 2.0));
+  store->Commit(std::move(queued), nullptr);
+  absl::StatusOr<std::vector<forge::v1::MetricPoint>> points = store->LoadMetrics("j-1", 0);
+  ASSERT_TRUE(points.ok()) << points.status();
+  EXPECT_EQ(points->size(), 1u);  // the committed point; the queued one is not durable yet
+  gate->release.Notify();
+}
+
+TEST_F(StoreTest, MigratesVersion1DatabaseByAddingCatalogTables) {
+  // A database exactly as schema version 1 left it, with one job in it.
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    const char* v1 = R"sql(
+      CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
+      INSERT INTO meta VALUES('schema_version', 1);
+      CREATE TABLE jobs (id TEXT PRIMARY KEY NOT NULL, seq INTEGER NOT NULL UNIQUE,
+        tenant TEXT NOT NULL, state INTEGER NOT NULL, request_id TEXT NOT NULL, job BLOB NOT NULL);
+      CREATE INDEX jobs_by_tenant ON jobs(tenant);
+      CREATE TABLE tenants (name TEXT PRIMARY KEY NOT NULL, create_time_ns INTEGER NOT NULL);
+      CREATE TABLE tokens (id TEXT PRIMARY KEY NOT NULL, hash TEXT NOT NULL UNIQUE,
+        kind INTEGER NOT NULL, tenant TEXT NOT NULL, note TEXT NOT NULL,
+        create_time_ns INTEGER NOT NULL, revoked INTEGER NOT NULL);
+      CREATE TABLE workers (id TEXT PRIMARY KEY NOT NULL, worker BLOB NOT NULL);
+      INSERT INTO tenants VALUES('acme', 1);
+    )sql";
+    ASSERT_EQ(sqlite3_exec(db, v1, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  }
+  {
+    std::unique_ptr<Store> store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    absl::StatusOr<std::vector<TenantRecord>> tenants = store->LoadTenants();
+    ASSERT_TRUE(tenants.ok()) << tenants.status();
+    EXPECT_THAT(TenantNames(*tenants), ElementsAre("acme"));
+    WriteBatch b;
+    b.put_checkpoints.push_back(MakeCheckpoint("c-1", "j-1", 100));
+    b.put_metrics.push_back(MakeMetric("j-1", 1, 1, 1.0));
+    ASSERT_TRUE(store->CommitSync(std::move(b)).ok());
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'schema_version'", -1,
+                               &stmt, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int64(stmt, 0), 2);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  std::unique_ptr<Store> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  absl::StatusOr<std::vector<forge::v1::CheckpointInfo>> checkpoints = store->LoadCheckpoints();
+  ASSERT_TRUE(checkpoints.ok()) << checkpoints.status();
+  EXPECT_THAT(CheckpointIds(*checkpoints), ElementsAre("c-1"));
 }
 
 }  // namespace

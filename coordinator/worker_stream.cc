@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
@@ -117,8 +118,9 @@ class StreamWriter final : public WorkerConnection {
 class WorkerStream final : public Reactor {
  public:
   WorkerStream(AuthManager* auth, WorkerManager* workers, JobManager* jobs,
-               std::function<void()> wake, grpc::CallbackServerContext* ctx)
-      : workers_(workers), jobs_(jobs), wake_(std::move(wake)),
+               StorageGateway* storage, std::function<void()> wake,
+               grpc::CallbackServerContext* ctx)
+      : workers_(workers), jobs_(jobs), storage_(storage), wake_(std::move(wake)),
         writer_(std::make_shared<StreamWriter>(this)) {
     absl::StatusOr<Principal> p = AuthenticateCall(*auth, ctx);
     if (p.ok() && !p->is_worker()) {
@@ -173,6 +175,17 @@ class WorkerStream final : public Reactor {
         std::vector<forge::v1::RankInfo> held(msg.register_().ranks().begin(),
                                               msg.register_().ranks().end());
         jobs_->ReconcileWorker(worker_id_, held);
+        // Trainers that ended while the worker was disconnected.
+        for (const forge::v1::RankInfo& r : held) {
+          if (r.phase() != "exited") continue;
+          forge::v1::RankExited e;
+          e.set_job_id(r.job_id());
+          e.set_attempt(r.attempt());
+          e.set_rank(r.rank());
+          e.set_exit_code(r.exit_code());
+          e.set_reason(r.exit_reason());
+          jobs_->OnRankExited(worker_id_, e);
+        }
         if (wake_) wake_();
         return absl::OkStatus();
       }
@@ -188,6 +201,28 @@ class WorkerStream final : public Reactor {
         if (generation_ == 0) return absl::FailedPreconditionError("ack before register");
         jobs_->OnAssignmentAck(worker_id_, msg.ack());
         return absl::OkStatus();
+      case WorkerMessage::kExited:
+        if (generation_ == 0) return absl::FailedPreconditionError("exited before register");
+        FORGE_LOG(INFO) << "event=rank_exited worker=" << worker_id_
+                        << " job=" << msg.exited().job_id() << " attempt=" << msg.exited().attempt()
+                        << " rank=" << msg.exited().rank() << " code=" << msg.exited().exit_code();
+        jobs_->OnRankExited(worker_id_, msg.exited());
+        return absl::OkStatus();
+      case WorkerMessage::kLogs: {
+        if (generation_ == 0) return absl::FailedPreconditionError("logs before register");
+        const forge::v1::RankLogs& logs = msg.logs();
+        const std::string tenant = jobs_->TenantOf(logs.job_id());
+        if (tenant.empty() || storage_ == nullptr) return absl::OkStatus();  // unknown job
+        std::string lines;
+        const std::string prefix = absl::StrCat("a", logs.attempt(), " r", logs.rank(), " | ");
+        for (absl::string_view line : absl::StrSplit(logs.data(), '\n', absl::SkipEmpty())) {
+          absl::StrAppend(&lines, prefix, line, "\n");
+        }
+        if (absl::Status s = storage_->AppendLog(tenant, logs.job_id(), lines); !s.ok()) {
+          FORGE_LOG(WARNING) << "event=log_append_failed job=" << logs.job_id() << " error=" << s;
+        }
+        return absl::OkStatus();
+      }
       default:
         return absl::InvalidArgumentError("empty or unknown worker message");
     }
@@ -195,6 +230,7 @@ class WorkerStream final : public Reactor {
 
   WorkerManager* const workers_;
   JobManager* const jobs_;
+  StorageGateway* const storage_;
   const std::function<void()> wake_;
   std::shared_ptr<StreamWriter> writer_;
   WorkerMessage in_;  // owned by the read in flight
@@ -206,7 +242,7 @@ class WorkerStream final : public Reactor {
 
 grpc::ServerBidiReactor<WorkerMessage, CoordinatorMessage>* WorkerServiceImpl::Connect(
     grpc::CallbackServerContext* ctx) {
-  return new WorkerStream(auth_, workers_, jobs_, wake_, ctx);
+  return new WorkerStream(auth_, workers_, jobs_, storage_, wake_, ctx);
 }
 
 }  // namespace forge::coordinator

@@ -1,0 +1,270 @@
+// JobManager: what trainer ranks report (progress, checkpoints, exits, the finish) and the
+// step timeout. The placement half of the class is in job_manager.cc.
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/proto_time.h"
+#include "coordinator/job_manager.h"
+#include "coordinator/job_state.h"
+
+namespace forge::coordinator {
+
+using forge::v1::Job;
+
+forge::v1::JobAttempt* JobManager::CurrentAttempt(Entry& e) {
+  if (e.job.attempts_size() == 0) return e.job.add_attempts();  // jobs placed by old versions
+  return e.job.mutable_attempts(e.job.attempts_size() - 1);
+}
+
+void JobManager::EndAttemptLocked(Entry& e, absl::string_view reason) {
+  forge::v1::JobAttempt* a = CurrentAttempt(e);
+  if (a->has_end_time()) return;
+  *a->mutable_end_time() = ToProtoTime(clock_->Now());
+  a->set_end_reason(std::string(reason));
+  const int64_t saved = std::max(a->resumed_from_step(), e.job.progress().last_checkpoint_step());
+  a->set_lost_steps(std::max<int64_t>(0, a->last_step() - saved));
+}
+
+absl::Status JobManager::CheckRank(const forge::v1::RankRef& ref, std::string* tenant,
+                                   forge::v1::JobSpec* spec) const {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(ref.job_id());
+  if (it == jobs_.end()) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", ref.job_id(), " is unknown"));
+  }
+  const Job& job = it->second.job;
+  if (job.state() != forge::v1::JOB_STATE_RUNNING || job.attempt() != ref.attempt() ||
+      ref.rank() < 0 || ref.rank() >= job.placement_size()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", ref.job_id(), " attempt ", ref.attempt(), " rank ", ref.rank(),
+        " is not running (job is ", JobStateName(job.state()), " at attempt ", job.attempt(),
+        "); stop"));
+  }
+  if (tenant != nullptr) *tenant = job.tenant();
+  if (spec != nullptr) *spec = job.spec();
+  return absl::OkStatus();
+}
+
+forge::v1::ProgressResponse JobManager::OnProgress(const forge::v1::ProgressReport& report) {
+  forge::v1::ProgressResponse resp;
+  const forge::v1::RankRef& ref = report.rank();
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(ref.job_id());
+  if (it == jobs_.end() || it->second.job.state() != forge::v1::JOB_STATE_RUNNING ||
+      it->second.job.attempt() != ref.attempt() || ref.rank() < 0 ||
+      ref.rank() >= static_cast<int>(it->second.ranks.size())) {
+    resp.set_stop(true);
+    resp.set_reason(it == jobs_.end() ? "unknown job"
+                                      : absl::StrCat("attempt ", ref.attempt(), " is over (job ",
+                                                     JobStateName(it->second.job.state()),
+                                                     ", attempt ", it->second.job.attempt(), ")"));
+    return resp;
+  }
+  Entry& e = it->second;
+  const absl::Time now = clock_->Now();
+  RankRuntime& rt = e.ranks[ref.rank()];
+  rt.last_progress = now;
+  rt.step = report.step();
+  rt.acked = true;  // a reporting trainer proves the worker holds the rank
+  if (ref.rank() != 0) return resp;
+
+  forge::v1::JobAttempt* attempt = CurrentAttempt(e);
+  const bool first_step = attempt->last_step() == 0 && report.step() > attempt->resumed_from_step();
+  if (first_step && e.job.attempt() > 1 && e.failed_at != absl::Time()) {
+    attempt->set_recover_seconds(absl::ToDoubleSeconds(now - e.failed_at));
+  }
+  if (report.step() > attempt->resumed_from_step()) attempt->set_last_step(report.step());
+
+  forge::v1::JobProgress* p = e.job.mutable_progress();
+  const std::string old_phase = p->phase();
+  p->set_step(report.step());
+  p->set_total_steps(report.total_steps());
+  p->set_phase(report.phase());
+  *p->mutable_update_time() = ToProtoTime(now);
+  if (report.phase() == "training" || report.loss() != 0) {
+    p->set_loss(report.loss());
+    p->set_lr(report.lr());
+    p->set_grad_norm(report.grad_norm());
+    const double all_ranks = report.tokens_per_second() * std::max(1, report.world_size());
+    p->set_tokens_per_second(all_ranks);
+    *p->mutable_tokens_per_source() = report.tokens_per_source();
+    const int64_t left = report.total_steps() - report.step();
+    const int64_t tokens_per_step =
+        e.job.spec().train().batch_tokens() > 0 ? e.job.spec().train().batch_tokens() : 0;
+    p->set_eta_seconds(all_ranks > 0 && tokens_per_step > 0
+                           ? static_cast<int64_t>(left * tokens_per_step / all_ranks)
+                           : 0);
+  }
+  if (report.evals_size() > 0) *e.job.mutable_evals() = report.evals();
+  const bool attached = e.job.trainer_attached();
+  e.job.set_trainer_attached(true);
+  e.job.set_message(absl::StrCat(report.phase(), ": step ", report.step(), " of ",
+                                 report.total_steps()));
+
+  WriteBatch batch;
+  if (report.phase() == "training") {
+    MetricRecord m;
+    m.job_id = e.job.id();
+    forge::v1::MetricPoint& pt = m.point;
+    pt.set_attempt(ref.attempt());
+    pt.set_step(report.step());
+    pt.set_loss(report.loss());
+    pt.set_lr(report.lr());
+    pt.set_grad_norm(report.grad_norm());
+    pt.set_tokens_per_second(p->tokens_per_second());
+    *pt.mutable_tokens_per_source() = report.tokens_per_source();
+    *pt.mutable_time() = ToProtoTime(now);
+    batch.put_metrics.push_back(std::move(m));
+  }
+  if (!attached || old_phase != report.phase() || report.evals_size() > 0 ||
+      now - e.last_progress_commit >= options_.progress_commit_interval) {
+    e.last_progress_commit = now;
+    *e.job.mutable_update_time() = ToProtoTime(now);
+    batch.put_jobs.push_back(e.job);
+  }
+  if (!batch.empty()) {
+    store_->Commit(std::move(batch), [id = e.job.id()](absl::Status s) {
+      if (!s.ok()) FORGE_LOG(WARNING) << "event=progress_commit_failed job=" << id << " error=" << s;
+    });
+  }
+  return resp;
+}
+
+void JobManager::OnCheckpointCommitted(const forge::v1::CheckpointInfo& info) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(info.job_id());
+  if (it == jobs_.end()) return;
+  Entry& e = it->second;
+  forge::v1::JobProgress* p = e.job.mutable_progress();
+  if (info.step() <= p->last_checkpoint_step()) return;
+  p->set_last_checkpoint_step(info.step());
+  FORGE_LOG(INFO) << "event=checkpoint_committed job=" << info.job_id() << " step=" << info.step()
+                  << " id=" << info.id();
+  CommitJobLocked(e.job, [](absl::Status) {});
+}
+
+void JobManager::Finish(const forge::v1::FinishJobRequest& request,
+                        std::function<void(absl::Status)> done) {
+  Outbox stops;
+  {
+    absl::MutexLock lock(&mu_);
+    const forge::v1::RankRef& ref = request.rank();
+    auto it = jobs_.find(ref.job_id());
+    if (it != jobs_.end() && it->second.job.state() == forge::v1::JOB_STATE_SUCCEEDED &&
+        it->second.job.final_checkpoint() == request.final_checkpoint()) {
+      return done(absl::OkStatus());  // a retried finish whose first answer was lost
+    }
+    if (it == jobs_.end() || it->second.job.state() != forge::v1::JOB_STATE_RUNNING ||
+        it->second.job.attempt() != ref.attempt() || ref.rank() != 0) {
+      return done(absl::FailedPreconditionError(absl::StrCat(
+          "job ", ref.job_id(), " attempt ", ref.attempt(), " rank ", ref.rank(),
+          " cannot finish the job: it is not rank 0 of the running attempt")));
+    }
+    Entry& e = it->second;
+    e.job.set_final_checkpoint(request.final_checkpoint());
+    if (request.evals_size() > 0) *e.job.mutable_evals() = request.evals();
+    forge::v1::JobProgress* p = e.job.mutable_progress();
+    p->set_phase("done");
+    p->set_eta_seconds(0);
+    EndAttemptLocked(e, "succeeded");
+    CurrentAttempt(e)->set_lost_steps(0);
+    stops = StopMessagesLocked(e, "the job succeeded");
+    e.job.clear_placement();
+    e.ranks.clear();
+    FORGE_LOG(INFO) << "event=job_finished job=" << e.job.id() << " attempt=" << e.job.attempt()
+                    << " checkpoint=" << request.final_checkpoint();
+    TransitionLocked(e, forge::v1::JOB_STATE_SUCCEEDED,
+                     absl::StrCat("succeeded at step ", p->step(), "; final checkpoint ",
+                                  request.final_checkpoint()),
+                     [this, stops = std::move(stops), done = std::move(done)](absl::Status s) {
+                       if (!s.ok()) {
+                         return done(absl::UnavailableError(absl::StrCat(
+                             "the job's success could not be stored (", s.message(), "); retry")));
+                       }
+                       SendAll(stops);
+                       done(absl::OkStatus());
+                     });
+  }
+}
+
+void JobManager::OnRankExited(const std::string& worker_id, const forge::v1::RankExited& exited) {
+  Outbox outbox;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(exited.job_id());
+    if (it == jobs_.end()) return;
+    Entry& e = it->second;
+    if (e.job.state() != forge::v1::JOB_STATE_RUNNING || e.job.attempt() != exited.attempt() ||
+        exited.rank() < 0 || exited.rank() >= e.job.placement_size() ||
+        e.job.placement(exited.rank()).worker_id() != worker_id) {
+      return;  // an earlier attempt's rank, or one already accounted for
+    }
+    if (exited.exit_code() == 0) return;  // done with its part; rank 0 finishes the job
+    std::string why = absl::StrCat("rank ", exited.rank(), " on worker ", worker_id,
+                                   exited.exit_code() > 128 ? " was killed by signal "
+                                                            : " exited with code ",
+                                   exited.exit_code() > 128 ? exited.exit_code() - 128
+                                                            : exited.exit_code());
+    if (!exited.reason().empty()) absl::StrAppend(&why, ": ", exited.reason());
+    if (exited.exit_code() == kDivergedExitCode || exited.exit_code() == kInvalidExitCode) {
+      // Replicas that disagree will disagree again after a restart: fail loudly.
+      Outbox stops = StopMessagesLocked(e, why);
+      outbox.insert(outbox.end(), stops.begin(), stops.end());
+      EndAttemptLocked(e, why);
+      e.job.clear_placement();
+      e.ranks.clear();
+      FORGE_LOG(ERROR) << "event=job_diverged job=" << e.job.id() << " why=\"" << why << "\"";
+      TransitionLocked(e, forge::v1::JOB_STATE_FAILED, why, [](absl::Status) {});
+    } else {
+      FailAttemptLocked(e, why, &outbox);
+    }
+  }
+  SendAll(outbox);
+}
+
+void JobManager::CheckStepTimeouts() {
+  Outbox outbox;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = clock_->Now();
+    for (auto& [id, e] : jobs_) {
+      if (e.job.state() != forge::v1::JOB_STATE_RUNNING) continue;
+      for (int r = 0; r < static_cast<int>(e.ranks.size()); ++r) {
+        const RankRuntime& rt = e.ranks[r];
+        if (!rt.acked || now - rt.last_progress <= options_.step_timeout) continue;
+        FailAttemptLocked(
+            e,
+            absl::StrCat("rank ", r, " on worker ", e.job.placement(r).worker_id(),
+                         " made no progress for ", absl::FormatDuration(now - rt.last_progress),
+                         " (step timeout ", absl::FormatDuration(options_.step_timeout),
+                         "; last step ", rt.step, ")"),
+            &outbox);
+        break;
+      }
+    }
+  }
+  SendAll(outbox);
+}
+
+bool JobManager::CheckpointInUse(absl::string_view checkpoint_id) const {
+  absl::MutexLock lock(&mu_);
+  for (const auto& [id, e] : jobs_) {
+    if (IsTerminal(e.job.state())) continue;
+    if (e.job.spec().base().checkpoint() == checkpoint_id) return true;
+    if (e.job.attempts_size() > 0 &&
+        e.job.attempts(e.job.attempts_size() - 1).resumed_from_checkpoint() == checkpoint_id) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool JobManager::IsFinished(absl::string_view job_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(std::string(job_id));
+  return it == jobs_.end() || IsTerminal(it->second.job.state());
+}
+
+}  // namespace forge::coordinator
