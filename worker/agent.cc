@@ -52,9 +52,45 @@ WorkerAgent::WorkerAgent(WorkerAgentOptions options)
     : options_(std::move(options)),
       ranks_(options_.devices),
       backoff_(BackoffOptions{options_.initial_backoff, options_.max_backoff},
-               SeedFrom(options_.seed)) {}
+               SeedFrom(options_.seed)) {
+  if (!options_.trainer_binary.empty()) {
+    SupervisorOptions so;
+    so.trainer_binary = options_.trainer_binary;
+    so.coordinator = options_.coordinator;
+    so.work_dir = options_.work_dir;
+    so.on_output = [this](const forge::v1::RankLogs& logs) {
+      WorkerMessage m;
+      *m.mutable_logs() = logs;
+      Enqueue(std::move(m));
+    };
+    so.on_exit = [this](const forge::v1::RankExited& e) { OnTrainerExit(e); };
+    supervisor_ = std::make_unique<TrainerSupervisor>(std::move(so));
+  }
+}
 
-WorkerAgent::~WorkerAgent() = default;
+WorkerAgent::~WorkerAgent() { supervisor_.reset(); }
+
+void WorkerAgent::Enqueue(WorkerMessage message) {
+  absl::MutexLock lock(&mu_);
+  if (message.has_logs()) {
+    outbox_log_bytes_ += message.logs().data().size();
+    while (outbox_log_bytes_ > options_.max_buffered_log_bytes) {
+      auto it = std::find_if(outbox_.begin(), outbox_.end(),
+                             [](const WorkerMessage& m) { return m.has_logs(); });
+      if (it == outbox_.end()) break;
+      outbox_log_bytes_ -= it->logs().data().size();
+      outbox_.erase(it);
+    }
+  }
+  outbox_.push_back(std::move(message));
+}
+
+void WorkerAgent::OnTrainerExit(const forge::v1::RankExited& e) {
+  ranks_.SetPhase(e.job_id(), e.attempt(), e.rank(), kPhaseExited, e.exit_code(), e.reason());
+  WorkerMessage m;
+  *m.mutable_exited() = e;
+  Enqueue(std::move(m));
+}
 
 void WorkerAgent::Shutdown() {
   absl::MutexLock lock(&mu_);
@@ -159,6 +195,9 @@ void WorkerAgent::HeartbeatLoop(Session* s) {
   auto done = [this, s]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return shutdown_ || s->ended; };
   auto wake = [this, s, &done]()
                   ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return done() || s->registered; };
+  auto work = [this, s, &done]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return done() || !outbox_.empty();
+  };
   while (!done()) {
     const absl::Time now = absl::Now();
     if (!s->registered) {
@@ -182,6 +221,25 @@ void WorkerAgent::HeartbeatLoop(Session* s) {
       s->context.TryCancel();
       return;
     }
+    if (!outbox_.empty()) {
+      std::deque<WorkerMessage> batch;
+      batch.swap(outbox_);
+      outbox_log_bytes_ = 0;
+      mu_.Unlock();
+      size_t sent = 0;
+      for (; sent < batch.size(); ++sent) {
+        if (!Write(s, batch[sent])) break;
+      }
+      mu_.Lock();
+      if (sent < batch.size()) {  // the stream broke: keep the rest for the next session
+        for (size_t i = batch.size(); i-- > sent;) {
+          if (batch[i].has_logs()) outbox_log_bytes_ += batch[i].logs().data().size();
+          outbox_.push_front(std::move(batch[i]));
+        }
+        return;
+      }
+      continue;
+    }
     if (now >= next_heartbeat) {
       next_heartbeat = now + s->heartbeat_interval;
       mu_.Unlock();
@@ -200,7 +258,7 @@ void WorkerAgent::HeartbeatLoop(Session* s) {
       if (!ok) return;  // the Run() thread sees the stream end
       continue;
     }
-    mu_.AwaitWithDeadline(absl::Condition(&done), std::min(next_heartbeat, silent_deadline));
+    mu_.AwaitWithDeadline(absl::Condition(&work), std::min(next_heartbeat, silent_deadline));
   }
 }
 
@@ -265,10 +323,11 @@ void WorkerAgent::HandleAssignment(Session* s, const forge::v1::Assignment& a) {
                     << " device=" << old.device() << " rank dropped: superseded by attempt "
                     << a.attempt();
   }
+  if (supervisor_ != nullptr) {
+    for (const forge::v1::RankInfo& old : superseded) supervisor_->Stop(old.job_id(), old.attempt());
+  }
   if (accepted.ok()) {
-    FORGE_LOG(INFO) << fields
-                    << " rank accepted; no trainer attached yet (training engine arrives in a "
-                       "later release)";
+    FORGE_LOG(INFO) << fields << " rank accepted";
   } else {
     FORGE_LOG(WARNING) << fields << " assignment refused: " << accepted.message();
   }
@@ -280,10 +339,27 @@ void WorkerAgent::HandleAssignment(Session* s, const forge::v1::Assignment& a) {
   ack->set_accepted(accepted.ok());
   ack->set_message(std::string(accepted.message()));
   Write(s, reply);
+  if (accepted.ok() && supervisor_ != nullptr) {
+    // After the ack: the coordinator then counts the rank as held while it starts.
+    absl::Status started = supervisor_->Start(a);
+    if (started.ok()) {
+      ranks_.SetPhase(a.job_id(), a.attempt(), a.rank(), kPhaseStarting);
+    } else {
+      FORGE_LOG(ERROR) << fields << " cannot start the trainer: " << started;
+      forge::v1::RankExited e;
+      e.set_job_id(a.job_id());
+      e.set_attempt(a.attempt());
+      e.set_rank(a.rank());
+      e.set_exit_code(127);
+      e.set_reason(absl::StrCat("the worker could not start forge-trainer: ", started.message()));
+      OnTrainerExit(e);
+    }
+  }
 }
 
 void WorkerAgent::HandleStop(const forge::v1::StopRanks& stop) {
   const std::vector<forge::v1::RankInfo> stopped = ranks_.Stop(stop.job_id(), stop.attempt());
+  if (supervisor_ != nullptr) supervisor_->Stop(stop.job_id(), stop.attempt());
   for (const forge::v1::RankInfo& r : stopped) {
     FORGE_LOG(INFO) << "worker=" << options_.worker_id << " job=" << r.job_id()
                     << " attempt=" << r.attempt() << " rank=" << r.rank()

@@ -22,6 +22,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -34,6 +35,7 @@
 #include "forge/v1/coordinator.grpc.pb.h"
 #include "worker/backoff.h"
 #include "worker/rank_table.h"
+#include "worker/supervisor.h"
 
 namespace forge::worker {
 
@@ -55,6 +57,12 @@ struct WorkerAgentOptions {
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   // Seed of the backoff jitter; 0 = from std::random_device.
   uint64_t seed = 0;
+  // forge-trainer, spawned once per accepted rank. Empty = hold ranks without training
+  // (unit tests of the protocol).
+  std::string trainer_binary;
+  std::string work_dir;  // trainers' private directories and data caches live here
+  // Trainer output waiting for a connection is kept up to this many bytes (oldest dropped).
+  size_t max_buffered_log_bytes = 4 << 20;
 };
 
 class WorkerAgent {
@@ -88,6 +96,11 @@ class WorkerAgent {
   void HandleStop(const forge::v1::StopRanks& stop);
   // Writes under session->write_mu; false when the stream is broken.
   static bool Write(Session* session, const forge::v1::WorkerMessage& message);
+  // Queues a message for the coordinator; the heartbeat thread of the live session sends it
+  // (after a reconnection if there is none). Log batches beyond max_buffered_log_bytes are
+  // dropped oldest first; exits are never dropped.
+  void Enqueue(forge::v1::WorkerMessage message);
+  void OnTrainerExit(const forge::v1::RankExited& exited);
 
   // Constant after construction.
   const WorkerAgentOptions options_;
@@ -100,6 +113,11 @@ class WorkerAgent {
   mutable absl::Mutex mu_;
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   Session* session_ ABSL_GUARDED_BY(mu_) = nullptr;  // the live session, owned by Run()
+  std::deque<forge::v1::WorkerMessage> outbox_ ABSL_GUARDED_BY(mu_);
+  size_t outbox_log_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Declared last: destroyed first, so its callbacks never see a half-destroyed agent.
+  std::unique_ptr<TrainerSupervisor> supervisor_;  // null without trainer_binary
 };
 
 }  // namespace forge::worker

@@ -6,6 +6,7 @@
 //
 // Flags may be spelled with dashes or underscores (--token-file = --token_file).
 // SIGTERM / SIGINT stop the agent and exit 0; bad flags exit 1 with a message naming the flag.
+#include <unistd.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -42,6 +43,9 @@ ABSL_FLAG(std::string, devices, "",
           "devices to offer (required): cpu:N, cpu:all, cuda:all or cuda:I[,J...], kinds joined "
           "by '+', e.g. cpu:4+cuda:all");
 ABSL_FLAG(std::string, work_dir, "", "--work-dir: the worker's own directory (required)");
+ABSL_FLAG(std::string, trainer, "",
+          "path of forge-trainer, spawned once per rank; default: forge-trainer beside this "
+          "binary");
 ABSL_FLAG(std::string, worker_id, "",
           "--worker-id: stable worker id; default: kept in WORK_DIR/worker_id, created on "
           "first start as <hostname>-<6 hex digits>");
@@ -74,6 +78,21 @@ absl::StatusOr<WorkerAgentOptions> OptionsFromFlags() {
   options.token_source = [token_file] { return ReadTokenFile(token_file); };
   const std::string work_dir = absl::GetFlag(FLAGS_work_dir);
   RETURN_IF_ERROR(Required("work-dir", work_dir, "/var/lib/forge-worker"));
+  options.work_dir = work_dir;
+  options.trainer_binary = absl::GetFlag(FLAGS_trainer);
+  if (options.trainer_binary.empty()) {
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n > 0) {
+      std::string path(self, static_cast<size_t>(n));
+      options.trainer_binary = path.substr(0, path.rfind('/') + 1) + "forge-trainer";
+    }
+  }
+  if (access(options.trainer_binary.c_str(), X_OK) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--trainer=", options.trainer_binary, " is not an executable file; build forge-trainer "
+        "(scripts/build) or point --trainer at it"));
+  }
   if (absl::Status s = MakeDirs(work_dir, 0700); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--work-dir=", work_dir, ": ", s.message()));
   }

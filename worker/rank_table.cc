@@ -109,6 +109,18 @@ std::vector<forge::v1::RankInfo> RankTable::Stop(absl::string_view job_id, int32
   return stopped;
 }
 
+bool RankTable::SetPhase(absl::string_view job_id, int32_t attempt, int32_t rank,
+                         absl::string_view phase, int32_t exit_code,
+                         absl::string_view exit_reason) {
+  absl::MutexLock lock(&mu_);
+  auto it = ranks_.find(Key(std::string(job_id), rank));
+  if (it == ranks_.end() || it->second.attempt() != attempt) return false;
+  it->second.set_phase(std::string(phase));
+  it->second.set_exit_code(exit_code);
+  it->second.set_exit_reason(std::string(exit_reason));
+  return true;
+}
+
 std::vector<forge::v1::RankInfo> RankTable::Snapshot() const {
   absl::MutexLock lock(&mu_);
   std::vector<forge::v1::RankInfo> out;

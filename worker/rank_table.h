@@ -2,7 +2,8 @@
 //
 // A rank is held from an accepted Assignment until a StopRanks covers it. Held ranks survive
 // reconnections (they are re-announced in RegisterWorker) but not a restart of the process.
-// Phase is "assigned" for every rank until the training engine attaches trainers.
+// Phase: "assigned" on accept, "starting" once its trainer process is spawned, "exited"
+// when that process ended (until the coordinator stops the rank).
 //
 // Thread-safe: every method takes mu_.
 #ifndef FORGE_WORKER_RANK_TABLE_H_
@@ -22,6 +23,8 @@
 namespace forge::worker {
 
 inline constexpr absl::string_view kPhaseAssigned = "assigned";
+inline constexpr absl::string_view kPhaseStarting = "starting";
+inline constexpr absl::string_view kPhaseExited = "exited";
 
 class RankTable {
  public:
@@ -44,6 +47,11 @@ class RankTable {
 
   // Drops the ranks of `job_id` whose attempt is <= `attempt`, and returns them.
   std::vector<forge::v1::RankInfo> Stop(absl::string_view job_id, int32_t attempt);
+
+  // Sets the phase of a held rank (and its exit status when phase is "exited"); false when
+  // the rank is not held at that attempt.
+  bool SetPhase(absl::string_view job_id, int32_t attempt, int32_t rank, absl::string_view phase,
+                int32_t exit_code = 0, absl::string_view exit_reason = "");
 
   // Every held rank, ordered by (job id, rank).
   std::vector<forge::v1::RankInfo> Snapshot() const;

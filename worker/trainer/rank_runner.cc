@@ -1,0 +1,440 @@
+#include "worker/trainer/rank_runner.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "common/dataset.h"
+#include "common/file_util.h"
+#include "common/model_presets.h"
+#include "common/status_macros.h"
+#include "worker/engine/checkpoint.h"
+#include "worker/engine/communicator.h"
+#include "worker/engine/dataset_source.h"
+#include "worker/engine/eval.h"
+#include "worker/engine/trainer.h"
+#include "worker/trainer/coordinator_store.h"
+#include "worker/trainer/trainer_client.h"
+
+namespace forge::trainer {
+namespace {
+
+using engine::Trainer;
+using engine::TrainerOptions;
+
+// A Status with the exit code it maps to.
+struct Failure {
+  int code = kExitFailed;
+  absl::Status status;
+};
+
+// Sends the newest progress report from its own thread, so a slow coordinator never stalls
+// the step loop; reports in between are coalesced (the metrics series is rank 0's, one point
+// per report that got through). Remembers a stop order.
+class ProgressReporter {
+ public:
+  explicit ProgressReporter(TrainerClient* client) : client_(client), thread_([this] { Loop(); }) {}
+  ~ProgressReporter() {
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+    }
+    thread_.join();
+  }
+  void Report(forge::v1::ProgressReport report) {
+    absl::MutexLock lock(&mu_);
+    pending_ = std::move(report);
+  }
+  // Blocks until the pending report (if any) was sent or failed.
+  void Flush() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](ProgressReporter* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) {
+          return !r->pending_.has_value() && !r->sending_;
+        },
+        this));
+  }
+  std::optional<std::string> stop_reason() {
+    absl::MutexLock lock(&mu_);
+    return stop_;
+  }
+
+ private:
+  void Loop() {
+    absl::MutexLock lock(&mu_);
+    while (true) {
+      mu_.Await(absl::Condition(
+          +[](ProgressReporter* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) {
+            return r->done_ || r->pending_.has_value();
+          },
+          this));
+      if (!pending_.has_value()) return;  // done
+      forge::v1::ProgressReport report = std::move(*pending_);
+      pending_.reset();
+      sending_ = true;
+      mu_.Unlock();
+      absl::StatusOr<forge::v1::ProgressResponse> r = client_->ReportProgress(report);
+      mu_.Lock();
+      sending_ = false;
+      if (r.ok() && r->stop()) stop_ = r->reason();
+      if (!r.ok() && (absl::IsFailedPrecondition(r.status()) ||
+                      absl::IsUnauthenticated(r.status()))) {
+        stop_ = std::string(r.status().message());
+      }
+      if (done_ && !pending_.has_value()) return;
+    }
+  }
+
+  TrainerClient* const client_;
+  absl::Mutex mu_;
+  std::optional<forge::v1::ProgressReport> pending_ ABSL_GUARDED_BY(mu_);
+  bool sending_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<std::string> stop_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+// Writes and uploads snapshots on its own thread (rank 0). One in flight: a second Submit
+// waits for the first to finish (that wait is the only checkpoint time the step loop pays
+// beyond the snapshot copy).
+class CheckpointStreamer {
+ public:
+  CheckpointStreamer(TrainerClient* client, std::string staging_dir)
+      : client_(client), staging_(std::move(staging_dir)) {}
+  ~CheckpointStreamer() { Wait(); }
+
+  void Submit(engine::CheckpointSnapshot snapshot, nlohmann::json extra) {
+    Wait();
+    const int64_t step = snapshot.step;
+    worker_ = std::thread([this, step, snapshot = std::move(snapshot),
+                           extra = std::move(extra)]() mutable {
+      const std::string dir = absl::StrCat(staging_, "/step-", step);
+      absl::Status s = engine::WriteCheckpointSnapshot(snapshot, dir, extra);
+      absl::StatusOr<forge::v1::CheckpointInfo> info =
+          s.ok() ? client_->UploadCheckpoint(dir, step) : absl::StatusOr<forge::v1::CheckpointInfo>(s);
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+      absl::MutexLock lock(&mu_);
+      if (info.ok()) {
+        last_ = *info;
+        std::printf("checkpoint step %lld committed as %s (%lld bytes)\n",
+                    static_cast<long long>(step), info->id().c_str(),
+                    static_cast<long long>(info->bytes()));
+        std::fflush(stdout);
+      } else if (error_.ok()) {
+        error_ = info.status();
+      }
+    });
+  }
+  // Waits for the upload in flight; returns the first error any upload hit.
+  absl::Status Wait() {
+    if (worker_.joinable()) worker_.join();
+    absl::MutexLock lock(&mu_);
+    return error_;
+  }
+  forge::v1::CheckpointInfo last() {
+    absl::MutexLock lock(&mu_);
+    return last_;
+  }
+
+ private:
+  TrainerClient* const client_;
+  const std::string staging_;
+  std::thread worker_;
+  absl::Mutex mu_;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  forge::v1::CheckpointInfo last_ ABSL_GUARDED_BY(mu_);
+};
+
+// The largest divisor of n that is <= cap: sequences per forward/backward.
+int MicroBatch(int64_t n, int cap) {
+  for (int m = cap; m > 1; --m) {
+    if (n % m == 0) return m;
+  }
+  return 1;
+}
+
+struct Built {
+  TrainerOptions options;
+  std::map<std::string, std::shared_ptr<const Dataset>> datasets;
+};
+
+absl::StatusOr<Built> BuildOptions(const forge::v1::Assignment& a, TrainerClient* client,
+                                   const std::string& rank_dir, int threads) {
+  const forge::v1::JobSpec& spec = a.spec();
+  if (spec.has_base()) {
+    return absl::FailedPreconditionError(
+        "base: starting from a base model or checkpoint is not supported by this trainer yet; "
+        "give model: {preset: ...} to train a fresh model");
+  }
+  Built b;
+  TrainerOptions& o = b.options;
+  ASSIGN_OR_RETURN(o.shape, ResolveModelShape(spec.model()));
+  std::set<std::string> names;
+  for (const auto& m : spec.data().mixture()) names.insert(m.dataset());
+  for (const auto& s : spec.eval().suites()) names.insert(s);
+  for (const std::string& name : names) {
+    const std::string dir = absl::StrCat(rank_dir, "/data/", name);
+    RETURN_IF_ERROR(client->FetchDataset(name, dir));
+    ASSIGN_OR_RETURN(Dataset data, Dataset::Open(dir, VerifyMode::kFull));
+    b.datasets[name] = std::make_shared<const Dataset>(std::move(data));
+  }
+  for (const auto& m : spec.data().mixture()) {
+    o.sources.push_back({m.dataset(), m.weight(),
+                         std::make_shared<engine::DatasetSplitSource>(b.datasets[m.dataset()],
+                                                                      Split::kTrain)});
+  }
+  for (const auto& p : spec.data().schedule()) {
+    engine::MixtureSchedulePoint point;
+    point.at = p.at();
+    for (const auto& [k, v] : p.weights()) point.weights[k] = v;
+    o.schedule.push_back(std::move(point));
+  }
+  const forge::v1::TrainSpec& t = spec.train();
+  o.steps = t.steps();
+  o.seq_len = t.seq_len();
+  const int64_t per_rank = t.batch_tokens() / t.seq_len() / std::max(1, a.world_size());
+  if (per_rank < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "train.batch_tokens ", t.batch_tokens(), " gives no sequence per rank"));
+  }
+  o.micro_batch = MicroBatch(per_rank, 8);
+  o.grad_accum = static_cast<int>(per_rank / o.micro_batch);
+  o.lr = {t.lr(), t.warmup_steps(), engine::LrDecayFromProto(t.lr_decay()), t.min_lr(), o.steps};
+  o.adamw.weight_decay = static_cast<float>(t.weight_decay());
+  o.grad_clip = t.grad_clip();
+  o.seed = t.seed();
+  o.threads = threads;
+  o.world_size = a.world_size();
+  o.rank = a.rank();
+  return b;
+}
+
+Failure Fail(int code, absl::Status s) { return Failure{code, std::move(s)}; }
+
+Failure Run(const RankOptions& ro) {
+  const forge::v1::Assignment& a = ro.assignment;
+  const forge::v1::JobSpec& spec = a.spec();
+  TrainerClientOptions co;
+  co.coordinator = ro.coordinator;
+  co.rank_token = a.rank_token();
+  co.rank.set_job_id(a.job_id());
+  co.rank.set_attempt(a.attempt());
+  co.rank.set_rank(a.rank());
+  TrainerClient client(co);
+  ProgressReporter reporter(&client);
+  auto report = [&](const std::string& phase, int64_t step) {
+    forge::v1::ProgressReport r;
+    r.set_phase(phase);
+    r.set_step(step);
+    r.set_total_steps(spec.train().steps());
+    r.set_world_size(a.world_size());
+    reporter.Report(std::move(r));
+  };
+  report("starting", 0);
+  std::printf("rank %d of %d, job %s attempt %d, device %s\n", a.rank(), a.world_size(),
+              a.job_id().c_str(), a.attempt(), a.device().c_str());
+
+  absl::StatusOr<Built> built = BuildOptions(a, &client, ro.rank_dir, ro.threads);
+  if (!built.ok()) {
+    const bool invalid = absl::IsInvalidArgument(built.status()) ||
+                         absl::IsFailedPrecondition(built.status()) ||
+                         absl::IsNotFound(built.status());
+    return Fail(invalid ? kExitInvalid : kExitFailed, built.status());
+  }
+  TrainerOptions& o = built->options;
+
+  std::unique_ptr<Communicator> comm;
+  if (a.world_size() > 1) {
+    const auto timeout = std::chrono::milliseconds(
+        a.collective_timeout_ms() > 0 ? a.collective_timeout_ms() : 60000);
+    CommunicatorOptions cm;
+    cm.rank = a.rank();
+    cm.world_size = a.world_size();
+    cm.store = std::make_shared<CoordinatorStore>(&client, timeout);
+    cm.prefix = "gloo";  // the coordinator already scopes keys to this job attempt
+    cm.interface_address = ro.interface_address;
+    cm.timeout = absl::FromChrono(timeout);
+    absl::StatusOr<std::unique_ptr<Communicator>> c = Communicator::Create(cm);
+    if (!c.ok()) return Fail(kExitFailed, c.status());
+    comm = *std::move(c);
+    o.communicator = comm.get();
+  }
+  absl::StatusOr<std::unique_ptr<Trainer>> created = Trainer::Create(o);
+  if (!created.ok()) return Fail(kExitInvalid, created.status());
+  Trainer& trainer = **created;
+
+  // Tokens per source over the whole run (all ranks), carried through checkpoints.
+  std::map<std::string, int64_t> tokens_per_source;
+  if (!a.resume_checkpoint().empty()) {
+    const std::string dir = absl::StrCat(ro.rank_dir, "/resume/", a.resume_checkpoint());
+    if (absl::Status s = client.FetchCheckpoint(a.resume_checkpoint(), dir); !s.ok()) {
+      return Fail(kExitFailed, s);
+    }
+    if (absl::Status s = trainer.LoadCheckpoint(dir); !s.ok()) return Fail(kExitInvalid, s);
+    if (absl::StatusOr<std::string> state = ReadFile(dir + "/trainer_state.json"); state.ok()) {
+      nlohmann::json j = nlohmann::json::parse(*state, nullptr, false);
+      if (!j.is_discarded() && j.contains("state") && j["state"].contains("tokens_per_source")) {
+        for (auto& [k, v] : j["state"]["tokens_per_source"].items()) {
+          tokens_per_source[k] = v.get<int64_t>();
+        }
+      }
+    }
+    std::printf("resumed from checkpoint %s at step %lld\n", a.resume_checkpoint().c_str(),
+                static_cast<long long>(trainer.step()));
+  }
+  std::printf("model %d layers x %d width, %zu parameters; %lld steps of %d x %d x %d tokens "
+              "per rank\n",
+              o.shape.layers, o.shape.width, trainer.model().num_params(),
+              static_cast<long long>(o.steps), o.grad_accum, o.micro_batch, o.seq_len);
+  std::fflush(stdout);
+
+  const bool leader = a.rank() == 0;
+  std::unique_ptr<CheckpointStreamer> streamer;
+  if (leader) {
+    streamer = std::make_unique<CheckpointStreamer>(&client, ro.rank_dir + "/staging");
+  }
+  auto lineage = [&]() {
+    nlohmann::json extra;
+    extra["job"] = a.job_id();
+    extra["attempt"] = a.attempt();
+    extra["parent_checkpoint"] = a.resume_checkpoint();
+    extra["tokens_per_source"] = tokens_per_source;
+    nlohmann::json mix = nlohmann::json::array();
+    for (const auto& m : spec.data().mixture()) {
+      mix.push_back({{"dataset", m.dataset()}, {"weight", m.weight()}});
+    }
+    extra["mixture"] = mix;
+    return extra;
+  };
+  auto evaluate = [&](int64_t step) {
+    std::vector<forge::v1::EvalResult> out;
+    for (const std::string& suite : spec.eval().suites()) {
+      absl::StatusOr<engine::EvalResult> r =
+          engine::EvaluateHeldOut(trainer.model(), *built->datasets[suite], o.seq_len,
+                                  o.micro_batch, ro.eval_tokens);
+      if (!r.ok()) {
+        std::printf("eval %s: %s\n", suite.c_str(), std::string(r.status().message()).c_str());
+        continue;
+      }
+      forge::v1::EvalResult e;
+      e.set_suite(suite);
+      e.set_step(step);
+      e.set_loss(r->loss);
+      e.set_bits_per_byte(r->bits_per_byte);
+      e.set_tokens(r->tokens);
+      std::printf("eval %-16s step %lld | held-out loss %.4f | %.4f bits/byte | %lld tokens\n",
+                  suite.c_str(), static_cast<long long>(step), r->loss, r->bits_per_byte,
+                  static_cast<long long>(r->tokens));
+      out.push_back(std::move(e));
+    }
+    std::fflush(stdout);
+    return out;
+  };
+
+  const int64_t every = spec.checkpoint().every_steps();
+  const int64_t eval_every = spec.eval().every_steps();
+  double recent_tps = 0;
+  while (trainer.step() < o.steps) {
+    if (ro.parent_pid > 0 && getppid() != ro.parent_pid) {
+      return Fail(kExitFailed, absl::AbortedError("the worker agent is gone"));
+    }
+    if (std::optional<std::string> stop = reporter.stop_reason(); stop.has_value()) {
+      return Fail(kExitStopped, absl::AbortedError(absl::StrCat("stopped: ", *stop)));
+    }
+    absl::StatusOr<engine::StepStats> s = trainer.Step();
+    if (!s.ok()) return Fail(kExitFailed, s.status());
+    const int64_t step = trainer.step();
+    for (size_t i = 0; i < o.sources.size(); ++i) {
+      tokens_per_source[o.sources[i].name] +=
+          s->sequences_per_source_all_ranks[i] * static_cast<int64_t>(o.seq_len);
+    }
+    const double tps = s->seconds > 0 ? s->tokens / s->seconds : 0;
+    recent_tps = recent_tps == 0 ? tps : 0.8 * recent_tps + 0.2 * tps;
+    std::printf("step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s\n",
+                static_cast<long long>(step), static_cast<long long>(o.steps), s->loss, s->lr,
+                s->grad_norm, s->seconds * 1e3, tps * a.world_size());
+    std::fflush(stdout);
+
+    const bool last = step == o.steps;
+    std::vector<forge::v1::EvalResult> evals;
+    if (leader && !last && eval_every > 0 && step % eval_every == 0) evals = evaluate(step);
+    forge::v1::ProgressReport r;
+    r.set_phase("training");
+    r.set_step(step);
+    r.set_total_steps(o.steps);
+    r.set_loss(s->loss);
+    r.set_lr(s->lr);
+    r.set_grad_norm(s->grad_norm);
+    r.set_tokens_per_second(recent_tps);
+    r.set_world_size(a.world_size());
+    for (const auto& [k, v] : tokens_per_source) (*r.mutable_tokens_per_source())[k] = v;
+    for (auto& e : evals) *r.add_evals() = std::move(e);
+    reporter.Report(std::move(r));
+
+    if (last || (every > 0 && step % every == 0)) {
+      // Every rank takes part in the replica check (a collective), then rank 0 snapshots.
+      if (comm != nullptr) {
+        if (absl::Status c = trainer.CheckReplicasAgree(); !c.ok()) {
+          return Fail(absl::IsDataLoss(c) ? kExitDiverged : kExitFailed, c);
+        }
+      }
+      if (leader) {
+        const absl::Time t0 = absl::Now();
+        engine::CheckpointSnapshot snap = trainer.Snapshot();
+        const absl::Duration blocked = absl::Now() - t0;
+        std::printf("checkpoint step %lld: snapshot took %.1f ms (training continues while it "
+                    "is written and uploaded)\n",
+                    static_cast<long long>(step), absl::ToDoubleMilliseconds(blocked));
+        streamer->Submit(std::move(snap), lineage());
+      }
+    }
+  }
+  if (!leader) {
+    reporter.Flush();
+    return Failure{kExitOk, absl::OkStatus()};
+  }
+  report("checkpointing", trainer.step());
+  if (absl::Status s = streamer->Wait(); !s.ok()) {
+    return Fail(absl::IsFailedPrecondition(s) ? kExitStopped : kExitFailed, s);
+  }
+  const forge::v1::CheckpointInfo final_checkpoint = streamer->last();
+  if (final_checkpoint.step() != trainer.step()) {
+    return Fail(kExitFailed, absl::InternalError("the final checkpoint was not committed"));
+  }
+  report("evaluating", trainer.step());
+  std::vector<forge::v1::EvalResult> evals = evaluate(trainer.step());
+  forge::v1::FinishJobRequest finish;
+  finish.set_final_checkpoint(final_checkpoint.id());
+  for (auto& e : evals) *finish.add_evals() = std::move(e);
+  reporter.Flush();
+  if (absl::Status s = client.FinishJob(std::move(finish)); !s.ok()) return Fail(kExitFailed, s);
+  std::printf("finished: %lld steps, final checkpoint %s\n",
+              static_cast<long long>(trainer.step()), final_checkpoint.id().c_str());
+  return Failure{kExitOk, absl::OkStatus()};
+}
+
+}  // namespace
+
+int RunRank(const RankOptions& options) {
+  Failure f = Run(options);
+  std::fflush(stdout);
+  if (f.code != kExitOk) {
+    std::fprintf(stderr, "forge-trainer: %s\n", f.status.ToString().c_str());
+    std::fflush(stderr);
+  }
+  return f.code;
+}
+
+}  // namespace forge::trainer

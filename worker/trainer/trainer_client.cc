@@ -1,0 +1,266 @@
+#include "worker/trainer/trainer_client.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/crypto.h"
+#include "common/file_util.h"
+#include "common/grpc_status.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+
+namespace forge::trainer {
+namespace {
+
+constexpr size_t kChunkBytes = 1 << 20;
+
+bool Transient(const absl::Status& s) {
+  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsAborted(s) ||
+         absl::IsResourceExhausted(s);
+}
+
+absl::Status SyncDir(const std::string& dir) {
+  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return absl::InternalError(absl::StrCat("open ", dir));
+  fsync(fd);
+  close(fd);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+TrainerClient::TrainerClient(TrainerClientOptions options) : options_(std::move(options)) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(8 << 20);
+  // Reconnect quickly after a coordinator restart (gRPC's default backoff grows to minutes).
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  stub_ = forge::v1::TrainerService::NewStub(grpc::CreateCustomChannel(
+      options_.coordinator, grpc::InsecureChannelCredentials(), args));
+}
+
+void TrainerClient::Prepare(grpc::ClientContext* ctx, absl::Duration timeout) const {
+  ctx->AddMetadata("authorization", absl::StrCat("Bearer ", options_.rank_token));
+  ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+}
+
+absl::Status TrainerClient::Retry(const std::string& what,
+                                  const std::function<absl::Status()>& call) const {
+  const absl::Time give_up = absl::Now() + options_.patience;
+  absl::Duration delay = absl::Milliseconds(200);
+  while (true) {
+    absl::Status s = call();
+    if (s.ok() || !Transient(s)) return s;
+    if (absl::Now() + delay > give_up) {
+      return absl::UnavailableError(absl::StrCat(what, ": the coordinator did not answer within ",
+                                                 absl::FormatDuration(options_.patience), " (",
+                                                 s.message(), ")"));
+    }
+    FORGE_LOG(WARNING) << "event=coordinator_retry what=" << what << " error=" << s;
+    absl::SleepFor(delay);
+    delay = std::min(delay * 2, absl::Seconds(3));
+  }
+}
+
+absl::Status TrainerClient::RendezvousSet(const std::string& key, const std::string& value) {
+  return Retry("rendezvous set", [&] {
+    forge::v1::RendezvousSetRequest req;
+    *req.mutable_rank() = options_.rank;
+    req.set_key(key);
+    req.set_value(value);
+    forge::v1::RendezvousSetResponse resp;
+    grpc::ClientContext ctx;
+    Prepare(&ctx, options_.call_timeout);
+    return FromGrpcStatus(stub_->RendezvousSet(&ctx, req, &resp));
+  });
+}
+
+absl::StatusOr<std::string> TrainerClient::RendezvousGet(const std::string& key,
+                                                         absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  std::string value;
+  absl::Status s = Retry("rendezvous get", [&]() -> absl::Status {
+    const absl::Duration left = std::max(absl::ZeroDuration(), deadline - absl::Now());
+    forge::v1::RendezvousGetRequest req;
+    *req.mutable_rank() = options_.rank;
+    req.set_key(key);
+    req.set_timeout_ms(absl::ToInt64Milliseconds(left));
+    forge::v1::RendezvousGetResponse resp;
+    grpc::ClientContext ctx;
+    Prepare(&ctx, left + absl::Seconds(5));
+    absl::Status st = FromGrpcStatus(stub_->RendezvousGet(&ctx, req, &resp));
+    if (absl::IsDeadlineExceeded(st) && absl::Now() >= deadline) {
+      // The key never came: a peer rank did not start. Not transient any more.
+      return absl::FailedPreconditionError(
+          absl::StrCat("rendezvous: key ", key, " not set within ",
+                       absl::FormatDuration(timeout), " (a peer rank did not start)"));
+    }
+    if (st.ok()) value = resp.value();
+    return st;
+  });
+  if (!s.ok()) return s;
+  return value;
+}
+
+absl::StatusOr<forge::v1::ProgressResponse> TrainerClient::ReportProgress(
+    forge::v1::ProgressReport report) {
+  *report.mutable_rank() = options_.rank;
+  forge::v1::ProgressResponse resp;
+  grpc::ClientContext ctx;
+  Prepare(&ctx, absl::Seconds(5));
+  RETURN_IF_ERROR(FromGrpcStatus(stub_->ReportProgress(&ctx, report, &resp)));
+  return resp;
+}
+
+absl::Status TrainerClient::FinishJob(forge::v1::FinishJobRequest request) {
+  *request.mutable_rank() = options_.rank;
+  return Retry("finish", [&] {
+    forge::v1::FinishJobResponse resp;
+    grpc::ClientContext ctx;
+    Prepare(&ctx, options_.call_timeout);
+    return FromGrpcStatus(stub_->FinishJob(&ctx, request, &resp));
+  });
+}
+
+absl::StatusOr<forge::v1::CheckpointInfo> TrainerClient::UploadCheckpoint(const std::string& dir,
+                                                                          int64_t step) {
+  ASSIGN_OR_RETURN(std::string manifest_text, ReadFile(dir + "/MANIFEST.json"));
+  nlohmann::json manifest = nlohmann::json::parse(manifest_text, nullptr, false);
+  if (manifest.is_discarded() || !manifest.contains("files")) {
+    return absl::DataLossError(absl::StrCat(dir, "/MANIFEST.json is not a checkpoint manifest"));
+  }
+  forge::v1::CheckpointHeader header;
+  *header.mutable_rank() = options_.rank;
+  header.set_step(step);
+  std::vector<std::string> names;
+  for (const auto& f : manifest["files"]) names.push_back(f["name"].get<std::string>());
+  names.push_back("MANIFEST.json");
+  std::vector<std::string> contents;
+  for (const std::string& name : names) {
+    ASSIGN_OR_RETURN(std::string data, ReadFile(dir + "/" + name));
+    forge::v1::FileInfo* info = header.add_files();
+    info->set_name(name);
+    info->set_size(static_cast<int64_t>(data.size()));
+    info->set_sha256(Sha256Hex(data));
+    contents.push_back(std::move(data));
+  }
+  forge::v1::CheckpointInfo result;
+  RETURN_IF_ERROR(Retry("checkpoint upload", [&]() -> absl::Status {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, absl::Minutes(30));
+    auto writer = stub_->UploadCheckpoint(&ctx, &result);
+    forge::v1::CheckpointUpload msg;
+    *msg.mutable_header() = header;
+    bool ok = writer->Write(msg);
+    for (size_t f = 0; ok && f < contents.size(); ++f) {
+      for (size_t off = 0; ok && off < contents[f].size(); off += kChunkBytes) {
+        forge::v1::CheckpointUpload chunk;
+        chunk.mutable_chunk()->set_file(static_cast<int>(f));
+        chunk.mutable_chunk()->set_offset(static_cast<int64_t>(off));
+        chunk.mutable_chunk()->set_data(contents[f].substr(off, kChunkBytes));
+        ok = writer->Write(chunk);
+      }
+    }
+    writer->WritesDone();
+    return FromGrpcStatus(writer->Finish());
+  }));
+  return result;
+}
+
+absl::Status TrainerClient::Download(
+    const std::string& what, const std::string& dir,
+    const std::function<std::unique_ptr<grpc::ClientReader<forge::v1::FileTransfer>>(
+        grpc::ClientContext*)>& open) {
+  if (FileExists(dir + "/.complete")) return absl::OkStatus();
+  RETURN_IF_ERROR(MakeDirs(dir, 0700));
+  return Retry(what, [&]() -> absl::Status {
+    grpc::ClientContext ctx;
+    Prepare(&ctx, absl::Minutes(30));
+    auto reader = open(&ctx);
+    forge::v1::FileTransfer msg;
+    std::vector<forge::v1::FileInfo> files;
+    std::vector<std::FILE*> out;
+    std::vector<int64_t> got;
+    std::vector<std::string> hashes_pending;  // hashed after the transfer
+    auto close_all = [&] {
+      for (std::FILE* f : out) {
+        if (f != nullptr) std::fclose(f);
+      }
+      out.clear();
+    };
+    while (reader->Read(&msg)) {
+      if (msg.has_header()) {
+        files.assign(msg.header().files().begin(), msg.header().files().end());
+        for (const auto& f : files) {
+          if (f.name().find('/') != std::string::npos || f.name() == "." || f.name() == "..") {
+            close_all();
+            return absl::DataLossError(absl::StrCat(what, ": bad file name ", f.name()));
+          }
+          out.push_back(std::fopen((dir + "/" + f.name() + ".part").c_str(), "wb"));
+          if (out.back() == nullptr) {
+            close_all();
+            return absl::InternalError(absl::StrCat("cannot write ", dir, "/", f.name()));
+          }
+          got.push_back(0);
+        }
+        continue;
+      }
+      const forge::v1::FileChunk& c = msg.chunk();
+      if (c.file() < 0 || c.file() >= static_cast<int>(files.size()) ||
+          c.offset() != got[c.file()]) {
+        close_all();
+        return absl::DataLossError(absl::StrCat(what, ": chunk out of order"));
+      }
+      std::fwrite(c.data().data(), 1, c.data().size(), out[c.file()]);
+      got[c.file()] += static_cast<int64_t>(c.data().size());
+    }
+    for (std::FILE* f : out) {
+      std::fflush(f);
+      fsync(fileno(f));
+    }
+    close_all();
+    RETURN_IF_ERROR(FromGrpcStatus(reader->Finish()));
+    for (size_t i = 0; i < files.size(); ++i) {
+      const std::string part = dir + "/" + files[i].name() + ".part";
+      ASSIGN_OR_RETURN(std::string data, ReadFile(part));
+      if (static_cast<int64_t>(data.size()) != files[i].size() ||
+          Sha256Hex(data) != files[i].sha256()) {
+        return absl::DataLossError(absl::StrCat(what, ": ", files[i].name(),
+                                                " does not match its size/sha256"));
+      }
+      if (std::rename(part.c_str(), (dir + "/" + files[i].name()).c_str()) != 0) {
+        return absl::InternalError(absl::StrCat("rename ", part));
+      }
+    }
+    RETURN_IF_ERROR(SyncDir(dir));
+    return WriteFileAtomic(dir + "/.complete", "");
+  });
+}
+
+absl::Status TrainerClient::FetchDataset(const std::string& name, const std::string& dir) {
+  return Download(absl::StrCat("dataset ", name), dir, [&](grpc::ClientContext* ctx) {
+    forge::v1::FetchDatasetRequest req;
+    *req.mutable_rank() = options_.rank;
+    req.set_dataset(name);
+    return stub_->FetchDataset(ctx, req);
+  });
+}
+
+absl::Status TrainerClient::FetchCheckpoint(const std::string& id, const std::string& dir) {
+  return Download(absl::StrCat("checkpoint ", id), dir, [&](grpc::ClientContext* ctx) {
+    forge::v1::FetchCheckpointRequest req;
+    *req.mutable_rank() = options_.rank;
+    req.set_checkpoint_id(id);
+    return stub_->FetchCheckpoint(ctx, req);
+  });
+}
+
+}  // namespace forge::trainer
