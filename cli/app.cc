@@ -1,8 +1,11 @@
 #include "cli/app.h"
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <functional>
+#include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -52,6 +55,33 @@ constexpr char kDataPrepareFooter[] =
     "Runs locally: no coordinator and no token are needed.\n"
     "Example:\n"
     "  forge data prepare --input ~/.cache/forge/brown/text --name brown --out data/brown\n\n";
+
+constexpr char kDataRegisterFooter[] =
+    "DIR is a directory written by `forge data prepare --out DIR`. It is checked first (every\n"
+    "shard against the manifest's sha256), so a damaged directory is refused before anything\n"
+    "is sent; then manifest.json and its shards are uploaded. Registering the same content\n"
+    "again is harmless (the coordinator answers with the existing entry); other content under\n"
+    "a registered NAME is refused (exit 3).\n\n";
+
+constexpr char kExportFooter[] =
+    "Writes DIR/model.safetensors and DIR/config.json, a Hugging Face GPT-2 model:\n"
+    "  transformers.GPT2LMHeadModel.from_pretrained(DIR)\n"
+    "Every file is checked against the checkpoint's MANIFEST.json (size and sha256) before it\n"
+    "gets its real name, so a failed export leaves no partial file. DIR is created if missing;\n"
+    "an existing DIR/model.safetensors is replaced only with --force.\n\n";
+
+constexpr char kWatchFooter[] =
+    "On a terminal, one line is redrawn:\n"
+    "  [######..............] step 120/400 | loss 2.513 | 18.2k tok/s | ETA 0:41 | RUNNING\n"
+    "otherwise one line per change (at most one a second). A restart prints a line with its\n"
+    "reason. When the job ends, prints how (state, message, final checkpoint, evals).\n"
+    "Exits 0 when the job SUCCEEDED, 7 when it FAILED, 8 when it was CANCELLED, and 6 when the\n"
+    "coordinator stays unreachable for longer than --patience.\n\n";
+
+constexpr char kLogsFooter[] =
+    "Prints the output of the job's trainer ranks, every attempt, each line prefixed\n"
+    "\"a<attempt> r<rank> | \". With -f, keeps following until the job has ended and every\n"
+    "line is printed. A restarting coordinator is waited for up to --patience.\n\n";
 
 constexpr char kTokenCreateFooter[] =
     "Examples:\n"
@@ -166,13 +196,58 @@ int RunForgeCli(int argc, const char* const* argv, std::ostream& out, std::ostre
   jobs->footer(absl::StrCat(
       "STATE is queued, running, restarting, succeeded, failed or cancelled.\n\n", kLeafFooter));
   AddOutputOption(jobs, &output);
-  CLI::App* status = leaf(&app, "status", "Show one job: state, why, placement, timestamps");
+  CLI::App* status =
+      leaf(&app, "status", "Show one job: state, why, progress, attempts, evals, placement");
   status->add_option("JOB", job_id, "job id (j-...)")->type_name("ID")->required();
   AddOutputOption(status, &output);
   CLI::App* cancel = leaf(&app, "cancel", "Cancel a queued or running job");
   cancel->add_option("JOB", job_id, "job id (j-...)")->type_name("ID")->required();
   cancel->add_option("--reason", reason, "why; kept in the job's message")->type_name("TEXT");
   AddOutputOption(cancel, &output);
+
+  FollowOptions follow;
+  double interval_s = 0.5, patience_s = 60;
+  auto add_follow_options = [&](CLI::App* command) {
+    command->add_option("--interval", interval_s, "seconds between polls of the coordinator")
+        ->check(PositiveSeconds())
+        ->type_name("SECONDS")
+        ->capture_default_str();
+    command
+        ->add_option("--patience", patience_s,
+                     "seconds to wait for an unavailable (restarting) coordinator")
+        ->check(PositiveSeconds())
+        ->type_name("SECONDS")
+        ->capture_default_str();
+  };
+  CLI::App* watch = leaf(&app, "watch", "Follow a job's progress until it ends");
+  watch->add_option("JOB", job_id, "job id (j-...)")->type_name("ID")->required();
+  add_follow_options(watch);
+  AddOutputOption(watch, &output);
+  watch->footer(absl::StrCat(kWatchFooter, kLeafFooter));
+  bool follow_logs = false;
+  CLI::App* logs = leaf(&app, "logs", "Print a job's trainer output");
+  logs->add_option("JOB", job_id, "job id (j-...)")->type_name("ID")->required();
+  logs->add_flag("-f,--follow", follow_logs, "keep printing new lines until the job ends");
+  add_follow_options(logs);
+  logs->footer(absl::StrCat(kLogsFooter, kLeafFooter));
+
+  // Checkpoints.
+  std::string checkpoint_id, export_dir;
+  bool force = false;
+  CLI::App* checkpoints =
+      leaf(&app, "checkpoints", "List committed checkpoints (of JOB if given), newest first");
+  checkpoints->add_option("JOB", job_id, "only this job's checkpoints (j-...)")->type_name("ID");
+  AddOutputOption(checkpoints, &output);
+  CLI::App* export_cmd =
+      leaf(&app, "export", "Download a checkpoint as a Hugging Face model directory");
+  export_cmd->add_option("CHECKPOINT", checkpoint_id, "checkpoint id (c-...)")
+      ->type_name("ID")
+      ->required();
+  export_cmd->add_option("DIR", export_dir, "directory to write into (created if missing)")
+      ->type_name("DIR")
+      ->required();
+  export_cmd->add_flag("--force", force, "replace an existing DIR/model.safetensors");
+  export_cmd->footer(absl::StrCat(kExportFooter, kLeafFooter));
 
   // Fleet.
   CLI::App* workers = leaf(&app, "workers", "List worker hosts, their devices and ranks");
@@ -222,7 +297,8 @@ int RunForgeCli(int argc, const char* const* argv, std::ostream& out, std::ostre
       ->required();
 
   // Datasets: local files, no coordinator.
-  CLI::App* data = app.add_subcommand("data", "Prepare datasets from local text (no coordinator)");
+  CLI::App* data = app.add_subcommand(
+      "data", "Prepare datasets from local text, register (upload) and list them");
   data->require_subcommand(1);
   data->footer(kLeafFooter);
   PrepareOptions prepare;
@@ -237,8 +313,9 @@ int RunForgeCli(int argc, const char* const* argv, std::ostream& out, std::ostre
   data_prepare->add_option("--out", prepare.out_dir, "directory to write the dataset into")
       ->type_name("DIR")
       ->required();
-  data_prepare->add_option("--heldout", prepare.heldout_fraction,
-                           "fraction of documents held out for evaluation, in [0, 1)")
+  data_prepare
+      ->add_option("--heldout", prepare.heldout_fraction,
+                   "fraction of documents held out for evaluation, in [0, 1)")
       ->type_name("FRACTION")
       ->capture_default_str();
   data_prepare->add_flag("--split-paragraphs", prepare.split_paragraphs,
@@ -246,6 +323,19 @@ int RunForgeCli(int argc, const char* const* argv, std::ostream& out, std::ostre
   data_prepare->add_flag("--overwrite", prepare.overwrite,
                          "replace the dataset in a non-empty --out directory");
   data_prepare->footer(kDataPrepareFooter);
+  std::string dataset_name, dataset_dir;
+  CLI::App* data_register =
+      leaf(data, "register", "Upload a prepared dataset directory under NAME");
+  data_register->add_option("NAME", dataset_name, "1..64 chars of [a-z0-9._-]")
+      ->type_name("NAME")
+      ->required();
+  data_register->add_option("DIR", dataset_dir, "a directory written by `forge data prepare`")
+      ->type_name("DIR")
+      ->required();
+  AddOutputOption(data_register, &output);
+  data_register->footer(absl::StrCat(kDataRegisterFooter, kLeafFooter));
+  CLI::App* data_list = leaf(data, "list", "List the registered datasets");
+  AddOutputOption(data_list, &output);
 
   if (argc <= 1) {
     err << app.help();
@@ -267,6 +357,9 @@ int RunForgeCli(int argc, const char* const* argv, std::ostream& out, std::ostre
   CommandEnv env;
   env.out = &out;
   env.err = &err;
+  env.out_is_tty = &out == &std::cout && isatty(STDOUT_FILENO) == 1;
+  follow.interval = absl::Seconds(interval_s);
+  follow.patience = absl::Seconds(patience_s);
   env.client = [&]() -> absl::StatusOr<CoordinatorClient*> {
     if (client == nullptr) {
       ConnectionOptions options;
@@ -291,6 +384,14 @@ int RunForgeCli(int argc, const char* const* argv, std::ostream& out, std::ostre
     result = RunStatus(env, job_id, format);
   } else if (*cancel) {
     result = RunCancel(env, job_id, reason, format);
+  } else if (*watch) {
+    result = RunWatch(env, job_id, follow, format);
+  } else if (*logs) {
+    result = RunLogs(env, job_id, follow_logs, follow);
+  } else if (*checkpoints) {
+    result = RunCheckpoints(env, job_id, format);
+  } else if (*export_cmd) {
+    result = RunExport(env, checkpoint_id, export_dir, force);
   } else if (*workers) {
     result = RunWorkers(env, format);
   } else if (*tenant_create) {
@@ -314,6 +415,10 @@ int RunForgeCli(int argc, const char* const* argv, std::ostream& out, std::ostre
     result = RunTokenRevoke(env, token_id);
   } else if (*data_prepare) {
     result = RunDataPrepare(env, prepare);
+  } else if (*data_register) {
+    result = RunDataRegister(env, dataset_name, dataset_dir, format);
+  } else if (*data_list) {
+    result = RunDataList(env, format);
   } else {
     result = UsageError("no command given; run `forge --help`");
   }

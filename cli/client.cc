@@ -60,13 +60,21 @@ CoordinatorClient::CoordinatorClient(ConnectionOptions options,
       channel_(std::move(channel)),
       jobs_(forge::v1::JobService::NewStub(channel_)),
       workers_(forge::v1::WorkerService::NewStub(channel_)),
-      admin_(forge::v1::AdminService::NewStub(channel_)) {}
+      admin_(forge::v1::AdminService::NewStub(channel_)),
+      data_(forge::v1::DataService::NewStub(channel_)),
+      checkpoints_(forge::v1::CheckpointService::NewStub(channel_)) {}
 
 std::unique_ptr<grpc::ClientContext> CoordinatorClient::NewContext() const {
   auto context = std::make_unique<grpc::ClientContext>();
   context->AddMetadata("authorization", absl::StrCat("Bearer ", options_.token));
   context->set_deadline(std::chrono::system_clock::now() +
                         absl::ToChronoMilliseconds(options_.timeout));
+  return context;
+}
+
+std::unique_ptr<grpc::ClientContext> CoordinatorClient::NewTransferContext() const {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->AddMetadata("authorization", absl::StrCat("Bearer ", options_.token));
   return context;
 }
 

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "forge/v1/coordinator.grpc.pb.h"
+#include "forge/v1/training.grpc.pb.h"
 
 namespace forge::cli {
 
@@ -41,9 +42,15 @@ class CoordinatorClient {
   forge::v1::JobService::StubInterface& jobs() { return *jobs_; }
   forge::v1::WorkerService::StubInterface& workers() { return *workers_; }
   forge::v1::AdminService::StubInterface& admin() { return *admin_; }
+  forge::v1::DataService::StubInterface& data() { return *data_; }
+  forge::v1::CheckpointService::StubInterface& checkpoints() { return *checkpoints_; }
 
   // A fresh context for one call: `authorization: Bearer <token>` and the deadline.
   std::unique_ptr<grpc::ClientContext> NewContext() const;
+  // The same without a deadline, for a stream that moves file data (an upload or a
+  // download) and may take longer than any fixed deadline; guard it with an IdleWatchdog
+  // (file_transfer.h) so that a stalled transfer still ends.
+  std::unique_ptr<grpc::ClientContext> NewTransferContext() const;
 
   // The outcome of a finished call as an absl::Status with the same code. UNAVAILABLE and
   // DEADLINE_EXCEEDED messages name the coordinator and say what to check; other messages
@@ -58,6 +65,8 @@ class CoordinatorClient {
   std::unique_ptr<forge::v1::JobService::StubInterface> jobs_;
   std::unique_ptr<forge::v1::WorkerService::StubInterface> workers_;
   std::unique_ptr<forge::v1::AdminService::StubInterface> admin_;
+  std::unique_ptr<forge::v1::DataService::StubInterface> data_;
+  std::unique_ptr<forge::v1::CheckpointService::StubInterface> checkpoints_;
 };
 
 }  // namespace forge::cli

@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cli/client.h"
 #include "cli/output.h"
@@ -29,6 +30,12 @@ struct CommandEnv {
   std::ostream* out = nullptr;  // results: ids, tokens, tables, JSON
   std::ostream* err = nullptr;  // notes for people
   const Clock* clock = RealClock();
+  // Waits between polls and retries (watch, logs, data register); tests replace it to step a
+  // fake coordinator and clock instead of waiting.
+  std::function<void(absl::Duration)> sleep = [](absl::Duration d) { absl::SleepFor(d); };
+  // Whether `out` is a terminal: `forge watch` then redraws one line instead of printing one
+  // line per change.
+  bool out_is_tty = false;
 };
 
 struct SubmitOptions {
@@ -81,6 +88,58 @@ absl::Status RunTokenRevoke(const CommandEnv& env, const std::string& token_id);
 // manifest path alone on env.out and a one-line summary on env.err. Bad options, unreadable
 // or invalid input and an occupied out dir without options.overwrite are usage errors.
 absl::Status RunDataPrepare(const CommandEnv& env, const PrepareOptions& options);
+
+struct RegisterOptions {
+  // UNAVAILABLE answers restart the whole upload (the coordinator keeps nothing of a broken
+  // one, and identical content registers idempotently) up to this many tries in all...
+  int max_tries = 3;
+  // ...waiting this long before each new try.
+  absl::Duration backoff = absl::Seconds(2);
+};
+
+// forge data register NAME DIR: checks DIR as `forge data prepare` wrote it (every shard's
+// sha256 against its manifest) before connecting (a usage error naming DIR otherwise), then
+// streams manifest.json and the shards it lists (header with each file's size and sha256,
+// then 1 MiB chunks in file order) and prints the DatasetInfo the coordinator answered.
+absl::Status RunDataRegister(const CommandEnv& env, const std::string& name, const std::string& dir,
+                             OutputFormat format, const RegisterOptions& options = {});
+
+// forge data list: the tenant's registered datasets.
+absl::Status RunDataList(const CommandEnv& env, OutputFormat format);
+
+// forge checkpoints [JOB]: committed checkpoints (of JOB when not empty), newest first.
+absl::Status RunCheckpoints(const CommandEnv& env, const std::string& job_id, OutputFormat format);
+
+// The files `forge export` downloads; all three must be in the checkpoint.
+inline constexpr const char* kExportFiles[] = {"model.safetensors", "config.json", "MANIFEST.json"};
+
+// forge export CHECKPOINT DIR [--force]: downloads model.safetensors and config.json (a
+// Hugging Face GPT-2 model directory) into DIR, created if missing. Each file is checked
+// against the transfer header (size, sha256) and against the checkpoint's MANIFEST.json before
+// any is renamed into place, so a failed export leaves no partial file under a real name.
+// A usage error, before connecting, when DIR/model.safetensors exists and !force; DATA_LOSS
+// (exit 1) when a file does not match.
+absl::Status RunExport(const CommandEnv& env, const std::string& checkpoint_id,
+                       const std::string& dir, bool force);
+
+struct FollowOptions {
+  absl::Duration interval = absl::Milliseconds(500);  // between polls
+  // How long the coordinator may stay UNAVAILABLE (restarting) before the command gives up
+  // with exit 6; each outage is noted once on env.err.
+  absl::Duration patience = absl::Seconds(60);
+};
+
+// forge watch JOB: polls the job until it is terminal, showing its progress (one redrawn line
+// on a terminal, else one line per change of step or state, at most one a second, and a line
+// per restart), then how it ended. OK for SUCCEEDED; JobOutcomeError (exit 7 FAILED, 8
+// CANCELLED) otherwise. With kJson, prints only the final job as proto JSON.
+absl::Status RunWatch(const CommandEnv& env, const std::string& job_id,
+                      const FollowOptions& options, OutputFormat format);
+
+// forge logs JOB [-f]: writes the job's log from its start to env.out as it comes; with
+// `follow`, keeps polling until the coordinator says the job finished and every line is in.
+absl::Status RunLogs(const CommandEnv& env, const std::string& job_id, bool follow,
+                     const FollowOptions& options);
 
 }  // namespace forge::cli
 

@@ -6,6 +6,7 @@ namespace forge::cli {
 namespace {
 
 constexpr absl::string_view kUsagePayload = "type.forge.dev/forge.cli.UsageError";
+constexpr absl::string_view kJobOutcomePayload = "type.forge.dev/forge.cli.JobOutcome";
 
 }  // namespace
 
@@ -19,9 +20,19 @@ bool IsUsageError(const absl::Status& status) {
   return status.GetPayload(kUsagePayload).has_value();
 }
 
+absl::Status JobOutcomeError(ExitCode exit_code, absl::string_view message) {
+  absl::Status status =
+      exit_code == kExitJobCancelled ? absl::CancelledError(message) : absl::AbortedError(message);
+  status.SetPayload(kJobOutcomePayload, absl::Cord(exit_code == kExitJobCancelled ? "8" : "7"));
+  return status;
+}
+
 int ExitCodeFor(const absl::Status& status) {
   if (status.ok()) return kExitOk;
   if (IsUsageError(status)) return kExitUsage;
+  if (const auto outcome = status.GetPayload(kJobOutcomePayload); outcome.has_value()) {
+    return *outcome == "8" ? kExitJobCancelled : kExitJobFailed;
+  }
   switch (status.code()) {
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kFailedPrecondition:
@@ -50,7 +61,9 @@ absl::string_view ExitCodesHelp() {
          "exists\n"
          "  4  not found (or owned by another tenant)\n"
          "  5  not authenticated or not permitted: check the token\n"
-         "  6  coordinator unreachable, or no answer within --timeout\n";
+         "  6  coordinator unreachable, or no answer within --timeout\n"
+         "  7  `forge watch`: the job ended FAILED\n"
+         "  8  `forge watch`: the job ended CANCELLED\n";
 }
 
 }  // namespace forge::cli

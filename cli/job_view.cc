@@ -6,10 +6,12 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "cli/exit_codes.h"
 #include "cli/output.h"
+#include "cli/progress_view.h"
 #include "common/spec_names.h"
 
 namespace forge::cli {
@@ -68,6 +70,18 @@ std::string DataLine(const JobSpec& spec) {
     absl::StrAppend(&line, "; schedule of ", spec.data().schedule_size(), " points");
   }
   return line;
+}
+
+// "general-english 1.2M, acme-tickets 3.4M", by name.
+std::string TokensPerSource(const forge::v1::JobProgress& p) {
+  std::vector<std::pair<std::string, int64_t>> sources(p.tokens_per_source().begin(),
+                                                       p.tokens_per_source().end());
+  std::sort(sources.begin(), sources.end());
+  std::vector<std::string> parts;
+  for (const auto& [name, tokens] : sources) {
+    parts.push_back(absl::StrCat(name, " ", FormatCount(static_cast<double>(tokens))));
+  }
+  return absl::StrJoin(parts, ", ");
 }
 
 std::string TrainLine(const JobSpec& spec) {
@@ -147,6 +161,18 @@ std::string JobDetails(const Job& job, absl::Time now) {
   add("started", FormatTimestamp(job.start_time(), now));
   add("ended", FormatTimestamp(job.end_time(), now));
   add("updated", FormatTimestamp(job.update_time(), now));
+  if (job.has_progress()) {
+    const forge::v1::JobProgress& p = job.progress();
+    add("progress", ProgressLine(job, /*bar=*/true));
+    if (!p.phase().empty()) add("phase", p.phase());
+    if (p.lr() > 0) add("lr", absl::StrFormat("%.3g", p.lr()));
+    if (!p.tokens_per_source().empty()) add("tokens", TokensPerSource(p));
+    add("last checkpoint", p.last_checkpoint_step() > 0
+                               ? absl::StrCat("step ", p.last_checkpoint_step())
+                               : std::string("none yet"));
+    add("reported", FormatTimestamp(p.update_time(), now));
+  }
+  if (!job.final_checkpoint().empty()) add("final checkpoint", job.final_checkpoint());
 
   size_t width = 0;
   for (const auto& [label, value] : lines) width = std::max(width, label.size());
@@ -154,6 +180,14 @@ std::string JobDetails(const Job& job, absl::Time now) {
   for (const auto& [label, value] : lines) {
     absl::StrAppend(&out, label, ":", std::string(width - label.size() + 2, ' '), value, "\n");
   }
+  auto section = [&out](absl::string_view title, const std::string& rendered) {
+    absl::StrAppend(&out, "\n", title, ":\n");
+    for (absl::string_view line : absl::StrSplit(rendered, '\n', absl::SkipEmpty())) {
+      absl::StrAppend(&out, "  ", line, "\n");
+    }
+  };
+  if (job.attempts_size() > 0) section("attempts", AttemptsTable(job, now));
+  if (job.evals_size() > 0) section("evals", EvalsTable(job));
   if (job.placement_size() > 0) {
     Table table({"RANK", "WORKER", "DEVICE"});
     for (const auto& p : job.placement()) {

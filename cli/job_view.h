@@ -25,7 +25,8 @@ absl::StatusOr<forge::v1::JobState> ParseJobState(absl::string_view text);
 std::string JobsTable(const forge::v1::ListJobsResponse& response, absl::Time now);
 
 // The `forge status` page: everything a person needs about one job, one "label: value" a
-// line, then the placement table when the job is placed.
+// line (training progress included once the job reported any), then the attempts, evals and
+// placement tables when the job has them.
 std::string JobDetails(const forge::v1::Job& job, absl::Time now);
 
 }  // namespace forge::cli

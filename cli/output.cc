@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "common/proto_time.h"
 
@@ -77,6 +78,40 @@ std::string FormatTimestamp(const google::protobuf::Timestamp& t, absl::Time now
   return absl::StrCat(
       absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", FromProtoTime(t), absl::UTCTimeZone()), " (",
       FormatAgo(t, now), ")");
+}
+
+namespace {
+
+// `value` with three significant digits ("1.50", "18.2", "307").
+std::string ThreeDigits(double value) {
+  if (value >= 99.95) return absl::StrFormat("%.0f", value);
+  if (value >= 9.995) return absl::StrFormat("%.1f", value);
+  return absl::StrFormat("%.2f", value);
+}
+
+}  // namespace
+
+std::string FormatBytes(int64_t bytes) {
+  constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
+  if (bytes < 1024) return absl::StrCat(bytes, " B");
+  double value = static_cast<double>(bytes);
+  int unit = -1;
+  while (value >= 1023.95 && unit < 4) {
+    value /= 1024;
+    ++unit;
+  }
+  return absl::StrCat(ThreeDigits(value), " ", kUnits[unit]);
+}
+
+std::string FormatCount(double n) {
+  if (n < 999.5) return absl::StrFormat("%.0f", n < 0 ? 0.0 : n);
+  constexpr const char* kSuffixes[] = {"k", "M", "G", "T"};
+  int unit = -1;
+  while (n >= 999.5 && unit < 3) {
+    n /= 1000;
+    ++unit;
+  }
+  return absl::StrCat(ThreeDigits(n), kSuffixes[unit]);
 }
 
 std::string OneLine(absl::string_view text, size_t max_chars) {

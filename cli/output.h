@@ -6,6 +6,7 @@
 #include <google/protobuf/message.h>
 #include <google/protobuf/timestamp.pb.h>
 
+#include <cstdint>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -51,6 +52,13 @@ std::string FormatAgo(const google::protobuf::Timestamp& t, absl::Time now);
 
 // "2026-01-02 03:04:05 UTC (3m ago)"; "-" when `t` is unset.
 std::string FormatTimestamp(const google::protobuf::Timestamp& t, absl::Time now);
+
+// A byte count for people, in binary units with three significant digits: "812 B",
+// "1.50 KiB", "18.2 MiB", "3.07 GiB".
+std::string FormatBytes(int64_t bytes);
+
+// A count for people: "812", "18.2k", "3.40M", "1.20G".
+std::string FormatCount(double n);
 
 // `text` on one line (newlines and tabs become spaces), cut to `max_chars` code points with
 // "..." at the end when longer.

@@ -237,5 +237,23 @@ TEST(FleetViewTest, TokensTable) {
             "tok-2  worker  -       revoked  -\n");
 }
 
+TEST(FormatBytesTest, BinaryUnitsWithThreeSignificantDigits) {
+  EXPECT_EQ(FormatBytes(0), "0 B");
+  EXPECT_EQ(FormatBytes(1023), "1023 B");
+  EXPECT_EQ(FormatBytes(1536), "1.50 KiB");
+  EXPECT_EQ(FormatBytes(int64_t{18} << 20), "18.0 MiB");
+  EXPECT_EQ(FormatBytes(int64_t{600} << 20), "600 MiB");
+  EXPECT_EQ(FormatBytes((int64_t{1} << 30) - 1), "1.00 GiB");
+  EXPECT_EQ(FormatBytes(int64_t{3} << 40), "3.00 TiB");
+}
+
+TEST(FormatCountTest, SiSuffixes) {
+  EXPECT_EQ(FormatCount(0), "0");
+  EXPECT_EQ(FormatCount(812), "812");
+  EXPECT_EQ(FormatCount(18234), "18.2k");
+  EXPECT_EQ(FormatCount(999'600), "1.00M");
+  EXPECT_EQ(FormatCount(3.4e6), "3.40M");
+}
+
 }  // namespace
 }  // namespace forge::cli
