@@ -66,7 +66,8 @@ inline double ProcessCpuSeconds(pid_t pid) {
 // A forge-coordinator child on 127.0.0.1 with a fresh state dir; killed on destruction.
 class CoordinatorProcess {
  public:
-  explicit CoordinatorProcess(const std::string& bin_dir, std::vector<std::string> extra = {}) {
+  explicit CoordinatorProcess(const std::string& bin_dir, std::vector<std::string> extra = {})
+      : bin_dir_(bin_dir) {
     char tmpl[] = "/tmp/forge-bench-XXXXXX";
     dir_ = mkdtemp(tmpl);
     const std::string port_file = dir_ + "/port";
@@ -129,7 +130,24 @@ class CoordinatorProcess {
     return resp.token();
   }
 
+  // Prepares a small dataset with `forge data prepare` and registers it for the tenant whose
+  // token is given (jobs may only name registered datasets). Exits on failure.
+  void RegisterDataset(const std::string& tenant_token, const std::string& name) const {
+    const std::string text = dir_ + "/text-" + name, out = dir_ + "/data-" + name;
+    std::string cmd = absl::StrCat(
+        "mkdir -p '", text, "' && for i in $(seq 20); do echo \"document $i of ", name,
+        " with some words in it\" > '", text, "'/doc-$i.txt; done && '", bin_dir_,
+        "/forge' data prepare --input '", text, "' --name ", name, " --out '", out,
+        "' >/dev/null && FORGE_COORDINATOR=", address(), " FORGE_TOKEN=", tenant_token, " '",
+        bin_dir_, "/forge' data register ", name, " '", out, "' >/dev/null");
+    if (system(cmd.c_str()) != 0) {
+      std::fprintf(stderr, "could not register dataset %s\n", name.c_str());
+      std::exit(1);
+    }
+  }
+
  private:
+  std::string bin_dir_;
   std::string dir_;
   pid_t pid_ = -1;
   int port_ = 0;

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   const int clients = absl::GetFlag(FLAGS_clients);
   forge::bench::CoordinatorProcess coordinator(forge::bench::BinDirOf(argv[0]));
   const std::string token = coordinator.CreateToken("bench");
+  coordinator.RegisterDataset(token, "general-english");
 
   forge::v1::SubmitJobRequest req;
   req.mutable_spec()->set_name("bench");

@@ -23,6 +23,8 @@ class AuthTest : public ::testing::Test {
     cluster_.StartCoordinator();
     acme_ = cluster_.CreateTenant("acme");
     globex_ = cluster_.CreateTenant("globex");
+    cluster_.RegisterDataset(acme_, "d", 20);
+    cluster_.RegisterDataset(globex_, "d", 20);
     worker_ = cluster_.CreateWorkerToken();
     jobs_ = JobService::NewStub(cluster_.channel());
     admin_ = AdminService::NewStub(cluster_.channel());

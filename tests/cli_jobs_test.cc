@@ -39,6 +39,9 @@ class CliJobsTest : public ::testing::Test {
     cluster_.StartCoordinator();
     token_ = cluster_.CreateTenant("acme");
     ASSERT_THAT(token_, ContainsRegex("^forge_tenant_"));
+    for (const char* name : {"general-english", "acme-tickets", "a"}) {
+      cluster_.RegisterDataset(token_, name, 20);
+    }
   }
   Cluster cluster_;
   std::string token_;

@@ -28,6 +28,7 @@ TEST(DurabilityTest, KillDashNineLosesNoAcknowledgedSubmission) {
   Cluster cluster;
   cluster.StartCoordinator();
   const std::string token = cluster.CreateTenant("acme");
+  cluster.RegisterDataset(token, "d", 20);
 
   constexpr int kClients = 8;
   constexpr int kAcksBeforeKill = 400;

@@ -3,12 +3,14 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <grpcpp/create_channel.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -159,17 +161,24 @@ std::string Cluster::admin_token() const {
   return std::string(absl::StripAsciiWhitespace(Slurp(dir_ + "/state/admin.token")));
 }
 
+std::string Cluster::IdleTrainer() {
+  const std::string path = WriteFile("idle-trainer.sh", "#!/bin/sh\nexec sleep 100000\n");
+  chmod(path.c_str(), 0755);
+  return path;
+}
+
 int Cluster::StartWorker(const std::string& token, const std::string& devices,
-                         const std::string& worker_id) {
+                         const std::string& worker_id, std::vector<std::string> extra_flags) {
   const int i = static_cast<int>(workers_.size());
   const std::string wdir = absl::StrCat(dir_, "/worker-", worker_id);
   const std::string token_file = absl::StrCat(dir_, "/worker-", worker_id, ".token");
   WriteFile(absl::StrCat("worker-", worker_id, ".token"), token + "\n");
+  std::vector<std::string> argv{BinDir() + "/forge-worker", "--coordinator=" + address(),
+                                "--token-file=" + token_file, "--devices=" + devices,
+                                "--work-dir=" + wdir, "--worker-id=" + worker_id};
+  argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
   workers_.push_back(std::make_unique<Process>(
-      std::vector<std::string>{BinDir() + "/forge-worker", "--coordinator=" + address(),
-                               "--token-file=" + token_file, "--devices=" + devices,
-                               "--work-dir=" + wdir, "--worker-id=" + worker_id},
-      absl::StrCat(dir_, "/worker-", worker_id, ".", i, ".log")));
+      argv, absl::StrCat(dir_, "/worker-", worker_id, ".", i, ".log")));
   return i;
 }
 
@@ -214,6 +223,47 @@ std::string Cluster::CreateWorkerToken() {
   CliResult r = Cli({"admin", "token", "create", "--worker"}, admin_token());
   EXPECT_EQ(r.exit_code, 0) << r.err;
   return std::string(absl::StripAsciiWhitespace(r.out));
+}
+
+}  // namespace forge::testing
+
+namespace forge::testing {
+
+std::string Cluster::RegisterDataset(const std::string& tenant_token, const std::string& name,
+                                     int docs, int seed) {
+  static const char* const kWords[] = {
+      "the", "model", "support", "ticket", "customer", "reply", "order", "refund", "shipping",
+      "account", "password", "reset", "thanks", "please", "help", "issue", "update", "team",
+      "data", "train", "of", "and", "to", "a", "in", "is", "was", "for", "on", "with"};
+  const std::string out = absl::StrCat(dir_, "/prepared-", name, "-", docs, "-", seed);
+  if (std::filesystem::exists(out + "/manifest.json")) {  // prepared before (another tenant)
+    CliResult reg = Cli({"data", "register", name, out}, tenant_token);
+    EXPECT_EQ(reg.exit_code, 0) << reg.err;
+    return out;
+  }
+  const std::string in = absl::StrCat(dir_, "/text-", name, "-", docs, "-", seed);
+  std::filesystem::create_directories(in);
+  uint64_t x = 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(seed + 1);
+  auto next = [&x] {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+  };
+  for (int d = 0; d < docs; ++d) {
+    std::string text = absl::StrCat(name, " document ", d, ":");
+    const int words = 60 + static_cast<int>(next() % 120);
+    for (int w = 0; w < words; ++w) {
+      absl::StrAppend(&text, " ", kWords[next() % (sizeof(kWords) / sizeof(kWords[0]))]);
+      if (next() % 11 == 0) absl::StrAppend(&text, ".");
+    }
+    std::ofstream(absl::StrCat(in, "/doc-", d, ".txt")) << text << "\n";
+  }
+  CliResult prep = Cli({"data", "prepare", "--input", in, "--name", name, "--out", out}, "");
+  EXPECT_EQ(prep.exit_code, 0) << prep.err;
+  CliResult reg = Cli({"data", "register", name, out}, tenant_token);
+  EXPECT_EQ(reg.exit_code, 0) << reg.err;
+  return out;
 }
 
 }  // namespace forge::testing

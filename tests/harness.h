@@ -68,7 +68,11 @@ class Cluster {
 
   // Starts a worker with its own work dir under the temp dir; returns its index.
   int StartWorker(const std::string& token, const std::string& devices,
-                  const std::string& worker_id);
+                  const std::string& worker_id, std::vector<std::string> extra_flags = {});
+  // A stand-in trainer (a script that sleeps until killed) for tests of placement and the
+  // worker protocol, which must not spend the machine's cores on training: pass
+  // "--trainer=" + IdleTrainer() to StartWorker. Tests of training use the real one.
+  std::string IdleTrainer();
   Process* worker(int i) { return workers_[i].get(); }
 
   // Runs build/bin/forge with `args`, FORGE_COORDINATOR set, and FORGE_TOKEN = token (unless
@@ -81,6 +85,12 @@ class Cluster {
   // gRPC stubs with the given bearer token.
   std::shared_ptr<grpc::Channel> channel();
   static void Authorize(grpc::ClientContext* ctx, const std::string& token);
+
+  // Writes `docs` synthetic English-like documents (deterministic in `seed`), prepares them
+  // with `forge data prepare` and registers them for the tenant with `forge data register`.
+  // Returns the prepared directory.
+  std::string RegisterDataset(const std::string& tenant_token, const std::string& name,
+                              int docs = 120, int seed = 1);
 
   // Creates a tenant through the CLI and returns its token.
   std::string CreateTenant(const std::string& name);
