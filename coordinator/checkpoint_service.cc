@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
+#include "coordinator/service.h"
 #include "forge/v1/training.grpc.pb.h"
 
 namespace forge::coordinator {
@@ -14,20 +15,12 @@ namespace {
 using forge::v1::CheckpointService;
 using forge::v1::FileTransfer;
 
-// The caller, from the "authorization" metadata: a tenant, or (when `admin_ok`) an admin.
+// The caller: a tenant, or (when `admin_ok`) an admin.
 absl::StatusOr<Principal> Authenticate(const AuthManager& auth,
                                        const grpc::ServerContextBase& ctx, bool admin_ok) {
-  const auto& md = ctx.client_metadata();
-  absl::string_view header;
-  if (auto it = md.find("authorization"); it != md.end()) {
-    header = absl::string_view(it->second.data(), it->second.size());
-  }
-  absl::StatusOr<Principal> p = auth.Authenticate(header);
-  if (!p.ok()) return p;
-  if (p->is_tenant() || (admin_ok && p->is_admin())) return p;
-  return absl::PermissionDeniedError(
-      admin_ok ? "CheckpointService needs a tenant or admin token"
-               : "downloading a checkpoint needs the owning tenant's token");
+  return RequireTenant(auth, ctx, admin_ok,
+                       admin_ok ? "CheckpointService needs a tenant or admin token"
+                                : "downloading a checkpoint needs the owning tenant's token");
 }
 
 class CheckpointServiceImpl final

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "coordinator/service.h"
 #include "forge/v1/training.grpc.pb.h"
 
 namespace forge::coordinator {
@@ -11,21 +12,13 @@ using forge::v1::DataService;
 using forge::v1::DatasetInfo;
 using forge::v1::DatasetUpload;
 
-// The caller, from the "authorization" metadata: a tenant, or (when `admin_ok`) an admin.
+// The caller: a tenant, or (when `admin_ok`) an admin.
 absl::StatusOr<Principal> Authenticate(const AuthManager& auth,
                                        const grpc::ServerContextBase& ctx, bool admin_ok) {
-  const auto& md = ctx.client_metadata();
-  absl::string_view header;
-  if (auto it = md.find("authorization"); it != md.end()) {
-    header = absl::string_view(it->second.data(), it->second.size());
-  }
-  absl::StatusOr<Principal> p = auth.Authenticate(header);
-  if (!p.ok()) return p;
-  if (p->is_tenant() || (admin_ok && p->is_admin())) return p;
-  return absl::PermissionDeniedError(
-      admin_ok ? "DataService needs a tenant or admin token"
-               : "registering a dataset needs the owning tenant's token (admin and worker "
-                 "tokens cannot own datasets)");
+  return RequireTenant(auth, ctx, admin_ok,
+                       admin_ok ? "DataService needs a tenant or admin token"
+                                : "registering a dataset needs the owning tenant's token (admin "
+                                  "and worker tokens cannot own datasets)");
 }
 
 class DataServiceImpl final

@@ -11,13 +11,24 @@ namespace forge::coordinator {
 using grpc::CallbackServerContext;
 using grpc::ServerUnaryReactor;
 
-absl::StatusOr<Principal> AuthenticateCall(const AuthManager& auth,
-                                           const CallbackServerContext* ctx) {
-  const auto& md = ctx->client_metadata();
+absl::string_view AuthorizationHeader(const grpc::ServerContextBase& ctx) {
+  const auto& md = ctx.client_metadata();
   auto it = md.find("authorization");
-  absl::string_view header;
-  if (it != md.end()) header = absl::string_view(it->second.data(), it->second.size());
-  return auth.Authenticate(header);
+  if (it == md.end()) return "";
+  return absl::string_view(it->second.data(), it->second.size());
+}
+
+absl::StatusOr<Principal> AuthenticateCall(const AuthManager& auth,
+                                           const grpc::ServerContextBase* ctx) {
+  return auth.Authenticate(AuthorizationHeader(*ctx));
+}
+
+absl::StatusOr<Principal> RequireTenant(const AuthManager& auth, const grpc::ServerContextBase& ctx,
+                                        bool admin_ok, absl::string_view refusal) {
+  absl::StatusOr<Principal> p = auth.Authenticate(AuthorizationHeader(ctx));
+  if (!p.ok()) return p;
+  if (p->is_tenant() || (admin_ok && p->is_admin())) return p;
+  return absl::PermissionDeniedError(refusal);
 }
 
 namespace {

@@ -16,9 +16,17 @@
 
 namespace forge::coordinator {
 
+// The call's "authorization" metadata value ("" when absent).
+absl::string_view AuthorizationHeader(const grpc::ServerContextBase& ctx);
+
 // Reads "authorization" from the call's metadata and authenticates it.
 absl::StatusOr<Principal> AuthenticateCall(const AuthManager& auth,
-                                           const grpc::CallbackServerContext* ctx);
+                                           const grpc::ServerContextBase* ctx);
+
+// A tenant token (or, when admin_ok, an admin token); PERMISSION_DENIED with `refusal`
+// for the other kinds.
+absl::StatusOr<Principal> RequireTenant(const AuthManager& auth, const grpc::ServerContextBase& ctx,
+                                        bool admin_ok, absl::string_view refusal);
 
 class JobServiceImpl final : public forge::v1::JobService::CallbackService {
  public:

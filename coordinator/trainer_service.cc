@@ -6,6 +6,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
+#include "coordinator/service.h"
 
 namespace forge::coordinator {
 namespace {
@@ -19,12 +20,7 @@ std::string Scope(const forge::v1::RankRef& ref) {
 absl::Status TrainerServiceImpl::Authorize(const grpc::ServerContext* ctx,
                                            const forge::v1::RankRef& ref, std::string* tenant,
                                            forge::v1::JobSpec* spec) const {
-  absl::string_view header;
-  const auto& md = ctx->client_metadata();
-  if (auto it = md.find("authorization"); it != md.end()) {
-    header = absl::string_view(it->second.data(), it->second.size());
-  }
-  absl::Status s = tokens_->Verify(header, ref.job_id(), ref.attempt());
+  absl::Status s = tokens_->Verify(AuthorizationHeader(*ctx), ref.job_id(), ref.attempt());
   if (!s.ok()) {
     FORGE_LOG(WARNING) << "event=rank_token_refused job=" << ref.job_id()
                        << " attempt=" << ref.attempt() << " rank=" << ref.rank();
@@ -58,12 +54,8 @@ grpc::Status TrainerServiceImpl::RendezvousGet(grpc::ServerContext* ctx,
 grpc::Status TrainerServiceImpl::ReportProgress(grpc::ServerContext* ctx,
                                                 const forge::v1::ProgressReport* req,
                                                 forge::v1::ProgressResponse* resp) {
-  absl::string_view header;
-  const auto& md = ctx->client_metadata();
-  if (auto it = md.find("authorization"); it != md.end()) {
-    header = absl::string_view(it->second.data(), it->second.size());
-  }
-  if (absl::Status s = tokens_->Verify(header, req->rank().job_id(), req->rank().attempt());
+  if (absl::Status s = tokens_->Verify(AuthorizationHeader(*ctx), req->rank().job_id(),
+                                       req->rank().attempt());
       !s.ok()) {
     return ToGrpcStatus(s);
   }
@@ -75,12 +67,8 @@ grpc::Status TrainerServiceImpl::ReportProgress(grpc::ServerContext* ctx,
 grpc::Status TrainerServiceImpl::FinishJob(grpc::ServerContext* ctx,
                                            const forge::v1::FinishJobRequest* req,
                                            forge::v1::FinishJobResponse*) {
-  absl::string_view header;
-  const auto& md = ctx->client_metadata();
-  if (auto it = md.find("authorization"); it != md.end()) {
-    header = absl::string_view(it->second.data(), it->second.size());
-  }
-  if (absl::Status s = tokens_->Verify(header, req->rank().job_id(), req->rank().attempt());
+  if (absl::Status s = tokens_->Verify(AuthorizationHeader(*ctx), req->rank().job_id(),
+                                       req->rank().attempt());
       !s.ok()) {
     return ToGrpcStatus(s);
   }
