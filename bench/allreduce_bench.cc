@@ -21,6 +21,9 @@
 #include "gloo/rendezvous/file_store.h"
 #include "worker/engine/communicator.h"
 
+ABSL_FLAG(std::string, buffer, "communicator",
+          "communicator: reduce in the communicator's own buffer (AllReduceBuffer, no copies, "
+          "as nccl-tests does); user: a caller's buffer, copied in and out");
 ABSL_FLAG(int, ranks, 2, "rank processes to fork");
 ABSL_FLAG(int64_t, min_bytes, 4 << 10, "smallest buffer");
 ABSL_FLAG(int64_t, max_bytes, 64 << 20, "largest buffer");
@@ -52,8 +55,9 @@ int RunRank(int rank, int world, const std::string& dir) {
   }
   auto& comm = **comm_or;
   if (rank == 0) {
-    printf("# forge-bench-allreduce: %d ranks (processes), Gloo TCP on 127.0.0.1, algo=%s\n",
-           world, algo.c_str());
+    printf("# forge-bench-allreduce: %d ranks (processes), Gloo TCP on 127.0.0.1, algo=%s, "
+           "buffer=%s\n",
+           world, algo.c_str(), absl::GetFlag(FLAGS_buffer).c_str());
     printf("# %12s %12s %6s %12s %10s %10s %8s\n", "size(B)", "count", "type", "time(us)",
            "algbw(GB/s)", "busbw(GB/s)", "#wrong");
   }
@@ -61,17 +65,23 @@ int RunRank(int rank, int world, const std::string& dir) {
   for (int64_t bytes = absl::GetFlag(FLAGS_min_bytes); bytes <= absl::GetFlag(FLAGS_max_bytes);
        bytes *= 4) {
     const size_t count = bytes / sizeof(float);
-    std::vector<float> input(count), data(count);
+    std::vector<float> input(count), user(count);
+    float* data = user.data();
+    if (absl::GetFlag(FLAGS_buffer) == "communicator") {
+      absl::StatusOr<float*> own = comm.AllReduceBuffer(count);
+      if (!own.ok()) return 1;
+      data = *own;
+    }
     for (size_t i = 0; i < count; ++i) input[i] = Value(rank, i);
     int iters = absl::GetFlag(FLAGS_iters);
     if (iters <= 0) iters = std::clamp<int>(static_cast<int>((256LL << 20) / bytes), 10, 200);
     std::vector<double> us;
     float wrong = 0;
     for (int it = -absl::GetFlag(FLAGS_warmup); it < iters; ++it) {
-      std::memcpy(data.data(), input.data(), bytes);
+      std::memcpy(data, input.data(), bytes);
       if (!comm.Barrier().ok()) return 1;
       const auto t0 = Clock::now();
-      absl::Status s = comm.AllReduceSum(data.data(), count);
+      absl::Status s = comm.AllReduceSum(data, count);
       const auto t1 = Clock::now();
       if (!s.ok()) {
         fprintf(stderr, "rank %d: %s\n", rank, std::string(s.message()).c_str());

@@ -200,9 +200,10 @@ absl::Status Communicator::RunStaged(const Key& key, float* data, size_t count, 
                                      bool copy_out) {
   try {
     ASSIGN_OR_RETURN(Cached * cached, GetOrBuild(key));
-    if (copy_in) std::memcpy(cached->scratch.data(), data, count * sizeof(float));
+    const bool own = data == cached->scratch.data();  // from AllReduceBuffer: no copies
+    if (copy_in && !own) std::memcpy(cached->scratch.data(), data, count * sizeof(float));
     cached->algorithm->run();
-    if (copy_out) std::memcpy(data, cached->scratch.data(), count * sizeof(float));
+    if (copy_out && !own) std::memcpy(data, cached->scratch.data(), count * sizeof(float));
   } catch (const std::exception& e) {
     absl::Status s = FromException(e, key.first >= kBroadcastBase ? "broadcast" : "all-reduce",
                                    options_.rank, options_.timeout);
@@ -217,6 +218,23 @@ absl::Status Communicator::AllReduceSum(float* data, size_t count) {
   if (options_.world_size == 1 || count == 0) return absl::OkStatus();
   if (data == nullptr) return absl::InvalidArgumentError("communicator: AllReduceSum data is null");
   return RunStaged({static_cast<int>(Choose(count)), count}, data, count, true, true);
+}
+
+absl::StatusOr<float*> Communicator::AllReduceBuffer(size_t count) {
+  RETURN_IF_ERROR(CheckUsable(count));
+  if (count == 0) return absl::InvalidArgumentError("communicator: AllReduceBuffer of 0 floats");
+  if (options_.world_size == 1) {
+    local_.resize(count);
+    return local_.data();
+  }
+  try {
+    ASSIGN_OR_RETURN(Cached * cached, GetOrBuild({static_cast<int>(Choose(count)), count}));
+    return cached->scratch.data();
+  } catch (const std::exception& e) {
+    absl::Status s = FromException(e, "all-reduce setup", options_.rank, options_.timeout);
+    broken_ = std::string(s.message());
+    return s;
+  }
 }
 
 absl::Status Communicator::Broadcast(float* data, size_t count, int root) {

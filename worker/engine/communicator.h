@@ -96,8 +96,15 @@ class Communicator {
   int rank() const { return options_.rank; }
   int world_size() const { return options_.world_size; }
 
-  // In-place element-wise sum of `data[0..count)` across all ranks.
+  // In-place element-wise sum of `data[0..count)` across all ranks. A user buffer is copied
+  // into the communicator's buffer for `count` and back; a buffer from AllReduceBuffer is
+  // reduced where it is, with no copy.
   absl::Status AllReduceSum(float* data, size_t count);
+  // The communicator's own buffer for all-reduces of `count` floats, for callers that can
+  // produce their data in place (fill it, then AllReduceSum(buffer, count)). Building it is
+  // part of the collective call sequence: every rank must ask for the same counts in the same
+  // order. Valid until max_cached_sizes other counts have been used since.
+  absl::StatusOr<float*> AllReduceBuffer(size_t count);
   // Copies `data[0..count)` from rank `root` into `data` on every other rank.
   absl::Status Broadcast(float* data, size_t count, int root);
   // Returns once every rank has entered Barrier.
@@ -125,6 +132,7 @@ class Communicator {
   std::list<std::pair<Key, std::unique_ptr<Cached>>> cache_;
   std::map<Key, decltype(cache_)::iterator> index_;
   std::string broken_;  // non-empty once a collective failed
+  std::vector<float> local_;  // AllReduceBuffer's buffer when world_size == 1
 };
 
 }  // namespace forge

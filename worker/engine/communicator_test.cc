@@ -79,6 +79,25 @@ TEST_F(CommunicatorTest, AllReduceTwoRanks) {
   });
 }
 
+TEST_F(CommunicatorTest, CommunicatorBufferIsReducedInPlaceAndReused) {
+  RunRanks(2, [](int r, Communicator& c) {
+    for (int round = 0; round < 3; ++round) {
+      for (size_t count : {size_t{5}, size_t{3} << 20}) {  // halving-doubling and ring
+        absl::StatusOr<float*> buf = c.AllReduceBuffer(count);
+        ASSERT_TRUE(buf.ok()) << buf.status();
+        for (size_t i = 0; i < count; ++i) (*buf)[i] = static_cast<float>((r + 1) * (i % 5 + round));
+        ASSERT_TRUE(c.AllReduceSum(*buf, count).ok());
+        for (size_t i = 0; i < count; i += 997) {
+          ASSERT_EQ((*buf)[i], 3.0f * (i % 5 + round)) << "count " << count << " i " << i;
+        }
+        absl::StatusOr<float*> again = c.AllReduceBuffer(count);
+        ASSERT_TRUE(again.ok());
+        EXPECT_EQ(*again, *buf);  // cached: the same buffer every time
+      }
+    }
+  });
+}
+
 TEST_F(CommunicatorTest, AllReduceThreeRanks) {
   RunRanks(3, [](int r, Communicator& c) {
     for (size_t n : kSizes) AllReduceAndCheck(r, 3, c, n);
