@@ -2,28 +2,21 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
 #include <filesystem>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <set>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
-#include "absl/strings/ascii.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_replace.h"
 #include "absl/synchronization/mutex.h"
 #include "common/crypto.h"
 #include "common/dataset.h"
@@ -32,415 +25,45 @@
 #include "common/names.h"
 #include "common/proto_time.h"
 #include "common/status_macros.h"
+#include "coordinator/storage_files.h"
 
 namespace forge::coordinator {
+
+// The files on disk and in transit (storage_files.h); this file keeps the catalog.
+using storage::ErrnoStatus;
+using storage::FindFile;
+using storage::JoinPath;
+using storage::kCheckpointManifest;
+using storage::kMaxChunkBytes;
+using storage::ParentOf;
+using storage::Place;
+using storage::Quote;
+using storage::ReadAt;
+using storage::ReceiveChunks;
+using storage::RemoveTree;
+using storage::SameFiles;
+using storage::SendDatasetFiles;
+using storage::SendFiles;
+using storage::UploadWriter;
+using storage::ValidateFiles;
+using storage::VerifyCheckpointManifest;
+using storage::VerifyDatasetUpload;
+using storage::WithPrefix;
+using storage::WriteAll;
+
 namespace {
 
 namespace fs = std::filesystem;
 
 using forge::v1::CheckpointInfo;
 using forge::v1::DatasetInfo;
-using forge::v1::FileChunk;
 using forge::v1::FileInfo;
-using forge::v1::FileTransfer;
-using Files = google::protobuf::RepeatedPtrField<FileInfo>;
-using Json = nlohmann::json;
 
-constexpr int64_t kMaxChunkBytes = int64_t{1} << 20;
-constexpr size_t kMaxFileNameLength = 128;
 constexpr int kMaxDatasetFiles = 10000;
 constexpr int kMaxCheckpointFiles = 16;
 constexpr int64_t kMaxCheckpointManifestBytes = int64_t{1} << 20;
 constexpr size_t kMaxJobIdLength = 128;
 constexpr int64_t kMaxLogLineBytes = int64_t{1} << 20;
-constexpr char kCheckpointManifest[] = "MANIFEST.json";
-constexpr char kCheckpointFormat[] = "forge.checkpoint";
-constexpr char kManifestHashKey[] = "manifest_sha256";
-
-absl::Status ErrnoStatus(absl::string_view what, absl::string_view path) {
-  const int err = errno;
-  std::string msg = absl::StrCat("storage: ", what, " ", path, ": ", std::strerror(err));
-  if (err == ENOENT) return absl::NotFoundError(msg);
-  if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(msg);
-  return absl::InternalError(msg);
-}
-
-std::string JoinPath(absl::string_view a, absl::string_view b) { return absl::StrCat(a, "/", b); }
-
-std::string ParentOf(const std::string& path) { return path.substr(0, path.rfind('/')); }
-
-absl::Status FsyncDir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus("cannot open directory", dir);
-  const int rc = ::fsync(fd);
-  absl::Status s = rc == 0 ? absl::OkStatus() : ErrnoStatus("cannot fsync directory", dir);
-  ::close(fd);
-  return s;
-}
-
-// Removes `path` and everything under it; a missing path is fine. Failures are logged: the
-// next start-up removes what is left.
-void RemoveTree(const std::string& path) {
-  std::error_code ec;
-  fs::remove_all(path, ec);
-  if (ec) {
-    FORGE_LOG(WARNING) << "event=storage_remove_failed path=" << path << " error=\""
-                       << ec.message() << "\"";
-  }
-}
-
-absl::Status WriteAll(int fd, absl::string_view data, absl::string_view path) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus("cannot write", path);
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return absl::OkStatus();
-}
-
-// Reads up to `n` bytes at `offset` (fewer only at the end of the file).
-absl::StatusOr<std::string> ReadAt(int fd, int64_t offset, int64_t n, absl::string_view path) {
-  std::string out(static_cast<size_t>(n), '\0');
-  size_t got = 0;
-  while (got < out.size()) {
-    const ssize_t r = ::pread(fd, out.data() + got, out.size() - got, offset + got);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus("cannot read", path);
-    }
-    if (r == 0) break;
-    got += static_cast<size_t>(r);
-  }
-  out.resize(got);
-  return out;
-}
-
-bool IsLowerHex64(absl::string_view s) {
-  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
-           return absl::ascii_isdigit(c) || (c >= 'a' && c <= 'f');
-         });
-}
-
-// A request's name, quoted and escaped for an error message (it may hold anything).
-std::string Quote(absl::string_view s) {
-  return absl::StrCat("\"", absl::CHexEscape(s.substr(0, 200)), s.size() > 200 ? "..." : "",
-                      "\"");
-}
-
-absl::Status ValidateFileName(absl::string_view field, absl::string_view name) {
-  const bool ok = !name.empty() && name.size() <= kMaxFileNameLength && name != "." &&
-                  name != ".." && std::all_of(name.begin(), name.end(), [](char c) {
-                    return absl::ascii_isalnum(c) || c == '.' || c == '_' || c == '-';
-                  });
-  if (ok) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      field, ": ", Quote(name), " is not a plain file name; use 1..", kMaxFileNameLength,
-      " characters of [A-Za-z0-9._-] (no \"/\"), other than \".\" and \"..\""));
-}
-
-// Checks an upload's announced files; returns their total size.
-absl::StatusOr<int64_t> ValidateFiles(const Files& files, int max_files, int64_t max_bytes,
-                                      absl::string_view what) {
-  if (files.empty() || files.size() > max_files) {
-    return absl::InvalidArgumentError(absl::StrCat("header.files: a ", what, " upload announces 1..",
-                                                   max_files, " files (got ", files.size(), ")"));
-  }
-  absl::flat_hash_set<std::string> names;
-  int64_t total = 0;
-  for (int i = 0; i < files.size(); ++i) {
-    const FileInfo& f = files[i];
-    const std::string field = absl::StrCat("header.files[", i, "]");
-    RETURN_IF_ERROR(ValidateFileName(absl::StrCat(field, ".name"), f.name()));
-    if (!names.insert(f.name()).second) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ".name: ", Quote(f.name()),
-                                                     " is announced twice; list each file once"));
-    }
-    if (f.size() < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ".size must be >= 0 (got ", f.size(), ")"));
-    }
-    if (!IsLowerHex64(f.sha256())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ".sha256 must be 64 lowercase hex digits (got ", Quote(f.sha256()), ")"));
-    }
-    total += f.size();
-    if (total > max_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "header.files: the ", what, " is larger than the limit of ", max_bytes,
-          " bytes (at ", field, "); upload a smaller one"));
-    }
-  }
-  return total;
-}
-
-int FindFile(const Files& files, absl::string_view name) {
-  for (int i = 0; i < files.size(); ++i) {
-    if (files[i].name() == name) return i;
-  }
-  return -1;
-}
-
-bool SameFiles(const Files& a, const Files& b) {
-  if (a.size() != b.size()) return false;
-  for (const FileInfo& f : a) {
-    const int j = FindFile(b, f.name());
-    if (j < 0 || b[j].size() != f.size() || b[j].sha256() != f.sha256()) return false;
-  }
-  return true;
-}
-
-// Writes one upload's files into a directory as chunks arrive, hashing them on the way.
-// At most one file is open at a time (a dataset may have 10,000); a file is fsync'ed when
-// the stream moves on to another one and at the end.
-// Thread safety: owned by one thread.
-class UploadWriter {
- public:
-  UploadWriter(std::string dir, const Files& files)
-      : dir_(std::move(dir)), files_(files), state_(files.size()) {}
-
-  ~UploadWriter() {
-    if (fd_ >= 0) ::close(fd_);
-    for (FileState& s : state_) EVP_MD_CTX_free(s.sha);
-  }
-
-  UploadWriter(const UploadWriter&) = delete;
-  UploadWriter& operator=(const UploadWriter&) = delete;
-
-  absl::Status Add(const FileChunk& chunk) {
-    if (chunk.file() < 0 || chunk.file() >= files_.size()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("chunk.file ", chunk.file(), " is not an index into header.files (0..",
-                       files_.size() - 1, ")"));
-    }
-    const FileInfo& info = files_[chunk.file()];
-    FileState& state = state_[chunk.file()];
-    const int64_t n = static_cast<int64_t>(chunk.data().size());
-    if (n < 1 || n > kMaxChunkBytes) {
-      return absl::InvalidArgumentError(absl::StrCat("chunk of ", info.name(), " at offset ",
-                                                     chunk.offset(), ": data must be 1..",
-                                                     kMaxChunkBytes, " bytes (got ", n, ")"));
-    }
-    if (chunk.offset() != state.received) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "chunk of ", info.name(), ": offset ", chunk.offset(), " but ", state.received,
-          " bytes of it were received so far; send each file's chunks in order without gaps"));
-    }
-    if (chunk.offset() + n > info.size()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("chunk of ", info.name(), " at offset ", chunk.offset(), " with ", n,
-                       " bytes goes past the announced size of ", info.size(),
-                       " bytes; announce the file's real size in the header"));
-    }
-    RETURN_IF_ERROR(Open(chunk.file()));
-    RETURN_IF_ERROR(WriteAll(fd_, chunk.data(), PathOf(chunk.file())));
-    if (EVP_DigestUpdate(state.sha, chunk.data().data(), chunk.data().size()) != 1) {
-      return absl::InternalError("storage: sha256 update failed");
-    }
-    state.received += n;
-    return absl::OkStatus();
-  }
-
-  // Checks that every file arrived whole with its announced sha256, and makes the files and
-  // the directory durable. DATA_LOSS names a file whose bytes do not match.
-  absl::Status Finish() {
-    RETURN_IF_ERROR(CloseCurrent());
-    for (int i = 0; i < files_.size(); ++i) {
-      const FileInfo& info = files_[i];
-      if (state_[i].received != info.size()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("upload of ", info.name(), " ended after ", state_[i].received, " of ",
-                         info.size(), " bytes; send every chunk of every announced file"));
-      }
-      if (state_[i].sha == nullptr) {  // empty: no chunk arrived
-        RETURN_IF_ERROR(Open(i));
-        RETURN_IF_ERROR(CloseCurrent());
-      }
-      unsigned char digest[EVP_MAX_MD_SIZE];
-      unsigned int len = 0;
-      if (EVP_DigestFinal_ex(state_[i].sha, digest, &len) != 1) {
-        return absl::InternalError("storage: sha256 final failed");
-      }
-      const std::string got =
-          HexEncode(absl::string_view(reinterpret_cast<const char*>(digest), len));
-      if (got != info.sha256()) {
-        return absl::DataLossError(absl::StrCat(
-            "file ", info.name(), ": the received bytes have sha256 ", got,
-            " but the header announced ", info.sha256(),
-            "; the file changed or was damaged in transit, upload it again"));
-      }
-    }
-    return FsyncDir(dir_);
-  }
-
- private:
-  struct FileState {
-    int64_t received = 0;
-    EVP_MD_CTX* sha = nullptr;  // created with the file
-  };
-
-  std::string PathOf(int i) const { return JoinPath(dir_, files_[i].name()); }
-
-  // Makes file `i` the open one (creating it on first use).
-  absl::Status Open(int i) {
-    if (current_ == i) return absl::OkStatus();
-    RETURN_IF_ERROR(CloseCurrent());
-    const std::string path = PathOf(i);
-    fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ < 0) return ErrnoStatus("cannot create", path);
-    current_ = i;
-    if (state_[i].sha == nullptr) {
-      state_[i].sha = EVP_MD_CTX_new();
-      if (state_[i].sha == nullptr || EVP_DigestInit_ex(state_[i].sha, EVP_sha256(), nullptr) != 1) {
-        return absl::InternalError("storage: sha256 init failed");
-      }
-    }
-    return absl::OkStatus();
-  }
-
-  absl::Status CloseCurrent() {
-    if (fd_ < 0) return absl::OkStatus();
-    const std::string path = PathOf(current_);
-    absl::Status s = ::fsync(fd_) == 0 ? absl::OkStatus() : ErrnoStatus("cannot fsync", path);
-    ::close(fd_);
-    fd_ = -1;
-    current_ = -1;
-    return s;
-  }
-
-  const std::string dir_;
-  const Files& files_;
-  std::vector<FileState> state_;
-  int current_ = -1;
-  int fd_ = -1;
-};
-
-// Feeds the rest of an upload stream (after its header) to `writer`.
-template <typename Upload>
-absl::Status ReceiveChunks(UploadWriter& writer, const NextMessage<Upload>& next) {
-  Upload msg;
-  while (next(&msg)) {
-    if (!msg.has_chunk()) {
-      return absl::InvalidArgumentError(
-          "upload: only the first message is a header; every later one must be a chunk");
-    }
-    RETURN_IF_ERROR(writer.Add(msg.chunk()));
-    msg.Clear();
-  }
-  return writer.Finish();
-}
-
-// Checks a received MANIFEST.json against the files of the upload.
-absl::Status VerifyCheckpointManifest(const std::string& text, const Files& files) {
-  auto invalid = [](absl::string_view what) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        kCheckpointManifest, ": ", what, "; upload the manifest the trainer wrote (",
-        "{\"format\":\"forge.checkpoint\",\"files\":[{\"name\",\"bytes\",\"sha256\"}...]})"));
-  };
-  Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) return invalid("not a JSON object");
-  if (j.value("format", Json()) != kCheckpointFormat) {
-    return invalid(absl::StrCat("\"format\" is not \"", kCheckpointFormat, "\""));
-  }
-  if (auto hash = j.find(kManifestHashKey); hash != j.end()) {
-    Json rest = j;
-    rest.erase(kManifestHashKey);
-    if (!hash->is_string() || hash->get<std::string>() != Sha256Hex(rest.dump())) {
-      return absl::DataLossError(absl::StrCat(kCheckpointManifest, ": its ", kManifestHashKey,
-                                              " does not match its content (the manifest is "
-                                              "damaged); write the checkpoint again"));
-    }
-  }
-  auto listed = j.find("files");
-  if (listed == j.end() || !listed->is_array()) return invalid("\"files\" is not an array");
-  std::set<std::string> seen;
-  for (const Json& f : *listed) {
-    if (!f.is_object() || !f.value("name", Json()).is_string() ||
-        !f.value("bytes", Json()).is_number_unsigned() || !f.value("sha256", Json()).is_string()) {
-      return invalid(absl::StrCat("files entry ", f.dump(), " is not {name, bytes, sha256}"));
-    }
-    const std::string name = f["name"].get<std::string>();
-    if (name == kCheckpointManifest || !seen.insert(name).second) {
-      return invalid(absl::StrCat("files entry ", Quote(name), " lists the manifest or repeats"));
-    }
-    const int i = FindFile(files, name);
-    if (i < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(kCheckpointManifest, " lists ", Quote(name),
-                       " but the upload does not include it; upload every file it lists"));
-    }
-    const uint64_t bytes = f["bytes"].get<uint64_t>();
-    const std::string sha = f["sha256"].get<std::string>();
-    if (bytes != static_cast<uint64_t>(files[i].size()) || sha != files[i].sha256()) {
-      return absl::DataLossError(absl::StrCat(
-          "file ", name, ": ", kCheckpointManifest, " says ", bytes, " bytes with sha256 ", sha,
-          " but the uploaded file has ", files[i].size(), " bytes with sha256 ",
-          files[i].sha256(), "; the checkpoint directory is damaged, write it again"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-// The shard file names listed in a dataset's manifest.json (already verified by Dataset::Open).
-absl::StatusOr<std::vector<FileInfo>> DatasetShards(const std::string& manifest_text) {
-  Json j = Json::parse(manifest_text, nullptr, /*allow_exceptions=*/false);
-  auto bad = absl::DataLossError(absl::StrCat(kManifestFileName, ": \"shards\" is malformed"));
-  if (j.is_discarded() || !j.is_object()) return bad;
-  auto shards = j.find("shards");
-  if (shards == j.end() || !shards->is_array()) return bad;
-  std::vector<FileInfo> out;
-  for (const Json& s : *shards) {
-    if (!s.is_object() || !s.value("file", Json()).is_string() ||
-        !s.value("bytes", Json()).is_number_integer() || !s.value("sha256", Json()).is_string()) {
-      return bad;
-    }
-    FileInfo& f = out.emplace_back();
-    f.set_name(s["file"].get<std::string>());
-    f.set_size(s["bytes"].get<int64_t>());
-    f.set_sha256(s["sha256"].get<std::string>());
-    RETURN_IF_ERROR(ValidateFileName("manifest.json shards[].file", f.name()));
-  }
-  return out;
-}
-
-// Streams `files` of `dir`: a header, then chunks of `chunk_bytes`.
-absl::Status SendFiles(const std::string& dir, const std::vector<FileInfo>& files,
-                       int64_t chunk_bytes, const WriteTransfer& write) {
-  FileTransfer header;
-  for (const FileInfo& f : files) *header.mutable_header()->add_files() = f;
-  if (!write(header)) return absl::CancelledError("download: the client went away");
-  for (size_t i = 0; i < files.size(); ++i) {
-    const std::string path = JoinPath(dir, files[i].name());
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return ErrnoStatus("cannot open", path);
-    absl::Cleanup close_fd = [fd] { ::close(fd); };
-    int64_t offset = 0;
-    while (offset < files[i].size()) {
-      ASSIGN_OR_RETURN(std::string data,
-                       ReadAt(fd, offset, std::min(chunk_bytes, files[i].size() - offset), path));
-      if (data.empty()) {
-        return absl::DataLossError(absl::StrCat("storage: ", path, " is shorter (", offset,
-                                                " bytes) than its catalog entry (",
-                                                files[i].size(), " bytes)"));
-      }
-      FileTransfer msg;
-      FileChunk* chunk = msg.mutable_chunk();
-      chunk->set_file(static_cast<int32_t>(i));
-      chunk->set_offset(offset);
-      offset += static_cast<int64_t>(data.size());
-      chunk->set_data(std::move(data));
-      if (!write(msg)) return absl::CancelledError("download: the client went away");
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status WithPrefix(const absl::Status& s, absl::string_view prefix) {
-  if (s.ok()) return s;
-  return absl::Status(s.code(), absl::StrCat(prefix, s.message()));
-}
 
 }  // namespace
 
@@ -503,9 +126,6 @@ class StorageGateway::Impl {
 
   // A fresh empty directory under the tenant's .incoming.
   absl::StatusOr<std::string> NewIncomingDir(const std::string& tenant) const;
-  // Renames a verified upload to `dest` (removing an uncommitted leftover there first) and
-  // makes the rename durable.
-  absl::Status Place(const std::string& incoming, const std::string& dest) const;
   // Which of the job's committed checkpoints retention would delete once `added` commits
   // (before asking in_use).
   std::vector<CheckpointInfo> RetentionCandidates(const std::string& job_id, int keep_last,
@@ -604,23 +224,6 @@ absl::StatusOr<std::string> StorageGateway::Impl::NewIncomingDir(const std::stri
   return dir;
 }
 
-absl::Status StorageGateway::Impl::Place(const std::string& incoming,
-                                         const std::string& dest) const {
-  const std::string parent = ParentOf(dest);
-  RETURN_IF_ERROR(MakeDirs(parent));
-  if (FileExists(dest)) {
-    // No committed row names it (the caller holds the reservation and found no row).
-    FORGE_LOG(WARNING) << "event=storage_garbage_removed path=" << dest
-                       << " reason=uncommitted_leftover";
-    RemoveTree(dest);
-  }
-  if (::rename(incoming.c_str(), dest.c_str()) != 0) {
-    return ErrnoStatus(absl::StrCat("cannot rename ", incoming, " to"), dest);
-  }
-  RETURN_IF_ERROR(FsyncDir(parent));
-  return FsyncDir(ParentOf(incoming));
-}
-
 // --- Datasets --------------------------------------------------------------------------------
 
 absl::StatusOr<DatasetInfo> StorageGateway::Impl::RegisterDataset(
@@ -672,25 +275,8 @@ absl::StatusOr<DatasetInfo> StorageGateway::Impl::RegisterDataset(
   }
   DatasetInfo info;
   {
-    absl::StatusOr<Dataset> ds = Dataset::Open(incoming, VerifyMode::kFull);
-    if (!ds.ok()) {
-      // Do not show the server's paths to the client.
-      std::string msg = absl::StrReplaceAll(ds.status().message(),
-                                            {{incoming + "/", ""}, {incoming, "."}});
-      return absl::Status(ds.status().code(), absl::StrCat(prefix, msg));
-    }
-    ASSIGN_OR_RETURN(std::string manifest_text,
-                     ReadFile(JoinPath(incoming, kManifestFileName)));
-    ASSIGN_OR_RETURN(std::vector<FileInfo> shards, DatasetShards(manifest_text));
-    std::set<std::string> expected = {kManifestFileName};
-    for (const FileInfo& s : shards) expected.insert(s.name());
-    for (const FileInfo& f : header.files()) {
-      if (!expected.count(f.name())) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            prefix, "file ", f.name(), " is not listed in ", kManifestFileName,
-            "; upload only the manifest and its shards"));
-      }
-    }
+    absl::StatusOr<Dataset> ds = VerifyDatasetUpload(incoming, header.files(), prefix);
+    if (!ds.ok()) return ds.status();
     info.set_name(name);
     info.set_tenant(tenant);
     info.set_documents(ds->num_documents());
@@ -744,16 +330,8 @@ absl::StatusOr<DatasetInfo> StorageGateway::Impl::GetDataset(const std::string& 
 absl::Status StorageGateway::Impl::SendDataset(const std::string& tenant, absl::string_view name,
                                                const WriteTransfer& write) const {
   ASSIGN_OR_RETURN(DatasetInfo info, GetDataset(tenant, name));
-  const std::string dir = Abs(DatasetRel(info.tenant(), info.name()));
-  ASSIGN_OR_RETURN(std::string manifest_text, ReadFile(JoinPath(dir, kManifestFileName)));
-  // The manifest carries each shard's size and sha256: nothing needs hashing again.
-  ASSIGN_OR_RETURN(std::vector<FileInfo> files, DatasetShards(manifest_text));
-  FileInfo manifest;
-  manifest.set_name(kManifestFileName);
-  manifest.set_size(static_cast<int64_t>(manifest_text.size()));
-  manifest.set_sha256(Sha256Hex(manifest_text));
-  files.insert(files.begin(), std::move(manifest));
-  return SendFiles(dir, files, options_.chunk_bytes, write);
+  return SendDatasetFiles(Abs(DatasetRel(info.tenant(), info.name())), options_.chunk_bytes,
+                          write);
 }
 
 // --- Checkpoints -----------------------------------------------------------------------------

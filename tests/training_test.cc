@@ -210,11 +210,11 @@ TEST_F(TrainingTest, UnknownDatasetIsRefused) {
 TEST_F(TrainingTest, KilledWorkerResumesBitIdentical) {
   StartTwoWorkers();
   // The reference: the same job, uninterrupted.
-  forge::v1::Job ref = WaitTerminal(Submit(Spec(60, 10)));
+  forge::v1::Job ref = WaitTerminal(Submit(Spec(300, 25)));
   ASSERT_EQ(ref.state(), forge::v1::JOB_STATE_SUCCEEDED) << ref.message();
   const std::string want = FinalWeights(ref);
 
-  const std::string id = Submit(Spec(60, 10));
+  const std::string id = Submit(Spec(300, 25));
   ASSERT_TRUE(WaitFor([&] {
     forge::v1::Job j = Get(id);
     return j.progress().last_checkpoint_step() >= 20 || IsTerminal(j);
@@ -243,7 +243,7 @@ TEST_F(TrainingTest, KilledWorkerResumesBitIdentical) {
 
 TEST_F(TrainingTest, KilledCoordinatorJobStillCompletes) {
   StartTwoWorkers();
-  const std::string id = Submit(Spec(80, 20));
+  const std::string id = Submit(Spec(300, 50));
   ASSERT_TRUE(WaitFor([&] {
     forge::v1::Job j = Get(id);
     return j.progress().step() >= 10 || IsTerminal(j);
@@ -253,16 +253,16 @@ TEST_F(TrainingTest, KilledCoordinatorJobStillCompletes) {
   cluster_.StartCoordinator({"--step-timeout-ms=20000", "--collective-timeout-ms=8000"});
   forge::v1::Job job = WaitTerminal(id);
   ASSERT_EQ(job.state(), forge::v1::JOB_STATE_SUCCEEDED) << job.message();
-  EXPECT_EQ(job.progress().step(), 80);
+  EXPECT_EQ(job.progress().step(), 300);
   std::vector<forge::v1::CheckpointInfo> cps = Checkpoints(id);
   ASSERT_FALSE(cps.empty());
-  EXPECT_EQ(cps[0].step(), 80);
+  EXPECT_EQ(cps[0].step(), 300);
   EXPECT_TRUE(engine::VerifyCheckpoint(CheckpointDir(cps[0])).ok());
 }
 
 TEST_F(TrainingTest, StoppedRankIsCaughtByTimeoutsAndTheJobRecovers) {
   StartTwoWorkers();
-  const std::string id = Submit(Spec(80, 10));
+  const std::string id = Submit(Spec(300, 25));
   ASSERT_TRUE(WaitFor([&] {
     forge::v1::Job j = Get(id);
     return j.progress().step() >= 10 || IsTerminal(j);
