@@ -58,6 +58,7 @@ WorkerAgent::WorkerAgent(WorkerAgentOptions options)
     so.trainer_binary = options_.trainer_binary;
     so.coordinator = options_.coordinator;
     so.work_dir = options_.work_dir;
+    so.peer_address = options_.peer_address;
     so.on_output = [this](const forge::v1::RankLogs& logs) {
       WorkerMessage m;
       *m.mutable_logs() = logs;

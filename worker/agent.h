@@ -61,6 +61,7 @@ struct WorkerAgentOptions {
   // (unit tests of the protocol).
   std::string trainer_binary;
   std::string work_dir;  // trainers' private directories and data caches live here
+  std::string peer_address = "127.0.0.1";  // where trainers accept their peers' connections
   // Trainer output waiting for a connection is kept up to this many bytes (oldest dropped).
   size_t max_buffered_log_bytes = 4 << 20;
 };

@@ -43,6 +43,9 @@ ABSL_FLAG(std::string, devices, "",
           "devices to offer (required): cpu:N, cpu:all, cuda:all or cuda:I[,J...], kinds joined "
           "by '+', e.g. cpu:4+cuda:all");
 ABSL_FLAG(std::string, work_dir, "", "--work-dir: the worker's own directory (required)");
+ABSL_FLAG(std::string, peer_address, "127.0.0.1",
+          "address of this host that trainers of other hosts can reach (Gloo all-reduce "
+          "between ranks); 127.0.0.1 is enough when every worker runs on one host");
 ABSL_FLAG(std::string, trainer, "",
           "path of forge-trainer, spawned once per rank; default: forge-trainer beside this "
           "binary");
@@ -79,6 +82,7 @@ absl::StatusOr<WorkerAgentOptions> OptionsFromFlags() {
   const std::string work_dir = absl::GetFlag(FLAGS_work_dir);
   RETURN_IF_ERROR(Required("work-dir", work_dir, "/var/lib/forge-worker"));
   options.work_dir = work_dir;
+  options.peer_address = absl::GetFlag(FLAGS_peer_address);
   options.trainer_binary = absl::GetFlag(FLAGS_trainer);
   if (options.trainer_binary.empty()) {
     char self[4096];

@@ -61,6 +61,7 @@ absl::Status TrainerSupervisor::Start(const forge::v1::Assignment& a) {
       absl::StrCat("--assignment=", dir, "/assignment.pb"),
       absl::StrCat("--work-dir=", options_.work_dir),
       absl::StrCat("--parent-pid=", getpid()),
+      absl::StrCat("--interface-address=", options_.peer_address),
   };
   std::vector<char*> argv;
   for (std::string& s : args) argv.push_back(s.data());

@@ -34,6 +34,8 @@ struct SupervisorOptions {
   std::string trainer_binary;  // path of forge-trainer
   std::string coordinator;     // HOST:PORT handed to trainers
   std::string work_dir;        // ranks live in work_dir/ranks/<job>-a<attempt>-r<rank>/
+  // Address this host's trainers listen on for their peers' Gloo connections.
+  std::string peer_address = "127.0.0.1";
   absl::Duration stop_grace = absl::Seconds(3);
   // Whole lines ("...\n"), batched per read.
   std::function<void(const forge::v1::RankLogs&)> on_output;
