@@ -50,6 +50,7 @@ absl::Status JobManager::Recover() {
     for (RankRuntime& r : e.ranks) r.last_progress = now;
     if (!job.request_id().empty()) by_request_[RequestKey(job.tenant(), job.request_id())] = job.id();
     e.job = std::move(job);
+    e.finish_committed = e.job.state() == forge::v1::JOB_STATE_SUCCEEDED;
     std::string id = e.job.id();
     jobs_[id] = std::move(e);
   }
@@ -567,7 +568,9 @@ CoordinatorMessage JobManager::AssignmentFor(const Entry& e, int rank) const {
   a->set_device(e.job.placement(rank).device());
   *a->mutable_spec() = e.job.spec();
   a->set_tenant(e.job.tenant());
-  if (options_.rank_token) a->set_rank_token(options_.rank_token(e.job.id(), e.job.attempt()));
+  if (options_.rank_token) {
+    a->set_rank_token(options_.rank_token(e.job.id(), e.job.attempt(), rank));
+  }
   if (e.job.attempts_size() > 0) {
     a->set_resume_checkpoint(e.job.attempts(e.job.attempts_size() - 1).resumed_from_checkpoint());
   }

@@ -40,8 +40,8 @@ struct JobManagerOptions {
   std::function<void()> wake_scheduler;
   // An assignment not acknowledged by its worker within this time counts as a lost rank.
   absl::Duration ack_timeout = absl::Seconds(30);
-  // The TrainerService bearer token of a job attempt, put into its assignments.
-  std::function<std::string(const std::string& job_id, int attempt)> rank_token;
+  // The TrainerService bearer token of one rank of a job attempt, put into its assignment.
+  std::function<std::string(const std::string& job_id, int attempt, int rank)> rank_token;
   // The newest committed checkpoint of a job: its id and step, or ("", 0) when none.
   std::function<std::pair<std::string, int64_t>(const std::string& job_id)> latest_checkpoint;
   // A placed rank that reports no progress for this long fails its attempt (a hung or
@@ -126,6 +126,8 @@ class JobManager {
   bool CheckpointInUse(absl::string_view checkpoint_id) const;
   // Whether the job is terminal (unknown jobs count as terminal).
   bool IsFinished(absl::string_view job_id) const;
+  // Whether `worker_id` holds or held a rank of the job (any attempt): who may add to its log.
+  bool WorkerServedJob(absl::string_view job_id, absl::string_view worker_id) const;
 
   // Trainer exit codes that fail the job without a restart (a restart would fail the same
   // way): the job cannot run as specified; replicas diverged.
@@ -149,6 +151,7 @@ class JobManager {
     absl::Time sent_time;
     absl::Time last_progress;  // report, or ack/placement/recovery before the first one
     int64_t step = 0;          // last reported
+    bool exited_ok = false;    // its trainer finished its part (exit 0): no more reports
   };
   struct Entry {
     forge::v1::Job job;
@@ -157,6 +160,7 @@ class JobManager {
     std::vector<RankRuntime> ranks;  // per rank of the current placement (memory only)
     absl::Time last_progress_commit;  // rank 0's progress last written to the job row
     absl::Time failed_at;             // when the previous attempt failed (recover time)
+    bool finish_committed = false;    // SUCCEEDED is durable (a retried finish may be acked)
   };
 
   bool IsPending(const Entry& e) const;

@@ -417,5 +417,23 @@ TEST_F(JobManagerTest, SilentRankFailsItsAttemptAfterTheStepTimeout) {
   EXPECT_THAT(job.message(), HasSubstr("rank 1 on worker wb made no progress"));
 }
 
+TEST_F(JobManagerTest, RankThatFinishedItsPartIsNotTimedOut) {
+  const std::string id = Submit(Tenant("acme"), Request(2))->job().id();
+  Place(id, {"wa", "wb"});
+  Job job = Get(id);
+  jobs_->OnProgress(Report(job, 0, 100));
+  jobs_->OnProgress(Report(job, 1, 100));
+  forge::v1::RankExited exited;
+  exited.set_job_id(id);
+  exited.set_attempt(1);
+  exited.set_rank(1);
+  exited.set_exit_code(0);  // rank 1 is done; rank 0 uploads and evaluates for a long time
+  jobs_->OnRankExited("wb", exited);
+  clock_.Advance(absl::Seconds(200));
+  jobs_->OnProgress(Report(job, 0, 100));  // rank 0's keepalive
+  jobs_->CheckStepTimeouts();
+  EXPECT_EQ(Get(id).state(), forge::v1::JOB_STATE_RUNNING);
+}
+
 }  // namespace
 }  // namespace forge::coordinator

@@ -154,7 +154,9 @@ void JobManager::Finish(const forge::v1::FinishJobRequest& request,
     auto it = jobs_.find(ref.job_id());
     if (it != jobs_.end() && it->second.job.state() == forge::v1::JOB_STATE_SUCCEEDED &&
         it->second.job.final_checkpoint() == request.final_checkpoint()) {
-      return done(absl::OkStatus());  // a retried finish whose first answer was lost
+      // A retried finish whose first answer was lost: acknowledged once it is durable.
+      if (it->second.finish_committed) return done(absl::OkStatus());
+      return done(absl::UnavailableError("the job's success is being stored; retry"));
     }
     if (it == jobs_.end() || it->second.job.state() != forge::v1::JOB_STATE_RUNNING ||
         it->second.job.attempt() != ref.attempt() || ref.rank() != 0) {
@@ -178,12 +180,20 @@ void JobManager::Finish(const forge::v1::FinishJobRequest& request,
     TransitionLocked(e, forge::v1::JOB_STATE_SUCCEEDED,
                      absl::StrCat("succeeded at step ", p->step(), "; final checkpoint ",
                                   request.final_checkpoint()),
-                     [this, stops = std::move(stops), done = std::move(done)](absl::Status s) {
+                     [this, id = e.job.id(), stops = std::move(stops),
+                      done = std::move(done)](absl::Status s) {
+                       if (s.ok()) {
+                         absl::MutexLock lock(&mu_);
+                         if (auto j = jobs_.find(id); j != jobs_.end()) {
+                           j->second.finish_committed = true;
+                         }
+                       }
+                       // The ranks stop either way: their part is done.
+                       SendAll(stops);
                        if (!s.ok()) {
                          return done(absl::UnavailableError(absl::StrCat(
                              "the job's success could not be stored (", s.message(), "); retry")));
                        }
-                       SendAll(stops);
                        done(absl::OkStatus());
                      });
   }
@@ -201,7 +211,10 @@ void JobManager::OnRankExited(const std::string& worker_id, const forge::v1::Ran
         e.job.placement(exited.rank()).worker_id() != worker_id) {
       return;  // an earlier attempt's rank, or one already accounted for
     }
-    if (exited.exit_code() == 0) return;  // done with its part; rank 0 finishes the job
+    if (exited.exit_code() == 0) {  // done with its part; rank 0 finishes the job
+      e.ranks[exited.rank()].exited_ok = true;
+      return;
+    }
     std::string why = absl::StrCat("rank ", exited.rank(), " on worker ", worker_id,
                                    exited.exit_code() > 128 ? " was killed by signal "
                                                             : " exited with code ",
@@ -233,7 +246,9 @@ void JobManager::CheckStepTimeouts() {
       if (e.job.state() != forge::v1::JOB_STATE_RUNNING) continue;
       for (int r = 0; r < static_cast<int>(e.ranks.size()); ++r) {
         const RankRuntime& rt = e.ranks[r];
-        if (!rt.acked || now - rt.last_progress <= options_.step_timeout) continue;
+        if (!rt.acked || rt.exited_ok || now - rt.last_progress <= options_.step_timeout) {
+          continue;
+        }
         FailAttemptLocked(
             e,
             absl::StrCat("rank ", r, " on worker ", e.job.placement(r).worker_id(),
@@ -256,6 +271,21 @@ bool JobManager::CheckpointInUse(absl::string_view checkpoint_id) const {
     if (e.job.attempts_size() > 0 &&
         e.job.attempts(e.job.attempts_size() - 1).resumed_from_checkpoint() == checkpoint_id) {
       return true;
+    }
+  }
+  return false;
+}
+
+bool JobManager::WorkerServedJob(absl::string_view job_id, absl::string_view worker_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(std::string(job_id));
+  if (it == jobs_.end()) return false;
+  for (const auto& p : it->second.job.placement()) {
+    if (p.worker_id() == worker_id) return true;
+  }
+  for (const auto& a : it->second.job.attempts()) {
+    for (const auto& p : a.placement()) {
+      if (p.worker_id() == worker_id) return true;
     }
   }
   return false;

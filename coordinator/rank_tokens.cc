@@ -27,8 +27,9 @@ absl::StatusOr<std::unique_ptr<RankTokens>> RankTokens::Open(const std::string& 
   return std::unique_ptr<RankTokens>(new RankTokens(std::move(key)));
 }
 
-std::string RankTokens::TokenFor(absl::string_view job_id, int attempt) const {
-  const std::string message = absl::StrCat("forge-rank-token/v1/", job_id, "/", attempt);
+std::string RankTokens::TokenFor(absl::string_view job_id, int attempt, int rank) const {
+  const std::string message =
+      absl::StrCat("forge-rank-token/v2/", job_id, "/", attempt, "/", rank);
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   HMAC(EVP_sha256(), key_.data(), static_cast<int>(key_.size()),
@@ -38,15 +39,16 @@ std::string RankTokens::TokenFor(absl::string_view job_id, int attempt) const {
 }
 
 absl::Status RankTokens::Verify(absl::string_view authorization, absl::string_view job_id,
-                                int attempt) const {
+                                int attempt, int rank) const {
   constexpr absl::string_view kBearer = "Bearer ";
   if (!absl::StartsWith(authorization, kBearer)) {
     return absl::UnauthenticatedError(
         "missing rank token: trainer calls carry `authorization: Bearer <rank token>`");
   }
-  if (!ConstantTimeEquals(authorization.substr(kBearer.size()), TokenFor(job_id, attempt))) {
+  if (!ConstantTimeEquals(authorization.substr(kBearer.size()),
+                          TokenFor(job_id, attempt, rank))) {
     return absl::UnauthenticatedError(absl::StrCat(
-        "the rank token is not valid for job ", job_id, " attempt ", attempt));
+        "the rank token is not valid for job ", job_id, " attempt ", attempt, " rank ", rank));
   }
   return absl::OkStatus();
 }

@@ -41,14 +41,15 @@ TEST(RankTokensTest, TokenIsScopedToOneAttemptAndSurvivesReopen) {
   const std::string key = dir + "/rank-token.key";
   absl::StatusOr<std::unique_ptr<RankTokens>> a = RankTokens::Open(key);
   ASSERT_TRUE(a.ok()) << a.status();
-  const std::string t = (*a)->TokenFor("j-1", 2);
-  EXPECT_TRUE((*a)->Verify("Bearer " + t, "j-1", 2).ok());
-  EXPECT_TRUE(absl::IsUnauthenticated((*a)->Verify("Bearer " + t, "j-1", 3)));
-  EXPECT_TRUE(absl::IsUnauthenticated((*a)->Verify("Bearer " + t, "j-2", 2)));
-  EXPECT_TRUE(absl::IsUnauthenticated((*a)->Verify(t, "j-1", 2)));  // no "Bearer "
+  const std::string t = (*a)->TokenFor("j-1", 2, 0);
+  EXPECT_TRUE((*a)->Verify("Bearer " + t, "j-1", 2, 0).ok());
+  EXPECT_TRUE(absl::IsUnauthenticated((*a)->Verify("Bearer " + t, "j-1", 3, 0)));
+  EXPECT_TRUE(absl::IsUnauthenticated((*a)->Verify("Bearer " + t, "j-2", 2, 0)));
+  EXPECT_TRUE(absl::IsUnauthenticated((*a)->Verify("Bearer " + t, "j-1", 2, 1)));  // rank 1
+  EXPECT_TRUE(absl::IsUnauthenticated((*a)->Verify(t, "j-1", 2, 0)));  // no "Bearer "
   absl::StatusOr<std::unique_ptr<RankTokens>> b = RankTokens::Open(key);
   ASSERT_TRUE(b.ok());
-  EXPECT_EQ((*b)->TokenFor("j-1", 2), t);  // a restarted coordinator accepts running ranks
+  EXPECT_EQ((*b)->TokenFor("j-1", 2, 0), t);  // a restarted coordinator accepts running ranks
 }
 
 }  // namespace

@@ -107,8 +107,8 @@ class Coordinator::Impl {
     jo.step_timeout = o.step_timeout;
     jo.restart_delay = o.heartbeat_grace;
     jo.collective_timeout = o.collective_timeout;
-    jo.rank_token = [this](const std::string& job, int attempt) {
-      return rank_tokens_->TokenFor(job, attempt);
+    jo.rank_token = [this](const std::string& job, int attempt, int rank) {
+      return rank_tokens_->TokenFor(job, attempt, rank);
     };
     jo.latest_checkpoint = [this](const std::string& job) -> std::pair<std::string, int64_t> {
       absl::StatusOr<forge::v1::CheckpointInfo> c = storage_->LatestCheckpoint(job);

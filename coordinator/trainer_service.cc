@@ -20,7 +20,8 @@ std::string Scope(const forge::v1::RankRef& ref) {
 absl::Status TrainerServiceImpl::Authorize(const grpc::ServerContext* ctx,
                                            const forge::v1::RankRef& ref, std::string* tenant,
                                            forge::v1::JobSpec* spec) const {
-  absl::Status s = tokens_->Verify(AuthorizationHeader(*ctx), ref.job_id(), ref.attempt());
+  absl::Status s =
+      tokens_->Verify(AuthorizationHeader(*ctx), ref.job_id(), ref.attempt(), ref.rank());
   if (!s.ok()) {
     FORGE_LOG(WARNING) << "event=rank_token_refused job=" << ref.job_id()
                        << " attempt=" << ref.attempt() << " rank=" << ref.rank();
@@ -55,7 +56,7 @@ grpc::Status TrainerServiceImpl::ReportProgress(grpc::ServerContext* ctx,
                                                 const forge::v1::ProgressReport* req,
                                                 forge::v1::ProgressResponse* resp) {
   if (absl::Status s = tokens_->Verify(AuthorizationHeader(*ctx), req->rank().job_id(),
-                                       req->rank().attempt());
+                                       req->rank().attempt(), req->rank().rank());
       !s.ok()) {
     return ToGrpcStatus(s);
   }
@@ -68,9 +69,25 @@ grpc::Status TrainerServiceImpl::FinishJob(grpc::ServerContext* ctx,
                                            const forge::v1::FinishJobRequest* req,
                                            forge::v1::FinishJobResponse*) {
   if (absl::Status s = tokens_->Verify(AuthorizationHeader(*ctx), req->rank().job_id(),
-                                       req->rank().attempt());
+                                       req->rank().attempt(), req->rank().rank());
       !s.ok()) {
     return ToGrpcStatus(s);
+  }
+  // The final checkpoint must be a committed checkpoint of this job at its last step.
+  std::string tenant;
+  forge::v1::JobSpec spec;
+  if (absl::Status s = jobs_->CheckRank(req->rank(), &tenant, &spec); !s.ok()) {
+    // Not running any more: a retried finish of a job that already succeeded is answered by
+    // Finish itself.
+    if (!jobs_->IsFinished(req->rank().job_id())) return ToGrpcStatus(s);
+  } else {
+    absl::StatusOr<forge::v1::CheckpointInfo> c =
+        storage_->GetCheckpoint(tenant, req->final_checkpoint());
+    if (!c.ok() || c->job_id() != req->rank().job_id() || c->step() != spec.train().steps()) {
+      return ToGrpcStatus(absl::FailedPreconditionError(absl::StrCat(
+          "final_checkpoint ", req->final_checkpoint(), " is not a committed checkpoint of job ",
+          req->rank().job_id(), " at step ", spec.train().steps())));
+    }
   }
   absl::Notification done;
   absl::Status result;
@@ -106,6 +123,14 @@ grpc::Status TrainerServiceImpl::UploadCheckpoint(
       std::max(1, spec.checkpoint().keep_last()), header,
       [reader](forge::v1::CheckpointUpload* m) { return reader->Read(m); },
       [this](const std::string& id) { return jobs_->CheckpointInUse(id); });
+  if (absl::IsAlreadyExists(info.status())) {
+    // Another attempt already committed this step (a failing attempt's upload that landed
+    // late). Same job, same step, same data and seed: the same weights. Use that one.
+    for (const forge::v1::CheckpointInfo& c :
+         storage_->ListCheckpoints(tenant, header.rank().job_id())) {
+      if (c.step() == header.step()) info = c;
+    }
+  }
   if (!info.ok()) {
     FORGE_LOG(WARNING) << "event=checkpoint_refused job=" << header.rank().job_id()
                        << " step=" << header.step() << " error=" << info.status();
@@ -140,8 +165,18 @@ grpc::Status TrainerServiceImpl::FetchCheckpoint(
     grpc::ServerContext* ctx, const forge::v1::FetchCheckpointRequest* req,
     grpc::ServerWriter<forge::v1::FileTransfer>* writer) {
   std::string tenant;
-  if (absl::Status s = Authorize(ctx, req->rank(), &tenant); !s.ok()) return ToGrpcStatus(s);
-  // Any committed checkpoint of the job's tenant: its own (resume) or a base to start from.
+  forge::v1::JobSpec spec;
+  if (absl::Status s = Authorize(ctx, req->rank(), &tenant, &spec); !s.ok()) {
+    return ToGrpcStatus(s);
+  }
+  // The job's own checkpoints (resume) and its base; nothing else of the tenant.
+  absl::StatusOr<forge::v1::CheckpointInfo> c = storage_->GetCheckpoint(tenant, req->checkpoint_id());
+  if (!c.ok() || (c->job_id() != req->rank().job_id() &&
+                  req->checkpoint_id() != spec.base().checkpoint())) {
+    return ToGrpcStatus(absl::NotFoundError(absl::StrCat(
+        "checkpoint ", req->checkpoint_id(), " is neither job ", req->rank().job_id(),
+        "'s own nor its base")));
+  }
   return ToGrpcStatus(storage_->SendCheckpoint(
       tenant, req->checkpoint_id(), {},
       [writer](const forge::v1::FileTransfer& m) { return writer->Write(m); }));

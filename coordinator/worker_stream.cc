@@ -213,6 +213,11 @@ class WorkerStream final : public Reactor {
         const forge::v1::RankLogs& logs = msg.logs();
         const std::string tenant = jobs_->TenantOf(logs.job_id());
         if (tenant.empty() || storage_ == nullptr) return absl::OkStatus();  // unknown job
+        if (!jobs_->WorkerServedJob(logs.job_id(), worker_id_)) {
+          FORGE_LOG(WARNING) << "event=logs_refused worker=" << worker_id_
+                             << " job=" << logs.job_id() << " reason=never_placed_here";
+          return absl::OkStatus();
+        }
         std::string lines;
         const std::string prefix = absl::StrCat("a", logs.attempt(), " r", logs.rank(), " | ");
         for (absl::string_view line : absl::StrSplit(logs.data(), '\n', absl::SkipEmpty())) {

@@ -222,6 +222,25 @@ void WorkerAgent::HeartbeatLoop(Session* s) {
       s->context.TryCancel();
       return;
     }
+    // Heartbeats first: a flood of trainer output must not make this worker look dead.
+    if (now >= next_heartbeat) {
+      next_heartbeat = now + s->heartbeat_interval;
+      mu_.Unlock();
+      bool ok;
+      {
+        // Snapshot under write_mu: a heartbeat written after an AssignmentAck shows that rank.
+        absl::MutexLock write_lock(&s->write_mu);
+        WorkerMessage beat;
+        beat.mutable_heartbeat()->set_seq(++seq);
+        for (forge::v1::RankInfo& r : ranks_.Snapshot()) {
+          *beat.mutable_heartbeat()->add_ranks() = std::move(r);
+        }
+        ok = s->stream->Write(beat);
+      }
+      mu_.Lock();
+      if (!ok) return;  // the Run() thread sees the stream end
+      continue;
+    }
     if (!outbox_.empty()) {
       std::deque<WorkerMessage> batch;
       batch.swap(outbox_);
@@ -239,24 +258,6 @@ void WorkerAgent::HeartbeatLoop(Session* s) {
         }
         return;
       }
-      continue;
-    }
-    if (now >= next_heartbeat) {
-      next_heartbeat = now + s->heartbeat_interval;
-      mu_.Unlock();
-      bool ok;
-      {
-        // Snapshot under write_mu: a heartbeat written after an AssignmentAck shows that rank.
-        absl::MutexLock write_lock(&s->write_mu);
-        WorkerMessage beat;
-        beat.mutable_heartbeat()->set_seq(++seq);
-        for (forge::v1::RankInfo& r : ranks_.Snapshot()) {
-          *beat.mutable_heartbeat()->add_ranks() = std::move(r);
-        }
-        ok = s->stream->Write(beat);
-      }
-      mu_.Lock();
-      if (!ok) return;  // the Run() thread sees the stream end
       continue;
     }
     mu_.AwaitWithDeadline(absl::Condition(&work), std::min(next_heartbeat, silent_deadline));
@@ -342,10 +343,10 @@ void WorkerAgent::HandleAssignment(Session* s, const forge::v1::Assignment& a) {
   Write(s, reply);
   if (accepted.ok() && supervisor_ != nullptr) {
     // After the ack: the coordinator then counts the rank as held while it starts.
+    // Phase first: a trainer that dies at once is reported "exited" after this, not before.
+    ranks_.SetPhase(a.job_id(), a.attempt(), a.rank(), kPhaseStarting);
     absl::Status started = supervisor_->Start(a);
-    if (started.ok()) {
-      ranks_.SetPhase(a.job_id(), a.attempt(), a.rank(), kPhaseStarting);
-    } else {
+    if (!started.ok()) {
       FORGE_LOG(ERROR) << fields << " cannot start the trainer: " << started;
       forge::v1::RankExited e;
       e.set_job_id(a.job_id());

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -30,7 +31,7 @@ TrainerSupervisor::TrainerSupervisor(SupervisorOptions options)
     : options_(std::move(options)), killer_([this] { KillerLoop(); }) {}
 
 TrainerSupervisor::~TrainerSupervisor() {
-  std::vector<std::thread> threads;
+  std::map<Key, std::thread> threads;
   {
     absl::MutexLock lock(&mu_);
     shutdown_ = true;
@@ -39,17 +40,28 @@ TrainerSupervisor::~TrainerSupervisor() {
     }
     threads.swap(threads_);
   }
-  for (std::thread& t : threads) t.join();
+  for (auto& [key, t] : threads) t.join();
   killer_.join();
 }
 
 absl::Status TrainerSupervisor::Start(const forge::v1::Assignment& a) {
   const Key key{a.job_id(), a.attempt(), a.rank()};
+  std::vector<std::thread> finished;
   {
     absl::MutexLock lock(&mu_);
     if (children_.contains(key)) return absl::OkStatus();
     if (shutdown_) return absl::CancelledError("the worker is shutting down");
+    // Reader threads of reaped trainers are done (or about to be): join them here.
+    for (auto it = threads_.begin(); it != threads_.end();) {
+      if (children_[it->first].reaped) {
+        finished.push_back(std::move(it->second));
+        it = threads_.erase(it);
+      } else {
+        ++it;
+      }
+    }
   }
+  for (std::thread& t : finished) t.join();
   const std::string dir = absl::StrCat(options_.work_dir, "/ranks/", a.job_id(), "-a",
                                        a.attempt(), "-r", a.rank());
   RETURN_IF_ERROR(MakeDirs(dir, 0700));
@@ -94,7 +106,7 @@ absl::Status TrainerSupervisor::Start(const forge::v1::Assignment& a) {
                   << " rank=" << a.rank() << " device=" << a.device() << " pid=" << pid;
   absl::MutexLock lock(&mu_);
   children_[key] = Child{pid};
-  threads_.emplace_back([this, key, pid, fd = fds[0]] { Supervise(key, pid, fd); });
+  threads_[key] = std::thread([this, key, pid, fd = fds[0]] { Supervise(key, pid, fd); });
   return absl::OkStatus();
 }
 
@@ -140,6 +152,12 @@ void TrainerSupervisor::Supervise(Key key, pid_t pid, int fd) {
   }
   int code = WIFEXITED(status) ? WEXITSTATUS(status)
                                : (WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 1);
+  // The rank's private directory (its token, data copies, staging) goes with it; its output
+  // already went to the coordinator.
+  std::error_code ec;
+  std::filesystem::remove_all(absl::StrCat(options_.work_dir, "/ranks/", job_id, "-a", attempt,
+                                           "-r", rank),
+                              ec);
   {
     absl::MutexLock lock(&mu_);
     children_[key].reaped = true;

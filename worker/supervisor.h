@@ -72,7 +72,7 @@ class TrainerSupervisor {
 
   mutable absl::Mutex mu_;
   std::map<Key, Child> children_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+  std::map<Key, std::thread> threads_ ABSL_GUARDED_BY(mu_);  // joined once reaped
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   std::thread killer_;  // escalates SIGTERM to SIGKILL after stop_grace
 };

@@ -74,14 +74,24 @@ class ProgressReporter {
   void Loop() {
     absl::MutexLock lock(&mu_);
     while (true) {
-      mu_.Await(absl::Condition(
-          +[](ProgressReporter* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) {
-            return r->done_ || r->pending_.has_value();
-          },
-          this));
+      const bool woken = mu_.AwaitWithTimeout(
+          absl::Condition(
+              +[](ProgressReporter* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) {
+                return r->done_ || r->pending_.has_value();
+              },
+              this),
+          kKeepalive);
+      if (!woken) {
+        // Nothing new for a while (downloading, loading, evaluating, uploading): repeat the
+        // last report so the coordinator's step timeout does not take a busy rank for a
+        // hung one. A stopped process (SIGSTOP) stops this thread too.
+        if (!last_.has_value()) continue;
+        pending_ = *last_;
+      }
       if (!pending_.has_value()) return;  // done
       forge::v1::ProgressReport report = std::move(*pending_);
       pending_.reset();
+      last_ = report;
       sending_ = true;
       mu_.Unlock();
       absl::StatusOr<forge::v1::ProgressResponse> r = client_->ReportProgress(report);
@@ -98,7 +108,9 @@ class ProgressReporter {
 
   TrainerClient* const client_;
   absl::Mutex mu_;
+  static constexpr absl::Duration kKeepalive = absl::Seconds(5);
   std::optional<forge::v1::ProgressReport> pending_ ABSL_GUARDED_BY(mu_);
+  std::optional<forge::v1::ProgressReport> last_ ABSL_GUARDED_BY(mu_);
   bool sending_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<std::string> stop_ ABSL_GUARDED_BY(mu_);
@@ -123,6 +135,10 @@ class CheckpointStreamer {
     trainer.SnapshotInto(&buffer_);
     const absl::Duration copy = absl::Now() - t0;
     const int64_t step = buffer_.step;
+    {
+      absl::MutexLock lock(&mu_);
+      busy_ = true;
+    }
     worker_ = std::thread([this, step, extra = std::move(extra)]() mutable {
       const std::string dir = absl::StrCat(staging_, "/step-", step);
       absl::Status s = engine::WriteCheckpointSnapshot(buffer_, dir, extra);
@@ -137,17 +153,28 @@ class CheckpointStreamer {
                     static_cast<long long>(step), info->id().c_str(),
                     static_cast<long long>(info->bytes()));
         std::fflush(stdout);
-      } else if (error_.ok()) {
-        error_ = info.status();
+      } else {
+        std::printf("checkpoint step %lld failed: %s\n", static_cast<long long>(step),
+                    info.status().ToString().c_str());
+        std::fflush(stdout);
       }
+      status_ = info.status();
+      busy_ = false;
     });
     return copy;
   }
-  // Waits for the upload in flight; returns the first error any upload hit.
+  // Whether an upload is still running (the step loop skips an intermediate checkpoint
+  // rather than stall its peers' next all-reduce behind it).
+  bool busy() {
+    absl::MutexLock lock(&mu_);
+    return busy_;
+  }
+  // Waits for the upload in flight; returns its status (an earlier, failed intermediate
+  // upload does not fail the run: a later checkpoint supersedes it).
   absl::Status Wait() {
     if (worker_.joinable()) worker_.join();
     absl::MutexLock lock(&mu_);
-    return error_;
+    return status_;
   }
   forge::v1::CheckpointInfo last() {
     absl::MutexLock lock(&mu_);
@@ -160,7 +187,8 @@ class CheckpointStreamer {
   std::thread worker_;
   engine::CheckpointSnapshot buffer_;  // owned by worker_ while it runs
   absl::Mutex mu_;
-  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  absl::Status status_ ABSL_GUARDED_BY(mu_);  // of the last upload
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;
   forge::v1::CheckpointInfo last_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -294,7 +322,7 @@ Failure Run(const RankOptions& ro) {
       nlohmann::json j = nlohmann::json::parse(*state, nullptr, false);
       if (!j.is_discarded() && j.contains("state") && j["state"].contains("tokens_per_source")) {
         for (auto& [k, v] : j["state"]["tokens_per_source"].items()) {
-          tokens_per_source[k] = v.get<int64_t>();
+          if (v.is_number_integer()) tokens_per_source[k] = v.get<int64_t>();
         }
       }
     }
@@ -307,6 +335,7 @@ Failure Run(const RankOptions& ro) {
               static_cast<long long>(o.steps), o.grad_accum, o.micro_batch, o.seq_len);
   std::fflush(stdout);
 
+  const int64_t resumed_step = trainer.step();
   const bool leader = a.rank() == 0;
   std::unique_ptr<CheckpointStreamer> streamer;
   if (leader) {
@@ -397,7 +426,10 @@ Failure Run(const RankOptions& ro) {
           return Fail(absl::IsDataLoss(c) ? kExitDiverged : kExitFailed, c);
         }
       }
-      if (leader) {
+      if (leader && !last && streamer->busy()) {
+        std::printf("checkpoint step %lld skipped: the previous one is still uploading\n",
+                    static_cast<long long>(step));
+      } else if (leader) {
         const absl::Time t0 = absl::Now();
         const absl::Duration copy = streamer->Submit(trainer, lineage());
         std::printf("checkpoint step %lld: training paused %.1f ms (snapshot copy %.1f ms); "
@@ -412,22 +444,29 @@ Failure Run(const RankOptions& ro) {
     return Failure{kExitOk, absl::OkStatus()};
   }
   report("checkpointing", trainer.step());
-  if (absl::Status s = streamer->Wait(); !s.ok()) {
-    return Fail(absl::IsFailedPrecondition(s) ? kExitStopped : kExitFailed, s);
-  }
-  const forge::v1::CheckpointInfo final_checkpoint = streamer->last();
-  if (final_checkpoint.step() != trainer.step()) {
-    return Fail(kExitFailed, absl::InternalError("the final checkpoint was not committed"));
+  std::string final_id;
+  if (trainer.step() == resumed_step && !a.resume_checkpoint().empty()) {
+    // The previous attempt committed the last step's checkpoint but did not finish the job.
+    final_id = a.resume_checkpoint();
+  } else {
+    if (absl::Status s = streamer->Wait(); !s.ok()) {
+      return Fail(absl::IsFailedPrecondition(s) ? kExitStopped : kExitFailed, s);
+    }
+    const forge::v1::CheckpointInfo final_checkpoint = streamer->last();
+    if (final_checkpoint.step() != trainer.step()) {
+      return Fail(kExitFailed, absl::InternalError("the final checkpoint was not committed"));
+    }
+    final_id = final_checkpoint.id();
   }
   report("evaluating", trainer.step());
   std::vector<forge::v1::EvalResult> evals = evaluate(trainer.step());
   forge::v1::FinishJobRequest finish;
-  finish.set_final_checkpoint(final_checkpoint.id());
+  finish.set_final_checkpoint(final_id);
   for (auto& e : evals) *finish.add_evals() = std::move(e);
   reporter.Flush();
   if (absl::Status s = client.FinishJob(std::move(finish)); !s.ok()) return Fail(kExitFailed, s);
   std::printf("finished: %lld steps, final checkpoint %s\n",
-              static_cast<long long>(trainer.step()), final_checkpoint.id().c_str());
+              static_cast<long long>(trainer.step()), final_id.c_str());
   return Failure{kExitOk, absl::OkStatus()};
 }
 
