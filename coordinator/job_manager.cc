@@ -212,6 +212,8 @@ void JobManager::Cancel(const Principal& caller, absl::string_view job_id,
   TransitionLocked(e, forge::v1::JOB_STATE_CANCELLED, message,
                    [this, id = e.job.id(), stops = std::move(stops),
                     done = std::move(done)](absl::Status s) {
+                     // The ranks stop either way: memory already freed their devices.
+                     SendAll(stops);
                      if (!s.ok()) return done(absl::UnavailableError(absl::StrCat(
                          "the cancellation could not be stored (", s.message(), "); retry")));
                      Job job;
@@ -219,7 +221,6 @@ void JobManager::Cancel(const Principal& caller, absl::string_view job_id,
                        absl::MutexLock lock(&mu_);
                        job = jobs_.at(id).job;
                      }
-                     SendAll(stops);
                      done(job);
                    });
 }
@@ -300,7 +301,24 @@ bool JobManager::Place(const JobPlacement& placement) {
                   << " ranks=" << placement.ranks.size();
   TransitionLocked(e, forge::v1::JOB_STATE_RUNNING, kPlaced,
                    [this, job_id, attempt](absl::Status s) {
-                     if (!s.ok()) return;  // logged by CommitJobLocked
+                     if (!s.ok()) {
+                       // Never sent: fail the attempt so the job is placed again rather than
+                       // holding its devices with no ranks running.
+                       Outbox outbox;
+                       {
+                         absl::MutexLock lock(&mu_);
+                         auto it = jobs_.find(job_id);
+                         if (it != jobs_.end() && it->second.job.attempt() == attempt &&
+                             it->second.job.state() == forge::v1::JOB_STATE_RUNNING) {
+                           FailAttemptLocked(it->second,
+                                             absl::StrCat("the placement could not be stored (",
+                                                          s.message(), ")"),
+                                             &outbox);
+                         }
+                       }
+                       SendAll(outbox);
+                       return;
+                     }
                      Outbox msgs;
                      {
                        absl::MutexLock lock(&mu_);

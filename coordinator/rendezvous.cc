@@ -31,6 +31,12 @@ absl::Status RendezvousStore::Set(const std::string& scope, const std::string& k
     return absl::ResourceExhaustedError(
         absl::StrCat("rendezvous ", scope, " already holds ", kMaxKeysPerScope, " keys"));
   }
+  const size_t old = s.values.contains(key) ? s.values[key].size() + key.size() : 0;
+  if (s.bytes - old + key.size() + value.size() > kMaxScopeBytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("rendezvous ", scope, " would exceed ", kMaxScopeBytes, " bytes"));
+  }
+  s.bytes = s.bytes - old + key.size() + value.size();
   s.values[key] = std::move(value);
   return absl::OkStatus();
 }
@@ -50,6 +56,13 @@ absl::StatusOr<std::string> RendezvousStore::Get(const std::string& scope, const
   Scope& s = scopes_[scope];
   s.last_used = ++clock_;
   return s.values[key];
+}
+
+void RendezvousStore::DropOtherScopes(const std::string& prefix, const std::string& keep) {
+  absl::MutexLock lock(&mu_);
+  absl::erase_if(scopes_, [&](const auto& kv) {
+    return kv.first != keep && absl::StartsWith(kv.first, prefix);
+  });
 }
 
 void RendezvousStore::DropScopes(const std::string& prefix) {

@@ -3,8 +3,9 @@
 // lives only as long as the ranks are starting; a coordinator restart during one makes the
 // ranks time out and the attempt restart.
 //
-// Bounds: 4,096 keys per scope, 64 KiB per value, 1,024 scopes (the least recently used
-// scope is dropped first; a live rendezvous touches its scope on every call).
+// Bounds: 4,096 keys and 4 MiB per scope, 64 KiB per value, 1,024 scopes (the least
+// recently used scope is dropped first; a live rendezvous touches its scope on every call).
+// A job's older attempts' scopes are dropped when a newer attempt sets a key.
 //
 // Thread safety: thread-safe; Get blocks the calling thread up to its timeout.
 #ifndef FORGE_COORDINATOR_RENDEZVOUS_H_
@@ -26,6 +27,7 @@ class RendezvousStore {
   static constexpr int kMaxKeysPerScope = 4096;
   static constexpr size_t kMaxValueBytes = 64 << 10;
   static constexpr int kMaxScopes = 1024;
+  static constexpr size_t kMaxScopeBytes = 4 << 20;
 
   absl::Status Set(const std::string& scope, const std::string& key, std::string value);
   // DEADLINE_EXCEEDED when the key is not set within `timeout`.
@@ -33,10 +35,13 @@ class RendezvousStore {
                                   absl::Duration timeout);
   // Drops every scope whose name starts with `prefix` (a job's finished attempts).
   void DropScopes(const std::string& prefix);
+  // Drops every scope starting with `prefix` except `keep` (a job's earlier attempts).
+  void DropOtherScopes(const std::string& prefix, const std::string& keep);
 
  private:
   struct Scope {
     absl::flat_hash_map<std::string, std::string> values;
+    size_t bytes = 0;
     int64_t last_used = 0;
   };
   absl::Mutex mu_;

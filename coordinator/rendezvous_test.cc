@@ -35,6 +35,21 @@ TEST(RendezvousStoreTest, RefusesOversizedValuesAndEmptyKeys) {
       store.Set("s", "k", std::string(RendezvousStore::kMaxValueBytes + 1, 'x'))));
 }
 
+TEST(RendezvousStoreTest, ScopeByteCapAndDroppingEarlierAttempts) {
+  RendezvousStore store;
+  const std::string big(RendezvousStore::kMaxValueBytes, 'x');
+  absl::Status s;
+  int i = 0;
+  while ((s = store.Set("j/1", "k" + std::to_string(i++), big)).ok()) {
+  }
+  EXPECT_TRUE(absl::IsResourceExhausted(s)) << s;
+  EXPECT_LE(i, 66);  // 4 MiB / 64 KiB, plus the refused one
+  ASSERT_TRUE(store.Set("j/2", "k", "v").ok());
+  store.DropOtherScopes("j/", "j/2");
+  EXPECT_TRUE(absl::IsDeadlineExceeded(store.Get("j/1", "k0", absl::Milliseconds(1)).status()));
+  EXPECT_TRUE(store.Get("j/2", "k", absl::Milliseconds(1)).ok());
+}
+
 TEST(RankTokensTest, TokenIsScopedToOneAttemptAndSurvivesReopen) {
   char tmpl[] = "/tmp/forge-rank-tokens-XXXXXX";
   const std::string dir = mkdtemp(tmpl);

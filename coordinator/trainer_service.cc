@@ -34,6 +34,8 @@ grpc::Status TrainerServiceImpl::RendezvousSet(grpc::ServerContext* ctx,
                                                const forge::v1::RendezvousSetRequest* req,
                                                forge::v1::RendezvousSetResponse*) {
   if (absl::Status s = Authorize(ctx, req->rank()); !s.ok()) return ToGrpcStatus(s);
+  // This attempt is current: earlier attempts of the job will never rendezvous again.
+  rendezvous_->DropOtherScopes(absl::StrCat(req->rank().job_id(), "/"), Scope(req->rank()));
   return ToGrpcStatus(rendezvous_->Set(Scope(req->rank()), req->key(), req->value()));
 }
 
