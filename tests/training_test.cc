@@ -189,6 +189,11 @@ TEST_F(TrainingTest, TwoRankJobSucceedsWithVerifiedCheckpoints) {
   EXPECT_THAT(logs.out, HasSubstr("a1 r1 | step"));
   EXPECT_THAT(logs.out, HasSubstr("finished: 30 steps"));
 
+  // watch on a finished job prints the outcome and exits 0 for SUCCEEDED.
+  CliResult watch = cluster_.Cli({"watch", id}, tenant_);
+  EXPECT_EQ(watch.exit_code, 0) << watch.err;
+  EXPECT_THAT(watch.out, HasSubstr("SUCCEEDED"));
+
   // Export: safetensors + config.json, verified.
   const std::string out = cluster_.dir() + "/export";
   CliResult ex = cluster_.Cli({"export", job.final_checkpoint(), out}, tenant_);
@@ -258,6 +263,22 @@ TEST_F(TrainingTest, KilledCoordinatorJobStillCompletes) {
   ASSERT_FALSE(cps.empty());
   EXPECT_EQ(cps[0].step(), 300);
   EXPECT_TRUE(engine::VerifyCheckpoint(CheckpointDir(cps[0])).ok());
+}
+
+TEST_F(TrainingTest, CancelStopsTheTrainers) {
+  StartTwoWorkers();
+  const std::string id = Submit(Spec(300, 25));
+  ASSERT_TRUE(WaitFor([&] {
+    forge::v1::Job j = Get(id);
+    return j.progress().step() >= 5 || IsTerminal(j);
+  }, kJobTimeout));
+  ASSERT_EQ(TrainerPids(id).size(), 2u);
+  CliResult r = cluster_.Cli({"cancel", id, "--reason", "test"}, tenant_);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(Get(id).state(), forge::v1::JOB_STATE_CANCELLED);
+  EXPECT_TRUE(WaitFor([&] { return TrainerPids(id).empty(); }, absl::Seconds(10)));
+  CliResult watch = cluster_.Cli({"watch", id}, tenant_);
+  EXPECT_EQ(watch.exit_code, 8) << watch.out << watch.err;  // CANCELLED
 }
 
 TEST_F(TrainingTest, StoppedRankIsCaughtByTimeoutsAndTheJobRecovers) {
