@@ -36,7 +36,7 @@ std::string RanksCell(const JobSpec& spec) {
 std::string MessageCell(const Job& job) {
   if (!job.message().empty()) return OneLine(job.message(), kMaxMessageColumn);
   if (job.state() == forge::v1::JOB_STATE_RUNNING && !job.trainer_attached()) {
-    return "no trainer attached";
+    return "trainers starting";
   }
   if (job.unschedulable()) return "unschedulable on the current fleet";
   return "";

@@ -159,7 +159,7 @@ TEST(JobViewTest, JobsTable) {
   queued->mutable_create_time()->CopyFrom(Ago(absl::Seconds(30)));
   EXPECT_EQ(JobsTable(response, kNow),
             "ID                  NAME         STATE    RANKS   PRIO  AGE  MESSAGE\n"
-            "j-00000000000000a1  acme-expert  RUNNING  2 cpu   10    5m   no trainer attached\n"
+            "j-00000000000000a1  acme-expert  RUNNING  2 cpu   10    5m   trainers starting\n"
             "j-00000000000000b2  big          QUEUED   64 cpu  0     30s  needs 64 cpu devices; "
             "the fleet has 16\n");
 }
