@@ -143,14 +143,15 @@ absl::StatusOr<forge::v1::CheckpointInfo> TrainerClient::UploadCheckpoint(const 
   std::vector<std::string> names;
   for (const auto& f : manifest["files"]) names.push_back(f["name"].get<std::string>());
   names.push_back("MANIFEST.json");
-  std::vector<std::string> contents;
+  // Files are hashed and sent in pieces straight from disk: a checkpoint is never held in
+  // memory whole (the snapshot buffer already is).
   for (const std::string& name : names) {
-    ASSIGN_OR_RETURN(std::string data, ReadFile(dir + "/" + name));
+    int64_t size = 0;
+    ASSIGN_OR_RETURN(std::string sha, Sha256File(dir + "/" + name, &size));
     forge::v1::FileInfo* info = header.add_files();
     info->set_name(name);
-    info->set_size(static_cast<int64_t>(data.size()));
-    info->set_sha256(Sha256Hex(data));
-    contents.push_back(std::move(data));
+    info->set_size(size);
+    info->set_sha256(std::move(sha));
   }
   forge::v1::CheckpointInfo result;
   RETURN_IF_ERROR(Retry("checkpoint upload", [&]() -> absl::Status {
@@ -160,14 +161,26 @@ absl::StatusOr<forge::v1::CheckpointInfo> TrainerClient::UploadCheckpoint(const 
     forge::v1::CheckpointUpload msg;
     *msg.mutable_header() = header;
     bool ok = writer->Write(msg);
-    for (size_t f = 0; ok && f < contents.size(); ++f) {
-      for (size_t off = 0; ok && off < contents[f].size(); off += kChunkBytes) {
-        forge::v1::CheckpointUpload chunk;
-        chunk.mutable_chunk()->set_file(static_cast<int>(f));
-        chunk.mutable_chunk()->set_offset(static_cast<int64_t>(off));
-        chunk.mutable_chunk()->set_data(contents[f].substr(off, kChunkBytes));
-        ok = writer->Write(chunk);
+    std::string buf(kChunkBytes, '\0');
+    for (int f = 0; ok && f < header.files_size(); ++f) {
+      std::FILE* in = std::fopen((dir + "/" + header.files(f).name()).c_str(), "rb");
+      if (in == nullptr) {
+        ctx.TryCancel();
+        writer->Finish();
+        return absl::InternalError(
+            absl::StrCat("cannot read ", dir, "/", header.files(f).name()));
       }
+      int64_t off = 0;
+      size_t n;
+      while (ok && (n = std::fread(buf.data(), 1, buf.size(), in)) > 0) {
+        forge::v1::CheckpointUpload chunk;
+        chunk.mutable_chunk()->set_file(f);
+        chunk.mutable_chunk()->set_offset(off);
+        chunk.mutable_chunk()->set_data(buf.data(), n);
+        ok = writer->Write(chunk);
+        off += static_cast<int64_t>(n);
+      }
+      std::fclose(in);
     }
     writer->WritesDone();
     return FromGrpcStatus(writer->Finish());
