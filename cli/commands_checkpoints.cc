@@ -9,8 +9,8 @@
 #include "cli/catalog_view.h"
 #include "cli/commands.h"
 #include "cli/exit_codes.h"
-#include "cli/file_transfer.h"
 #include "common/crypto.h"
+#include "common/file_transfer.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
 

@@ -5,13 +5,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
-#include <memory>
-
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
 
 namespace forge {
 
@@ -19,35 +13,6 @@ std::string Sha256Hex(absl::string_view data) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
   return HexEncode(absl::string_view(reinterpret_cast<const char*>(digest), sizeof(digest)));
-}
-
-absl::StatusOr<std::string> Sha256File(const std::string& path, int64_t* size) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) {
-    return errno == ENOENT ? absl::NotFoundError(absl::StrCat(path, ": no such file"))
-                           : absl::InternalError(absl::StrCat("cannot open ", path, ": ",
-                                                              std::strerror(errno)));
-  }
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (ctx == nullptr || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
-    std::fclose(f);
-    return absl::InternalError("cannot initialise SHA-256 (OpenSSL)");
-  }
-  std::string buf(1 << 20, '\0');
-  int64_t total = 0;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0) {
-    EVP_DigestUpdate(ctx.get(), buf.data(), n);
-    total += static_cast<int64_t>(n);
-  }
-  const bool failed = std::ferror(f) != 0;
-  std::fclose(f);
-  if (failed) return absl::InternalError(absl::StrCat("cannot read ", path));
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx.get(), digest, &len);
-  if (size != nullptr) *size = total;
-  return HexEncode(absl::string_view(reinterpret_cast<const char*>(digest), len));
 }
 
 absl::StatusOr<std::string> SecureRandomBytes(size_t n) {

@@ -12,10 +12,6 @@ namespace forge {
 // Lower-case hex SHA-256 of `data`.
 std::string Sha256Hex(absl::string_view data);
 
-// Lower-case hex SHA-256 of the file at `path`, read in 1 MiB pieces (memory stays small);
-// *size = its length. NOT_FOUND / INTERNAL naming the path.
-absl::StatusOr<std::string> Sha256File(const std::string& path, int64_t* size);
-
 // `n` bytes from the OS CSPRNG. Fails only if the CSPRNG cannot be seeded.
 absl::StatusOr<std::string> SecureRandomBytes(size_t n);
 

@@ -1,16 +1,9 @@
 #include "worker/trainer/trainer_client.h"
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/crypto.h"
+#include "common/file_transfer.h"
 #include "common/file_util.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
@@ -19,19 +12,9 @@
 namespace forge::trainer {
 namespace {
 
-constexpr size_t kChunkBytes = 1 << 20;
-
 bool Transient(const absl::Status& s) {
   return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsAborted(s) ||
          absl::IsResourceExhausted(s);
-}
-
-absl::Status SyncDir(const std::string& dir) {
-  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return absl::InternalError(absl::StrCat("open ", dir));
-  fsync(fd);
-  close(fd);
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -146,12 +129,11 @@ absl::StatusOr<forge::v1::CheckpointInfo> TrainerClient::UploadCheckpoint(const 
   // Files are hashed and sent in pieces straight from disk: a checkpoint is never held in
   // memory whole (the snapshot buffer already is).
   for (const std::string& name : names) {
-    int64_t size = 0;
-    ASSIGN_OR_RETURN(std::string sha, Sha256File(dir + "/" + name, &size));
+    ASSIGN_OR_RETURN(FileDigest digest, DigestFile(dir + "/" + name));
     forge::v1::FileInfo* info = header.add_files();
     info->set_name(name);
-    info->set_size(size);
-    info->set_sha256(std::move(sha));
+    info->set_size(digest.size);
+    info->set_sha256(std::move(digest.sha256));
   }
   forge::v1::CheckpointInfo result;
   RETURN_IF_ERROR(Retry("checkpoint upload", [&]() -> absl::Status {
@@ -160,27 +142,24 @@ absl::StatusOr<forge::v1::CheckpointInfo> TrainerClient::UploadCheckpoint(const 
     auto writer = stub_->UploadCheckpoint(&ctx, &result);
     forge::v1::CheckpointUpload msg;
     *msg.mutable_header() = header;
-    bool ok = writer->Write(msg);
-    std::string buf(kChunkBytes, '\0');
-    for (int f = 0; ok && f < header.files_size(); ++f) {
-      std::FILE* in = std::fopen((dir + "/" + header.files(f).name()).c_str(), "rb");
-      if (in == nullptr) {
-        ctx.TryCancel();
-        writer->Finish();
-        return absl::InternalError(
-            absl::StrCat("cannot read ", dir, "/", header.files(f).name()));
-      }
-      int64_t off = 0;
-      size_t n;
-      while (ok && (n = std::fread(buf.data(), 1, buf.size(), in)) > 0) {
-        forge::v1::CheckpointUpload chunk;
-        chunk.mutable_chunk()->set_file(f);
-        chunk.mutable_chunk()->set_offset(off);
-        chunk.mutable_chunk()->set_data(buf.data(), n);
-        ok = writer->Write(chunk);
-        off += static_cast<int64_t>(n);
-      }
-      std::fclose(in);
+    absl::Status sent = writer->Write(msg) ? absl::OkStatus()
+                                           : absl::UnavailableError("upload stream closed");
+    for (int f = 0; sent.ok() && f < header.files_size(); ++f) {
+      const forge::v1::FileInfo& info = header.files(f);
+      sent = ForEachChunk(dir + "/" + info.name(), info.size(),
+                          [&](int64_t offset, absl::string_view data) -> absl::Status {
+                            forge::v1::CheckpointUpload chunk;
+                            chunk.mutable_chunk()->set_file(f);
+                            chunk.mutable_chunk()->set_offset(offset);
+                            chunk.mutable_chunk()->set_data(data.data(), data.size());
+                            if (writer->Write(chunk)) return absl::OkStatus();
+                            return absl::UnavailableError("upload stream closed");
+                          });
+    }
+    if (!sent.ok() && !absl::IsUnavailable(sent)) {  // a local file problem, not the stream
+      ctx.TryCancel();
+      writer->Finish();
+      return sent;
     }
     writer->WritesDone();
     return FromGrpcStatus(writer->Finish());
@@ -198,62 +177,33 @@ absl::Status TrainerClient::Download(
     grpc::ClientContext ctx;
     Prepare(&ctx, absl::Minutes(30));
     auto reader = open(&ctx);
+    // Verified temporaries (size and sha256 checked as the data arrives), renamed into place
+    // only when every file is complete.
+    TransferReceiver receiver(dir);
+    absl::Status received;
     forge::v1::FileTransfer msg;
-    std::vector<forge::v1::FileInfo> files;
-    std::vector<std::FILE*> out;
-    std::vector<int64_t> got;
-    std::vector<std::string> hashes_pending;  // hashed after the transfer
-    auto close_all = [&] {
-      for (std::FILE* f : out) {
-        if (f != nullptr) std::fclose(f);
-      }
-      out.clear();
-    };
-    while (reader->Read(&msg)) {
+    bool began = false;
+    while (received.ok() && reader->Read(&msg)) {
       if (msg.has_header()) {
-        files.assign(msg.header().files().begin(), msg.header().files().end());
-        for (const auto& f : files) {
-          if (f.name().find('/') != std::string::npos || f.name() == "." || f.name() == "..") {
-            close_all();
-            return absl::DataLossError(absl::StrCat(what, ": bad file name ", f.name()));
-          }
-          out.push_back(std::fopen((dir + "/" + f.name() + ".part").c_str(), "wb"));
-          if (out.back() == nullptr) {
-            close_all();
-            return absl::InternalError(absl::StrCat("cannot write ", dir, "/", f.name()));
-          }
-          got.push_back(0);
-        }
-        continue;
+        received = began ? absl::DataLossError(absl::StrCat(what, ": a second header"))
+                         : receiver.Begin(msg.header());
+        began = true;
+      } else {
+        received = began ? receiver.Add(msg.chunk())
+                         : absl::DataLossError(absl::StrCat(what, ": a chunk before the header"));
       }
-      const forge::v1::FileChunk& c = msg.chunk();
-      if (c.file() < 0 || c.file() >= static_cast<int>(files.size()) ||
-          c.offset() != got[c.file()]) {
-        close_all();
-        return absl::DataLossError(absl::StrCat(what, ": chunk out of order"));
-      }
-      std::fwrite(c.data().data(), 1, c.data().size(), out[c.file()]);
-      got[c.file()] += static_cast<int64_t>(c.data().size());
     }
-    for (std::FILE* f : out) {
-      std::fflush(f);
-      fsync(fileno(f));
+    if (!received.ok()) {
+      ctx.TryCancel();
+      reader->Finish();
+      return received;
     }
-    close_all();
     RETURN_IF_ERROR(FromGrpcStatus(reader->Finish()));
-    for (size_t i = 0; i < files.size(); ++i) {
-      const std::string part = dir + "/" + files[i].name() + ".part";
-      ASSIGN_OR_RETURN(std::string data, ReadFile(part));
-      if (static_cast<int64_t>(data.size()) != files[i].size() ||
-          Sha256Hex(data) != files[i].sha256()) {
-        return absl::DataLossError(absl::StrCat(what, ": ", files[i].name(),
-                                                " does not match its size/sha256"));
-      }
-      if (std::rename(part.c_str(), (dir + "/" + files[i].name()).c_str()) != 0) {
-        return absl::InternalError(absl::StrCat("rename ", part));
-      }
-    }
-    RETURN_IF_ERROR(SyncDir(dir));
+    if (!began) return absl::DataLossError(absl::StrCat(what, ": no header"));
+    RETURN_IF_ERROR(receiver.Finish());
+    std::vector<std::string> names;
+    for (const forge::v1::FileInfo& f : receiver.files()) names.push_back(f.name());
+    RETURN_IF_ERROR(receiver.Commit(names));
     return WriteFileAtomic(dir + "/.complete", "");
   });
 }

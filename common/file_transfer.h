@@ -1,8 +1,8 @@
 // Files over the coordinator's chunked streams (training.proto FileInfo / FileChunk): digests
 // and chunked reads for uploads, verified temporary files for downloads, and a watchdog that
 // ends a stalled transfer.
-#ifndef FORGE_CLI_FILE_TRANSFER_H_
-#define FORGE_CLI_FILE_TRANSFER_H_
+#ifndef FORGE_COMMON_FILE_TRANSFER_H_
+#define FORGE_COMMON_FILE_TRANSFER_H_
 
 #include <grpcpp/client_context.h>
 
@@ -19,7 +19,7 @@
 #include "absl/time/time.h"
 #include "forge/v1/training.pb.h"
 
-namespace forge::cli {
+namespace forge {
 
 // The largest FileChunk.data the coordinator takes.
 inline constexpr int64_t kChunkBytes = int64_t{1} << 20;
@@ -113,6 +113,6 @@ class IdleWatchdog {
   std::thread thread_;  // last: starts after the members above are set
 };
 
-}  // namespace forge::cli
+}  // namespace forge
 
-#endif  // FORGE_CLI_FILE_TRANSFER_H_
+#endif  // FORGE_COMMON_FILE_TRANSFER_H_

@@ -1,4 +1,4 @@
-#include "cli/file_transfer.h"
+#include "common/file_transfer.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -16,7 +16,7 @@
 #include "common/crypto.h"
 #include "common/file_util.h"
 
-namespace forge::cli {
+namespace forge {
 namespace {
 
 using Sha256Context = std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)>;
@@ -279,4 +279,4 @@ void IdleWatchdog::Run() {
   }
 }
 
-}  // namespace forge::cli
+}  // namespace forge
