@@ -6,6 +6,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 #include "coordinator/service.h"
 
 namespace forge::coordinator {
@@ -17,16 +18,21 @@ std::string Scope(const forge::v1::RankRef& ref) {
 
 }  // namespace
 
-absl::Status TrainerServiceImpl::Authorize(const grpc::ServerContext* ctx,
-                                           const forge::v1::RankRef& ref, std::string* tenant,
-                                           forge::v1::JobSpec* spec) const {
+absl::Status TrainerServiceImpl::Authenticate(const grpc::ServerContext* ctx,
+                                              const forge::v1::RankRef& ref) const {
   absl::Status s =
       tokens_->Verify(AuthorizationHeader(*ctx), ref.job_id(), ref.attempt(), ref.rank());
   if (!s.ok()) {
     FORGE_LOG(WARNING) << "event=rank_token_refused job=" << ref.job_id()
                        << " attempt=" << ref.attempt() << " rank=" << ref.rank();
-    return s;
   }
+  return s;
+}
+
+absl::Status TrainerServiceImpl::Authorize(const grpc::ServerContext* ctx,
+                                           const forge::v1::RankRef& ref, std::string* tenant,
+                                           forge::v1::JobSpec* spec) const {
+  RETURN_IF_ERROR(Authenticate(ctx, ref));
   return jobs_->CheckRank(ref, tenant, spec);
 }
 
@@ -57,11 +63,7 @@ grpc::Status TrainerServiceImpl::RendezvousGet(grpc::ServerContext* ctx,
 grpc::Status TrainerServiceImpl::ReportProgress(grpc::ServerContext* ctx,
                                                 const forge::v1::ProgressReport* req,
                                                 forge::v1::ProgressResponse* resp) {
-  if (absl::Status s = tokens_->Verify(AuthorizationHeader(*ctx), req->rank().job_id(),
-                                       req->rank().attempt(), req->rank().rank());
-      !s.ok()) {
-    return ToGrpcStatus(s);
-  }
+  if (absl::Status s = Authenticate(ctx, req->rank()); !s.ok()) return ToGrpcStatus(s);
   // A stale attempt is answered with stop=true rather than an error: the rank learns why.
   *resp = jobs_->OnProgress(*req);
   return grpc::Status::OK;
@@ -70,11 +72,7 @@ grpc::Status TrainerServiceImpl::ReportProgress(grpc::ServerContext* ctx,
 grpc::Status TrainerServiceImpl::FinishJob(grpc::ServerContext* ctx,
                                            const forge::v1::FinishJobRequest* req,
                                            forge::v1::FinishJobResponse*) {
-  if (absl::Status s = tokens_->Verify(AuthorizationHeader(*ctx), req->rank().job_id(),
-                                       req->rank().attempt(), req->rank().rank());
-      !s.ok()) {
-    return ToGrpcStatus(s);
-  }
+  if (absl::Status s = Authenticate(ctx, req->rank()); !s.ok()) return ToGrpcStatus(s);
   // The final checkpoint must be a committed checkpoint of this job at its last step.
   std::string tenant;
   forge::v1::JobSpec spec;

@@ -42,6 +42,9 @@ class TrainerServiceImpl final : public forge::v1::TrainerService::Service {
                                grpc::ServerWriter<forge::v1::FileTransfer>* writer) override;
 
  private:
+  // The rank token of `ref` (any attempt state: progress and finish answer stale ranks
+  // themselves).
+  absl::Status Authenticate(const grpc::ServerContext* ctx, const forge::v1::RankRef& ref) const;
   // Token, then the job's current attempt. Fills the job's tenant and spec.
   absl::Status Authorize(const grpc::ServerContext* ctx, const forge::v1::RankRef& ref,
                          std::string* tenant = nullptr, forge::v1::JobSpec* spec = nullptr) const;
