@@ -105,7 +105,7 @@ absl::Status TrainerSupervisor::Start(const forge::v1::Assignment& a) {
   FORGE_LOG(INFO) << "event=trainer_started job=" << a.job_id() << " attempt=" << a.attempt()
                   << " rank=" << a.rank() << " device=" << a.device() << " pid=" << pid;
   absl::MutexLock lock(&mu_);
-  children_[key] = Child{pid};
+  children_[key].pid = pid;
   threads_[key] = std::thread([this, key, pid, fd = fds[0]] { Supervise(key, pid, fd); });
   return absl::OkStatus();
 }
@@ -205,13 +205,6 @@ void TrainerSupervisor::KillerLoop() {
       }
     }
   }
-}
-
-int TrainerSupervisor::Running() const {
-  absl::MutexLock lock(&mu_);
-  int n = 0;
-  for (const auto& [key, c] : children_) n += c.reaped ? 0 : 1;
-  return n;
 }
 
 }  // namespace forge::worker

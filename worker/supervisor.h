@@ -53,8 +53,6 @@ class TrainerSupervisor {
   absl::Status Start(const forge::v1::Assignment& assignment);
   // Stops the trainers of `job_id` with attempt <= `attempt` (SIGTERM, SIGKILL after grace).
   void Stop(const std::string& job_id, int32_t attempt);
-  // Number of trainer processes not yet reaped.
-  int Running() const;
 
  private:
   using Key = std::tuple<std::string, int32_t, int32_t>;  // (job, attempt, rank)
