@@ -533,7 +533,6 @@ void JobManager::FailAttemptLocked(Entry& e, std::string why, Outbox* outbox) {
   outbox->insert(outbox->end(), stops.begin(), stops.end());
   if (e.job.placement_size() > 0 && e.job.attempt() > 0) {
     EndAttemptLocked(e, why);
-    e.failed_at = clock_->Now();
   }
   e.job.clear_placement();
   e.ranks.clear();

@@ -159,7 +159,6 @@ class JobManager {
     absl::Time queued_since;        // when it last became pending
     std::vector<RankRuntime> ranks;  // per rank of the current placement (memory only)
     absl::Time last_progress_commit;  // rank 0's progress last written to the job row
-    absl::Time failed_at;             // when the previous attempt failed (recover time)
     bool finish_committed = false;    // SUCCEEDED is durable (a retried finish may be acked)
   };
 

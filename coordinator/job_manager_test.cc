@@ -328,7 +328,7 @@ TEST_F(JobManagerTest, ProgressFinishAndMetrics) {
   cp.set_job_id(id);
   cp.set_step(5);
   jobs_->OnCheckpointCommitted(cp);
-  EXPECT_TRUE(jobs_->CheckpointInUse("c-9") == false);
+  EXPECT_EQ(Get(id).progress().last_checkpoint_step(), 5);
 
   // Only rank 0 of the running attempt may finish the job.
   forge::v1::FinishJobRequest finish;
@@ -380,6 +380,17 @@ TEST_F(JobManagerTest, RankFailureRestartsAndRecordsLostSteps) {
   ASSERT_EQ(job.attempts_size(), 1);
   EXPECT_EQ(job.attempts(0).last_step(), 12);
   EXPECT_EQ(job.attempts(0).lost_steps(), 2);
+
+  // The next attempt's recovery time runs from the failure to its first step.
+  clock_.Advance(absl::Seconds(7));
+  Place(id, {"wa", "wc"});
+  job = Get(id);
+  ASSERT_EQ(job.attempt(), 2);
+  clock_.Advance(absl::Seconds(2));
+  jobs_->OnProgress(Report(job, 0, 11));
+  job = Get(id);
+  ASSERT_EQ(job.attempts_size(), 2);
+  EXPECT_DOUBLE_EQ(job.attempts(1).recover_seconds(), 9);
 }
 
 TEST_F(JobManagerTest, DivergedReplicasFailTheJobWithoutRestart) {

@@ -72,8 +72,12 @@ forge::v1::ProgressResponse JobManager::OnProgress(const forge::v1::ProgressRepo
 
   forge::v1::JobAttempt* attempt = CurrentAttempt(e);
   const bool first_step = attempt->last_step() == 0 && report.step() > attempt->resumed_from_step();
-  if (first_step && e.job.attempt() > 1 && e.failed_at != absl::Time()) {
-    attempt->set_recover_seconds(absl::ToDoubleSeconds(now - e.failed_at));
+  // Recovery time: from the end of the previous attempt (durable, so it survives a
+  // coordinator restart) to this attempt's first step.
+  const int n = e.job.attempts_size();
+  if (first_step && n >= 2 && e.job.attempts(n - 2).has_end_time()) {
+    attempt->set_recover_seconds(
+        absl::ToDoubleSeconds(now - FromProtoTime(e.job.attempts(n - 2).end_time())));
   }
   if (report.step() > attempt->resumed_from_step()) attempt->set_last_step(report.step());
 
