@@ -232,7 +232,7 @@ void Trainer::SnapshotInto(CheckpointSnapshot* out) const {
                           std::pair{&out->adam_v, adamw_->v()}}) {
     // resize() would zero-fill a fresh buffer first: a wasted pass over memory.
     if (dst->size() != n) *dst = std::vector<float>(src, src + n);
-    else std::memcpy(dst->data(), src, n * sizeof(float));
+    else std::copy(src, src + n, dst->data());  // memcpy; GCC 12 misreads its size (-Wrestrict)
   }
   out->trainer_state = TrainerStateJson();
 }
@@ -270,7 +270,7 @@ absl::Status Trainer::CheckReplicasAgree() {
   return absl::OkStatus();
 }
 
-absl::Status Trainer::LoadCheckpoint(const std::string& dir) {
+absl::Status Trainer::LoadCheckpoint(const std::string& dir, nlohmann::json* extra) {
   ASSIGN_OR_RETURN(LoadedCheckpoint ckpt, forge::engine::LoadCheckpoint(dir));
   const nlohmann::json* trainer = nullptr;
   if (ckpt.state.is_object() && ckpt.state.contains("trainer")) trainer = &ckpt.state["trainer"];
@@ -339,6 +339,10 @@ absl::Status Trainer::LoadCheckpoint(const std::string& dir) {
   }
   adamw_->set_step((*trainer)["adamw_step"].get<int64_t>());
   step_ = ckpt.step;
+  if (extra != nullptr) {
+    *extra = std::move(ckpt.state);
+    extra->erase("trainer");
+  }
   return absl::OkStatus();
 }
 

@@ -112,7 +112,9 @@ class Trainer {
   absl::Status SaveCheckpoint(const std::string& dir, const nlohmann::json& extra = {}) const;
   // Restores a checkpoint written by a trainer with the same shape, seed, mixture and world
   // size (by any of its ranks); refuses a mismatch naming what differs. Not collective.
-  absl::Status LoadCheckpoint(const std::string& dir);
+  // When `extra` is given it receives the `extra` object SaveCheckpoint stored (lineage,
+  // counters), without our own fields.
+  absl::Status LoadCheckpoint(const std::string& dir, nlohmann::json* extra = nullptr);
 
   // 64-bit checksum of the parameter bytes (ParamBytesChecksum).
   uint64_t ParamChecksum() const;

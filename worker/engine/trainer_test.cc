@@ -150,7 +150,9 @@ TEST_F(TrainerTest, ResumeFromCheckpointIsBitIdentical) {
     ASSERT_TRUE(first_half->SaveCheckpoint(ckpt, {{"lineage", {{"parent", nullptr}}}}).ok());
   }
   auto resumed = *Trainer::Create(Options());  // a fresh process, in effect
-  ASSERT_TRUE(resumed->LoadCheckpoint(ckpt).ok());
+  nlohmann::json extra;
+  ASSERT_TRUE(resumed->LoadCheckpoint(ckpt, &extra).ok());
+  EXPECT_EQ(extra, nlohmann::json({{"lineage", {{"parent", nullptr}}}}));  // ours, exactly
   EXPECT_EQ(resumed->step(), 4);
   for (int i = 4; i < 8; ++i) {
     absl::StatusOr<StepStats> s = resumed->Step();
@@ -322,7 +324,9 @@ TEST_F(TrainerTwoRankTest, ResumeIsBitIdenticalWithTwoRanks) {
   RunRanks(2, [&](int r, Communicator* comm) {
     auto t = *Trainer::Create(RankOptions(2, r, comm));
     for (int i = 0; i < 4; ++i) ASSERT_TRUE(t->Step().ok());
-    if (r == 0) ASSERT_TRUE(t->SaveCheckpoint(ckpt).ok());
+    if (r == 0) {
+      ASSERT_TRUE(t->SaveCheckpoint(ckpt).ok());
+    }
   });
   std::vector<std::string> resumed(2);
   RunRanks(2, [&](int r, Communicator* comm) {  // new processes, in effect

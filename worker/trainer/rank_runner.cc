@@ -125,12 +125,14 @@ class CheckpointStreamer {
  public:
   CheckpointStreamer(TrainerClient* client, std::string staging_dir)
       : client_(client), staging_(std::move(staging_dir)) {}
-  ~CheckpointStreamer() { Wait(); }
+  // An upload still running finishes first (its outcome was already printed).
+  ~CheckpointStreamer() { Wait().IgnoreError(); }
 
   // Waits for the previous upload, then copies the trainer's state (the blocking part) and
   // starts writing + uploading it. Returns the time spent copying.
   absl::Duration Submit(const engine::Trainer& trainer, nlohmann::json extra) {
-    Wait();
+    // A failed intermediate upload was printed; the next checkpoint supersedes it.
+    Wait().IgnoreError();
     const absl::Time t0 = absl::Now();
     trainer.SnapshotInto(&buffer_);
     const absl::Duration copy = absl::Now() - t0;
@@ -317,13 +319,13 @@ Failure Run(const RankOptions& ro) {
     if (absl::Status s = client.FetchCheckpoint(a.resume_checkpoint(), dir); !s.ok()) {
       return Fail(kExitFailed, s);
     }
-    if (absl::Status s = trainer.LoadCheckpoint(dir); !s.ok()) return Fail(kExitInvalid, s);
-    if (absl::StatusOr<std::string> state = ReadFile(dir + "/trainer_state.json"); state.ok()) {
-      nlohmann::json j = nlohmann::json::parse(*state, nullptr, false);
-      if (!j.is_discarded() && j.contains("state") && j["state"].contains("tokens_per_source")) {
-        for (auto& [k, v] : j["state"]["tokens_per_source"].items()) {
-          if (v.is_number_integer()) tokens_per_source[k] = v.get<int64_t>();
-        }
+    nlohmann::json saved;  // what lineage() stored
+    if (absl::Status s = trainer.LoadCheckpoint(dir, &saved); !s.ok()) {
+      return Fail(kExitInvalid, s);
+    }
+    if (saved.contains("tokens_per_source") && saved["tokens_per_source"].is_object()) {
+      for (auto& [k, v] : saved["tokens_per_source"].items()) {
+        if (v.is_number_integer()) tokens_per_source[k] = v.get<int64_t>();
       }
     }
     std::printf("resumed from checkpoint %s at step %lld\n", a.resume_checkpoint().c_str(),
