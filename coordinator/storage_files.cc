@@ -189,6 +189,11 @@ int FindFile(const Files& files, absl::string_view name) {
   return -1;
 }
 
+bool SameModel(const Files& a, const Files& b) {
+  const int i = FindFile(a, "model.safetensors"), j = FindFile(b, "model.safetensors");
+  return i >= 0 && j >= 0 && a[i].size() == b[j].size() && a[i].sha256() == b[j].sha256();
+}
+
 bool SameFiles(const Files& a, const Files& b) {
   if (a.size() != b.size()) return false;
   for (const FileInfo& f : a) {

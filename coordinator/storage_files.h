@@ -90,6 +90,8 @@ int FindFile(const Files& files, absl::string_view name);
 
 // Whether `a` and `b` announce the same files (name, size, sha256), in any order.
 bool SameFiles(const Files& a, const Files& b);
+// Both lists hold a model.safetensors with the same size and sha256.
+bool SameModel(const Files& a, const Files& b);
 
 // --- Receiving --------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ using storage::ReadAt;
 using storage::ReceiveChunks;
 using storage::RemoveTree;
 using storage::SameFiles;
+using storage::SameModel;
 using storage::SendDatasetFiles;
 using storage::SendFiles;
 using storage::UploadWriter;
@@ -386,12 +387,16 @@ absl::StatusOr<CheckpointInfo> StorageGateway::Impl::ReceiveCheckpoint(
     if (auto job = steps_.find(job_id); job != steps_.end()) {
       if (auto s = job->second.find(header.step()); s != job->second.end()) {
         const CheckpointInfo& existing = checkpoints_.at(s->second);
-        if (existing.tenant() == tenant && SameFiles(existing.files(), header.files())) {
-          return existing;  // a retry of an upload whose answer was lost
+        // A step is checkpointed once. The same upload again (its answer was lost), or the
+        // same step from a later attempt of the job (a restart replays it bit for bit: same
+        // weights, other lineage), gets the committed checkpoint back.
+        if (existing.tenant() == tenant && (SameFiles(existing.files(), header.files()) ||
+                                            SameModel(existing.files(), header.files()))) {
+          return existing;
         }
         return absl::AlreadyExistsError(absl::StrCat(
             "job ", job_id, " already has a committed checkpoint at step ", header.step(), " (",
-            existing.id(), ") with different files; a step is checkpointed once"));
+            existing.id(), ") with different weights; a step is checkpointed once"));
       }
     }
     if (!checkpoints_in_flight_.insert(key).second) {

@@ -73,7 +73,10 @@ class StorageGateway {
                            const WriteTransfer& write) const;
 
   // --- Checkpoints ------------------------------------------------------------------------
-  // Receives one checkpoint of `job_id` (owned by `tenant`) uploaded by `attempt`.
+  // Receives one checkpoint of `job_id` (owned by `tenant`) uploaded by `attempt`. A step is
+  // checkpointed once: an upload of a committed step with the same model.safetensors (a lost
+  // answer retried, or a restarted attempt replaying the step) returns the committed entry;
+  // different weights are ALREADY_EXISTS.
   // keep_last: the job's retention. `in_use`: checkpoint ids that must not be deleted.
   absl::StatusOr<forge::v1::CheckpointInfo> ReceiveCheckpoint(
       const std::string& tenant, const std::string& job_id, int32_t attempt, int keep_last,

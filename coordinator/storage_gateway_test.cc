@@ -95,12 +95,9 @@ CheckpointHeader CHeader(int64_t step, const Upload& u) {
 }
 
 // A fake checkpoint: three data files and a MANIFEST.json in the trainer's format.
-std::map<std::string, std::string> FakeCheckpoint(int64_t step) {
-  std::map<std::string, std::string> files = {
-      {"model.safetensors", absl::StrCat("model weights at step ", step, std::string(300, 'm'))},
-      {"optimizer.safetensors", absl::StrCat("adam moments ", step)},
-      {"trainer_state.json", absl::StrCat("{\"step\":", step, "}")},
-  };
+// Adds MANIFEST.json listing every other file.
+std::map<std::string, std::string> WithManifest(std::map<std::string, std::string> files) {
+  files.erase("MANIFEST.json");
   nlohmann::json list = nlohmann::json::array();
   for (const auto& [name, data] : files) {
     list.push_back({{"name", name}, {"bytes", data.size()}, {"sha256", Sha256Hex(data)}});
@@ -110,6 +107,14 @@ std::map<std::string, std::string> FakeCheckpoint(int64_t step) {
   manifest["manifest_sha256"] = Sha256Hex(manifest.dump());
   files["MANIFEST.json"] = manifest.dump() + "\n";
   return files;
+}
+
+std::map<std::string, std::string> FakeCheckpoint(int64_t step) {
+  return WithManifest({
+      {"model.safetensors", absl::StrCat("model weights at step ", step, std::string(300, 'm'))},
+      {"optimizer.safetensors", absl::StrCat("adam moments ", step)},
+      {"trainer_state.json", absl::StrCat("{\"step\":", step, "}")},
+  });
 }
 
 // Collects a download into file name -> bytes, checking offsets and the announced sha256.
@@ -425,6 +430,27 @@ TEST_F(StorageGatewayTest, CheckpointReceiveListsRowAndPlacesFiles) {
   absl::StatusOr<CheckpointInfo> again = Commit("j-1", 200);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->id(), c->id());
+
+  // A later attempt replaying the step: same weights, other lineage -> the committed one.
+  std::map<std::string, std::string> replay = FakeCheckpoint(200);
+  replay["trainer_state.json"] = "{\"step\":200,\"attempt\":2}";
+  Upload r = MakeUpload(WithManifest(replay));
+  absl::StatusOr<CheckpointInfo> replayed = gateway_->ReceiveCheckpoint(
+      "acme", "j-1", 2, 0, CHeader(200, r), Feed<CheckpointUpload>(r.chunks), nullptr);
+  ASSERT_TRUE(replayed.ok()) << replayed.status();
+  EXPECT_EQ(replayed->id(), c->id());
+  EXPECT_EQ(replayed->attempt(), 1);
+
+  // Different weights at a committed step: refused, nothing replaced.
+  std::map<std::string, std::string> other = FakeCheckpoint(200);
+  other["model.safetensors"] += "diverged";
+  Upload o = MakeUpload(WithManifest(other));
+  absl::Status refused = gateway_
+                             ->ReceiveCheckpoint("acme", "j-1", 2, 0, CHeader(200, o),
+                                                 Feed<CheckpointUpload>(o.chunks), nullptr)
+                             .status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kAlreadyExists) << refused;
+  EXPECT_EQ(gateway_->ListCheckpoints("acme", "j-1").size(), 1u);
 }
 
 TEST_F(StorageGatewayTest, CheckpointManifestMustAgreeWithTheFiles) {

@@ -123,14 +123,6 @@ grpc::Status TrainerServiceImpl::UploadCheckpoint(
       std::max(1, spec.checkpoint().keep_last()), header,
       [reader](forge::v1::CheckpointUpload* m) { return reader->Read(m); },
       [this](const std::string& id) { return jobs_->CheckpointInUse(id); });
-  if (absl::IsAlreadyExists(info.status())) {
-    // Another attempt already committed this step (a failing attempt's upload that landed
-    // late). Same job, same step, same data and seed: the same weights. Use that one.
-    for (const forge::v1::CheckpointInfo& c :
-         storage_->ListCheckpoints(tenant, header.rank().job_id())) {
-      if (c.step() == header.step()) info = c;
-    }
-  }
   if (!info.ok()) {
     FORGE_LOG(WARNING) << "event=checkpoint_refused job=" << header.rank().job_id()
                        << " step=" << header.step() << " error=" << info.status();
