@@ -183,7 +183,9 @@ TEST_F(TrainingTest, TwoRankJobSucceedsWithVerifiedCheckpoints) {
   ASSERT_TRUE(jobs_->GetJobMetrics(&ctx, mreq, &metrics).ok());
   EXPECT_GE(metrics.points_size(), 5);
   EXPECT_LE(metrics.points_size(), 30);
-  CliResult logs = cluster_.Cli({"logs", id}, tenant_);
+  // -f: the last lines reach the coordinator just after the job is SUCCEEDED; follow until
+  // the coordinator says the log is complete.
+  CliResult logs = cluster_.Cli({"logs", id, "-f"}, tenant_);
   EXPECT_EQ(logs.exit_code, 0) << logs.err;
   EXPECT_THAT(logs.out, HasSubstr("a1 r0 | step"));
   EXPECT_THAT(logs.out, HasSubstr("a1 r1 | step"));
