@@ -90,10 +90,10 @@ int Run() {
     CheckpointSnapshot keep;
     for (int i = 0; i < repeats; ++i) {
       auto start = Clock::now();
-      CheckpointSnapshot snap = (*t)->Snapshot();
+      CheckpointSnapshot snap = *(*t)->Snapshot();
       fresh.push_back(Since(start));
       start = Clock::now();
-      (*t)->SnapshotInto(&keep);
+      if (!(*t)->SnapshotInto(&keep).ok()) return 1;
       if (i > 0) reused.push_back(Since(start));  // the first call allocates
     }
     if (reused.empty()) reused.push_back(0);

@@ -7,7 +7,7 @@
 
 namespace forge::engine {
 
-absl::StatusOr<EvalResult> EvaluateHeldOut(Gpt<float>& model, const Dataset& data, int seq_len,
+absl::StatusOr<EvalResult> EvaluateHeldOut(ModelBackend& model, const Dataset& data, int seq_len,
                                            int batch, int64_t max_tokens) {
   const std::vector<int64_t>& docs = data.Documents(Split::kHeldOut);
   if (docs.empty()) {
@@ -17,13 +17,14 @@ absl::StatusOr<EvalResult> EvaluateHeldOut(Gpt<float>& model, const Dataset& dat
   EvalResult result;
   std::vector<int32_t> tokens(static_cast<size_t>(batch) * seq_len, 0);
   std::vector<int32_t> targets(tokens.size(), -1);
+  std::vector<float> losses(tokens.size());
   int rows = 0;
   double loss_sum = 0;
   auto flush = [&]() -> absl::Status {
     if (rows == 0) return absl::OkStatus();
-    ASSIGN_OR_RETURN(float mean, model.Forward(tokens.data(), targets.data(), rows, seq_len));
-    (void)mean;  // summed per token below, so the mean over all windows is exact
-    const float* losses = model.losses();
+    // Summed per token, so the mean over all windows is exact.
+    RETURN_IF_ERROR(model.ForwardLosses(tokens.data(), targets.data(), rows, seq_len,
+                                        losses.data()));
     for (size_t i = 0; i < static_cast<size_t>(rows) * seq_len; ++i) loss_sum += losses[i];
     std::fill(tokens.begin(), tokens.end(), 0);
     std::fill(targets.begin(), targets.end(), -1);

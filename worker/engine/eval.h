@@ -6,7 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/dataset.h"
-#include "worker/engine/gpt.h"
+#include "worker/engine/model_backend.h"
 
 namespace forge::engine {
 
@@ -17,12 +17,12 @@ struct EvalResult {
   int64_t documents = 0;     // held-out documents read
 };
 
-// Runs `model` over the held-out documents of `data`, each document on its own (positions
+// Runs `model` (forward only; its gradients are untouched) over the held-out documents of `data`, each document on its own (positions
 // restart at 0; a document longer than seq_len + 1 is read in windows that overlap by one
 // token so that every token after the first is predicted exactly once). At most
 // `max_tokens` predicted tokens (0 = all). Deterministic. FAILED_PRECONDITION when the
 // split is empty.
-absl::StatusOr<EvalResult> EvaluateHeldOut(Gpt<float>& model, const Dataset& data, int seq_len,
+absl::StatusOr<EvalResult> EvaluateHeldOut(ModelBackend& model, const Dataset& data, int seq_len,
                                            int batch, int64_t max_tokens = 0);
 
 }  // namespace forge::engine

@@ -80,7 +80,7 @@ absl::Status Run() {
                 static_cast<long long>(trainer->step()));
   }
   std::printf("model %s: %zu parameters; %d sources; %lld steps of %d x %d x %d tokens\n",
-              absl::GetFlag(FLAGS_preset).c_str(), trainer->model().num_params(),
+              absl::GetFlag(FLAGS_preset).c_str(), trainer->backend().num_params(),
               static_cast<int>(o.sources.size()), static_cast<long long>(o.steps), o.grad_accum,
               o.micro_batch, o.seq_len);
   const std::string ckpt_dir = absl::GetFlag(FLAGS_checkpoint_dir);
@@ -98,7 +98,7 @@ absl::Status Run() {
     }
   }
   for (size_t i = 0; i < datasets.size(); ++i) {
-    absl::StatusOr<EvalResult> r = EvaluateHeldOut(trainer->model(), *datasets[i], o.seq_len,
+    absl::StatusOr<EvalResult> r = EvaluateHeldOut(trainer->backend(), *datasets[i], o.seq_len,
                                                    o.micro_batch, absl::GetFlag(FLAGS_eval_tokens));
     if (!r.ok()) {
       std::printf("eval %s: %s\n", o.sources[i].name.c_str(), std::string(r.status().message()).c_str());

@@ -10,7 +10,6 @@
 #include "common/status_macros.h"
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/communicator.h"
-#include "worker/engine/grad_clip.h"
 #include "worker/engine/sampler_state.h"
 
 namespace forge::engine {
@@ -85,12 +84,18 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainerOptions options)
   }
   auto t = std::unique_ptr<Trainer>(new Trainer(std::move(options)));
   const TrainerOptions& o = t->options_;
-  t->pool_ = std::make_unique<ThreadPool>(o.threads);
-  ASSIGN_OR_RETURN(Gpt<float> model,
-                   Gpt<float>::Create(o.shape, o.micro_batch, o.seq_len, t->pool_.get()));
-  t->model_ = std::make_unique<Gpt<float>>(std::move(model));
-  t->model_->InitRandom(o.seed);
-  t->adamw_ = std::make_unique<AdamW>(t->model_->Parameters(), o.adamw);
+  BackendConfig bc;
+  bc.shape = o.shape;
+  bc.max_batch = o.micro_batch;
+  bc.max_seq = o.seq_len;
+  bc.adamw = o.adamw;
+  bc.world_size = o.world_size;
+  bc.rank = o.rank;
+  bc.threads = o.threads;
+  bc.communicator = o.communicator;
+  bc.grad_bucket_bytes = o.grad_bucket_bytes;
+  ASSIGN_OR_RETURN(t->backend_, o.make_backend ? o.make_backend(bc) : CreateCpuBackend(bc));
+  RETURN_IF_ERROR(t->backend_->InitRandom(o.seed));
 
   MixtureOptions mo;
   mo.schedule = o.schedule;
@@ -147,16 +152,6 @@ absl::StatusOr<double> Trainer::ExchangeLossAndCursors(double local_loss) {
   return (static_cast<double>(exchange_[0]) + static_cast<double>(exchange_[1])) / world;
 }
 
-absl::Status Trainer::AllReduceGrads() {
-  const size_t n = model_->num_params();
-  const size_t bucket = std::max<size_t>(1, options_.grad_bucket_bytes / sizeof(float));
-  float* g = model_->grads();
-  for (size_t off = 0; off < n; off += bucket) {
-    RETURN_IF_ERROR(options_.communicator->AllReduceSum(g + off, std::min(bucket, n - off)));
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<StepStats> Trainer::Step() {
   if (step_ >= options_.steps) {
     return absl::FailedPreconditionError(
@@ -179,29 +174,29 @@ absl::StatusOr<StepStats> Trainer::Step() {
     }
   }
 
-  model_->ZeroGrad();
+  RETURN_IF_ERROR(backend_->ZeroGrad());
   const size_t micro_tokens = static_cast<size_t>(options_.micro_batch) * options_.seq_len;
   double loss_sum = 0;
   for (int m = 0; m < options_.grad_accum; ++m) {
-    ASSIGN_OR_RETURN(float loss, model_->Forward(inputs_.data() + m * micro_tokens,
-                                                 targets_.data() + m * micro_tokens,
-                                                 options_.micro_batch, options_.seq_len));
+    ASSIGN_OR_RETURN(double loss,
+                     backend_->ForwardBackward(inputs_.data() + m * micro_tokens,
+                                               targets_.data() + m * micro_tokens,
+                                               options_.micro_batch, options_.seq_len,
+                                               /*last_micro_batch=*/m + 1 == options_.grad_accum));
     loss_sum += loss;
-    RETURN_IF_ERROR(model_->Backward());
   }
-  const size_t n = model_->num_params();
   stats.loss = loss_sum / options_.grad_accum;
   if (options_.world_size > 1) {
-    RETURN_IF_ERROR(AllReduceGrads());
+    RETURN_IF_ERROR(backend_->FinishGradients());
     ASSIGN_OR_RETURN(stats.loss, ExchangeLossAndCursors(stats.loss));
   } else {
     all_samplers_[0] = sampler_->state();
   }
   const int divisor = options_.grad_accum * options_.world_size;
-  if (divisor > 1) ScaleGrads(model_->grads(), n, 1.0f / divisor, *pool_);
-  stats.grad_norm = ClipGradNorm(model_->grads(), n, options_.grad_clip, *pool_);
   stats.lr = LearningRate(step_, options_.lr);
-  adamw_->Step(model_->params(), model_->grads(), static_cast<float>(stats.lr), *pool_);
+  ASSIGN_OR_RETURN(stats.grad_norm,
+                   backend_->OptimizerStep(1.0f / divisor, options_.grad_clip,
+                                           static_cast<float>(stats.lr)));
   ++step_;
 
   stats.tokens = static_cast<int64_t>(inputs_.size());
@@ -216,46 +211,48 @@ nlohmann::json Trainer::TrainerStateJson() const {
   for (const SamplerState& st : all_samplers_) samplers.push_back(SamplerStateToJson(st));
   return {{"version", kStateVersion},
           {"step", step_},
-          {"adamw_step", adamw_->step()},
+          {"adamw_step", backend_->optimizer_step()},
           {"run", RunIdentity(options_)},
           {"sampler", SamplerStateToJson(all_samplers_[0])},  // version 1 readers: rank 0
           {"samplers", std::move(samplers)}};
 }
 
-void Trainer::SnapshotInto(CheckpointSnapshot* out) const {
-  const size_t n = model_->num_params();
+absl::Status Trainer::SnapshotInto(CheckpointSnapshot* out) const {
+  const size_t n = backend_->num_params();
+  // Sized once: a training loop that reuses its snapshot pays only the copy after the first.
+  for (std::vector<float>* dst : {&out->params, &out->adam_m, &out->adam_v}) dst->resize(n);
+  RETURN_IF_ERROR(
+      backend_->CopyState(out->params.data(), out->adam_m.data(), out->adam_v.data()));
   out->step = step_;
   out->shape = options_.shape;
-  out->tensors = model_->Parameters();
-  for (auto [dst, src] : {std::pair{&out->params, model_->params()},
-                          std::pair{&out->adam_m, adamw_->m()},
-                          std::pair{&out->adam_v, adamw_->v()}}) {
-    // resize() would zero-fill a fresh buffer first: a wasted pass over memory.
-    if (dst->size() != n) *dst = std::vector<float>(src, src + n);
-    else std::copy(src, src + n, dst->data());  // memcpy; GCC 12 misreads its size (-Wrestrict)
-  }
+  out->tensors = backend_->Parameters();
   out->trainer_state = TrainerStateJson();
+  return absl::OkStatus();
 }
 
-CheckpointSnapshot Trainer::Snapshot() const {
+absl::StatusOr<CheckpointSnapshot> Trainer::Snapshot() const {
   CheckpointSnapshot out;
-  SnapshotInto(&out);
+  RETURN_IF_ERROR(SnapshotInto(&out));
   return out;
 }
 
 absl::Status Trainer::SaveCheckpoint(const std::string& dir, const nlohmann::json& extra) const {
-  return WriteCheckpointSnapshot(Snapshot(), dir, extra);
+  ASSIGN_OR_RETURN(CheckpointSnapshot snapshot, Snapshot());
+  return WriteCheckpointSnapshot(snapshot, dir, extra);
 }
 
-uint64_t Trainer::ParamChecksum() const {
-  return ParamBytesChecksum(model_->params(), model_->num_params());
+absl::StatusOr<uint64_t> Trainer::ParamChecksum() const {
+  std::vector<float> params(backend_->num_params());
+  RETURN_IF_ERROR(backend_->CopyState(params.data(), nullptr, nullptr));
+  return ParamBytesChecksum(params.data(), params.size());
 }
 
 absl::Status Trainer::CheckReplicasAgree() {
   if (options_.world_size == 1) return absl::OkStatus();
   const int world = options_.world_size;
   std::vector<float> all(static_cast<size_t>(world) * kPieces, 0.0f);
-  PutU64(ParamChecksum(), all.data() + options_.rank * kPieces);
+  ASSIGN_OR_RETURN(const uint64_t mine, ParamChecksum());
+  PutU64(mine, all.data() + options_.rank * kPieces);
   RETURN_IF_ERROR(options_.communicator->AllReduceSum(all.data(), all.size()));
   const uint64_t want = GetU64(all.data());
   for (int r = 1; r < world; ++r) {
@@ -289,7 +286,7 @@ absl::Status Trainer::LoadCheckpoint(const std::string& dir, nlohmann::json* ext
           ": resume with the same job spec"));
     }
   }
-  const std::vector<ParamInfo>& params = model_->Parameters();
+  const std::vector<ParamInfo>& params = backend_->Parameters();
   if (ckpt.model.size() != params.size()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "checkpoint ", dir, " has ", ckpt.model.size(), " tensors; the model has ", params.size()));
@@ -331,13 +328,16 @@ absl::Status Trainer::LoadCheckpoint(const std::string& dir, nlohmann::json* ext
   RETURN_IF_ERROR(sampler_->Restore(samplers[options_.rank]));
   all_samplers_ = std::move(samplers);
   // Everything validated: now change state.
+  const size_t n = backend_->num_params();
+  std::vector<float> flat_params(n), flat_m(n), flat_v(n);
   for (size_t i = 0; i < params.size(); ++i) {
     const ParamInfo& p = params[i];
-    std::memcpy(model_->params() + p.offset, ckpt.model[i].data.data(), p.count * sizeof(float));
-    std::memcpy(adamw_->m() + p.offset, ckpt.adam_m[i].data.data(), p.count * sizeof(float));
-    std::memcpy(adamw_->v() + p.offset, ckpt.adam_v[i].data.data(), p.count * sizeof(float));
+    std::memcpy(flat_params.data() + p.offset, ckpt.model[i].data.data(), p.count * sizeof(float));
+    std::memcpy(flat_m.data() + p.offset, ckpt.adam_m[i].data.data(), p.count * sizeof(float));
+    std::memcpy(flat_v.data() + p.offset, ckpt.adam_v[i].data.data(), p.count * sizeof(float));
   }
-  adamw_->set_step((*trainer)["adamw_step"].get<int64_t>());
+  RETURN_IF_ERROR(backend_->LoadState(flat_params.data(), flat_m.data(), flat_v.data(),
+                                      (*trainer)["adamw_step"].get<int64_t>()));
   step_ = ckpt.step;
   if (extra != nullptr) {
     *extra = std::move(ckpt.state);

@@ -9,8 +9,10 @@
 //
 // Every rank then holds the same gradients bit for bit (each element is summed once, in a
 // fixed order, and the sum is shared), so the ranks' weights stay identical; CheckReplicasAgree
-// verifies it. The all-reduce runs after the whole backward pass: overlapping it with backward
-// needs per-layer hooks in Gpt::Backward, which it does not have yet.
+// verifies it. Where the model runs is a ModelBackend (model_backend.h): the CPU engine, whose
+// Gloo all-reduce runs after the whole backward pass, or a CUDA device (worker/cuda), whose
+// NCCL all-reduce overlaps the last micro-batch's backward layer by layer. The small exchange
+// of losses and sampler cursors always goes through the Gloo communicator.
 //
 // Data split: the mixture sampler gives step t's slot g = rank * sequences_per_rank + position
 // the same source as slot g of a 1-rank run with the same global batch, but each rank reads
@@ -34,18 +36,23 @@
 
 #include "absl/status/statusor.h"
 #include "common/model_presets.h"
+#include <functional>
+
 #include "worker/engine/adamw.h"
-#include "worker/engine/gpt.h"
 #include "worker/engine/lr_schedule.h"
 #include "worker/engine/mixture_sampler.h"
+#include "worker/engine/model_backend.h"
 #include "worker/engine/snapshot.h"
-#include "worker/engine/thread_pool.h"
 
 namespace forge {
 class Communicator;
 }  // namespace forge
 
 namespace forge::engine {
+
+// Builds the backend a trainer runs on; null means CreateCpuBackend.
+using BackendFactory =
+    std::function<absl::StatusOr<std::unique_ptr<ModelBackend>>(const BackendConfig&)>;
 
 struct TrainerOptions {
   ModelShape shape;
@@ -68,8 +75,10 @@ struct TrainerOptions {
   // it, so nothing else may use it concurrently. Unused (may be null) when world_size == 1.
   Communicator* communicator = nullptr;
   // Gradient all-reduce bucket size, bytes (a few MiB: large enough to amortise per-call
-  // latency, small enough to keep the scratch copy in cache).
+  // latency, small enough to keep the scratch copy in cache). CPU backend.
   size_t grad_bucket_bytes = size_t{4} << 20;
+  // Where the model runs (null: the CPU engine with `threads` threads).
+  BackendFactory make_backend;
 };
 
 struct StepStats {
@@ -100,10 +109,11 @@ class Trainer {
   // Copies the state after the last step (parameters, AdamW moments, every rank's sampler
   // cursors) into host memory. Not collective; no I/O: the only part of checkpointing the step
   // loop waits for. Write the result with WriteCheckpointSnapshot on any thread.
-  CheckpointSnapshot Snapshot() const;
+  absl::StatusOr<CheckpointSnapshot> Snapshot() const;
   // As Snapshot, reusing `out`'s buffers when they are already the right size (no allocation,
   // no page faults: a training loop that keeps one or two snapshots alive pays only the copy).
-  void SnapshotInto(CheckpointSnapshot* out) const;
+  // Errors only from a device backend's copy.
+  absl::Status SnapshotInto(CheckpointSnapshot* out) const;
 
   // Snapshot() + WriteCheckpointSnapshot(): writes a checkpoint of the state after the last
   // step into `dir` (see checkpoint.h; includes config.json); `extra` (lineage, mixture, ...)
@@ -117,16 +127,15 @@ class Trainer {
   absl::Status LoadCheckpoint(const std::string& dir, nlohmann::json* extra = nullptr);
 
   // 64-bit checksum of the parameter bytes (ParamBytesChecksum).
-  uint64_t ParamChecksum() const;
+  absl::StatusOr<uint64_t> ParamChecksum() const;
   // Collective: compares every rank's ParamChecksum with rank 0's. OK when all agree (and
   // always with world_size == 1); DATA_LOSS naming the first disagreeing rank, the step and
   // both checksums otherwise (the same status on every rank); a communicator error as is.
   absl::Status CheckReplicasAgree();
 
   int64_t step() const { return step_; }
-  Gpt<float>& model() { return *model_; }
-  const Gpt<float>& model() const { return *model_; }
-  const AdamW& optimizer() const { return *adamw_; }
+  ModelBackend& backend() { return *backend_; }
+  const ModelBackend& backend() const { return *backend_; }
   const MixtureSampler& sampler() const { return *sampler_; }
   const TrainerOptions& options() const { return options_; }
 
@@ -135,13 +144,10 @@ class Trainer {
   // All-reduces the loss and every rank's sampler cursors (after NextBatch of a step, or at
   // Create); sets all_samplers_ and returns the loss averaged over ranks.
   absl::StatusOr<double> ExchangeLossAndCursors(double local_loss);
-  absl::Status AllReduceGrads();
   nlohmann::json TrainerStateJson() const;
 
   TrainerOptions options_;
-  std::unique_ptr<ThreadPool> pool_;
-  std::unique_ptr<Gpt<float>> model_;
-  std::unique_ptr<AdamW> adamw_;
+  std::unique_ptr<ModelBackend> backend_;
   std::unique_ptr<MixtureSampler> sampler_;
   std::vector<int32_t> inputs_, targets_;  // this step's sequences
   int64_t step_ = 0;                       // steps taken

@@ -129,12 +129,13 @@ class CheckpointStreamer {
   ~CheckpointStreamer() { Wait().IgnoreError(); }
 
   // Waits for the previous upload, then copies the trainer's state (the blocking part) and
-  // starts writing + uploading it. Returns the time spent copying.
-  absl::Duration Submit(const engine::Trainer& trainer, nlohmann::json extra) {
+  // starts writing + uploading it. Returns the time spent copying, or the copy's error (a
+  // device backend's).
+  absl::StatusOr<absl::Duration> Submit(const engine::Trainer& trainer, nlohmann::json extra) {
     // A failed intermediate upload was printed; the next checkpoint supersedes it.
     Wait().IgnoreError();
     const absl::Time t0 = absl::Now();
-    trainer.SnapshotInto(&buffer_);
+    RETURN_IF_ERROR(trainer.SnapshotInto(&buffer_));
     const absl::Duration copy = absl::Now() - t0;
     const int64_t step = buffer_.step;
     {
@@ -333,7 +334,7 @@ Failure Run(const RankOptions& ro) {
   }
   std::printf("model %d layers x %d width, %zu parameters; %lld steps of %d x %d x %d tokens "
               "per rank\n",
-              o.shape.layers, o.shape.width, trainer.model().num_params(),
+              o.shape.layers, o.shape.width, trainer.backend().num_params(),
               static_cast<long long>(o.steps), o.grad_accum, o.micro_batch, o.seq_len);
   std::fflush(stdout);
 
@@ -360,7 +361,7 @@ Failure Run(const RankOptions& ro) {
     std::vector<forge::v1::EvalResult> out;
     for (const std::string& suite : spec.eval().suites()) {
       absl::StatusOr<engine::EvalResult> r =
-          engine::EvaluateHeldOut(trainer.model(), *built->datasets[suite], o.seq_len,
+          engine::EvaluateHeldOut(trainer.backend(), *built->datasets[suite], o.seq_len,
                                   o.micro_batch, ro.eval_tokens);
       if (!r.ok()) {
         std::printf("eval %s: %s\n", suite.c_str(), std::string(r.status().message()).c_str());
@@ -433,11 +434,12 @@ Failure Run(const RankOptions& ro) {
                     static_cast<long long>(step));
       } else if (leader) {
         const absl::Time t0 = absl::Now();
-        const absl::Duration copy = streamer->Submit(trainer, lineage());
+        const absl::StatusOr<absl::Duration> copy = streamer->Submit(trainer, lineage());
+        if (!copy.ok()) return Fail(kExitFailed, copy.status());
         std::printf("checkpoint step %lld: training paused %.1f ms (snapshot copy %.1f ms); "
                     "written and uploaded in the background\n",
                     static_cast<long long>(step), absl::ToDoubleMilliseconds(absl::Now() - t0),
-                    absl::ToDoubleMilliseconds(copy));
+                    absl::ToDoubleMilliseconds(*copy));
       }
     }
   }
