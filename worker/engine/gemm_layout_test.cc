@@ -1,0 +1,78 @@
+// The CUDA backend's GEMM mapping, run through column-major cblas_sgemm and compared with the
+// CPU engine's row-major dense layer on random shapes and both weight layouts.
+#include "worker/engine/gemm_layout.h"
+
+#include <cblas.h>
+
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "worker/engine/matmul.h"
+#include "worker/engine/thread_pool.h"
+
+namespace forge::engine {
+namespace {
+
+struct Buffers {
+  std::vector<float> weight, inp, dout;
+  const float* Of(GemmOperand o) const {
+    return o == GemmOperand::kWeight ? weight.data()
+                                     : o == GemmOperand::kInput ? inp.data() : dout.data();
+  }
+};
+
+// C = op(A) op(B) + beta C, column-major, as cuBLAS would run `g`.
+void RunColumnMajor(const GemmCall& g, const Buffers& b, float beta, float* c) {
+  cblas_sgemm(CblasColMajor, g.trans_a ? CblasTrans : CblasNoTrans,
+              g.trans_b ? CblasTrans : CblasNoTrans, g.m, g.n, g.k, 1.0f, b.Of(g.a), g.lda,
+              b.Of(g.b), g.ldb, beta, c, g.ldc);
+}
+
+std::vector<float> Random(size_t n, std::mt19937& rng) {
+  std::normal_distribution<float> d;
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+void ExpectNear(const std::vector<float>& got, const std::vector<float>& want, const char* what) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_NEAR(got[i], want[i], 1e-4f * (1.0f + std::abs(want[i]))) << what << " element " << i;
+  }
+}
+
+class GemmLayoutTest : public ::testing::TestWithParam<WeightLayout> {};
+
+TEST_P(GemmLayoutTest, MatchesTheRowMajorDenseLayer) {
+  const WeightLayout layout = GetParam();
+  ThreadPool pool(1);
+  std::mt19937 rng(3);
+  // Distinct M, K, N so a swapped dimension or leading dimension cannot pass.
+  for (auto [M, K, N] : {std::tuple{5, 7, 3}, std::tuple{16, 9, 24}, std::tuple{1, 4, 11}}) {
+    Buffers b{Random(size_t(K) * N, rng), Random(size_t(M) * K, rng), Random(size_t(M) * N, rng)};
+    // Forward.
+    std::vector<float> want(size_t(M) * N), got(size_t(M) * N, 0.0f);
+    MatmulForward<float>(want.data(), b.inp.data(), b.weight.data(), layout, nullptr, nullptr, M,
+                         K, N, pool);
+    RunColumnMajor(ForwardGemm(layout, M, K, N), b, 0.0f, got.data());
+    ExpectNear(got, want, "forward");
+    // Backward: input and weight gradients (the weight gradient accumulates: beta = 1).
+    std::vector<float> dinp_want(size_t(M) * K), dw_want(size_t(K) * N, 0.5f);
+    MatmulBackward<float>(dinp_want.data(), dw_want.data(), nullptr, b.dout.data(), b.inp.data(),
+                          b.weight.data(), layout, M, K, N, pool);
+    std::vector<float> dinp_got(size_t(M) * K, 0.0f), dw_got(size_t(K) * N, 0.5f);
+    RunColumnMajor(InputGradGemm(layout, M, K, N), b, 0.0f, dinp_got.data());
+    RunColumnMajor(WeightGradGemm(layout, M, K, N), b, 1.0f, dw_got.data());
+    ExpectNear(dinp_got, dinp_want, "input gradient");
+    ExpectNear(dw_got, dw_want, "weight gradient");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, GemmLayoutTest,
+                         ::testing::Values(WeightLayout::kInOut, WeightLayout::kOutIn));
+
+}  // namespace
+}  // namespace forge::engine
