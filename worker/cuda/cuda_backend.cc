@@ -1,0 +1,662 @@
+#include "worker/cuda/cuda_backend.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "worker/cuda/cuda_util.h"
+#include "worker/cuda/gemm.h"
+#include "worker/cuda/kernels.h"
+#include "worker/cuda/nccl_communicator.h"
+#include "worker/engine/gemm_layout.h"
+#include "worker/engine/gpt_params.h"
+
+namespace forge::cuda {
+namespace {
+
+using engine::BackendConfig;
+using engine::GemmCall;
+using engine::GemmOperand;
+using engine::GptLayerOffsets;
+using engine::GptOffsets;
+using engine::ParamInfo;
+using engine::WeightLayout;
+
+// Host memory the device copies to and from without staging (cudaMallocHost).
+template <typename U>
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  ~PinnedBuffer() {
+    if (data_ != nullptr) cudaFreeHost(data_);
+  }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  absl::Status Allocate(size_t count) {
+    void* p = nullptr;
+    FORGE_CUDA_RETURN_IF_ERROR(cudaMallocHost(&p, std::max<size_t>(1, count) * sizeof(U)));
+    data_ = static_cast<U*>(p);
+    return absl::OkStatus();
+  }
+  U* get() const { return data_; }
+
+ private:
+  U* data_ = nullptr;
+};
+
+// Regions of one device allocation, 256-byte aligned.
+class Arena {
+ public:
+  size_t Take(size_t count, size_t elem_bytes) {
+    const size_t align = 256 / elem_bytes;
+    const size_t offset = next_;
+    next_ += (count + align - 1) / align * align;
+    return offset;
+  }
+  size_t size() const { return next_; }
+
+ private:
+  size_t next_ = 0;
+};
+
+struct LayerActs {  // offsets into acts_ (T) and stats_ (float)
+  size_t ln1, qkv, atty, res2, ln2, fch, fch_gelu, res3;
+  size_t ln1_mean, ln1_rstd, ln2_mean, ln2_rstd, lse;
+};
+
+// A run of consecutive tensors with the same weight-decay setting: one AdamW launch.
+struct DecayRun {
+  size_t offset, count;
+  bool decay;
+};
+
+template <typename T>
+class CudaGpt final : public engine::ModelBackend {
+ public:
+  static constexpr bool kExact = std::is_same_v<T, float>;
+
+  CudaGpt(const BackendConfig& config, const CudaBackendOptions& options)
+      : config_(config),
+        options_(options),
+        layout_(engine::GptParameterLayout(config.shape)),
+        offsets_(engine::GptParameterOffsets(config.shape)) {}
+
+  ~CudaGpt() override {
+    if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    if (comm_stream_ != nullptr) cudaStreamSynchronize(comm_stream_);
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+    if (comm_stream_ != nullptr) cudaStreamDestroy(comm_stream_);
+  }
+
+  absl::Status Init();
+
+  std::string Describe() const override { return description_; }
+  const std::vector<ParamInfo>& Parameters() const override { return layout_; }
+  size_t num_params() const override { return offsets_.total; }
+
+  absl::Status InitRandom(uint64_t seed) override {
+    std::vector<float> host(num_params());
+    engine::InitGptParameters(host.data(), config_.shape, seed);
+    return LoadState(host.data(), nullptr, nullptr, 0, /*zero_moments=*/true);
+  }
+
+  absl::Status ZeroGrad() override {
+    FORGE_CUDA_RETURN_IF_ERROR(
+        cudaMemsetAsync(grads_.get(), 0, grads_.bytes(), stream_));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<double> ForwardBackward(const int32_t* tokens, const int32_t* targets, int B,
+                                         int Tq, bool last_micro_batch) override;
+  absl::Status ForwardLosses(const int32_t* tokens, const int32_t* targets, int B, int Tq,
+                             float* losses) override;
+  absl::Status FinishGradients() override;
+  absl::StatusOr<double> OptimizerStep(float grad_scale, double max_norm, float lr) override;
+  int64_t optimizer_step() const override { return adam_step_; }
+
+  absl::Status CopyState(float* params, float* adam_m, float* adam_v) const override {
+    for (auto [dst, src] : {std::pair{params, params_.get()}, std::pair{adam_m, m_.get()},
+                            std::pair{adam_v, v_.get()}}) {
+      if (dst != nullptr) {
+        FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dst, src, num_params() * sizeof(float),
+                                                   cudaMemcpyDeviceToHost, stream_));
+      }
+    }
+    FORGE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status CopyGradients(float* grads) const override {
+    FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(grads, grads_.get(), grads_.bytes(),
+                                               cudaMemcpyDeviceToHost, stream_));
+    FORGE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status LoadState(const float* params, const float* adam_m, const float* adam_v,
+                         int64_t optimizer_step) override {
+    return LoadState(params, adam_m, adam_v, optimizer_step, /*zero_moments=*/false);
+  }
+
+ private:
+  absl::Status LoadState(const float* params, const float* adam_m, const float* adam_v,
+                         int64_t optimizer_step, bool zero_moments);
+  // Checks shapes and ids, uploads tokens and targets, runs the forward pass; with
+  // `backward`, the cross-entropy also leaves dLoss/dlogits in the logits buffer. Returns the
+  // number of counted targets.
+  absl::StatusOr<int> Forward(const int32_t* tokens, const int32_t* targets, int B, int Tq,
+                              bool backward);
+  absl::Status Backward(int B, int Tq, bool reduce);
+  // Sorts the batch's positions by token for the embedding backward (deterministic sums).
+  absl::Status UploadEmbeddingBuckets(const int32_t* tokens, int N);
+  // Starts the all-reduce of grads[offset, offset + count) once the compute stream is past
+  // this point.
+  absl::Status ReduceAsync(size_t offset, size_t count);
+  absl::Status SumLosses(int N, double* sum);
+
+  T* W(size_t offset) const { return (kExact ? reinterpret_cast<T*>(params_.get()) : lowp_.get()) + offset; }
+  float* P(size_t offset) const { return params_.get() + offset; }
+  float* G(size_t offset) const { return grads_.get() + offset; }
+  T* A(size_t offset) const { return acts_.get() + offset; }
+  float* S(size_t offset) const { return stats_.get() + offset; }
+  T* LayerInput(int l) const { return l == 0 ? A(encoded_) : A(layer_acts_[l - 1].res3); }
+  static cudaDataType_t Type() { return kExact ? CUDA_R_32F : CUDA_R_16BF; }
+
+  absl::Status Dense(T* out, const T* inp, const T* weight, WeightLayout layout, const T* bias,
+                     const T* residual, int M, int K, int N) {
+    const GemmCall g = engine::ForwardGemm(layout, M, K, N);
+    GemmOperands ops;
+    ops.a = weight;
+    ops.b = inp;
+    ops.d = out;
+    ops.bias = bias;
+    if (residual != nullptr) {
+      ops.c = residual;
+      ops.beta = 1.0f;
+    }
+    return matmul_->Run(g, Type(), Type(), ops, stream_);
+  }
+
+  absl::Status DenseBackward(T* dinp, float* dweight, float* dbias, const T* dout, const T* inp,
+                             const T* weight, WeightLayout layout, int M, int K, int N) {
+    auto pick = [&](GemmOperand o) -> const void* {
+      return o == GemmOperand::kWeight ? static_cast<const void*>(weight)
+             : o == GemmOperand::kInput ? static_cast<const void*>(inp)
+                                        : static_cast<const void*>(dout);
+    };
+    if (dinp != nullptr) {
+      const GemmCall g = engine::InputGradGemm(layout, M, K, N);
+      GemmOperands ops;
+      ops.a = pick(g.a);
+      ops.b = pick(g.b);
+      ops.d = dinp;
+      RETURN_IF_ERROR(matmul_->Run(g, Type(), Type(), ops, stream_));
+    }
+    const GemmCall g = engine::WeightGradGemm(layout, M, K, N);
+    GemmOperands ops;
+    ops.a = pick(g.a);
+    ops.b = pick(g.b);
+    ops.c = dweight;
+    ops.d = dweight;
+    ops.beta = 1.0f;  // gradients accumulate over micro-batches
+    RETURN_IF_ERROR(matmul_->Run(g, Type(), CUDA_R_32F, ops, stream_));
+    if (dbias != nullptr) {
+      FORGE_CUDA_RETURN_IF_ERROR(BiasGrad<T>(dbias, col_scratch_.get(), dout, M, N, stream_));
+    }
+    return absl::OkStatus();
+  }
+
+  const BackendConfig config_;
+  const CudaBackendOptions options_;
+  const std::vector<ParamInfo> layout_;
+  const GptOffsets offsets_;
+  std::vector<DecayRun> decay_runs_;
+  std::string description_;
+
+  cudaStream_t stream_ = nullptr;       // everything but the gradient all-reduce
+  cudaStream_t comm_stream_ = nullptr;  // NCCL
+  std::vector<cudaEvent_t> events_;     // one per all-reduce started in a backward
+  std::unique_ptr<Matmul> matmul_;
+
+  DeviceBuffer<float> params_, grads_, m_, v_;
+  DeviceBuffer<T> lowp_;  // bf16 weights for the matmuls (unused in exact mode)
+  DeviceBuffer<T> acts_, grad_acts_;
+  DeviceBuffer<float> stats_, col_scratch_, norm_;  // norm_: [norm, clip factor]
+  DeviceBuffer<double> norm_scratch_;
+  DeviceBuffer<int32_t> tokens_, targets_, order_, bucket_start_, bucket_token_;
+  PinnedBuffer<int32_t> host_tokens_, host_targets_, host_order_, host_start_, host_bucket_;
+  PinnedBuffer<float> host_losses_, host_norm_;
+
+  std::vector<LayerActs> layer_acts_;
+  size_t encoded_ = 0, lnf_ = 0, logits_ = 0;                   // in acts_
+  size_t lnf_mean_ = 0, lnf_rstd_ = 0, losses_ = 0, delta_ = 0;  // in stats_
+  size_t dres_ = 0, dc_ = 0, d3c_ = 0, d4c_ = 0;                 // in grad_acts_
+  int buckets_ = 0;
+  size_t reduce_calls_ = 0;  // all-reduces started by this backward (picks their events)
+  int64_t adam_step_ = 0;
+  bool reducing_ = false;  // an all-reduce was started and FinishGradients has not waited
+};
+
+template <typename T>
+absl::Status CudaGpt<T>::Init() {
+  const ModelShape& s = config_.shape;
+  if (config_.world_size > 1) {
+    if (options_.nccl == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "world_size ", config_.world_size, " on the cuda backend needs an NCCL communicator"));
+    }
+    if (options_.nccl->rank() != config_.rank ||
+        options_.nccl->world_size() != config_.world_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the NCCL communicator is rank ", options_.nccl->rank(), " of ",
+          options_.nccl->world_size(), " but the backend is rank ", config_.rank, " of ",
+          config_.world_size));
+    }
+  }
+  FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  cudaDeviceProp prop{};
+  FORGE_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, options_.device));
+  description_ = absl::StrFormat("cuda:%d %s (%.1f GiB, sm_%d%d), %s", options_.device, prop.name,
+                                 prop.totalGlobalMem / (1024.0 * 1024 * 1024), prop.major,
+                                 prop.minor, kExact ? "fp32" : "bf16 with fp32 master weights");
+  FORGE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  FORGE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
+  ASSIGN_OR_RETURN(matmul_, Matmul::Create());
+
+  const size_t n = num_params();
+  ASSIGN_OR_RETURN(params_, DeviceBuffer<float>::Allocate(n, "parameters"));
+  ASSIGN_OR_RETURN(grads_, DeviceBuffer<float>::Allocate(n, "gradients"));
+  ASSIGN_OR_RETURN(m_, DeviceBuffer<float>::Allocate(n, "AdamW first moments"));
+  ASSIGN_OR_RETURN(v_, DeviceBuffer<float>::Allocate(n, "AdamW second moments"));
+  if (!kExact) {
+    ASSIGN_OR_RETURN(lowp_, DeviceBuffer<T>::Allocate(n, "bf16 weights"));
+  }
+
+  const size_t N = static_cast<size_t>(config_.max_batch) * config_.max_seq;
+  const size_t C = s.width, V = s.vocab;
+  const size_t heads_rows = static_cast<size_t>(config_.max_batch) * s.heads * config_.max_seq;
+  Arena a, f;
+  encoded_ = a.Take(N * C, sizeof(T));
+  for (int l = 0; l < s.layers; ++l) {
+    LayerActs la;
+    la.ln1 = a.Take(N * C, sizeof(T));
+    la.qkv = a.Take(N * 3 * C, sizeof(T));
+    la.atty = a.Take(N * C, sizeof(T));
+    la.res2 = a.Take(N * C, sizeof(T));
+    la.ln2 = a.Take(N * C, sizeof(T));
+    la.fch = a.Take(N * 4 * C, sizeof(T));
+    la.fch_gelu = a.Take(N * 4 * C, sizeof(T));
+    la.res3 = a.Take(N * C, sizeof(T));
+    la.ln1_mean = f.Take(N, 4);
+    la.ln1_rstd = f.Take(N, 4);
+    la.ln2_mean = f.Take(N, 4);
+    la.ln2_rstd = f.Take(N, 4);
+    la.lse = f.Take(heads_rows, 4);
+    layer_acts_.push_back(la);
+  }
+  lnf_ = a.Take(N * C, sizeof(T));
+  logits_ = a.Take(N * V, sizeof(T));
+  lnf_mean_ = f.Take(N, 4);
+  lnf_rstd_ = f.Take(N, 4);
+  losses_ = f.Take(N, 4);
+  delta_ = f.Take(heads_rows, 4);
+  Arena g;
+  dres_ = g.Take(N * C, sizeof(T));
+  dc_ = g.Take(N * C, sizeof(T));
+  d3c_ = g.Take(N * 3 * C, sizeof(T));
+  d4c_ = g.Take(N * 4 * C, sizeof(T));
+  ASSIGN_OR_RETURN(acts_, DeviceBuffer<T>::Allocate(a.size(), "activations"));
+  ASSIGN_OR_RETURN(stats_, DeviceBuffer<float>::Allocate(f.size(), "activation statistics"));
+  ASSIGN_OR_RETURN(grad_acts_, DeviceBuffer<T>::Allocate(g.size(), "activation gradients"));
+  ASSIGN_OR_RETURN(col_scratch_, DeviceBuffer<float>::Allocate(
+                                     ColumnReduceScratchFloats(static_cast<int>(N), 4 * s.width),
+                                     "reduction scratch"));
+  ASSIGN_OR_RETURN(norm_scratch_,
+                   DeviceBuffer<double>::Allocate(GradNormScratchDoubles(n), "norm scratch"));
+  ASSIGN_OR_RETURN(norm_, DeviceBuffer<float>::Allocate(2, "gradient norm"));
+  for (auto* b : {&tokens_, &targets_, &order_, &bucket_token_}) {
+    ASSIGN_OR_RETURN(*b, DeviceBuffer<int32_t>::Allocate(N, "token ids"));
+  }
+  ASSIGN_OR_RETURN(bucket_start_, DeviceBuffer<int32_t>::Allocate(N + 1, "token buckets"));
+  for (auto* b : {&host_tokens_, &host_targets_, &host_order_, &host_bucket_}) {
+    RETURN_IF_ERROR(b->Allocate(N));
+  }
+  RETURN_IF_ERROR(host_start_.Allocate(N + 1));
+  RETURN_IF_ERROR(host_losses_.Allocate(N));
+  RETURN_IF_ERROR(host_norm_.Allocate(2));
+  // Events: one per layer, the final norm and the embeddings.
+  events_.resize(s.layers + 3);
+  for (cudaEvent_t& e : events_) {
+    FORGE_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  }
+  for (const ParamInfo& p : layout_) {
+    const bool decay = engine::IsDecayed(p);
+    if (!decay_runs_.empty() && decay_runs_.back().decay == decay &&
+        decay_runs_.back().offset + decay_runs_.back().count == p.offset) {
+      decay_runs_.back().count += p.count;
+    } else {
+      decay_runs_.push_back({p.offset, p.count, decay});
+    }
+  }
+  FORGE_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grads_.get(), 0, grads_.bytes(), stream_));
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status CudaGpt<T>::LoadState(const float* params, const float* adam_m, const float* adam_v,
+                                   int64_t optimizer_step, bool zero_moments) {
+  const size_t bytes = num_params() * sizeof(float);
+  for (auto [dst, src] : {std::pair{params_.get(), params}, std::pair{m_.get(), adam_m},
+                          std::pair{v_.get(), adam_v}}) {
+    if (src != nullptr) {
+      FORGE_CUDA_RETURN_IF_ERROR(
+          cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+    }
+  }
+  if (zero_moments) {
+    FORGE_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(m_.get(), 0, bytes, stream_));
+    FORGE_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(v_.get(), 0, bytes, stream_));
+  }
+  if (!kExact && params != nullptr) {
+    FORGE_CUDA_RETURN_IF_ERROR(CastFromFloat<T>(lowp_.get(), params_.get(), num_params(), stream_));
+  }
+  FORGE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  adam_step_ = optimizer_step;
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status CudaGpt<T>::UploadEmbeddingBuckets(const int32_t* tokens, int N) {
+  int32_t* order = host_order_.get();
+  std::iota(order, order + N, 0);
+  std::stable_sort(order, order + N, [&](int32_t a, int32_t b) { return tokens[a] < tokens[b]; });
+  buckets_ = 0;
+  for (int p = 0; p < N; ++p) {
+    if (p == 0 || tokens[order[p]] != tokens[order[p - 1]]) {
+      host_start_.get()[buckets_] = p;
+      host_bucket_.get()[buckets_] = tokens[order[p]];
+      ++buckets_;
+    }
+  }
+  host_start_.get()[buckets_] = N;
+  FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(order_.get(), order, N * sizeof(int32_t),
+                                             cudaMemcpyHostToDevice, stream_));
+  FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(bucket_start_.get(), host_start_.get(),
+                                             (buckets_ + 1) * sizeof(int32_t),
+                                             cudaMemcpyHostToDevice, stream_));
+  FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(bucket_token_.get(), host_bucket_.get(),
+                                             buckets_ * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                             stream_));
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::StatusOr<int> CudaGpt<T>::Forward(const int32_t* tokens, const int32_t* targets, int B,
+                                        int Tq, bool backward) {
+  if (B < 1 || B > config_.max_batch || Tq < 1 || Tq > config_.max_seq) {
+    return absl::InvalidArgumentError(absl::StrCat("model: batch ", B, " x ", Tq,
+                                                   " is outside the allocated ", config_.max_batch,
+                                                   " x ", config_.max_seq));
+  }
+  const ModelShape& s = config_.shape;
+  const int N = B * Tq, C = s.width, V = s.vocab, H = s.heads;
+  int count = 0;
+  for (int n = 0; n < N; ++n) {
+    if (tokens[n] < 0 || tokens[n] >= V) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model: token ", tokens[n], " at position ", n, " is outside [0, ", V, ")"));
+    }
+    if (targets[n] >= V) {
+      return absl::InvalidArgumentError(absl::StrCat("model: target ", targets[n], " at position ",
+                                                     n, " is outside [0, ", V, ")"));
+    }
+    if (targets[n] >= 0) ++count;
+  }
+  // The pinned copies may still feed the previous call's transfers: the stream is idle here
+  // (every public call ends with a synchronize), so overwriting them is safe.
+  std::memcpy(host_tokens_.get(), tokens, N * sizeof(int32_t));
+  std::memcpy(host_targets_.get(), targets, N * sizeof(int32_t));
+  FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(tokens_.get(), host_tokens_.get(), N * sizeof(int32_t),
+                                             cudaMemcpyHostToDevice, stream_));
+  FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(targets_.get(), host_targets_.get(),
+                                             N * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  if (backward) RETURN_IF_ERROR(UploadEmbeddingBuckets(host_tokens_.get(), N));
+
+  FORGE_CUDA_RETURN_IF_ERROR(
+      EmbeddingForward<T>(A(encoded_), tokens_.get(), P(offsets_.wte), P(offsets_.wpe), B, Tq, C, stream_));
+  for (int l = 0; l < s.layers; ++l) {
+    const GptLayerOffsets& w = offsets_.layers[l];
+    const LayerActs& a = layer_acts_[l];
+    const T* x = LayerInput(l);
+    FORGE_CUDA_RETURN_IF_ERROR(LayerNormForward<T>(A(a.ln1), S(a.ln1_mean), S(a.ln1_rstd), x,
+                                                   P(w.ln1_w), P(w.ln1_b), N, C, stream_));
+    RETURN_IF_ERROR(Dense(A(a.qkv), A(a.ln1), W(w.qkv_w), WeightLayout::kInOut, W(w.qkv_b),
+                          nullptr, N, C, 3 * C));
+    FORGE_CUDA_RETURN_IF_ERROR(
+        AttentionForward<T>(A(a.atty), S(a.lse), A(a.qkv), B, Tq, C, H, stream_));
+    RETURN_IF_ERROR(Dense(A(a.res2), A(a.atty), W(w.attn_proj_w), WeightLayout::kInOut,
+                          W(w.attn_proj_b), x, N, C, C));
+    FORGE_CUDA_RETURN_IF_ERROR(LayerNormForward<T>(A(a.ln2), S(a.ln2_mean), S(a.ln2_rstd),
+                                                   A(a.res2), P(w.ln2_w), P(w.ln2_b), N, C,
+                                                   stream_));
+    RETURN_IF_ERROR(Dense(A(a.fch), A(a.ln2), W(w.fc_w), WeightLayout::kInOut, W(w.fc_b), nullptr,
+                          N, C, 4 * C));
+    FORGE_CUDA_RETURN_IF_ERROR(
+        GeluForward<T>(A(a.fch_gelu), A(a.fch), static_cast<size_t>(N) * 4 * C, stream_));
+    RETURN_IF_ERROR(Dense(A(a.res3), A(a.fch_gelu), W(w.fc_proj_w), WeightLayout::kInOut,
+                          W(w.fc_proj_b), A(a.res2), N, 4 * C, C));
+  }
+  FORGE_CUDA_RETURN_IF_ERROR(LayerNormForward<T>(A(lnf_), S(lnf_mean_), S(lnf_rstd_),
+                                                 LayerInput(s.layers), P(offsets_.lnf_w),
+                                                 P(offsets_.lnf_b), N, C, stream_));
+  RETURN_IF_ERROR(Dense(A(logits_), A(lnf_), W(offsets_.wte), WeightLayout::kOutIn, nullptr,
+                        nullptr, N, C, V));
+  const float scale = count == 0 ? 0.0f : 1.0f / static_cast<float>(count);
+  FORGE_CUDA_RETURN_IF_ERROR(CrossEntropy<T>(S(losses_), backward ? A(logits_) : nullptr,
+                                             A(logits_), targets_.get(), scale, N, V, stream_));
+  FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_losses_.get(), S(losses_), N * sizeof(float),
+                                             cudaMemcpyDeviceToHost, stream_));
+  return count;
+}
+
+template <typename T>
+absl::Status CudaGpt<T>::ReduceAsync(size_t offset, size_t count) {
+  cudaEvent_t e = events_[std::min<size_t>(events_.size() - 1, reduce_calls_++)];
+  FORGE_CUDA_RETURN_IF_ERROR(cudaEventRecord(e, stream_));
+  FORGE_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(comm_stream_, e, 0));
+  reducing_ = true;
+  return options_.nccl->AllReduceSumAsync(G(offset), count, comm_stream_);
+}
+
+template <typename T>
+absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
+  const ModelShape& s = config_.shape;
+  const int N = B * Tq, C = s.width, V = s.vocab, H = s.heads;
+  T* dres = grad_acts_.get() + dres_;
+  T* dc = grad_acts_.get() + dc_;
+  T* d3c = grad_acts_.get() + d3c_;
+  T* d4c = grad_acts_.get() + d4c_;
+  reduce_calls_ = 0;
+
+  // logits_ holds dLoss/dlogits (the fused cross-entropy).
+  RETURN_IF_ERROR(DenseBackward(dc, G(offsets_.wte), nullptr, A(logits_), A(lnf_), W(offsets_.wte),
+                                WeightLayout::kOutIn, N, C, V));
+  FORGE_CUDA_RETURN_IF_ERROR(
+      cudaMemsetAsync(dres, 0, static_cast<size_t>(N) * C * sizeof(T), stream_));
+  FORGE_CUDA_RETURN_IF_ERROR(LayerNormBackward<T>(
+      dres, G(offsets_.lnf_w), G(offsets_.lnf_b), col_scratch_.get(), dc, LayerInput(s.layers),
+      P(offsets_.lnf_w), S(lnf_mean_), S(lnf_rstd_), N, C, stream_));
+  if (reduce) RETURN_IF_ERROR(ReduceAsync(offsets_.lnf_w, num_params() - offsets_.lnf_w));
+  for (int l = s.layers - 1; l >= 0; --l) {
+    const GptLayerOffsets& w = offsets_.layers[l];
+    const LayerActs& a = layer_acts_[l];
+    RETURN_IF_ERROR(DenseBackward(d4c, G(w.fc_proj_w), G(w.fc_proj_b), dres, A(a.fch_gelu),
+                                  W(w.fc_proj_w), WeightLayout::kInOut, N, 4 * C, C));
+    FORGE_CUDA_RETURN_IF_ERROR(
+        GeluBackward<T>(d4c, A(a.fch), d4c, static_cast<size_t>(N) * 4 * C, stream_));
+    RETURN_IF_ERROR(DenseBackward(dc, G(w.fc_w), G(w.fc_b), d4c, A(a.ln2), W(w.fc_w),
+                                  WeightLayout::kInOut, N, C, 4 * C));
+    FORGE_CUDA_RETURN_IF_ERROR(LayerNormBackward<T>(dres, G(w.ln2_w), G(w.ln2_b),
+                                                    col_scratch_.get(), dc, A(a.res2), P(w.ln2_w),
+                                                    S(a.ln2_mean), S(a.ln2_rstd), N, C, stream_));
+    RETURN_IF_ERROR(DenseBackward(dc, G(w.attn_proj_w), G(w.attn_proj_b), dres, A(a.atty),
+                                  W(w.attn_proj_w), WeightLayout::kInOut, N, C, C));
+    FORGE_CUDA_RETURN_IF_ERROR(AttentionBackward<T>(d3c, S(delta_), dc, A(a.qkv), A(a.atty),
+                                                    S(a.lse), B, Tq, C, H, stream_));
+    RETURN_IF_ERROR(DenseBackward(dc, G(w.qkv_w), G(w.qkv_b), d3c, A(a.ln1), W(w.qkv_w),
+                                  WeightLayout::kInOut, N, C, 3 * C));
+    FORGE_CUDA_RETURN_IF_ERROR(LayerNormBackward<T>(dres, G(w.ln1_w), G(w.ln1_b),
+                                                    col_scratch_.get(), dc, LayerInput(l),
+                                                    P(w.ln1_w), S(a.ln1_mean), S(a.ln1_rstd), N, C,
+                                                    stream_));
+    // Every gradient of layer l is final: reduce it while the layers below run.
+    if (reduce) {
+      RETURN_IF_ERROR(ReduceAsync(w.ln1_w, w.fc_proj_b + C - w.ln1_w));
+    }
+  }
+  FORGE_CUDA_RETURN_IF_ERROR(EmbeddingBackwardWte<T>(G(offsets_.wte), dres, order_.get(),
+                                                     bucket_start_.get(), bucket_token_.get(),
+                                                     buckets_, C, stream_));
+  FORGE_CUDA_RETURN_IF_ERROR(EmbeddingBackwardWpe<T>(G(offsets_.wpe), dres, B, Tq, C, stream_));
+  if (reduce) RETURN_IF_ERROR(ReduceAsync(offsets_.wte, offsets_.layers[0].ln1_w - offsets_.wte));
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status CudaGpt<T>::SumLosses(int N, double* sum) {
+  FORGE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  double total = 0;  // in order, in double: the CPU engine's rule
+  for (int n = 0; n < N; ++n) total += host_losses_.get()[n];
+  *sum = total;
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::StatusOr<double> CudaGpt<T>::ForwardBackward(const int32_t* tokens, const int32_t* targets,
+                                                   int B, int Tq, bool last_micro_batch) {
+  if (reducing_) {
+    return absl::FailedPreconditionError(
+        "cuda backend: the previous step's gradient all-reduce was not finished "
+        "(FinishGradients)");
+  }
+  ASSIGN_OR_RETURN(const int count, Forward(tokens, targets, B, Tq, /*backward=*/true));
+  const bool reduce = last_micro_batch && config_.world_size > 1;
+  RETURN_IF_ERROR(Backward(B, Tq, reduce));
+  double sum = 0;
+  RETURN_IF_ERROR(SumLosses(B * Tq, &sum));
+  return count == 0 ? 0.0 : sum / count;
+}
+
+template <typename T>
+absl::Status CudaGpt<T>::ForwardLosses(const int32_t* tokens, const int32_t* targets, int B,
+                                       int Tq, float* losses) {
+  RETURN_IF_ERROR(Forward(tokens, targets, B, Tq, /*backward=*/false).status());
+  FORGE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  std::memcpy(losses, host_losses_.get(), static_cast<size_t>(B) * Tq * sizeof(float));
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::Status CudaGpt<T>::FinishGradients() {
+  if (config_.world_size == 1) return absl::OkStatus();
+  if (!reducing_) {
+    return absl::FailedPreconditionError(
+        "cuda backend: FinishGradients needs a ForwardBackward with last_micro_batch = true");
+  }
+  reducing_ = false;
+  RETURN_IF_ERROR(options_.nccl->Synchronize(comm_stream_));
+  cudaEvent_t done = events_.back();
+  FORGE_CUDA_RETURN_IF_ERROR(cudaEventRecord(done, comm_stream_));
+  FORGE_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream_, done, 0));
+  return absl::OkStatus();
+}
+
+template <typename T>
+absl::StatusOr<double> CudaGpt<T>::OptimizerStep(float grad_scale, double max_norm, float lr) {
+  if (reducing_) {
+    return absl::FailedPreconditionError(
+        "cuda backend: OptimizerStep before FinishGradients: the gradients are still being "
+        "summed across ranks");
+  }
+  FORGE_CUDA_RETURN_IF_ERROR(GradNorm(norm_.get(), norm_scratch_.get(), grads_.get(),
+                                      num_params(), grad_scale, static_cast<float>(max_norm),
+                                      stream_));
+  ++adam_step_;
+  const engine::AdamWOptions& o = config_.adamw;
+  const float c1 =
+      1.0f / (1.0f - static_cast<float>(std::pow(double{o.beta1}, double(adam_step_))));
+  const float c2 =
+      1.0f / (1.0f - static_cast<float>(std::pow(double{o.beta2}, double(adam_step_))));
+  for (const DecayRun& r : decay_runs_) {
+    FORGE_CUDA_RETURN_IF_ERROR(AdamWUpdate<T>(
+        P(r.offset), kExact ? nullptr : lowp_.get() + r.offset, G(r.offset), m_.get() + r.offset,
+        v_.get() + r.offset, r.count, norm_.get() + 1, lr, o.beta1, o.beta2, o.eps,
+        r.decay ? o.weight_decay : 0.0f, c1, c2, stream_));
+  }
+  FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_norm_.get(), norm_.get(), 2 * sizeof(float),
+                                             cudaMemcpyDeviceToHost, stream_));
+  FORGE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  return static_cast<double>(host_norm_.get()[0]);
+}
+
+template <typename T>
+absl::StatusOr<std::unique_ptr<engine::ModelBackend>> Build(const BackendConfig& config,
+                                                           const CudaBackendOptions& options) {
+  auto backend = std::make_unique<CudaGpt<T>>(config, options);
+  RETURN_IF_ERROR(backend->Init());
+  return std::unique_ptr<engine::ModelBackend>(std::move(backend));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<engine::ModelBackend>> CreateCudaBackend(
+    const BackendConfig& config, const CudaBackendOptions& options) {
+  const ModelShape& s = config.shape;
+  if (s.layers < 1 || s.heads < 1 || s.width < 1 || s.context < 1 || s.vocab < 1 ||
+      s.width % s.heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model shape: every field must be >= 1 and heads must divide width (layers=", s.layers,
+        " heads=", s.heads, " width=", s.width, " context=", s.context, " vocab=", s.vocab, ")"));
+  }
+  if (!AttentionHeadSizeSupported(s.width / s.heads)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model shape: the cuda backend's attention supports head sizes 16, 32, 64 and 128; "
+        "width / heads is ", s.width / s.heads, ": change width or heads, or use device: cpu"));
+  }
+  if (config.max_batch < 1 || config.max_seq < 1 || config.max_seq > s.context) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model: need max_batch >= 1 and 1 <= max_seq <= context (", s.context,
+                     "); got max_batch=", config.max_batch, " max_seq=", config.max_seq));
+  }
+  const int devices = CudaDeviceCount();
+  if (devices == 0) {
+    int count = 0;
+    const cudaError_t e = cudaGetDeviceCount(&count);
+    cudaGetLastError();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device cuda: no CUDA device answers (", cudaGetErrorString(e),
+        "); run the job with resources.device: cpu, or on a worker with --devices=cuda:all"));
+  }
+  if (options.device < 0 || options.device >= devices) {
+    return absl::InvalidArgumentError(absl::StrCat("device cuda:", options.device,
+                                                   " does not exist; this process sees ", devices,
+                                                   " CUDA device(s)"));
+  }
+  return options.bf16 ? Build<bf16>(config, options) : Build<float>(config, options);
+}
+
+engine::BackendFactory CudaBackendFactory(CudaBackendOptions options) {
+  return [options](const BackendConfig& config) { return CreateCudaBackend(config, options); };
+}
+
+}  // namespace forge::cuda

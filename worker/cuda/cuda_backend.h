@@ -1,0 +1,50 @@
+// The CUDA ModelBackend: the GPT of worker/engine/gpt.h on one CUDA device.
+//
+//   matmuls        cuBLASLt (gemm.h), bf16 inputs and fp32 accumulation, bias and residual
+//                  fused into the call
+//   everything     our kernels (kernels.h): embeddings, LayerNorm, GELU, fused causal
+//   else           attention, cross-entropy, gradient norm, AdamW
+//   precision      bf16 activations and a bf16 copy of the weights for the matmuls; fp32
+//                  master weights, gradients and AdamW moments (the checkpoint's buffers)
+//   data parallel  NCCL: each layer's gradients are all-reduced on a second stream as soon as
+//                  the last micro-batch's backward has produced them (ordered by events), so
+//                  the reduction overlaps the rest of the backward pass
+//
+// With `bf16 = false` activations and matmuls are fp32 (no TF32): slower, and what the tests
+// compare with the CPU engine at fp32 tolerance.
+//
+// Deterministic on one device: no atomics (see kernels.h); cuBLASLt's plans are cached, so
+// each product runs the same algorithm every step.
+#ifndef FORGE_WORKER_CUDA_CUDA_BACKEND_H_
+#define FORGE_WORKER_CUDA_CUDA_BACKEND_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "worker/engine/model_backend.h"
+#include "worker/engine/trainer.h"
+
+namespace forge::cuda {
+
+class NcclCommunicator;
+
+struct CudaBackendOptions {
+  int device = 0;     // CUDA device index (of the devices this process sees)
+  bool bf16 = true;   // false: fp32 activations and matmuls
+  // Gradient all-reduce; required when world_size > 1, and its rank and world size must
+  // match the backend's. Not owned; must outlive the backend.
+  NcclCommunicator* nccl = nullptr;
+};
+
+// FAILED_PRECONDITION when no CUDA device answers (naming the driver's error), INVALID_ARGUMENT
+// for a shape the kernels do not support (head size not 16/32/64/128), RESOURCE_EXHAUSTED when
+// the model and activations do not fit in device memory.
+absl::StatusOr<std::unique_ptr<engine::ModelBackend>> CreateCudaBackend(
+    const engine::BackendConfig& config, const CudaBackendOptions& options);
+
+// For TrainerOptions::make_backend.
+engine::BackendFactory CudaBackendFactory(CudaBackendOptions options);
+
+}  // namespace forge::cuda
+
+#endif  // FORGE_WORKER_CUDA_CUDA_BACKEND_H_

@@ -1,0 +1,206 @@
+// The CUDA backend against the CPU engine: whole training steps (forward, backward, gradient
+// norm, AdamW) from the same initial weights on the same tokens; determinism; state round trip.
+// The tests that need a device skip without one; the argument checks run everywhere.
+#include "worker/cuda/cuda_backend.h"
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "worker/cuda/cuda_util.h"
+#include "worker/engine/model_backend.h"
+
+namespace forge::cuda {
+namespace {
+
+using ::testing::HasSubstr;
+
+engine::BackendConfig Config() {
+  engine::BackendConfig c;
+  c.shape = {.layers = 2, .heads = 2, .width = 64, .context = 64, .vocab = 256};
+  c.max_batch = 4;
+  c.max_seq = 48;
+  return c;
+}
+
+struct Batch {
+  std::vector<int32_t> tokens, targets;
+};
+
+Batch RandomBatch(int B, int T, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<int> tok(0, 255);
+  Batch b;
+  for (int i = 0; i < B * T; ++i) {
+    b.tokens.push_back(tok(gen));
+    b.targets.push_back(i % 11 == 10 ? -1 : tok(gen));  // a few ignored targets
+  }
+  return b;
+}
+
+std::vector<float> Params(const engine::ModelBackend& m) {
+  std::vector<float> p(m.num_params());
+  EXPECT_TRUE(m.CopyState(p.data(), nullptr, nullptr).ok());
+  return p;
+}
+
+std::vector<float> Grads(const engine::ModelBackend& m) {
+  std::vector<float> g(m.num_params());
+  EXPECT_TRUE(m.CopyGradients(g.data()).ok());
+  return g;
+}
+
+// Largest |a - b| relative to the largest |b|, and the cosine of the angle between them.
+struct Diff {
+  double rel_max = 0, cosine = 0;
+};
+Diff Compare(const std::vector<float>& a, const std::vector<float>& b) {
+  double max_b = 0, max_d = 0, ab = 0, aa = 0, bb = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    max_b = std::max(max_b, std::abs(double{b[i]}));
+    max_d = std::max(max_d, std::abs(double{a[i]} - b[i]));
+    ab += double{a[i]} * b[i];
+    aa += double{a[i]} * a[i];
+    bb += double{b[i]} * b[i];
+  }
+  return {max_d / std::max(max_b, 1e-30), ab / std::sqrt(aa * bb + 1e-300)};
+}
+
+TEST(CudaBackendArgsTest, UnsupportedHeadSizeIsRefusedWithTheFix) {
+  engine::BackendConfig c = Config();
+  c.shape.heads = 4;
+  c.shape.width = 96;  // head size 24
+  absl::StatusOr<std::unique_ptr<engine::ModelBackend>> b = CreateCudaBackend(c, {});
+  ASSERT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(b.status().message(), HasSubstr("head sizes 16, 32, 64 and 128"));
+}
+
+TEST(CudaBackendArgsTest, WithoutADeviceCreateSaysSoAndSuggestsCpu) {
+  if (CudaDeviceCount() > 0) GTEST_SKIP() << "a CUDA device is present";
+  absl::StatusOr<std::unique_ptr<engine::ModelBackend>> b = CreateCudaBackend(Config(), {});
+  ASSERT_EQ(b.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(b.status().message(), HasSubstr("no CUDA device"));
+  EXPECT_THAT(b.status().message(), HasSubstr("resources.device: cpu"));
+}
+
+class CudaBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device answers: skipped";
+  }
+
+  static std::unique_ptr<engine::ModelBackend> Cuda(bool bf16) {
+    CudaBackendOptions o;
+    o.bf16 = bf16;
+    absl::StatusOr<std::unique_ptr<engine::ModelBackend>> b = CreateCudaBackend(Config(), o);
+    EXPECT_TRUE(b.ok()) << b.status();
+    return b.ok() ? *std::move(b) : nullptr;
+  }
+  static std::unique_ptr<engine::ModelBackend> Cpu() { return *engine::CreateCpuBackend(Config()); }
+
+  // Three optimizer steps of two micro-batches each; returns the losses.
+  static std::vector<double> Train(engine::ModelBackend& m) {
+    std::vector<double> losses;
+    EXPECT_TRUE(m.InitRandom(7).ok());
+    for (int step = 0; step < 3; ++step) {
+      EXPECT_TRUE(m.ZeroGrad().ok());
+      for (int micro = 0; micro < 2; ++micro) {
+        const Batch b = RandomBatch(4, 48, 100 + 2 * step + micro);
+        absl::StatusOr<double> loss =
+            m.ForwardBackward(b.tokens.data(), b.targets.data(), 4, 48, micro == 1);
+        EXPECT_TRUE(loss.ok()) << loss.status();
+        losses.push_back(loss.value_or(0));
+      }
+      EXPECT_TRUE(m.FinishGradients().ok());
+      absl::StatusOr<double> norm = m.OptimizerStep(0.5f, 1.0, 3e-3f);
+      EXPECT_TRUE(norm.ok()) << norm.status();
+      losses.push_back(norm.value_or(0));
+    }
+    return losses;
+  }
+};
+
+TEST_F(CudaBackendTest, ExactModeTrainingStepsMatchTheCpuEngine) {
+  auto cpu = Cpu();
+  auto gpu = Cuda(/*bf16=*/false);
+  ASSERT_NE(gpu, nullptr);
+  const std::vector<double> want = Train(*cpu), got = Train(*gpu);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_NEAR(got[i], want[i], 1e-4 * std::abs(want[i])) << "loss/norm " << i;
+  }
+  const Diff params = Compare(Params(*gpu), Params(*cpu));
+  EXPECT_LT(params.rel_max, 1e-4);
+  const Diff grads = Compare(Grads(*gpu), Grads(*cpu));
+  EXPECT_LT(grads.rel_max, 1e-3);
+  EXPECT_GT(grads.cosine, 0.99999);
+}
+
+TEST_F(CudaBackendTest, Bf16TrainingStepsFollowTheCpuEngine) {
+  auto cpu = Cpu();
+  auto gpu = Cuda(/*bf16=*/true);
+  ASSERT_NE(gpu, nullptr);
+  const std::vector<double> want = Train(*cpu), got = Train(*gpu);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_NEAR(got[i], want[i], 2e-2 * std::abs(want[i])) << "loss/norm " << i;
+  }
+  const Diff grads = Compare(Grads(*gpu), Grads(*cpu));
+  EXPECT_GT(grads.cosine, 0.99);
+  const Diff params = Compare(Params(*gpu), Params(*cpu));
+  EXPECT_LT(params.rel_max, 1e-2);
+}
+
+TEST_F(CudaBackendTest, SameInputsGiveTheSameBits) {
+  auto a = Cuda(true), b = Cuda(true);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(Train(*a), Train(*b));
+  const std::vector<float> pa = Params(*a), pb = Params(*b);
+  EXPECT_EQ(std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)), 0);
+}
+
+TEST_F(CudaBackendTest, LoadStateRestoresWhatCopyStateSaw) {
+  auto a = Cuda(true);
+  ASSERT_NE(a, nullptr);
+  Train(*a);
+  const size_t n = a->num_params();
+  std::vector<float> p(n), m(n), v(n);
+  ASSERT_TRUE(a->CopyState(p.data(), m.data(), v.data()).ok());
+  auto b = Cuda(true);
+  ASSERT_TRUE(b->LoadState(p.data(), m.data(), v.data(), a->optimizer_step()).ok());
+  // One more identical step on each: the same bits.
+  for (engine::ModelBackend* x : {a.get(), b.get()}) {
+    const Batch batch = RandomBatch(4, 48, 999);
+    ASSERT_TRUE(x->ZeroGrad().ok());
+    ASSERT_TRUE(x->ForwardBackward(batch.tokens.data(), batch.targets.data(), 4, 48, true).ok());
+    ASSERT_TRUE(x->OptimizerStep(1.0f, 1.0, 1e-3f).ok());
+  }
+  const std::vector<float> pa = Params(*a), pb = Params(*b);
+  EXPECT_EQ(std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)), 0);
+}
+
+TEST_F(CudaBackendTest, ForwardLossesMatchTheCpuEngine) {
+  auto cpu = Cpu();
+  auto gpu = Cuda(false);
+  ASSERT_NE(gpu, nullptr);
+  ASSERT_TRUE(cpu->InitRandom(3).ok());
+  ASSERT_TRUE(gpu->InitRandom(3).ok());
+  const Batch b = RandomBatch(3, 40, 5);
+  std::vector<float> want(120), got(120);
+  ASSERT_TRUE(cpu->ForwardLosses(b.tokens.data(), b.targets.data(), 3, 40, want.data()).ok());
+  ASSERT_TRUE(gpu->ForwardLosses(b.tokens.data(), b.targets.data(), 3, 40, got.data()).ok());
+  for (int i = 0; i < 120; ++i) EXPECT_NEAR(got[i], want[i], 1e-4 * (1 + want[i])) << i;
+  // Out-of-range ids are refused before anything runs.
+  std::vector<int32_t> bad = b.tokens;
+  bad[7] = 256;
+  absl::Status s = gpu->ForwardLosses(bad.data(), b.targets.data(), 3, 40, got.data());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("token 256 at position 7"));
+}
+
+}  // namespace
+}  // namespace forge::cuda

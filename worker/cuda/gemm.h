@@ -1,0 +1,60 @@
+// Matmuls on cuBLASLt: the dense layers' three products (gemm_layout.h) with bf16 or fp32
+// inputs and fp32 accumulation, the bias added in the epilogue and a residual added through
+// C (D = A·B + beta·C with C != D), so a forward dense layer is one call.
+//
+// Plans (operation descriptor, layouts, the heuristic's algorithm) are cached per distinct
+// call, so steady-state steps make no heuristic queries. cuBLASLt gives the same bits for the
+// same call on the same GPU model (its split-K reductions are ordered), which keeps training
+// deterministic on one device.
+//
+// Thread safety: owned by one thread (the backend's).
+#ifndef FORGE_WORKER_CUDA_GEMM_H_
+#define FORGE_WORKER_CUDA_GEMM_H_
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+#include <library_types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "worker/cuda/cuda_util.h"
+#include "worker/engine/gemm_layout.h"
+
+namespace forge::cuda {
+
+struct GemmOperands {
+  const void* a = nullptr;
+  const void* b = nullptr;
+  const void* c = nullptr;  // added as beta · C; may be null when beta == 0
+  void* d = nullptr;        // the output
+  const void* bias = nullptr;  // [m] of the D type, broadcast over columns; null for none
+  float beta = 0.0f;
+};
+
+class Matmul {
+ public:
+  // `ab_type`: type of A and B (CUDA_R_32F or CUDA_R_16BF); `cd_type`: type of C and D.
+  static absl::StatusOr<std::unique_ptr<Matmul>> Create(size_t workspace_bytes = 32 << 20);
+  ~Matmul();
+
+  absl::Status Run(const engine::GemmCall& call, cudaDataType_t ab_type, cudaDataType_t cd_type,
+                   const GemmOperands& ops, cudaStream_t stream);
+
+ private:
+  struct Plan;
+  Matmul() = default;
+  absl::StatusOr<Plan*> GetPlan(const engine::GemmCall& call, cudaDataType_t ab_type,
+                                cudaDataType_t cd_type, bool bias, bool has_c);
+
+  cublasLtHandle_t handle_ = nullptr;
+  DeviceBuffer<char> workspace_;
+  std::map<std::string, std::unique_ptr<Plan>> plans_;
+};
+
+}  // namespace forge::cuda
+
+#endif  // FORGE_WORKER_CUDA_GEMM_H_

@@ -1,0 +1,744 @@
+#include "worker/cuda/kernels.h"
+
+#include <cmath>
+
+namespace forge::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarp = 32;
+constexpr float kLayerNormEps = 1e-5f;
+// Rows per partial sum of the two-stage column reductions (LayerNorm and bias gradients).
+constexpr int kRowsPerPartial = 64;
+// Attention: lanes per query (or key) row, each holding every kGroup-th element of the head;
+// query rows per block; keys (or queries) per shared-memory tile.
+constexpr int kGroup = 4;
+constexpr int kRowTile = 64;
+constexpr int kKeyTile = 32;
+constexpr int kMaxNormBlocks = 512;
+
+__device__ __forceinline__ float ToF(float x) { return x; }
+__device__ __forceinline__ float ToF(bf16 x) { return __bfloat162float(x); }
+template <typename T>
+__device__ __forceinline__ T FromF(float x);
+template <>
+__device__ __forceinline__ float FromF<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ bf16 FromF<bf16>(float x) { return __float2bfloat16(x); }  // RNE
+
+__device__ __forceinline__ float WarpSum(float v) {
+  for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sum over the kGroup lanes of a row group (lanes 4r .. 4r+3 of a warp).
+__device__ __forceinline__ float GroupSum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  v += __shfl_xor_sync(0xffffffffu, v, 2);
+  return v;
+}
+
+unsigned Blocks(size_t n, int threads = kThreads) {
+  const size_t b = (n + threads - 1) / threads;
+  return static_cast<unsigned>(b < 65535 * 16 ? (b == 0 ? 1 : b) : 65535 * 16);
+}
+
+// ---------------------------------------------------------------------------- embeddings
+
+template <typename T>
+__global__ void EmbeddingForwardKernel(T* out, const int32_t* tokens, const float* wte,
+                                       const float* wpe, int Tq, int C, size_t total) {
+  for (size_t idx = blockIdx.x * size_t{blockDim.x} + threadIdx.x; idx < total;
+       idx += size_t{gridDim.x} * blockDim.x) {
+    const size_t n = idx / C;
+    const int c = static_cast<int>(idx % C);
+    const int t = static_cast<int>(n % Tq);
+    out[idx] = FromF<T>(wte[static_cast<size_t>(tokens[n]) * C + c] + wpe[size_t{1} * t * C + c]);
+  }
+}
+
+template <typename T>
+__global__ void EmbeddingBackwardWteKernel(float* dwte, const T* dx, const int32_t* order,
+                                           const int32_t* start, const int32_t* bucket_token,
+                                           int C) {
+  const int bucket = blockIdx.x;
+  const int p0 = start[bucket], p1 = start[bucket + 1];
+  float* row = dwte + static_cast<size_t>(bucket_token[bucket]) * C;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    float acc = 0;
+    for (int p = p0; p < p1; ++p) acc += ToF(dx[static_cast<size_t>(order[p]) * C + c]);
+    row[c] += acc;
+  }
+}
+
+template <typename T>
+__global__ void EmbeddingBackwardWpeKernel(float* dwpe, const T* dx, int B, int Tq, int C) {
+  const int t = blockIdx.x;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    float acc = 0;
+    for (int b = 0; b < B; ++b) acc += ToF(dx[(static_cast<size_t>(b) * Tq + t) * C + c]);
+    dwpe[static_cast<size_t>(t) * C + c] += acc;
+  }
+}
+
+// ---------------------------------------------------------------------------- LayerNorm
+
+// One warp per row.
+template <typename T>
+__global__ void LayerNormForwardKernel(T* out, float* mean, float* rstd, const T* inp,
+                                       const float* weight, const float* bias, int N, int C) {
+  const int lane = threadIdx.x % kWarp;
+  const int row = blockIdx.x * (blockDim.x / kWarp) + threadIdx.x / kWarp;
+  if (row >= N) return;
+  const T* x = inp + static_cast<size_t>(row) * C;
+  float s = 0;
+  for (int c = lane; c < C; c += kWarp) s += ToF(x[c]);
+  const float m = WarpSum(s) / C;
+  float v = 0;
+  for (int c = lane; c < C; c += kWarp) {
+    const float d = ToF(x[c]) - m;
+    v += d * d;
+  }
+  const float r = 1.0f / sqrtf(WarpSum(v) / C + kLayerNormEps);
+  T* o = out + static_cast<size_t>(row) * C;
+  for (int c = lane; c < C; c += kWarp) o[c] = FromF<T>((ToF(x[c]) - m) * r * weight[c] + bias[c]);
+  if (lane == 0) {
+    mean[row] = m;
+    rstd[row] = r;
+  }
+}
+
+template <typename T>
+__global__ void LayerNormBackwardInputKernel(T* dinp, const T* dout, const T* inp,
+                                             const float* weight, const float* mean,
+                                             const float* rstd, int N, int C) {
+  const int lane = threadIdx.x % kWarp;
+  const int row = blockIdx.x * (blockDim.x / kWarp) + threadIdx.x / kWarp;
+  if (row >= N) return;
+  const size_t off = static_cast<size_t>(row) * C;
+  const float m = mean[row], r = rstd[row];
+  float sg = 0, sgx = 0;
+  for (int c = lane; c < C; c += kWarp) {
+    const float g = ToF(dout[off + c]) * weight[c];
+    sg += g;
+    sgx += g * (ToF(inp[off + c]) - m) * r;
+  }
+  const float g_mean = WarpSum(sg) / C, gx_mean = WarpSum(sgx) / C;
+  for (int c = lane; c < C; c += kWarp) {
+    const float g = ToF(dout[off + c]) * weight[c];
+    const float xhat = (ToF(inp[off + c]) - m) * r;
+    dinp[off + c] = FromF<T>(ToF(dinp[off + c]) + (g - g_mean - xhat * gx_mean) * r);
+  }
+}
+
+// Stage 1 of a column reduction: block p sums rows [p·R, (p+1)·R) of each column, in order.
+// With inp == nullptr it sums dout (bias gradient); otherwise also dout · xhat (LayerNorm
+// weight gradient) into the second half of `partial`.
+template <typename T>
+__global__ void ColumnPartialKernel(float* partial, const T* dout, const T* inp, const float* mean,
+                                   const float* rstd, int N, int C) {
+  const int p = blockIdx.x, parts = gridDim.x;
+  const int r0 = p * kRowsPerPartial, r1 = min(N, r0 + kRowsPerPartial);
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    float db = 0, dw = 0;
+    for (int n = r0; n < r1; ++n) {
+      const float dy = ToF(dout[static_cast<size_t>(n) * C + c]);
+      db += dy;
+      if (inp != nullptr) dw += dy * ((ToF(inp[static_cast<size_t>(n) * C + c]) - mean[n]) * rstd[n]);
+    }
+    partial[static_cast<size_t>(p) * C + c] = db;
+    if (inp != nullptr) partial[static_cast<size_t>(parts + p) * C + c] = dw;
+  }
+}
+
+// Stage 2: each column's partials in order.
+__global__ void ColumnFinishKernel(float* dbias, float* dweight, const float* partial, int parts,
+                                   int C) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  float db = 0, dw = 0;
+  for (int p = 0; p < parts; ++p) {
+    db += partial[static_cast<size_t>(p) * C + c];
+    if (dweight != nullptr) dw += partial[static_cast<size_t>(parts + p) * C + c];
+  }
+  dbias[c] += db;
+  if (dweight != nullptr) dweight[c] += dw;
+}
+
+int Parts(int N) { return (N + kRowsPerPartial - 1) / kRowsPerPartial; }
+
+// ---------------------------------------------------------------------------- GELU
+
+constexpr float kSqrt2OverPi = 0.7978845608028654f;
+constexpr float kCubic = 0.044715f;
+
+template <typename T>
+__global__ void GeluForwardKernel(T* out, const T* inp, size_t n) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
+       i += size_t{gridDim.x} * blockDim.x) {
+    const float x = ToF(inp[i]);
+    const float t = tanhf(kSqrt2OverPi * (x + kCubic * x * x * x));
+    out[i] = FromF<T>(0.5f * x * (1.0f + t));
+  }
+}
+
+template <typename T>
+__global__ void GeluBackwardKernel(T* dinp, const T* inp, const T* dout, size_t n) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
+       i += size_t{gridDim.x} * blockDim.x) {
+    const float x = ToF(inp[i]);
+    const float t = tanhf(kSqrt2OverPi * (x + kCubic * x * x * x));
+    const float dt = kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
+    const float grad = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * dt;
+    dinp[i] = FromF<T>(grad * ToF(dout[i]));
+  }
+}
+
+// ---------------------------------------------------------------------------- attention
+//
+// Each query (forward, dq) or key (dk, dv) is owned by a group of kGroup consecutive lanes;
+// lane `part` of the group holds elements part, part + kGroup, ... of the head (D of them, so
+// the head size is D · kGroup). Dot products are a per-lane partial sum plus two shuffles.
+// Shared-memory tiles hold kKeyTile rows of the head in fp32. All lanes run every loop
+// iteration (shuffles need the whole warp); masking happens after the shuffles.
+
+// Loads rows r0 .. r0 + kKeyTile of the head slice at column `col` of a [Tq, ld] matrix into
+// tile[kKeyTile][hs] (zeros past Tq).
+template <typename T>
+__device__ __forceinline__ void LoadRows(float* tile, const T* base, size_t ld, int col, int r0,
+                                         int Tq, int hs) {
+  for (int e = threadIdx.x; e < kKeyTile * hs; e += blockDim.x) {
+    const int j = e / hs, d = e % hs, r = r0 + j;
+    tile[e] = r < Tq ? ToF(base[static_cast<size_t>(r) * ld + col + d]) : 0.0f;
+  }
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kRowTile* kGroup)
+    AttentionForwardKernel(T* y, float* lse, const T* qkv, int Tq, int C, int H, float scale) {
+  constexpr int hs = D * kGroup;
+  __shared__ float ks[kKeyTile * hs];
+  __shared__ float vs[kKeyTile * hs];
+  const int bh = blockIdx.y, b = bh / H, h = bh % H;
+  const int q0 = blockIdx.x * kRowTile;
+  const int part = threadIdx.x % kGroup;
+  const int i = q0 + static_cast<int>(threadIdx.x) / kGroup;
+  const size_t C3 = static_cast<size_t>(3) * C;
+  const T* base = qkv + static_cast<size_t>(b) * Tq * C3;
+  const bool active = i < Tq;
+  float q[D], o[D];
+#pragma unroll
+  for (int d = 0; d < D; ++d) {
+    q[d] = active ? ToF(base[static_cast<size_t>(i) * C3 + h * hs + d * kGroup + part]) * scale
+                  : 0.0f;
+    o[d] = 0.0f;
+  }
+  float m = -INFINITY, l = 0.0f;
+  const int last_key = min(Tq - 1, q0 + kRowTile - 1);
+  for (int k0 = 0; k0 <= last_key; k0 += kKeyTile) {
+    __syncthreads();
+    LoadRows(ks, base, C3, C + h * hs, k0, Tq, hs);
+    LoadRows(vs, base, C3, 2 * C + h * hs, k0, Tq, hs);
+    __syncthreads();
+    const int kend = min(kKeyTile, last_key + 1 - k0);
+    for (int j = 0; j < kend; ++j) {
+      const float* kr = ks + j * hs;
+      float s = 0.0f;
+#pragma unroll
+      for (int d = 0; d < D; ++d) s += q[d] * kr[d * kGroup + part];
+      s = GroupSum(s);
+      if (active && k0 + j <= i) {
+        if (s > m) {
+          const float a = expf(m - s);
+          l *= a;
+#pragma unroll
+          for (int d = 0; d < D; ++d) o[d] *= a;
+          m = s;
+        }
+        const float p = expf(s - m);
+        l += p;
+        const float* vr = vs + j * hs;
+#pragma unroll
+        for (int d = 0; d < D; ++d) o[d] += p * vr[d * kGroup + part];
+      }
+    }
+  }
+  if (!active) return;
+  T* out = y + (static_cast<size_t>(b) * Tq + i) * C + h * hs;
+  const float inv = 1.0f / l;
+#pragma unroll
+  for (int d = 0; d < D; ++d) out[d * kGroup + part] = FromF<T>(o[d] * inv);
+  if (part == 0) lse[static_cast<size_t>(bh) * Tq + i] = m + logf(l);
+}
+
+// delta[bh, i] = sum over the head of dy · y (rowsum of P ∘ dP).
+template <typename T>
+__global__ void AttentionDeltaKernel(float* delta, const T* dy, const T* y, int B, int Tq, int C,
+                                     int H) {
+  const int hs = C / H;
+  const size_t total = static_cast<size_t>(B) * H * Tq;
+  for (size_t idx = blockIdx.x * size_t{blockDim.x} + threadIdx.x; idx < total;
+       idx += size_t{gridDim.x} * blockDim.x) {
+    const int i = static_cast<int>(idx % Tq);
+    const int bh = static_cast<int>(idx / Tq), b = bh / H, h = bh % H;
+    const size_t off = (static_cast<size_t>(b) * Tq + i) * C + h * hs;
+    float acc = 0.0f;
+    for (int d = 0; d < hs; ++d) acc += ToF(dy[off + d]) * ToF(y[off + d]);
+    delta[idx] = acc;
+  }
+}
+
+// dq for the queries of one row tile: dq_i = scale · sum_j dS_ij k_j.
+template <typename T, int D>
+__global__ void __launch_bounds__(kRowTile* kGroup)
+    AttentionBackwardQueryKernel(T* dqkv, const float* delta, const T* dy, const T* qkv,
+                                 const float* lse, int Tq, int C, int H, float scale) {
+  constexpr int hs = D * kGroup;
+  __shared__ float ks[kKeyTile * hs];
+  __shared__ float vs[kKeyTile * hs];
+  const int bh = blockIdx.y, b = bh / H, h = bh % H;
+  const int q0 = blockIdx.x * kRowTile;
+  const int part = threadIdx.x % kGroup;
+  const int i = q0 + static_cast<int>(threadIdx.x) / kGroup;
+  const size_t C3 = static_cast<size_t>(3) * C;
+  const T* base = qkv + static_cast<size_t>(b) * Tq * C3;
+  const bool active = i < Tq;
+  float q[D], g[D], dq[D];
+  const size_t yoff = (static_cast<size_t>(b) * Tq + i) * C + h * hs;
+#pragma unroll
+  for (int d = 0; d < D; ++d) {
+    q[d] = active ? ToF(base[static_cast<size_t>(i) * C3 + h * hs + d * kGroup + part]) : 0.0f;
+    g[d] = active ? ToF(dy[yoff + d * kGroup + part]) : 0.0f;
+    dq[d] = 0.0f;
+  }
+  const float li = active ? lse[static_cast<size_t>(bh) * Tq + i] : 0.0f;
+  const float di = active ? delta[static_cast<size_t>(bh) * Tq + i] : 0.0f;
+  const int last_key = min(Tq - 1, q0 + kRowTile - 1);
+  for (int k0 = 0; k0 <= last_key; k0 += kKeyTile) {
+    __syncthreads();
+    LoadRows(ks, base, C3, C + h * hs, k0, Tq, hs);
+    LoadRows(vs, base, C3, 2 * C + h * hs, k0, Tq, hs);
+    __syncthreads();
+    const int kend = min(kKeyTile, last_key + 1 - k0);
+    for (int j = 0; j < kend; ++j) {
+      const float* kr = ks + j * hs;
+      const float* vr = vs + j * hs;
+      float s = 0.0f, dp = 0.0f;
+#pragma unroll
+      for (int d = 0; d < D; ++d) {
+        s += q[d] * kr[d * kGroup + part];
+        dp += g[d] * vr[d * kGroup + part];
+      }
+      s = GroupSum(s);
+      dp = GroupSum(dp);
+      if (active && k0 + j <= i) {
+        const float p = expf(s * scale - li);
+        const float ds = p * (dp - di) * scale;
+#pragma unroll
+        for (int d = 0; d < D; ++d) dq[d] += ds * kr[d * kGroup + part];
+      }
+    }
+  }
+  if (!active) return;
+  T* out = dqkv + (static_cast<size_t>(b) * Tq + i) * C3 + h * hs;
+#pragma unroll
+  for (int d = 0; d < D; ++d) out[d * kGroup + part] = FromF<T>(dq[d]);
+}
+
+// dk and dv for the keys of one row tile: dv_j = sum_i P_ij dy_i, dk_j = scale · sum_i dS_ij q_i,
+// over the queries i >= j.
+template <typename T, int D>
+__global__ void __launch_bounds__(kRowTile* kGroup)
+    AttentionBackwardKeyKernel(T* dqkv, const float* delta, const T* dy, const T* qkv,
+                               const float* lse, int Tq, int C, int H, float scale) {
+  constexpr int hs = D * kGroup;
+  __shared__ float qs[kKeyTile * hs];
+  __shared__ float gs[kKeyTile * hs];
+  __shared__ float ls[kKeyTile];
+  __shared__ float ds_[kKeyTile];
+  const int bh = blockIdx.y, b = bh / H, h = bh % H;
+  const int j0 = blockIdx.x * kRowTile;
+  const int part = threadIdx.x % kGroup;
+  const int j = j0 + static_cast<int>(threadIdx.x) / kGroup;
+  const size_t C3 = static_cast<size_t>(3) * C;
+  const T* base = qkv + static_cast<size_t>(b) * Tq * C3;
+  const T* dyb = dy + static_cast<size_t>(b) * Tq * C;
+  const bool active = j < Tq;
+  float k[D], v[D], dk[D], dv[D];
+#pragma unroll
+  for (int d = 0; d < D; ++d) {
+    const size_t off = static_cast<size_t>(j) * C3 + h * hs + d * kGroup + part;
+    k[d] = active ? ToF(base[off + C]) : 0.0f;
+    v[d] = active ? ToF(base[off + 2 * C]) : 0.0f;
+    dk[d] = 0.0f;
+    dv[d] = 0.0f;
+  }
+  for (int i0 = j0; i0 < Tq; i0 += kKeyTile) {
+    __syncthreads();
+    LoadRows(qs, base, C3, h * hs, i0, Tq, hs);
+    LoadRows(gs, dyb, C, h * hs, i0, Tq, hs);
+    for (int e = threadIdx.x; e < kKeyTile; e += blockDim.x) {
+      const int i = i0 + e;
+      ls[e] = i < Tq ? lse[static_cast<size_t>(bh) * Tq + i] : 0.0f;
+      ds_[e] = i < Tq ? delta[static_cast<size_t>(bh) * Tq + i] : 0.0f;
+    }
+    __syncthreads();
+    const int iend = min(kKeyTile, Tq - i0);
+    for (int e = 0; e < iend; ++e) {
+      const float* qr = qs + e * hs;
+      const float* gr = gs + e * hs;
+      float s = 0.0f, dp = 0.0f;
+#pragma unroll
+      for (int d = 0; d < D; ++d) {
+        s += qr[d * kGroup + part] * k[d];
+        dp += gr[d * kGroup + part] * v[d];
+      }
+      s = GroupSum(s);
+      dp = GroupSum(dp);
+      if (active && i0 + e >= j) {
+        const float p = expf(s * scale - ls[e]);
+        const float dsv = p * (dp - ds_[e]) * scale;
+#pragma unroll
+        for (int d = 0; d < D; ++d) {
+          dv[d] += p * gr[d * kGroup + part];
+          dk[d] += dsv * qr[d * kGroup + part];
+        }
+      }
+    }
+  }
+  if (!active) return;
+  T* out = dqkv + (static_cast<size_t>(b) * Tq + j) * C3 + h * hs;
+#pragma unroll
+  for (int d = 0; d < D; ++d) {
+    out[C + d * kGroup + part] = FromF<T>(dk[d]);
+    out[2 * C + d * kGroup + part] = FromF<T>(dv[d]);
+  }
+}
+
+template <typename T>
+cudaError_t LaunchAttentionForward(T* y, float* lse, const T* qkv, int B, int Tq, int C, int H,
+                                   cudaStream_t stream) {
+  const int hs = C / H;
+  const float scale = 1.0f / sqrtf(static_cast<float>(hs));
+  const dim3 grid((Tq + kRowTile - 1) / kRowTile, B * H);
+  const dim3 block(kRowTile * kGroup);
+  switch (hs) {
+    case 16: AttentionForwardKernel<T, 4><<<grid, block, 0, stream>>>(y, lse, qkv, Tq, C, H, scale); break;
+    case 32: AttentionForwardKernel<T, 8><<<grid, block, 0, stream>>>(y, lse, qkv, Tq, C, H, scale); break;
+    case 64: AttentionForwardKernel<T, 16><<<grid, block, 0, stream>>>(y, lse, qkv, Tq, C, H, scale); break;
+    case 128: AttentionForwardKernel<T, 32><<<grid, block, 0, stream>>>(y, lse, qkv, Tq, C, H, scale); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+template <typename T, int D>
+void LaunchAttentionBackwardKernels(T* dqkv, const float* delta, const T* dy, const T* qkv,
+                                    const float* lse, int B, int Tq, int C, int H, float scale,
+                                    cudaStream_t stream) {
+  const dim3 grid((Tq + kRowTile - 1) / kRowTile, B * H);
+  const dim3 block(kRowTile * kGroup);
+  AttentionBackwardQueryKernel<T, D><<<grid, block, 0, stream>>>(dqkv, delta, dy, qkv, lse, Tq, C,
+                                                                 H, scale);
+  AttentionBackwardKeyKernel<T, D><<<grid, block, 0, stream>>>(dqkv, delta, dy, qkv, lse, Tq, C, H,
+                                                               scale);
+}
+
+// ---------------------------------------------------------------------------- cross-entropy
+
+// One block per row: an online (max, sum of exp) per thread, combined in a fixed tree.
+template <typename T>
+__global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
+                                   const int32_t* targets, float scale, int V) {
+  __shared__ float sm[kThreads / kWarp], ss[kThreads / kWarp];
+  __shared__ float row_max, row_sum;
+  const int n = blockIdx.x;
+  const int target = targets[n];
+  const T* x = logits + static_cast<size_t>(n) * V;
+  // Read before anything may overwrite it (dlogits may alias logits).
+  const float x_target = target >= 0 ? ToF(x[target]) : 0.0f;
+  float m = -INFINITY, s = 0.0f;
+  for (int j = threadIdx.x; j < V; j += blockDim.x) {
+    const float v = ToF(x[j]);
+    if (v > m) {
+      s = s * expf(m - v) + 1.0f;
+      m = v;
+    } else {
+      s += expf(v - m);
+    }
+  }
+  // Warp tree, then warps in order.
+  for (int o = kWarp / 2; o > 0; o >>= 1) {
+    const float m2 = __shfl_xor_sync(0xffffffffu, m, o);
+    const float s2 = __shfl_xor_sync(0xffffffffu, s, o);
+    const float mm = fmaxf(m, m2);
+    s = (m == -INFINITY ? 0.0f : s * expf(m - mm)) + (m2 == -INFINITY ? 0.0f : s2 * expf(m2 - mm));
+    m = mm;
+  }
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  if (lane == 0) {
+    sm[warp] = m;
+    ss[warp] = s;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float M = sm[0], S = ss[0];
+    for (int w = 1; w < static_cast<int>(blockDim.x / kWarp); ++w) {
+      const float mm = fmaxf(M, sm[w]);
+      S = (M == -INFINITY ? 0.0f : S * expf(M - mm)) +
+          (sm[w] == -INFINITY ? 0.0f : ss[w] * expf(sm[w] - mm));
+      M = mm;
+    }
+    row_max = M;
+    row_sum = S;
+    losses[n] = target >= 0 ? logf(S) + M - x_target : 0.0f;
+  }
+  __syncthreads();
+  if (dlogits == nullptr) return;
+  T* d = dlogits + static_cast<size_t>(n) * V;
+  const float M = row_max, inv = 1.0f / row_sum;
+  for (int j = threadIdx.x; j < V; j += blockDim.x) {
+    if (target < 0) {
+      d[j] = FromF<T>(0.0f);
+      continue;
+    }
+    const float p = expf(ToF(x[j]) - M) * inv;
+    d[j] = FromF<T>(scale * (p - (j == target ? 1.0f : 0.0f)));
+  }
+}
+
+// ---------------------------------------------------------------------------- optimizer
+
+__global__ void SumSquaresKernel(double* partial, const float* g, size_t n) {
+  __shared__ double sh[kThreads];
+  double acc = 0;
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
+       i += size_t{gridDim.x} * blockDim.x) {
+    const double x = g[i];
+    acc += x * x;
+  }
+  sh[threadIdx.x] = acc;
+  __syncthreads();
+  for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+    if (static_cast<int>(threadIdx.x) < w) sh[threadIdx.x] += sh[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) partial[blockIdx.x] = sh[0];
+}
+
+__global__ void NormFinishKernel(float* norm_out, const double* partial, int parts,
+                                 float grad_scale, float max_norm) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  double sum = 0;
+  for (int p = 0; p < parts; ++p) sum += partial[p];
+  const double norm = sqrt(sum) * grad_scale;
+  double factor = grad_scale;
+  if (max_norm > 0 && norm > max_norm) factor *= max_norm / norm;
+  norm_out[0] = static_cast<float>(norm);
+  norm_out[1] = static_cast<float>(factor);
+}
+
+unsigned NormBlocks(size_t n) {
+  const size_t b = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(b < kMaxNormBlocks ? (b == 0 ? 1 : b) : kMaxNormBlocks);
+}
+
+template <typename T>
+__global__ void AdamWKernel(float* params, T* lowp, const float* grads, float* m, float* v,
+                            size_t n, const float* grad_factor, float lr, float b1, float b2,
+                            float eps, float wd, float c1, float c2) {
+  const float f = *grad_factor;
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
+       i += size_t{gridDim.x} * blockDim.x) {
+    const float g = grads[i] * f;
+    const float mi = b1 * m[i] + (1.0f - b1) * g;
+    const float vi = b2 * v[i] + (1.0f - b2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    const float update = (mi * c1) / (sqrtf(vi * c2) + eps);
+    const float p = params[i] - lr * (update + wd * params[i]);
+    params[i] = p;
+    if (lowp != nullptr) lowp[i] = FromF<T>(p);
+  }
+}
+
+template <typename T>
+__global__ void CastKernel(T* out, const float* in, size_t n) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
+       i += size_t{gridDim.x} * blockDim.x) {
+    out[i] = FromF<T>(in[i]);
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------- launchers
+
+template <typename T>
+cudaError_t EmbeddingForward(T* out, const int32_t* tokens, const float* wte, const float* wpe,
+                             int B, int Tq, int C, cudaStream_t stream) {
+  const size_t total = static_cast<size_t>(B) * Tq * C;
+  EmbeddingForwardKernel<T><<<Blocks(total), kThreads, 0, stream>>>(out, tokens, wte, wpe, Tq, C,
+                                                                      total);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t EmbeddingBackwardWte(float* dwte, const T* dx, const int32_t* order,
+                                 const int32_t* start, const int32_t* bucket_token, int buckets,
+                                 int C, cudaStream_t stream) {
+  if (buckets == 0) return cudaSuccess;
+  EmbeddingBackwardWteKernel<T><<<buckets, kThreads, 0, stream>>>(dwte, dx, order, start,
+                                                                  bucket_token, C);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t EmbeddingBackwardWpe(float* dwpe, const T* dx, int B, int Tq, int C,
+                                 cudaStream_t stream) {
+  EmbeddingBackwardWpeKernel<T><<<Tq, kThreads, 0, stream>>>(dwpe, dx, B, Tq, C);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t LayerNormForward(T* out, float* mean, float* rstd, const T* inp, const float* weight,
+                             const float* bias, int N, int C, cudaStream_t stream) {
+  const int rows_per_block = kThreads / kWarp;
+  LayerNormForwardKernel<T><<<(N + rows_per_block - 1) / rows_per_block, kThreads, 0, stream>>>(
+      out, mean, rstd, inp, weight, bias, N, C);
+  return cudaGetLastError();
+}
+
+size_t ColumnReduceScratchFloats(int N, int C) {
+  return size_t{2} * Parts(N) * static_cast<size_t>(C);
+}
+
+template <typename T>
+cudaError_t LayerNormBackward(T* dinp, float* dweight, float* dbias, float* scratch,
+                              const T* dout, const T* inp, const float* weight, const float* mean,
+                              const float* rstd, int N, int C, cudaStream_t stream) {
+  const int rows_per_block = kThreads / kWarp;
+  LayerNormBackwardInputKernel<T>
+      <<<(N + rows_per_block - 1) / rows_per_block, kThreads, 0, stream>>>(dinp, dout, inp, weight,
+                                                                           mean, rstd, N, C);
+  const int parts = Parts(N);
+  ColumnPartialKernel<T><<<parts, kThreads, 0, stream>>>(scratch, dout, inp, mean, rstd, N, C);
+  ColumnFinishKernel<<<(C + kThreads - 1) / kThreads, kThreads, 0, stream>>>(dbias, dweight,
+                                                                             scratch, parts, C);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t BiasGrad(float* dbias, float* scratch, const T* dout, int N, int C,
+                     cudaStream_t stream) {
+  const int parts = Parts(N);
+  ColumnPartialKernel<T><<<parts, kThreads, 0, stream>>>(scratch, dout, nullptr, nullptr, nullptr,
+                                                         N, C);
+  ColumnFinishKernel<<<(C + kThreads - 1) / kThreads, kThreads, 0, stream>>>(dbias, nullptr,
+                                                                             scratch, parts, C);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t GeluForward(T* out, const T* inp, size_t n, cudaStream_t stream) {
+  GeluForwardKernel<T><<<Blocks(n), kThreads, 0, stream>>>(out, inp, n);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t GeluBackward(T* dinp, const T* inp, const T* dout, size_t n, cudaStream_t stream) {
+  GeluBackwardKernel<T><<<Blocks(n), kThreads, 0, stream>>>(dinp, inp, dout, n);
+  return cudaGetLastError();
+}
+
+bool AttentionHeadSizeSupported(int head_size) {
+  return head_size == 16 || head_size == 32 || head_size == 64 || head_size == 128;
+}
+
+template <typename T>
+cudaError_t AttentionForward(T* y, float* lse, const T* qkv, int B, int Tq, int C, int H,
+                             cudaStream_t stream) {
+  return LaunchAttentionForward(y, lse, qkv, B, Tq, C, H, stream);
+}
+
+template <typename T>
+cudaError_t AttentionBackward(T* dqkv, float* delta, const T* dy, const T* qkv, const T* y,
+                              const float* lse, int B, int Tq, int C, int H, cudaStream_t stream) {
+  const int hs = C / H;
+  const float scale = 1.0f / sqrtf(static_cast<float>(hs));
+  const size_t rows = static_cast<size_t>(B) * H * Tq;
+  AttentionDeltaKernel<T><<<Blocks(rows), kThreads, 0, stream>>>(delta, dy, y, B, Tq, C, H);
+  switch (hs) {
+    case 16: LaunchAttentionBackwardKernels<T, 4>(dqkv, delta, dy, qkv, lse, B, Tq, C, H, scale, stream); break;
+    case 32: LaunchAttentionBackwardKernels<T, 8>(dqkv, delta, dy, qkv, lse, B, Tq, C, H, scale, stream); break;
+    case 64: LaunchAttentionBackwardKernels<T, 16>(dqkv, delta, dy, qkv, lse, B, Tq, C, H, scale, stream); break;
+    case 128: LaunchAttentionBackwardKernels<T, 32>(dqkv, delta, dy, qkv, lse, B, Tq, C, H, scale, stream); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t CrossEntropy(float* losses, T* dlogits, const T* logits, const int32_t* targets,
+                         float scale, int N, int V, cudaStream_t stream) {
+  CrossEntropyKernel<T><<<N, kThreads, 0, stream>>>(losses, dlogits, logits, targets, scale, V);
+  return cudaGetLastError();
+}
+
+size_t GradNormScratchDoubles(size_t n) { return NormBlocks(n); }
+
+cudaError_t GradNorm(float* norm_out, double* scratch, const float* grads, size_t n,
+                     float grad_scale, float max_norm, cudaStream_t stream) {
+  const unsigned parts = NormBlocks(n);
+  SumSquaresKernel<<<parts, kThreads, 0, stream>>>(scratch, grads, n);
+  NormFinishKernel<<<1, 1, 0, stream>>>(norm_out, scratch, static_cast<int>(parts), grad_scale,
+                                        max_norm);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t AdamWUpdate(float* params, T* lowp, const float* grads, float* m, float* v, size_t n,
+                        const float* grad_factor, float lr, float b1, float b2, float eps,
+                        float wd, float c1, float c2, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  AdamWKernel<T><<<Blocks(n), kThreads, 0, stream>>>(params, lowp, grads, m, v, n, grad_factor, lr,
+                                                     b1, b2, eps, wd, c1, c2);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t CastFromFloat(T* out, const float* in, size_t n, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  CastKernel<T><<<Blocks(n), kThreads, 0, stream>>>(out, in, n);
+  return cudaGetLastError();
+}
+
+#define FORGE_INSTANTIATE(T)                                                                      \
+  template cudaError_t EmbeddingForward<T>(T*, const int32_t*, const float*, const float*, int,   \
+                                           int, int, cudaStream_t);                               \
+  template cudaError_t EmbeddingBackwardWte<T>(float*, const T*, const int32_t*, const int32_t*,  \
+                                               const int32_t*, int, int, cudaStream_t);           \
+  template cudaError_t EmbeddingBackwardWpe<T>(float*, const T*, int, int, int, cudaStream_t);    \
+  template cudaError_t LayerNormForward<T>(T*, float*, float*, const T*, const float*,            \
+                                           const float*, int, int, cudaStream_t);                 \
+  template cudaError_t LayerNormBackward<T>(T*, float*, float*, float*, const T*, const T*,       \
+                                            const float*, const float*, const float*, int, int,   \
+                                            cudaStream_t);                                        \
+  template cudaError_t BiasGrad<T>(float*, float*, const T*, int, int, cudaStream_t);             \
+  template cudaError_t GeluForward<T>(T*, const T*, size_t, cudaStream_t);                        \
+  template cudaError_t GeluBackward<T>(T*, const T*, const T*, size_t, cudaStream_t);             \
+  template cudaError_t AttentionForward<T>(T*, float*, const T*, int, int, int, int,              \
+                                           cudaStream_t);                                         \
+  template cudaError_t AttentionBackward<T>(T*, float*, const T*, const T*, const T*,             \
+                                            const float*, int, int, int, int, cudaStream_t);      \
+  template cudaError_t CrossEntropy<T>(float*, T*, const T*, const int32_t*, float, int, int,     \
+                                       cudaStream_t);                                             \
+  template cudaError_t AdamWUpdate<T>(float*, T*, const float*, float*, float*, size_t,           \
+                                      const float*, float, float, float, float, float, float,     \
+                                      float, cudaStream_t);                                       \
+  template cudaError_t CastFromFloat<T>(T*, const float*, size_t, cudaStream_t);
+
+FORGE_INSTANTIATE(float)
+FORGE_INSTANTIATE(bf16)
+
+}  // namespace forge::cuda

@@ -1,0 +1,116 @@
+// The GPT model's own CUDA kernels (everything but the matmuls, which are cuBLASLt's), as
+// host-callable launchers that enqueue on `stream` and return the launch error.
+//
+// T is the activation type: float (exact mode: tests compare it with the CPU engine at fp32
+// tolerance) or __nv_bfloat16 (training: bf16 storage, fp32 arithmetic). Parameters,
+// gradients, LayerNorm statistics, losses and the attention log-sum-exp are always fp32.
+// Layouts are the CPU engine's (row-major; see worker/engine/*.h for each op's maths).
+//
+// Determinism: no kernel uses atomics or depends on scheduling order. Every reduction has one
+// owner that sums in a fixed order (a warp butterfly, a block tree of fixed shape, or a
+// sequential loop), and multi-stage reductions use a fixed number of partials that depends on
+// the shapes only. So the same inputs give the same bits on the same GPU model, every run.
+#ifndef FORGE_WORKER_CUDA_KERNELS_H_
+#define FORGE_WORKER_CUDA_KERNELS_H_
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace forge::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:].
+template <typename T>
+cudaError_t EmbeddingForward(T* out, const int32_t* tokens, const float* wte, const float* wpe,
+                             int B, int Tq, int C, cudaStream_t stream);
+
+// dwte[token,:] += the sum of dx over the positions holding `token`, in increasing position
+// order. The positions come grouped by token (built on the host from the batch's tokens):
+// bucket i holds positions order[start[i] .. start[i+1]) of token bucket_token[i].
+template <typename T>
+cudaError_t EmbeddingBackwardWte(float* dwte, const T* dx, const int32_t* order,
+                                 const int32_t* start, const int32_t* bucket_token, int buckets,
+                                 int C, cudaStream_t stream);
+
+// dwpe[t,:] += sum over b (in order) of dx[b,t,:].
+template <typename T>
+cudaError_t EmbeddingBackwardWpe(float* dwpe, const T* dx, int B, int Tq, int C,
+                                 cudaStream_t stream);
+
+// LayerNorm over rows of C (eps 1e-5, biased variance); saves mean and rstd.
+template <typename T>
+cudaError_t LayerNormForward(T* out, float* mean, float* rstd, const T* inp, const float* weight,
+                             const float* bias, int N, int C, cudaStream_t stream);
+
+// Floats of scratch LayerNormBackward and BiasGrad need for N rows of C.
+size_t ColumnReduceScratchFloats(int N, int C);
+
+// dinp += dLoss/dinp (accumulates); dweight += and dbias += (two stages through `scratch`).
+template <typename T>
+cudaError_t LayerNormBackward(T* dinp, float* dweight, float* dbias, float* scratch,
+                              const T* dout, const T* inp, const float* weight, const float* mean,
+                              const float* rstd, int N, int C, cudaStream_t stream);
+
+// dbias[c] += sum over rows n of dout[n, c].
+template <typename T>
+cudaError_t BiasGrad(float* dbias, float* scratch, const T* dout, int N, int C,
+                     cudaStream_t stream);
+
+// GELU (tanh approximation). out may equal inp; dinp may equal dout.
+template <typename T>
+cudaError_t GeluForward(T* out, const T* inp, size_t n, cudaStream_t stream);
+template <typename T>
+cudaError_t GeluBackward(T* dinp, const T* inp, const T* dout, size_t n, cudaStream_t stream);
+
+// Head sizes the attention kernels are built for.
+bool AttentionHeadSizeSupported(int head_size);
+
+// Causal self-attention, fused (flash-attention style: tiles of keys in shared memory, online
+// softmax; no T x T matrix in global memory). qkv [B, T, 3C]; y [B, T, C]; lse [B, H, T] the
+// log-sum-exp of each query's scaled scores, saved for the backward.
+template <typename T>
+cudaError_t AttentionForward(T* y, float* lse, const T* qkv, int B, int Tq, int C, int H,
+                             cudaStream_t stream);
+
+// dqkv [B, T, 3C] (overwritten) from dy; `delta` is scratch of B·H·T floats. Two kernels, one
+// owning each query's dq and one owning each key's dk and dv, so no gradient is accumulated
+// by more than one thread group.
+template <typename T>
+cudaError_t AttentionBackward(T* dqkv, float* delta, const T* dy, const T* qkv, const T* y,
+                              const float* lse, int B, int Tq, int C, int H, cudaStream_t stream);
+
+// Softmax cross-entropy over rows of V logits: losses[n] (0 where targets[n] < 0). When
+// dlogits is not null it also writes scale · (softmax - onehot) there (zero rows for ignored
+// targets); dlogits may equal logits.
+template <typename T>
+cudaError_t CrossEntropy(float* losses, T* dlogits, const T* logits, const int32_t* targets,
+                         float scale, int N, int V, cudaStream_t stream);
+
+// Doubles of scratch GradNorm needs for n gradients.
+size_t GradNormScratchDoubles(size_t n);
+
+// norm_out[0] = || grad_scale · grads ||_2 (summed in double, fixed order);
+// norm_out[1] = the factor to multiply raw gradients by: grad_scale, times
+// max_norm / norm when max_norm > 0 and the norm exceeds it.
+cudaError_t GradNorm(float* norm_out, double* scratch, const float* grads, size_t n,
+                     float grad_scale, float max_norm, cudaStream_t stream);
+
+// One AdamW update of params[0..n) (fp32 master) with gradient grads · (*grad_factor);
+// lowp (may be null) receives the updated parameters converted to T. c1 = 1 / (1 - b1^t),
+// c2 = 1 / (1 - b2^t); weight decay wd (0 for tensors that are not decayed).
+template <typename T>
+cudaError_t AdamWUpdate(float* params, T* lowp, const float* grads, float* m, float* v, size_t n,
+                        const float* grad_factor, float lr, float b1, float b2, float eps,
+                        float wd, float c1, float c2, cudaStream_t stream);
+
+// out[i] = T(in[i]).
+template <typename T>
+cudaError_t CastFromFloat(T* out, const float* in, size_t n, cudaStream_t stream);
+
+}  // namespace forge::cuda
+
+#endif  // FORGE_WORKER_CUDA_KERNELS_H_

@@ -1,0 +1,392 @@
+// Each CUDA kernel (and the cuBLASLt dense layer) against the CPU engine on fresh random
+// inputs. fp32 kernels must match within 1e-5 relative (plus a small absolute floor for values
+// near zero); bf16 kernels, whose inputs and outputs are rounded to 8 bits of mantissa, within
+// 1e-2. Also: every kernel gives the same bits when run twice. Skips without a CUDA device.
+#include "worker/cuda/kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <type_traits>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "worker/cuda/cuda_util.h"
+#include "worker/cuda/gemm.h"
+#include "worker/engine/adamw.h"
+#include "worker/engine/attention.h"
+#include "worker/engine/cross_entropy.h"
+#include "worker/engine/gelu.h"
+#include "worker/engine/gemm_layout.h"
+#include "worker/engine/grad_clip.h"
+#include "worker/engine/layernorm.h"
+#include "worker/engine/matmul.h"
+#include "worker/engine/thread_pool.h"
+
+namespace forge::cuda {
+namespace {
+
+using Vec = std::vector<float>;
+
+#define REQUIRE_CUDA_DEVICE()                                                         \
+  do {                                                                                \
+    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device answers: skipped";   \
+  } while (0)
+
+Vec Random(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  Vec v(n);
+  for (float& x : v) x = normal(gen);
+  return v;
+}
+
+// Host values as the kernel's T sees them (bf16 inputs are rounded first, so the CPU
+// reference computes on the same inputs).
+template <typename T>
+Vec Rounded(const Vec& v) {
+  if constexpr (std::is_same_v<T, float>) return v;
+  Vec out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = __bfloat162float(__float2bfloat16(v[i]));
+  return out;
+}
+
+template <typename T>
+class Dev {
+ public:
+  explicit Dev(size_t n) : buf_(*DeviceBuffer<T>::Allocate(n, "test")) {}
+  Dev(const Vec& host) : Dev(host.size()) { Upload(host); }
+  void Upload(const Vec& host) {
+    std::vector<T> tmp(host.size());
+    for (size_t i = 0; i < host.size(); ++i) tmp[i] = static_cast<T>(host[i]);
+    ASSERT_EQ(cudaMemcpy(buf_.get(), tmp.data(), tmp.size() * sizeof(T), cudaMemcpyHostToDevice),
+              cudaSuccess);
+  }
+  Vec Download() const {
+    std::vector<T> tmp(buf_.size());
+    EXPECT_EQ(cudaMemcpy(tmp.data(), buf_.get(), tmp.size() * sizeof(T), cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    Vec out(tmp.size());
+    for (size_t i = 0; i < tmp.size(); ++i) out[i] = static_cast<float>(tmp[i]);
+    return out;
+  }
+  T* get() const { return buf_.get(); }
+
+ private:
+  DeviceBuffer<T> buf_;
+};
+
+template <typename T>
+constexpr float Tolerance() {
+  return std::is_same_v<T, float> ? 1e-5f : 1e-2f;
+}
+
+// |got - want| <= tol · (|want| + floor), floor = 0.1 · rms(want) so values near zero are
+// judged on the scale of the tensor.
+void ExpectClose(const Vec& got, const Vec& want, float tol, const char* what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double sq = 0;
+  for (float w : want) sq += double{w} * w;
+  const float floor = 0.1f * static_cast<float>(std::sqrt(sq / std::max<size_t>(1, want.size())));
+  int bad = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const float err = std::abs(got[i] - want[i]);
+    if (!(err <= tol * (std::abs(want[i]) + floor))) {
+      if (++bad <= 5) {
+        ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << " want " << want[i];
+      }
+    }
+  }
+  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << got.size() << " elements off";
+}
+
+void Sync() { ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess); }
+
+template <typename T>
+class KernelTest : public ::testing::Test {
+ protected:
+  void SetUp() override { REQUIRE_CUDA_DEVICE(); }
+  engine::ThreadPool pool_{1};
+};
+
+using Types = ::testing::Types<float, bf16>;
+TYPED_TEST_SUITE(KernelTest, Types);
+
+TYPED_TEST(KernelTest, LayerNormForwardAndBackward) {
+  using T = TypeParam;
+  const int N = 200, C = 96;
+  const Vec x = Rounded<T>(Random(N * C, 1, 2.0f)), dy = Rounded<T>(Random(N * C, 2));
+  const Vec w = Random(C, 3), b = Random(C, 4), dinp0 = Rounded<T>(Random(N * C, 5));
+  Vec out(N * C), mean(N), rstd(N);
+  engine::LayerNormForward<float>(out.data(), mean.data(), rstd.data(), x.data(), w.data(),
+                                  b.data(), N, C, this->pool_);
+  Vec dinp = dinp0, dw(C, 0.5f), db(C, -0.5f);
+  engine::LayerNormBackward<float>(dinp.data(), dw.data(), db.data(), dy.data(), x.data(),
+                                   w.data(), mean.data(), rstd.data(), N, C, this->pool_);
+
+  Dev<T> gx(x), gout(N * C), gdy(dy), gdinp(dinp0);
+  Dev<float> gw(w), gb(b), gmean(N), grstd(N), gdw(Vec(C, 0.5f)), gdb(Vec(C, -0.5f));
+  Dev<float> scratch(ColumnReduceScratchFloats(N, C));
+  ASSERT_EQ(LayerNormForward<T>(gout.get(), gmean.get(), grstd.get(), gx.get(), gw.get(), gb.get(),
+                                N, C, nullptr),
+            cudaSuccess);
+  ASSERT_EQ(LayerNormBackward<T>(gdinp.get(), gdw.get(), gdb.get(), scratch.get(), gdy.get(),
+                                 gx.get(), gw.get(), gmean.get(), grstd.get(), N, C, nullptr),
+            cudaSuccess);
+  Sync();
+  const float tol = Tolerance<T>();
+  ExpectClose(gout.Download(), out, tol, "out");
+  ExpectClose(gmean.Download(), mean, 1e-5f, "mean");
+  ExpectClose(grstd.Download(), rstd, 1e-5f, "rstd");
+  ExpectClose(gdinp.Download(), dinp, tol, "dinp");
+  ExpectClose(gdw.Download(), dw, 1e-4f, "dweight");  // fp32 sums of 200 rows
+  ExpectClose(gdb.Download(), db, 1e-4f, "dbias");
+}
+
+TYPED_TEST(KernelTest, GeluForwardAndBackward) {
+  using T = TypeParam;
+  const size_t n = 10007;
+  const Vec x = Rounded<T>(Random(n, 6, 3.0f)), dy = Rounded<T>(Random(n, 7));
+  Vec out(n), dinp(n);
+  engine::GeluForward<float>(out.data(), x.data(), n, this->pool_);
+  engine::GeluBackward<float>(dinp.data(), x.data(), dy.data(), n, this->pool_);
+  Dev<T> gx(x), gout(n), gdy(dy);
+  ASSERT_EQ(GeluForward<T>(gout.get(), gx.get(), n, nullptr), cudaSuccess);
+  ASSERT_EQ(GeluBackward<T>(gdy.get(), gx.get(), gdy.get(), n, nullptr), cudaSuccess);  // in place
+  Sync();
+  ExpectClose(gout.Download(), out, Tolerance<T>(), "gelu");
+  ExpectClose(gdy.Download(), dinp, Tolerance<T>(), "gelu backward");
+}
+
+struct AttentionShape {
+  int B, T, C, H;
+};
+
+TYPED_TEST(KernelTest, AttentionForwardAndBackward) {
+  using T = TypeParam;
+  // Lengths that are not multiples of the tiles; head sizes 64 and 32.
+  for (const AttentionShape& s : {AttentionShape{2, 77, 128, 2}, AttentionShape{1, 130, 128, 4},
+                                  AttentionShape{3, 5, 64, 1}}) {
+    SCOPED_TRACE(::testing::Message() << "B=" << s.B << " T=" << s.T << " C=" << s.C
+                                      << " H=" << s.H);
+    const size_t n3 = size_t{1} * s.B * s.T * 3 * s.C, n = size_t{1} * s.B * s.T * s.C;
+    const Vec qkv = Rounded<T>(Random(n3, 8)), dy = Rounded<T>(Random(n, 9));
+    Vec y(n), att(size_t{1} * s.B * s.H * s.T * s.T), dqkv(n3), scratch(att.size());
+    engine::AttentionForward<float>(y.data(), att.data(), qkv.data(), s.B, s.T, s.C, s.H,
+                                    this->pool_);
+    engine::AttentionBackward<float>(dqkv.data(), scratch.data(), dy.data(), qkv.data(),
+                                     att.data(), s.B, s.T, s.C, s.H, this->pool_);
+    Dev<T> gqkv(qkv), gy(n), gdy(dy), gdqkv(n3);
+    Dev<float> lse(size_t{1} * s.B * s.H * s.T), delta(size_t{1} * s.B * s.H * s.T);
+    ASSERT_EQ(AttentionForward<T>(gy.get(), lse.get(), gqkv.get(), s.B, s.T, s.C, s.H, nullptr),
+              cudaSuccess);
+    // The backward reads y; give it the CPU's (rounded to T), so dqkv is compared on equal
+    // inputs.
+    Dev<T> cpu_y(Rounded<T>(y));
+    ASSERT_EQ(AttentionBackward<T>(gdqkv.get(), delta.get(), gdy.get(), gqkv.get(), cpu_y.get(),
+                                   lse.get(), s.B, s.T, s.C, s.H, nullptr),
+              cudaSuccess);
+    Sync();
+    ExpectClose(gy.Download(), y, Tolerance<T>(), "y");
+    ExpectClose(gdqkv.Download(), dqkv, std::is_same_v<T, float> ? 2e-5f : 2e-2f, "dqkv");
+  }
+}
+
+TYPED_TEST(KernelTest, CrossEntropyLossAndGradient) {
+  using T = TypeParam;
+  const int N = 37, V = 1000;
+  const Vec logits = Rounded<T>(Random(size_t{1} * N * V, 10, 3.0f));
+  std::vector<int32_t> targets(N);
+  for (int n = 0; n < N; ++n) targets[n] = n % 5 == 4 ? -1 : (n * 7919) % V;  // some ignored
+  const float scale = 1.0f / 30;
+  Vec losses(N), dlogits(logits.size());
+  engine::CrossEntropyForward<float>(losses.data(), logits.data(), targets.data(), N, V,
+                                     this->pool_);
+  engine::CrossEntropyBackward<float>(dlogits.data(), logits.data(), targets.data(), scale, N, V,
+                                      this->pool_);
+  Dev<T> glogits(logits);
+  Dev<float> glosses(N);
+  DeviceBuffer<int32_t> gt = *DeviceBuffer<int32_t>::Allocate(N, "targets");
+  ASSERT_EQ(cudaMemcpy(gt.get(), targets.data(), N * sizeof(int32_t), cudaMemcpyHostToDevice),
+            cudaSuccess);
+  // Loss only, then loss and gradient in place.
+  ASSERT_EQ(CrossEntropy<T>(glosses.get(), nullptr, glogits.get(), gt.get(), scale, N, V, nullptr),
+            cudaSuccess);
+  Sync();
+  ExpectClose(glosses.Download(), losses, 1e-5f, "losses (forward only)");
+  ASSERT_EQ(CrossEntropy<T>(glosses.get(), glogits.get(), glogits.get(), gt.get(), scale, N, V,
+                            nullptr),
+            cudaSuccess);
+  Sync();
+  ExpectClose(glosses.Download(), losses, 1e-5f, "losses");
+  ExpectClose(glogits.Download(), dlogits, Tolerance<T>(), "dlogits");
+}
+
+TYPED_TEST(KernelTest, EmbeddingsAndBiasGradient) {
+  using T = TypeParam;
+  const int B = 3, Tq = 17, C = 40, V = 11;
+  std::vector<int32_t> tokens(B * Tq);
+  for (int i = 0; i < B * Tq; ++i) tokens[i] = (i * 5) % V;  // repeated tokens
+  const Vec wte = Random(size_t{1} * V * C, 11), wpe = Random(size_t{1} * Tq * C, 12);
+  const Vec dx = Rounded<T>(Random(size_t{1} * B * Tq * C, 13));
+  Vec out(dx.size()), dwte(wte.size(), 0.25f), dwpe(wpe.size(), 0.0f), dbias(C, 1.0f);
+  for (int n = 0; n < B * Tq; ++n) {
+    for (int c = 0; c < C; ++c) {
+      out[n * C + c] = wte[tokens[n] * C + c] + wpe[(n % Tq) * C + c];
+      dwte[tokens[n] * C + c] += dx[n * C + c];
+      dwpe[(n % Tq) * C + c] += dx[n * C + c];
+      dbias[c] += dx[n * C + c];
+    }
+  }
+  // Buckets as the backend builds them.
+  std::vector<int32_t> order(B * Tq), start, bucket;
+  for (int i = 0; i < B * Tq; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return tokens[a] < tokens[b]; });
+  for (int p = 0; p < B * Tq; ++p) {
+    if (p == 0 || tokens[order[p]] != tokens[order[p - 1]]) {
+      start.push_back(p);
+      bucket.push_back(tokens[order[p]]);
+    }
+  }
+  start.push_back(B * Tq);
+  auto upload = [](const std::vector<int32_t>& v) {
+    DeviceBuffer<int32_t> d = *DeviceBuffer<int32_t>::Allocate(v.size(), "ints");
+    EXPECT_EQ(cudaMemcpy(d.get(), v.data(), v.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    return d;
+  };
+  DeviceBuffer<int32_t> gtok = upload(tokens), gorder = upload(order), gstart = upload(start),
+                        gbucket = upload(bucket);
+  Dev<float> gwte(wte), gwpe(wpe), gdwte(Vec(wte.size(), 0.25f)), gdwpe(Vec(wpe.size(), 0.0f));
+  Dev<float> gdbias(Vec(C, 1.0f)), scratch(ColumnReduceScratchFloats(B * Tq, C));
+  Dev<T> gout(out.size()), gdx(dx);
+  ASSERT_EQ(EmbeddingForward<T>(gout.get(), gtok.get(), gwte.get(), gwpe.get(), B, Tq, C, nullptr),
+            cudaSuccess);
+  ASSERT_EQ(EmbeddingBackwardWte<T>(gdwte.get(), gdx.get(), gorder.get(), gstart.get(),
+                                    gbucket.get(), static_cast<int>(bucket.size()), C, nullptr),
+            cudaSuccess);
+  ASSERT_EQ(EmbeddingBackwardWpe<T>(gdwpe.get(), gdx.get(), B, Tq, C, nullptr), cudaSuccess);
+  ASSERT_EQ(BiasGrad<T>(gdbias.get(), scratch.get(), gdx.get(), B * Tq, C, nullptr), cudaSuccess);
+  Sync();
+  ExpectClose(gout.Download(), out, Tolerance<T>(), "embedding");
+  ExpectClose(gdwte.Download(), dwte, 1e-5f, "dwte");
+  ExpectClose(gdwpe.Download(), dwpe, 1e-5f, "dwpe");
+  ExpectClose(gdbias.Download(), dbias, 1e-5f, "dbias");
+}
+
+TYPED_TEST(KernelTest, DenseLayerOnCublasLt) {
+  using T = TypeParam;
+  const cudaDataType_t type = std::is_same_v<T, float> ? CUDA_R_32F : CUDA_R_16BF;
+  absl::StatusOr<std::unique_ptr<Matmul>> mm = Matmul::Create();
+  ASSERT_TRUE(mm.ok()) << mm.status();
+  for (engine::WeightLayout layout : {engine::WeightLayout::kInOut, engine::WeightLayout::kOutIn}) {
+    const int M = 70, K = 48, N = 88;
+    const bool in_out = layout == engine::WeightLayout::kInOut;
+    const Vec inp = Rounded<T>(Random(size_t{1} * M * K, 14)),
+              w = Rounded<T>(Random(size_t{1} * K * N, 15, 0.2f)),
+              bias = Rounded<T>(Random(N, 16)), res = Rounded<T>(Random(size_t{1} * M * N, 17)),
+              dout = Rounded<T>(Random(size_t{1} * M * N, 18));
+    Vec out(size_t{1} * M * N), dinp(size_t{1} * M * K), dw(w.size(), 0.5f);
+    engine::MatmulForward<float>(out.data(), inp.data(), w.data(), layout,
+                                 in_out ? bias.data() : nullptr, in_out ? res.data() : nullptr, M,
+                                 K, N, this->pool_);
+    engine::MatmulBackward<float>(dinp.data(), dw.data(), nullptr, dout.data(), inp.data(),
+                                  w.data(), layout, M, K, N, this->pool_);
+    Dev<T> gin(inp), gw(w), gbias(bias), gres(res), gout(out.size()), gdout(dout),
+        gdinp(dinp.size());
+    Dev<float> gdw(Vec(w.size(), 0.5f));
+    GemmOperands f;
+    f.a = gw.get();
+    f.b = gin.get();
+    f.d = gout.get();
+    if (in_out) {
+      f.bias = gbias.get();
+      f.c = gres.get();
+      f.beta = 1.0f;
+    }
+    ASSERT_TRUE((*mm)->Run(engine::ForwardGemm(layout, M, K, N), type, type, f, nullptr).ok());
+    GemmOperands bi;
+    bi.a = gw.get();
+    bi.b = gdout.get();
+    bi.d = gdinp.get();
+    ASSERT_TRUE((*mm)->Run(engine::InputGradGemm(layout, M, K, N), type, type, bi, nullptr).ok());
+    const engine::GemmCall wg = engine::WeightGradGemm(layout, M, K, N);
+    GemmOperands bw;
+    bw.a = wg.a == engine::GemmOperand::kInput ? static_cast<const void*>(gin.get()) : gdout.get();
+    bw.b = wg.b == engine::GemmOperand::kInput ? static_cast<const void*>(gin.get()) : gdout.get();
+    bw.c = gdw.get();
+    bw.d = gdw.get();
+    bw.beta = 1.0f;
+    ASSERT_TRUE((*mm)->Run(wg, type, CUDA_R_32F, bw, nullptr).ok());
+    Sync();
+    ExpectClose(gout.Download(), out, Tolerance<T>(), "dense forward");
+    ExpectClose(gdinp.Download(), dinp, Tolerance<T>(), "dense input gradient");
+    ExpectClose(gdw.Download(), dw, Tolerance<T>(), "dense weight gradient");
+  }
+}
+
+TEST(OptimizerKernelTest, GradNormClipAndAdamWMatchTheCpu) {
+  REQUIRE_CUDA_DEVICE();
+  engine::ThreadPool pool(1);
+  const size_t n = 300001;
+  const Vec grads = Random(n, 20, 3.0f), params0 = Random(n, 21), m0 = Random(n, 22, 0.1f);
+  Vec v0 = Random(n, 23, 0.1f);
+  for (float& x : v0) x = x * x;
+  // CPU: scale by 1/4, clip to norm 1, one AdamW step at t = 3 with decay.
+  Vec g = grads;
+  engine::ScaleGrads(g.data(), n, 0.25f, pool);
+  const double cpu_norm = engine::ClipGradNorm(g.data(), n, 1.0, pool);
+  engine::ParamInfo info{"w", {static_cast<int64_t>(n)}, 0, n};
+  info.shape = {1, static_cast<int64_t>(n)};  // 2-D: decayed
+  engine::AdamWOptions o;
+  engine::AdamW adam({info}, o);
+  std::copy(m0.begin(), m0.end(), adam.m());
+  std::copy(v0.begin(), v0.end(), adam.v());
+  adam.set_step(2);
+  Vec params = params0;
+  adam.Step(params.data(), g.data(), 1e-3f, pool);
+
+  Dev<float> gg(grads), gp(params0), gm(m0), gv(v0), norm(2);
+  Dev<bf16> lowp(n);
+  DeviceBuffer<double> scratch = *DeviceBuffer<double>::Allocate(GradNormScratchDoubles(n), "s");
+  ASSERT_EQ(GradNorm(norm.get(), scratch.get(), gg.get(), n, 0.25f, 1.0f, nullptr), cudaSuccess);
+  const float c1 = 1.0f / (1.0f - static_cast<float>(std::pow(0.9, 3.0)));
+  const float c2 = 1.0f / (1.0f - static_cast<float>(std::pow(0.95, 3.0)));
+  ASSERT_EQ(AdamWUpdate<bf16>(gp.get(), lowp.get(), gg.get(), gm.get(), gv.get(), n,
+                              norm.get() + 1, 1e-3f, o.beta1, o.beta2, o.eps, o.weight_decay, c1,
+                              c2, nullptr),
+            cudaSuccess);
+  Sync();
+  const Vec got_norm = norm.Download();
+  EXPECT_NEAR(got_norm[0], cpu_norm, 1e-5 * cpu_norm);
+  ExpectClose(gp.Download(), params, 1e-5f, "params");
+  ExpectClose(gm.Download(), Vec(adam.m(), adam.m() + n), 1e-5f, "m");
+  ExpectClose(gv.Download(), Vec(adam.v(), adam.v() + n), 1e-5f, "v");
+  ExpectClose(lowp.Download(), params, 1e-2f, "bf16 copy");
+}
+
+TEST(DeterminismTest, AttentionBackwardGivesTheSameBitsTwice) {
+  REQUIRE_CUDA_DEVICE();
+  const int B = 2, Tq = 200, C = 256, H = 4;
+  const size_t n3 = size_t{1} * B * Tq * 3 * C, n = size_t{1} * B * Tq * C;
+  Dev<bf16> qkv(Random(n3, 30)), dy(Random(n, 31)), y(n), dqkv(n3);
+  Dev<float> lse(size_t{1} * B * H * Tq), delta(size_t{1} * B * H * Tq);
+  ASSERT_EQ(AttentionForward<bf16>(y.get(), lse.get(), qkv.get(), B, Tq, C, H, nullptr), cudaSuccess);
+  Vec first;
+  for (int run = 0; run < 2; ++run) {
+    ASSERT_EQ(AttentionBackward<bf16>(dqkv.get(), delta.get(), dy.get(), qkv.get(), y.get(),
+                                      lse.get(), B, Tq, C, H, nullptr),
+              cudaSuccess);
+    Sync();
+    const Vec got = dqkv.Download();
+    if (run == 0) {
+      first = got;
+    } else {
+      EXPECT_EQ(std::memcmp(first.data(), got.data(), got.size() * sizeof(float)), 0);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace forge::cuda
