@@ -12,6 +12,8 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -26,6 +28,11 @@
 #include "worker/engine/trainer.h"
 #include "worker/trainer/coordinator_store.h"
 #include "worker/trainer/trainer_client.h"
+
+#ifdef FORGE_HAVE_CUDA
+#include "worker/cuda/cuda_backend.h"
+#include "worker/cuda/nccl_communicator.h"
+#endif
 
 namespace forge::trainer {
 namespace {
@@ -293,14 +300,25 @@ Failure Run(const RankOptions& ro) {
   }
   TrainerOptions& o = built->options;
 
+  // Which device: "cpu:N" (the CPU engine) or "cuda:N" (CUDA device N of this host).
+  int cuda_device = -1;
+  if (absl::StartsWith(a.device(), "cuda:")) {
+    if (!absl::SimpleAtoi(a.device().substr(5), &cuda_device) || cuda_device < 0) {
+      return Fail(kExitInvalid, absl::InvalidArgumentError(absl::StrCat(
+                                    "assignment device ", a.device(), " is not cuda:N")));
+    }
+  }
+  const auto timeout = std::chrono::milliseconds(
+      a.collective_timeout_ms() > 0 ? a.collective_timeout_ms() : 60000);
+  auto store = std::make_shared<CoordinatorStore>(&client, timeout);
+  // Gloo carries the small per-step exchange (losses, sampler cursors, replica checksums) on
+  // every backend, and the gradients on the CPU backend.
   std::unique_ptr<Communicator> comm;
   if (a.world_size() > 1) {
-    const auto timeout = std::chrono::milliseconds(
-        a.collective_timeout_ms() > 0 ? a.collective_timeout_ms() : 60000);
     CommunicatorOptions cm;
     cm.rank = a.rank();
     cm.world_size = a.world_size();
-    cm.store = std::make_shared<CoordinatorStore>(&client, timeout);
+    cm.store = store;
     cm.prefix = "gloo";  // the coordinator already scopes keys to this job attempt
     cm.interface_address = ro.interface_address;
     cm.timeout = absl::FromChrono(timeout);
@@ -309,9 +327,43 @@ Failure Run(const RankOptions& ro) {
     comm = *std::move(c);
     o.communicator = comm.get();
   }
+#ifdef FORGE_HAVE_CUDA
+  // Declared before the trainer, so it outlives the backend that uses it.
+  std::unique_ptr<cuda::NcclCommunicator> nccl;
+  if (cuda_device >= 0) {
+    if (a.world_size() > 1) {
+      cuda::NcclOptions no;
+      no.rank = a.rank();
+      no.world_size = a.world_size();
+      no.device = cuda_device;
+      no.store = store.get();  // rank 0 publishes the unique id; the others read it
+      no.timeout = absl::FromChrono(timeout);
+      absl::StatusOr<std::unique_ptr<cuda::NcclCommunicator>> n = cuda::NcclCommunicator::Create(no);
+      if (!n.ok()) return Fail(kExitFailed, n.status());
+      nccl = *std::move(n);
+    }
+    cuda::CudaBackendOptions bo;
+    bo.device = cuda_device;
+    bo.nccl = nccl.get();
+    o.make_backend = cuda::CudaBackendFactory(bo);
+  }
+#else
+  if (cuda_device >= 0) {
+    return Fail(kExitInvalid,
+                absl::FailedPreconditionError(absl::StrCat(
+                    "assignment device ", a.device(), ": this forge-trainer was built without "
+                    "CUDA (no nvcc at build time); rebuild where the CUDA toolkit is installed")));
+  }
+#endif
   absl::StatusOr<std::unique_ptr<Trainer>> created = Trainer::Create(o);
-  if (!created.ok()) return Fail(kExitInvalid, created.status());
+  if (!created.ok()) {
+    // A spec the engine cannot run is final; a device that fails (no CUDA device answers, out
+    // of memory) may work on another worker.
+    return Fail(absl::IsInvalidArgument(created.status()) ? kExitInvalid : kExitFailed,
+                created.status());
+  }
   Trainer& trainer = **created;
+  std::printf("backend: %s\n", trainer.backend().Describe().c_str());
 
   // Tokens per source over the whole run (all ranks), carried through checkpoints.
   std::map<std::string, int64_t> tokens_per_source;
