@@ -111,6 +111,7 @@ class CudaGpt final : public engine::ModelBackend {
   }
 
   absl::Status ZeroGrad() override {
+    FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
     FORGE_CUDA_RETURN_IF_ERROR(
         cudaMemsetAsync(grads_.get(), 0, grads_.bytes(), stream_));
     return absl::OkStatus();
@@ -125,6 +126,7 @@ class CudaGpt final : public engine::ModelBackend {
   int64_t optimizer_step() const override { return adam_step_; }
 
   absl::Status CopyState(float* params, float* adam_m, float* adam_v) const override {
+    FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
     for (auto [dst, src] : {std::pair{params, params_.get()}, std::pair{adam_m, m_.get()},
                             std::pair{adam_v, v_.get()}}) {
       if (dst != nullptr) {
@@ -137,6 +139,7 @@ class CudaGpt final : public engine::ModelBackend {
   }
 
   absl::Status CopyGradients(float* grads) const override {
+    FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
     FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(grads, grads_.get(), grads_.bytes(),
                                                cudaMemcpyDeviceToHost, stream_));
     FORGE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
@@ -270,7 +273,12 @@ absl::Status CudaGpt<T>::Init() {
                                  prop.totalGlobalMem / (1024.0 * 1024 * 1024), prop.major,
                                  prop.minor, kExact ? "fp32" : "bf16 with fp32 master weights");
   FORGE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  FORGE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
+  // The all-reduce stream gets the highest priority, so its kernels are scheduled ahead of the
+  // backward's when both are ready.
+  int least = 0, greatest = 0;
+  FORGE_CUDA_RETURN_IF_ERROR(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  FORGE_CUDA_RETURN_IF_ERROR(
+      cudaStreamCreateWithPriority(&comm_stream_, cudaStreamNonBlocking, greatest));
   ASSIGN_OR_RETURN(matmul_, Matmul::Create());
 
   const size_t n = num_params();
@@ -355,6 +363,7 @@ absl::Status CudaGpt<T>::Init() {
 template <typename T>
 absl::Status CudaGpt<T>::LoadState(const float* params, const float* adam_m, const float* adam_v,
                                    int64_t optimizer_step, bool zero_moments) {
+  FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   const size_t bytes = num_params() * sizeof(float);
   for (auto [dst, src] : {std::pair{params_.get(), params}, std::pair{m_.get(), adam_m},
                           std::pair{v_.get(), adam_v}}) {
@@ -422,8 +431,9 @@ absl::StatusOr<int> CudaGpt<T>::Forward(const int32_t* tokens, const int32_t* ta
     }
     if (targets[n] >= 0) ++count;
   }
-  // The pinned copies may still feed the previous call's transfers: the stream is idle here
-  // (every public call ends with a synchronize), so overwriting them is safe.
+  // The pinned copies may still feed an earlier call's transfers (one that returned an error
+  // after queueing them): wait for the stream before overwriting them.
+  FORGE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   std::memcpy(host_tokens_.get(), tokens, N * sizeof(int32_t));
   std::memcpy(host_targets_.get(), targets, N * sizeof(int32_t));
   FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(tokens_.get(), host_tokens_.get(), N * sizeof(int32_t),
@@ -544,6 +554,7 @@ absl::Status CudaGpt<T>::SumLosses(int N, double* sum) {
 template <typename T>
 absl::StatusOr<double> CudaGpt<T>::ForwardBackward(const int32_t* tokens, const int32_t* targets,
                                                    int B, int Tq, bool last_micro_batch) {
+  FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   if (reducing_) {
     return absl::FailedPreconditionError(
         "cuda backend: the previous step's gradient all-reduce was not finished "
@@ -560,6 +571,7 @@ absl::StatusOr<double> CudaGpt<T>::ForwardBackward(const int32_t* tokens, const 
 template <typename T>
 absl::Status CudaGpt<T>::ForwardLosses(const int32_t* tokens, const int32_t* targets, int B,
                                        int Tq, float* losses) {
+  FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   RETURN_IF_ERROR(Forward(tokens, targets, B, Tq, /*backward=*/false).status());
   FORGE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   std::memcpy(losses, host_losses_.get(), static_cast<size_t>(B) * Tq * sizeof(float));
@@ -568,6 +580,7 @@ absl::Status CudaGpt<T>::ForwardLosses(const int32_t* tokens, const int32_t* tar
 
 template <typename T>
 absl::Status CudaGpt<T>::FinishGradients() {
+  FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   if (config_.world_size == 1) return absl::OkStatus();
   if (!reducing_) {
     return absl::FailedPreconditionError(
@@ -583,6 +596,7 @@ absl::Status CudaGpt<T>::FinishGradients() {
 
 template <typename T>
 absl::StatusOr<double> CudaGpt<T>::OptimizerStep(float grad_scale, double max_norm, float lr) {
+  FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   if (reducing_) {
     return absl::FailedPreconditionError(
         "cuda backend: OptimizerStep before FinishGradients: the gradients are still being "
@@ -637,6 +651,11 @@ absl::StatusOr<std::unique_ptr<engine::ModelBackend>> CreateCudaBackend(
     return absl::InvalidArgumentError(
         absl::StrCat("model: need max_batch >= 1 and 1 <= max_seq <= context (", s.context,
                      "); got max_batch=", config.max_batch, " max_seq=", config.max_seq));
+  }
+  if (static_cast<int64_t>(config.max_batch) * s.heads > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the cuda backend's attention handles at most 65535 (sequence, head) pairs per "
+        "micro-batch; got ", config.max_batch, " x ", s.heads, ": use a smaller micro-batch"));
   }
   const int devices = CudaDeviceCount();
   if (devices == 0) {

@@ -150,8 +150,11 @@ TEST_F(CudaBackendTest, Bf16TrainingStepsFollowTheCpuEngine) {
   }
   const Diff grads = Compare(Grads(*gpu), Grads(*cpu));
   EXPECT_GT(grads.cosine, 0.99);
+  // AdamW's first steps move each weight by about lr · sign(g): a gradient below bf16's noise
+  // can flip a sign (2 · lr = 6e-3 per step), so the bound is looser than the gradients'.
   const Diff params = Compare(Params(*gpu), Params(*cpu));
-  EXPECT_LT(params.rel_max, 1e-2);
+  EXPECT_LT(params.rel_max, 3e-2);
+  EXPECT_GT(params.cosine, 0.9999);
 }
 
 TEST_F(CudaBackendTest, SameInputsGiveTheSameBits) {

@@ -4,6 +4,17 @@
 #include "common/status_macros.h"
 
 namespace forge::cuda {
+namespace {
+
+// The largest power of two up to 256 that divides the address.
+uint32_t Alignment(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  uint32_t align = 256;
+  while (align > 1 && a % align != 0) align >>= 1;
+  return align;
+}
+
+}  // namespace
 
 struct Matmul::Plan {
   cublasLtMatmulDesc_t desc = nullptr;
@@ -30,10 +41,12 @@ Matmul::~Matmul() {
 }
 
 absl::StatusOr<Matmul::Plan*> Matmul::GetPlan(const engine::GemmCall& g, cudaDataType_t ab_type,
-                                              cudaDataType_t cd_type, bool bias, bool has_c) {
+                                              cudaDataType_t cd_type, bool bias, bool has_c,
+                                              const uint32_t align[4]) {
   const std::string key = absl::StrCat(g.trans_a, ",", g.trans_b, ",", g.m, ",", g.n, ",", g.k,
                                        ",", g.lda, ",", g.ldb, ",", g.ldc, ",", ab_type, ",",
-                                       cd_type, ",", bias, ",", has_c);
+                                       cd_type, ",", bias, ",", has_c, ",", align[0], ",",
+                                       align[1], ",", align[2], ",", align[3]);
   if (auto it = plans_.find(key); it != plans_.end()) return it->second.get();
   auto plan = std::make_unique<Plan>();
   FORGE_CUBLAS_RETURN_IF_ERROR(
@@ -64,6 +77,12 @@ absl::StatusOr<Matmul::Plan*> Matmul::GetPlan(const engine::GemmCall& g, cudaDat
   const size_t ws = workspace_.bytes();
   cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
+  const cublasLtMatmulPreferenceAttributes_t align_attrs[4] = {
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+  for (int i = 0; i < 4 && st == CUBLAS_STATUS_SUCCESS; ++i) {
+    st = cublasLtMatmulPreferenceSetAttribute(pref, align_attrs[i], &align[i], sizeof(align[i]));
+  }
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   if (st == CUBLAS_STATUS_SUCCESS) {
@@ -85,13 +104,18 @@ absl::StatusOr<Matmul::Plan*> Matmul::GetPlan(const engine::GemmCall& g, cudaDat
 absl::Status Matmul::Run(const engine::GemmCall& call, cudaDataType_t ab_type,
                          cudaDataType_t cd_type, const GemmOperands& ops, cudaStream_t stream) {
   const bool has_c = ops.beta != 0.0f;
-  ASSIGN_OR_RETURN(Plan * plan, GetPlan(call, ab_type, cd_type, ops.bias != nullptr, has_c));
+  const void* c = has_c ? ops.c : ops.d;
+  const uint32_t align[4] = {Alignment(ops.a), Alignment(ops.b), Alignment(c), Alignment(ops.d)};
+  if (ops.bias != nullptr && Alignment(ops.bias) < 16) {
+    return absl::InvalidArgumentError("matmul: the bias vector must be 16-byte aligned");
+  }
+  ASSIGN_OR_RETURN(Plan * plan,
+                   GetPlan(call, ab_type, cd_type, ops.bias != nullptr, has_c, align));
   if (ops.bias != nullptr) {
     FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
         plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ops.bias, sizeof(ops.bias)));
   }
   const float alpha = 1.0f;
-  const void* c = has_c ? ops.c : ops.d;
   FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle_, plan->desc, &alpha, ops.a, plan->a, ops.b,
                                               plan->b, &ops.beta, c, plan->c, ops.d, plan->d,
                                               &plan->algo, workspace_.get(), workspace_.bytes(),

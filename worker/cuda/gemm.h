@@ -15,6 +15,7 @@
 #include <cuda_runtime_api.h>
 #include <library_types.h>
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -47,8 +48,11 @@ class Matmul {
  private:
   struct Plan;
   Matmul() = default;
+  // `align`: the alignment in bytes (up to 256) of A, B, C and D, which the heuristic must
+  // respect (weights inside the flat parameter buffer are not all 256-byte aligned).
   absl::StatusOr<Plan*> GetPlan(const engine::GemmCall& call, cudaDataType_t ab_type,
-                                cudaDataType_t cd_type, bool bias, bool has_c);
+                                cudaDataType_t cd_type, bool bias, bool has_c,
+                                const uint32_t align[4]);
 
   cublasLtHandle_t handle_ = nullptr;
   DeviceBuffer<char> workspace_;

@@ -544,13 +544,14 @@ unsigned NormBlocks(size_t n) {
 }
 
 template <typename T>
-__global__ void AdamWKernel(float* params, T* lowp, const float* grads, float* m, float* v,
+__global__ void AdamWKernel(float* params, T* lowp, float* grads, float* m, float* v,
                             size_t n, const float* grad_factor, float lr, float b1, float b2,
                             float eps, float wd, float c1, float c2) {
   const float f = *grad_factor;
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
        i += size_t{gridDim.x} * blockDim.x) {
     const float g = grads[i] * f;
+    grads[i] = g;  // the step's gradient, as the CPU engine leaves it (scaled and clipped)
     const float mi = b1 * m[i] + (1.0f - b1) * g;
     const float vi = b2 * v[i] + (1.0f - b2) * g * g;
     m[i] = mi;
@@ -697,7 +698,7 @@ cudaError_t GradNorm(float* norm_out, double* scratch, const float* grads, size_
 }
 
 template <typename T>
-cudaError_t AdamWUpdate(float* params, T* lowp, const float* grads, float* m, float* v, size_t n,
+cudaError_t AdamWUpdate(float* params, T* lowp, float* grads, float* m, float* v, size_t n,
                         const float* grad_factor, float lr, float b1, float b2, float eps,
                         float wd, float c1, float c2, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
@@ -733,7 +734,7 @@ cudaError_t CastFromFloat(T* out, const float* in, size_t n, cudaStream_t stream
                                             const float*, int, int, int, int, cudaStream_t);      \
   template cudaError_t CrossEntropy<T>(float*, T*, const T*, const int32_t*, float, int, int,     \
                                        cudaStream_t);                                             \
-  template cudaError_t AdamWUpdate<T>(float*, T*, const float*, float*, float*, size_t,           \
+  template cudaError_t AdamWUpdate<T>(float*, T*, float*, float*, float*, size_t,                 \
                                       const float*, float, float, float, float, float, float,     \
                                       float, cudaStream_t);                                       \
   template cudaError_t CastFromFloat<T>(T*, const float*, size_t, cudaStream_t);

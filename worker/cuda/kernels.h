@@ -99,11 +99,12 @@ size_t GradNormScratchDoubles(size_t n);
 cudaError_t GradNorm(float* norm_out, double* scratch, const float* grads, size_t n,
                      float grad_scale, float max_norm, cudaStream_t stream);
 
-// One AdamW update of params[0..n) (fp32 master) with gradient grads · (*grad_factor);
-// lowp (may be null) receives the updated parameters converted to T. c1 = 1 / (1 - b1^t),
+// One AdamW update of params[0..n) (fp32 master) with gradient grads · (*grad_factor), which
+// is written back to grads (scaled and clipped, as the CPU engine leaves them); lowp (may be
+// null) receives the updated parameters converted to T. c1 = 1 / (1 - b1^t),
 // c2 = 1 / (1 - b2^t); weight decay wd (0 for tensors that are not decayed).
 template <typename T>
-cudaError_t AdamWUpdate(float* params, T* lowp, const float* grads, float* m, float* v, size_t n,
+cudaError_t AdamWUpdate(float* params, T* lowp, float* grads, float* m, float* v, size_t n,
                         const float* grad_factor, float lr, float b1, float b2, float eps,
                         float wd, float c1, float c2, cudaStream_t stream);
 

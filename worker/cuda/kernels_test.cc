@@ -361,6 +361,7 @@ TEST(OptimizerKernelTest, GradNormClipAndAdamWMatchTheCpu) {
   const Vec got_norm = norm.Download();
   EXPECT_NEAR(got_norm[0], cpu_norm, 1e-5 * cpu_norm);
   ExpectClose(gp.Download(), params, 1e-5f, "params");
+  ExpectClose(gg.Download(), g, 1e-5f, "gradients, scaled and clipped in place");
   ExpectClose(gm.Download(), Vec(adam.m(), adam.m() + n), 1e-5f, "m");
   ExpectClose(gv.Download(), Vec(adam.v(), adam.v() + n), 1e-5f, "v");
   ExpectClose(lowp.Download(), params, 1e-2f, "bf16 copy");
