@@ -249,6 +249,27 @@ int RunForgeCli(int argc, const char* const* argv, std::ostream& out, std::ostre
   export_cmd->add_flag("--force", force, "replace an existing DIR/model.safetensors");
   export_cmd->footer(absl::StrCat(kExportFooter, kLeafFooter));
 
+  // Model catalog.
+  CLI::App* models = app.add_subcommand(
+      "models", "List base models by stage and promotion channels; register a checkpoint");
+  models->footer(kLeafFooter);
+  AddOutputOption(models, &output);
+  std::string model_name, model_stage, model_note;
+  CLI::App* models_register = leaf(
+      models, "register", "Bind a model name and stage to a committed checkpoint");
+  models_register->add_option("NAME", model_name, "1..64 chars of [a-z0-9._-]")
+      ->type_name("NAME")
+      ->required();
+  models_register->add_option("--checkpoint", checkpoint_id, "committed checkpoint id (c-...)")
+      ->type_name("ID")
+      ->required();
+  models_register
+      ->add_option("--stage", model_stage,
+                   "pre-training, mid-training or post-training (default: the checkpoint's)")
+      ->type_name("STAGE");
+  models_register->add_option("--note", model_note, "free text for people")->type_name("TEXT");
+  AddOutputOption(models_register, &output);
+
   // Fleet.
   CLI::App* workers = leaf(&app, "workers", "List worker hosts, their devices and ranks");
   AddOutputOption(workers, &output);
@@ -390,6 +411,10 @@ int RunForgeCli(int argc, const char* const* argv, std::ostream& out, std::ostre
     result = RunLogs(env, job_id, follow_logs, follow);
   } else if (*checkpoints) {
     result = RunCheckpoints(env, job_id, format);
+  } else if (*models_register) {
+    result = RunModelRegister(env, model_name, checkpoint_id, model_stage, model_note, format);
+  } else if (*models) {
+    result = RunModels(env, format);
   } else if (*export_cmd) {
     result = RunExport(env, checkpoint_id, export_dir, force);
   } else if (*workers) {

@@ -4,7 +4,9 @@
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "cli/output.h"
+#include "common/spec_names.h"
 
 namespace forge::cli {
 
@@ -19,12 +21,34 @@ std::string DatasetsTable(const forge::v1::ListDatasetsResponse& response, absl:
 }
 
 std::string CheckpointsTable(const forge::v1::ListCheckpointsResponse& response, absl::Time now) {
-  Table table({"ID", "JOB", "STEP", "ATTEMPT", "SIZE", "CREATED"});
+  Table table({"ID", "JOB", "STEP", "STAGE", "PARENT", "ATTEMPT", "SIZE", "CREATED"});
   for (const forge::v1::CheckpointInfo& c : response.checkpoints()) {
-    table.AddRow({c.id(), c.job_id(), absl::StrCat(c.step()), absl::StrCat(c.attempt()),
+    table.AddRow({c.id(), c.job_id(), absl::StrCat(c.step()),
+                  c.stage() == forge::v1::STAGE_UNSPECIFIED ? "-" : StageName(c.stage()),
+                  c.parent().empty() ? "-" : c.parent(), absl::StrCat(c.attempt()),
                   FormatBytes(c.bytes()), FormatAgo(c.create_time(), now)});
   }
   return table.Render();
+}
+
+std::string ModelsTable(const forge::v1::ListModelsResponse& response, absl::Time now) {
+  Table models({"MODEL", "STAGE", "CHECKPOINT", "SHAPE", "REGISTERED", "NOTE"});
+  for (const forge::v1::ModelEntry& m : response.models()) {
+    const forge::v1::ModelSpec& s = m.shape();
+    models.AddRow({m.name(), StageName(m.stage()), m.checkpoint(),
+                   absl::StrCat(s.layers(), "L x ", s.width(), " (", s.heads(), " heads, ctx ",
+                                s.context(), ")"),
+                   FormatAgo(m.register_time(), now), m.note().empty() ? "-" : m.note()});
+  }
+  std::string out = models.Render();
+  if (response.channels().empty()) return out;
+  Table channels({"CHANNEL", "CHECKPOINT", "JOB", "PROMOTED", "GUARD", "PROMOTIONS"});
+  for (const forge::v1::ChannelEntry& c : response.channels()) {
+    channels.AddRow({c.channel(), c.checkpoint(), c.job_id(), FormatAgo(c.promote_time(), now),
+                     absl::StrFormat("%s %.4f vs base %.4f", c.suite(), c.loss(), c.base_loss()),
+                     absl::StrCat(c.promotions())});
+  }
+  return absl::StrCat(out, "\n", channels.Render());
 }
 
 void SortNewestFirst(forge::v1::ListCheckpointsResponse* response) {

@@ -44,6 +44,7 @@ class CoordinatorClient {
   forge::v1::AdminService::StubInterface& admin() { return *admin_; }
   forge::v1::DataService::StubInterface& data() { return *data_; }
   forge::v1::CheckpointService::StubInterface& checkpoints() { return *checkpoints_; }
+  forge::v1::ModelService::StubInterface& models() { return *models_; }
 
   // A fresh context for one call: `authorization: Bearer <token>` and the deadline.
   std::unique_ptr<grpc::ClientContext> NewContext() const;
@@ -67,6 +68,7 @@ class CoordinatorClient {
   std::unique_ptr<forge::v1::AdminService::StubInterface> admin_;
   std::unique_ptr<forge::v1::DataService::StubInterface> data_;
   std::unique_ptr<forge::v1::CheckpointService::StubInterface> checkpoints_;
+  std::unique_ptr<forge::v1::ModelService::StubInterface> models_;
 };
 
 }  // namespace forge::cli

@@ -62,6 +62,15 @@ absl::Status RunStatus(const CommandEnv& env, const std::string& job_id, OutputF
 absl::Status RunCancel(const CommandEnv& env, const std::string& job_id, const std::string& reason,
                        OutputFormat format);
 
+// forge models: the tenant's model catalog (models by stage) and promotion channels.
+absl::Status RunModels(const CommandEnv& env, OutputFormat format);
+
+// forge models register NAME --checkpoint ID [--stage S] [--note N]: binds (NAME, stage) to
+// the checkpoint; `stage` empty takes the checkpoint's recorded stage. Prints the entry.
+absl::Status RunModelRegister(const CommandEnv& env, const std::string& name,
+                              const std::string& checkpoint, const std::string& stage,
+                              const std::string& note, OutputFormat format);
+
 // forge workers.
 absl::Status RunWorkers(const CommandEnv& env, OutputFormat format);
 

@@ -12,6 +12,7 @@
 #include "common/crypto.h"
 #include "common/file_transfer.h"
 #include "common/file_util.h"
+#include "common/spec_names.h"
 #include "common/status_macros.h"
 
 namespace forge::cli {
@@ -152,6 +153,45 @@ absl::Status RunCheckpoints(const CommandEnv& env, const std::string& job_id, Ou
   }
   return WriteOutput(*env.out, format, response,
                      [&] { return CheckpointsTable(response, env.clock->Now()); });
+}
+
+absl::Status RunModels(const CommandEnv& env, OutputFormat format) {
+  ASSIGN_OR_RETURN(CoordinatorClient * client, env.client());
+  forge::v1::ListModelsResponse response;
+  auto context = client->NewContext();
+  RETURN_IF_ERROR(client->Finish(
+      client->models().ListModels(context.get(), forge::v1::ListModelsRequest(), &response)));
+  if (format == OutputFormat::kTable && response.models().empty() &&
+      response.channels().empty()) {
+    *env.err << "no models; register a checkpoint with: forge models register NAME "
+                "--checkpoint ID [--stage pre-training|mid-training|post-training]\n";
+    return absl::OkStatus();
+  }
+  return WriteOutput(*env.out, format, response,
+                     [&] { return ModelsTable(response, env.clock->Now()); });
+}
+
+absl::Status RunModelRegister(const CommandEnv& env, const std::string& name,
+                              const std::string& checkpoint, const std::string& stage,
+                              const std::string& note, OutputFormat format) {
+  forge::v1::RegisterModelRequest request;
+  request.set_name(name);
+  request.set_checkpoint(checkpoint);
+  request.set_note(note);
+  if (!stage.empty()) {
+    absl::StatusOr<forge::v1::Stage> s = ParseStage(stage);
+    if (!s.ok()) return UsageError(absl::StrCat("--stage: ", s.status().message()));
+    request.set_stage(*s);
+  }
+  ASSIGN_OR_RETURN(CoordinatorClient * client, env.client());
+  forge::v1::ModelEntry entry;
+  auto context = client->NewContext();
+  RETURN_IF_ERROR(
+      client->Finish(client->models().RegisterModel(context.get(), request, &entry)));
+  forge::v1::ListModelsResponse one;
+  *one.add_models() = entry;
+  return WriteOutput(*env.out, format, entry,
+                     [&] { return ModelsTable(one, env.clock->Now()); });
 }
 
 absl::Status RunExport(const CommandEnv& env, const std::string& checkpoint_id,

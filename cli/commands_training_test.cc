@@ -398,10 +398,10 @@ TEST_F(TrainingCommandsTest, CheckpointsNewestFirst) {
   ASSERT_TRUE(RunCheckpoints(env_, "j-1", OutputFormat::kTable).ok());
   EXPECT_EQ(fake_.list_checkpoints_job(), "j-1");
   EXPECT_EQ(out_.str(),
-            "ID     JOB  STEP  ATTEMPT  SIZE     CREATED\n"
-            "c-600  j-1  600   2        600 MiB  6m ago\n"
-            "c-400  j-1  400   1        400 MiB  10m ago\n"
-            "c-200  j-1  200   1        200 MiB  13m ago\n");
+            "ID     JOB  STEP  STAGE  PARENT  ATTEMPT  SIZE     CREATED\n"
+            "c-600  j-1  600   -      -       2        600 MiB  6m ago\n"
+            "c-400  j-1  400   -      -       1        400 MiB  10m ago\n"
+            "c-200  j-1  200   -      -       1        200 MiB  13m ago\n");
 }
 
 // The three files of an exportable checkpoint; MANIFEST.json lists the model (and what

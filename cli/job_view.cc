@@ -187,7 +187,15 @@ std::string JobDetails(const Job& job, absl::Time now) {
     }
   };
   if (job.attempts_size() > 0) section("attempts", AttemptsTable(job, now));
-  if (job.evals_size() > 0) section("evals", EvalsTable(job));
+  if (job.evals_size() > 0 || job.base_evals_size() > 0) section("evals", EvalsTable(job));
+  if (!job.contamination().empty()) section("held-out check", job.contamination());
+  if (job.has_guard()) {
+    absl::StrAppend(&out, "\nguard: ", job.guard().message(), "\n");
+  } else if (job.spec().has_guard()) {
+    absl::StrAppend(&out, "\nguard: ", job.spec().guard().suite(), " within ",
+                    absl::StrFormat("%+.2f%%", 100 * job.spec().guard().max_regression()),
+                    " of the base; verdict when the job ends\n");
+  }
   if (job.placement_size() > 0) {
     Table table({"RANK", "WORKER", "DEVICE"});
     for (const auto& p : job.placement()) {

@@ -109,10 +109,27 @@ std::string AttemptsTable(const Job& job, absl::Time now) {
 }
 
 std::string EvalsTable(const Job& job) {
-  Table table({"SUITE", "LOSS", "BITS/BYTE", "STEP"});
-  for (const forge::v1::EvalResult& e : job.evals()) {
-    table.AddRow({e.suite(), FormatLoss(e.loss()), absl::StrFormat("%.4f", e.bits_per_byte()),
-                  absl::StrCat(e.step())});
+  if (job.base_evals_size() == 0) {
+    Table table({"SUITE", "LOSS", "BITS/BYTE", "STEP"});
+    for (const forge::v1::EvalResult& e : job.evals()) {
+      table.AddRow({e.suite(), FormatLoss(e.loss()), absl::StrFormat("%.4f", e.bits_per_byte()),
+                    absl::StrCat(e.step())});
+    }
+    return table.Render();
+  }
+  // With the starting weights' results: before and after, per suite.
+  Table table({"SUITE", "BASE LOSS", "LOSS", "CHANGE", "BITS/BYTE", "STEP"});
+  for (const forge::v1::EvalResult& b : job.base_evals()) {
+    const forge::v1::EvalResult* now = nullptr;
+    for (const auto& e : job.evals()) {
+      if (e.suite() == b.suite()) now = &e;
+    }
+    table.AddRow({b.suite(), FormatLoss(b.loss()), now ? FormatLoss(now->loss()) : "-",
+                  now && b.loss() > 0
+                      ? absl::StrFormat("%+.2f%%", 100 * (now->loss() - b.loss()) / b.loss())
+                      : "-",
+                  now ? absl::StrFormat("%.4f", now->bits_per_byte()) : "-",
+                  now ? absl::StrCat(now->step()) : "-"});
   }
   return table.Render();
 }
@@ -131,7 +148,10 @@ std::string OutcomeText(const Job& job) {
   } else if (p.last_checkpoint_step() > 0) {
     absl::StrAppend(&out, "last checkpoint: step ", p.last_checkpoint_step(), "\n");
   }
-  if (job.evals_size() > 0) absl::StrAppend(&out, "evals:\n", EvalsTable(job));
+  if (job.evals_size() > 0 || job.base_evals_size() > 0) {
+    absl::StrAppend(&out, "evals:\n", EvalsTable(job));
+  }
+  if (job.has_guard()) absl::StrAppend(&out, "guard: ", job.guard().message(), "\n");
   return out;
 }
 

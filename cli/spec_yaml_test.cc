@@ -158,7 +158,8 @@ TEST(SpecYamlTest, ModelPresetAndExplicitShapeForms) {
 TEST(SpecYamlTest, UnknownTopLevelKeyNamesKeyLineAndAllowedKeys) {
   EXPECT_EQ(ErrorOf("name: j\nresource: {ranks: 2}\n"),
             "spec.yaml:2:1: unknown key \"resource\" at top level; allowed: name, base, model, "
-            "data, train, resources, checkpoint, eval, guard, promote, priority, max_restarts");
+            "data, train, resources, checkpoint, eval, guard, promote, priority, max_restarts, "
+            "stage");
 }
 
 TEST(SpecYamlTest, UnknownNestedKeyNamesPathAndColumn) {
@@ -239,7 +240,7 @@ TEST(SpecYamlTest, SyntaxErrorsReportTheLine) {
 TEST(SpecYamlTest, EveryProblemIsReportedOneALine) {
   EXPECT_EQ(ErrorOf("nme: j\ntrain: {steps: x}\nresources: {device: tpu}\n"),
             "spec.yaml:1:1: unknown key \"nme\" at top level; allowed: name, base, model, data, "
-            "train, resources, checkpoint, eval, guard, promote, priority, max_restarts\n"
+            "train, resources, checkpoint, eval, guard, promote, priority, max_restarts, stage\n"
             "spec.yaml:2:16: train.steps: expected an integer, got \"x\"\n"
             "spec.yaml:3:21: resources.device: unknown device kind \"tpu\"; use cpu or cuda");
 }

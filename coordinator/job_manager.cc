@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/crypto.h"
 #include "common/log.h"
+#include "common/model_presets.h"
 #include "common/names.h"
 #include "common/proto_time.h"
 #include "common/status_macros.h"
@@ -59,7 +60,8 @@ absl::Status JobManager::Recover() {
 }
 
 void JobManager::Submit(const Principal& caller, forge::v1::SubmitJobRequest request,
-                        std::function<void(absl::StatusOr<forge::v1::SubmitJobResponse>)> done) {
+                        std::function<void(absl::StatusOr<forge::v1::SubmitJobResponse>)> done,
+                        const ResolvedBase* base, std::string contamination) {
   if (!caller.is_tenant()) {
     return done(absl::PermissionDeniedError(
         caller.is_admin() ? "admin tokens do not own jobs: submit with a tenant token "
@@ -73,6 +75,31 @@ void JobManager::Submit(const Principal& caller, forge::v1::SubmitJobRequest req
   }
   forge::v1::JobSpec spec = request.spec();
   if (absl::Status s = ValidateAndFillDefaults(&spec); !s.ok()) return done(s);
+  if (spec.has_base() && (base == nullptr || base->checkpoint.empty())) {
+    return done(absl::FailedPreconditionError("job spec: base was not resolved to a checkpoint"));
+  }
+  forge::v1::ModelSpec shape;
+  if (spec.has_base()) {
+    shape = base->shape;
+    if (shape.context() > 0 && spec.train().seq_len() > shape.context()) {
+      return done(absl::InvalidArgumentError(absl::StrCat(
+          "train.seq_len ", spec.train().seq_len(), " exceeds the base checkpoint's context (",
+          shape.context(), " tokens); use seq_len <= ", shape.context())));
+    }
+  } else {
+    absl::StatusOr<ModelShape> s = ResolveModelShape(spec.model());
+    if (!s.ok()) return done(s.status());
+    shape.set_layers(s->layers);
+    shape.set_heads(s->heads);
+    shape.set_width(s->width);
+    shape.set_context(s->context);
+    shape.set_vocab(s->vocab);
+  }
+  if (spec.stage() == forge::v1::STAGE_UNSPECIFIED) {
+    spec.set_stage(spec.has_base() && base->stage != forge::v1::STAGE_UNSPECIFIED
+                       ? base->stage
+                       : forge::v1::STAGE_PRE_TRAINING);
+  }
   absl::StatusOr<std::string> id = NewJobId();
   if (!id.ok()) return done(id.status());
 
@@ -81,6 +108,9 @@ void JobManager::Submit(const Principal& caller, forge::v1::SubmitJobRequest req
   job.set_id(*id);
   job.set_tenant(caller.tenant);
   *job.mutable_spec() = std::move(spec);
+  *job.mutable_shape() = std::move(shape);
+  if (base != nullptr) job.set_base_checkpoint(base->checkpoint);
+  job.set_contamination(std::move(contamination));
   job.set_state(forge::v1::JOB_STATE_QUEUED);
   job.set_message("queued");
   job.set_request_id(request.request_id());
@@ -513,7 +543,8 @@ JobManager::Counts JobManager::counts() const {
 }
 
 void JobManager::TransitionLocked(Entry& e, JobState state, std::string message,
-                                  std::function<void(absl::Status)> after) {
+                                  std::function<void(absl::Status)> after,
+                                  std::vector<ChannelRecord> channels) {
   const absl::Time now = clock_->Now();
   FORGE_LOG(INFO) << "event=job_state job=" << e.job.id() << " from="
                   << JobStateName(e.job.state()) << " to=" << JobStateName(state)
@@ -525,7 +556,7 @@ void JobManager::TransitionLocked(Entry& e, JobState state, std::string message,
   if (state == forge::v1::JOB_STATE_QUEUED || state == forge::v1::JOB_STATE_RESTARTING) {
     e.queued_since = now;
   }
-  CommitJobLocked(e.job, std::move(after));
+  CommitJobLocked(e.job, std::move(after), std::move(channels));
 }
 
 void JobManager::FailAttemptLocked(Entry& e, std::string why, Outbox* outbox) {
@@ -590,6 +621,8 @@ CoordinatorMessage JobManager::AssignmentFor(const Entry& e, int rank) const {
   }
   if (e.job.attempts_size() > 0) {
     a->set_resume_checkpoint(e.job.attempts(e.job.attempts_size() - 1).resumed_from_checkpoint());
+    a->set_base_checkpoint(e.job.base_checkpoint());
+    *a->mutable_shape() = e.job.shape();
   }
   a->set_collective_timeout_ms(absl::ToInt64Milliseconds(options_.collective_timeout));
   return m;
@@ -607,9 +640,11 @@ void JobManager::SendAll(const Outbox& msgs) {
   if (options_.wake_scheduler) options_.wake_scheduler();
 }
 
-void JobManager::CommitJobLocked(const Job& job, std::function<void(absl::Status)> after) {
+void JobManager::CommitJobLocked(const Job& job, std::function<void(absl::Status)> after,
+                                 std::vector<ChannelRecord> channels) {
   WriteBatch batch;
   batch.put_jobs.push_back(job);
+  batch.put_channels = std::move(channels);
   store_->Commit(std::move(batch), [id = job.id(), after = std::move(after)](absl::Status s) {
     if (!s.ok()) FORGE_LOG(ERROR) << "event=job_commit_failed job=" << id << " error=" << s;
     after(s);

@@ -27,6 +27,7 @@
 #include "common/clock.h"
 #include "coordinator/auth.h"
 #include "coordinator/scheduler.h"
+#include "coordinator/model_catalog.h"
 #include "coordinator/store.h"
 #include "forge/v1/coordinator.pb.h"
 
@@ -56,6 +57,16 @@ struct JobManagerOptions {
   // Rank 0's progress reaches the job row at most this often (every report is kept in
   // the metrics table).
   absl::Duration progress_commit_interval = absl::Seconds(5);
+  // Where a job whose guard passes is promoted (spec.promote.channel). Null: no promotion.
+  ModelCatalog* catalog = nullptr;
+};
+
+// What a job's `base` resolved to at submission (the service resolves it against the model
+// catalog and the checkpoints).
+struct ResolvedBase {
+  std::string checkpoint;  // committed checkpoint id
+  forge::v1::Stage stage = forge::v1::STAGE_UNSPECIFIED;  // the base's stage
+  forge::v1::ModelSpec shape;  // the base checkpoint's shape (numbers, no preset)
 };
 
 class JobManager {
@@ -68,9 +79,12 @@ class JobManager {
 
   // Validates `request.spec` (filling defaults), commits the job and then calls `done`.
   // Tenant tokens only. A request_id seen before for the tenant returns the earlier job
-  // (deduplicated), or FAILED_PRECONDITION if the spec differs.
+  // (deduplicated), or FAILED_PRECONDITION if the spec differs. A spec with `base` needs
+  // `base` resolved by the caller (FAILED_PRECONDITION otherwise).
+  // `contamination`: the check's report, kept in Job.contamination.
   void Submit(const Principal& caller, forge::v1::SubmitJobRequest request,
-              std::function<void(absl::StatusOr<forge::v1::SubmitJobResponse>)> done);
+              std::function<void(absl::StatusOr<forge::v1::SubmitJobResponse>)> done,
+              const ResolvedBase* base = nullptr, std::string contamination = "");
 
   // NOT_FOUND for unknown jobs and for jobs the caller may not see.
   absl::StatusOr<forge::v1::Job> Get(const Principal& caller, absl::string_view job_id) const;
@@ -124,10 +138,16 @@ class JobManager {
   void CheckStepTimeouts();
   // Whether a non-terminal job resumes from or starts from the checkpoint.
   bool CheckpointInUse(absl::string_view checkpoint_id) const;
+  // The lineage a checkpoint of the job records in the catalog: stage, parent (the job's
+  // base checkpoint) and shape. NOT_FOUND for an unknown job.
+  absl::StatusOr<forge::v1::CheckpointInfo> CheckpointLineage(absl::string_view job_id) const;
   // Whether the job is terminal (unknown jobs count as terminal).
   bool IsFinished(absl::string_view job_id) const;
   // Whether `worker_id` holds or held a rank of the job (any attempt): who may add to its log.
   bool WorkerServedJob(absl::string_view job_id, absl::string_view worker_id) const;
+
+  // The regression guard on a job's final evals against its base evals (spec.guard).
+  static forge::v1::GuardVerdict GuardVerdictFor(const forge::v1::Job& job);
 
   // Trainer exit codes that fail the job without a restart (a restart would fail the same
   // way): the job cannot run as specified; replicas diverged.
@@ -165,8 +185,10 @@ class JobManager {
   bool IsPending(const Entry& e) const;
   // Applies `state` with `message`, stamps times, and enqueues the commit; `after` runs after
   // it. REQUIRES: mu_ held; the transition allowed.
+  // `channels`: promotion rows committed in the same batch as the job.
   void TransitionLocked(Entry& e, forge::v1::JobState state, std::string message,
-                        std::function<void(absl::Status)> after)
+                        std::function<void(absl::Status)> after,
+                        std::vector<ChannelRecord> channels = {})
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   using Outbox = std::vector<std::pair<std::string, forge::v1::CoordinatorMessage>>;
   // Rank failure: RESTARTING (queued again) or FAILED; stops for every rank go to `outbox`,
@@ -183,7 +205,8 @@ class JobManager {
   void EndAttemptLocked(Entry& e, absl::string_view reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sends without mu_ held, then wakes the scheduler if anything was freed.
   void SendAll(const Outbox& msgs);
-  void CommitJobLocked(const forge::v1::Job& job, std::function<void(absl::Status)> after)
+  void CommitJobLocked(const forge::v1::Job& job, std::function<void(absl::Status)> after,
+                       std::vector<ChannelRecord> channels = {})
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Store* const store_;

@@ -448,3 +448,42 @@ TEST_F(JobManagerTest, RankThatFinishedItsPartIsNotTimedOut) {
 
 }  // namespace
 }  // namespace forge::coordinator
+
+namespace forge::coordinator {
+namespace {
+
+forge::v1::EvalResult Eval(const std::string& suite, double loss) {
+  forge::v1::EvalResult e;
+  e.set_suite(suite);
+  e.set_loss(loss);
+  return e;
+}
+
+TEST(GuardVerdictTest, ComparesTheGuardedSuiteWithTheBaseWithinTheBudget) {
+  forge::v1::Job job;
+  job.mutable_spec()->mutable_guard()->set_suite("general");
+  job.mutable_spec()->mutable_guard()->set_max_regression(0.02);
+  *job.add_base_evals() = Eval("general", 2.0);
+  *job.add_base_evals() = Eval("domain", 3.0);
+  *job.add_evals() = Eval("domain", 1.0);  // the domain improving does not matter
+  *job.add_evals() = Eval("general", 2.03);  // +1.5 %
+  forge::v1::GuardVerdict v = JobManager::GuardVerdictFor(job);
+  EXPECT_TRUE(v.passed()) << v.message();
+  EXPECT_NEAR(v.regression(), 0.015, 1e-12);
+  EXPECT_EQ(v.base_loss(), 2.0);
+  EXPECT_THAT(v.message(), ::testing::HasSubstr("passed: general"));
+
+  job.mutable_evals(1)->set_loss(2.05);  // +2.5 %: over the budget
+  v = JobManager::GuardVerdictFor(job);
+  EXPECT_FALSE(v.passed());
+  EXPECT_THAT(v.message(), ::testing::HasSubstr("blocked"));
+  EXPECT_THAT(v.message(), ::testing::HasSubstr("+2.50%"));
+
+  job.clear_base_evals();  // never measured: blocked, never promoted by default
+  v = JobManager::GuardVerdictFor(job);
+  EXPECT_FALSE(v.passed());
+  EXPECT_THAT(v.message(), ::testing::HasSubstr("no base held-out result"));
+}
+
+}  // namespace
+}  // namespace forge::coordinator

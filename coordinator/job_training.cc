@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/log.h"
 #include "common/proto_time.h"
 #include "coordinator/job_manager.h"
@@ -102,6 +103,10 @@ forge::v1::ProgressResponse JobManager::OnProgress(const forge::v1::ProgressRepo
                            : 0);
   }
   if (report.evals_size() > 0) *e.job.mutable_evals() = report.evals();
+  // The starting weights' evals: the first report of them is kept (a restarted attempt
+  // resumes from a checkpoint and does not measure them again).
+  const bool new_base_evals = report.base_evals_size() > 0 && e.job.base_evals_size() == 0;
+  if (new_base_evals) *e.job.mutable_base_evals() = report.base_evals();
   const bool attached = e.job.trainer_attached();
   e.job.set_trainer_attached(true);
   e.job.set_message(absl::StrCat(report.phase(), ": step ", report.step(), " of ",
@@ -122,7 +127,7 @@ forge::v1::ProgressResponse JobManager::OnProgress(const forge::v1::ProgressRepo
     *pt.mutable_time() = ToProtoTime(now);
     batch.put_metrics.push_back(std::move(m));
   }
-  if (!attached || old_phase != report.phase() || report.evals_size() > 0 ||
+  if (!attached || old_phase != report.phase() || report.evals_size() > 0 || new_base_evals ||
       now - e.last_progress_commit >= options_.progress_commit_interval) {
     e.last_progress_commit = now;
     *e.job.mutable_update_time() = ToProtoTime(now);
@@ -171,6 +176,32 @@ void JobManager::Finish(const forge::v1::FinishJobRequest& request,
     Entry& e = it->second;
     e.job.set_final_checkpoint(request.final_checkpoint());
     if (request.evals_size() > 0) *e.job.mutable_evals() = request.evals();
+    std::vector<ChannelRecord> promotion;
+    if (e.job.spec().has_guard()) {
+      *e.job.mutable_guard() = GuardVerdictFor(e.job);
+      const std::string& channel = e.job.spec().promote().channel();
+      if (e.job.guard().passed() && !channel.empty() && options_.catalog != nullptr) {
+        forge::v1::ChannelEntry entry;
+        entry.set_channel(channel);
+        entry.set_checkpoint(request.final_checkpoint());
+        entry.set_job_id(e.job.id());
+        entry.set_suite(e.job.guard().suite());
+        entry.set_base_loss(e.job.guard().base_loss());
+        entry.set_loss(e.job.guard().loss());
+        absl::StatusOr<ChannelRecord> record =
+            options_.catalog->PreparePromotion(e.job.tenant(), std::move(entry));
+        if (record.ok()) {
+          promotion.push_back(*record);
+          e.job.mutable_guard()->set_promoted_to(channel);
+          e.job.mutable_guard()->set_message(
+              absl::StrCat(e.job.guard().message(), "; promoted to ", channel));
+        } else {
+          e.job.mutable_guard()->set_message(absl::StrCat(
+              e.job.guard().message(), "; promotion to ", channel, " failed: ",
+              record.status().message()));
+        }
+      }
+    }
     forge::v1::JobProgress* p = e.job.mutable_progress();
     p->set_phase("done");
     p->set_eta_seconds(0);
@@ -181,12 +212,20 @@ void JobManager::Finish(const forge::v1::FinishJobRequest& request,
     e.ranks.clear();
     FORGE_LOG(INFO) << "event=job_finished job=" << e.job.id() << " attempt=" << e.job.attempt()
                     << " checkpoint=" << request.final_checkpoint();
-    TransitionLocked(e, forge::v1::JOB_STATE_SUCCEEDED,
-                     absl::StrCat("succeeded at step ", p->step(), "; final checkpoint ",
-                                  request.final_checkpoint()),
+    std::string message = absl::StrCat("succeeded at step ", p->step(), "; final checkpoint ",
+                                       request.final_checkpoint());
+    if (e.job.has_guard()) absl::StrAppend(&message, "; guard: ", e.job.guard().message());
+    // Applied to the catalog once the batch that carries it (with the job) is durable. A
+    // separate copy: the batch's is moved in the same call that builds this callback.
+    std::vector<ChannelRecord> applied = promotion;
+    TransitionLocked(e, forge::v1::JOB_STATE_SUCCEEDED, std::move(message),
                      [this, id = e.job.id(), stops = std::move(stops),
+                      promotion = std::move(applied),
                       done = std::move(done)](absl::Status s) {
                        if (s.ok()) {
+                         for (const ChannelRecord& r : promotion) {
+                           options_.catalog->ApplyPromotion(r);
+                         }
                          absl::MutexLock lock(&mu_);
                          if (auto j = jobs_.find(id); j != jobs_.end()) {
                            j->second.finish_committed = true;
@@ -199,8 +238,35 @@ void JobManager::Finish(const forge::v1::FinishJobRequest& request,
                              "the job's success could not be stored (", s.message(), "); retry")));
                        }
                        done(absl::OkStatus());
-                     });
+                     },
+                     std::move(promotion));
   }
+}
+
+forge::v1::GuardVerdict JobManager::GuardVerdictFor(const forge::v1::Job& job) {
+  const forge::v1::GuardSpec& g = job.spec().guard();
+  forge::v1::GuardVerdict v;
+  v.set_suite(g.suite());
+  v.set_max_regression(g.max_regression());
+  const forge::v1::EvalResult* base = nullptr;
+  const forge::v1::EvalResult* final = nullptr;
+  for (const auto& r : job.base_evals()) if (r.suite() == g.suite()) base = &r;
+  for (const auto& r : job.evals()) if (r.suite() == g.suite()) final = &r;
+  if (base == nullptr || final == nullptr || base->loss() <= 0) {
+    v.set_passed(false);
+    v.set_message(absl::StrCat("blocked: no ", base == nullptr ? "base" : "final",
+                               " held-out result for suite ", g.suite(),
+                               ", so the regression cannot be measured"));
+    return v;
+  }
+  v.set_base_loss(base->loss());
+  v.set_loss(final->loss());
+  v.set_regression((final->loss() - base->loss()) / base->loss());
+  v.set_passed(v.regression() <= g.max_regression());
+  v.set_message(absl::StrFormat("%s: %s held-out loss %.4f vs base %.4f (%+.2f%%, budget %+.2f%%)",
+                                v.passed() ? "passed" : "blocked", g.suite(), final->loss(),
+                                base->loss(), 100 * v.regression(), 100 * g.max_regression()));
+  return v;
 }
 
 void JobManager::OnRankExited(const std::string& worker_id, const forge::v1::RankExited& exited) {
@@ -272,12 +338,25 @@ bool JobManager::CheckpointInUse(absl::string_view checkpoint_id) const {
   for (const auto& [id, e] : jobs_) {
     if (IsTerminal(e.job.state())) continue;
     if (e.job.spec().base().checkpoint() == checkpoint_id) return true;
+    if (e.job.base_checkpoint() == checkpoint_id) return true;
     if (e.job.attempts_size() > 0 &&
         e.job.attempts(e.job.attempts_size() - 1).resumed_from_checkpoint() == checkpoint_id) {
       return true;
     }
   }
   return false;
+}
+
+absl::StatusOr<forge::v1::CheckpointInfo> JobManager::CheckpointLineage(
+    absl::string_view job_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(std::string(job_id));
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
+  forge::v1::CheckpointInfo lineage;
+  lineage.set_stage(it->second.job.spec().stage());
+  lineage.set_parent(it->second.job.base_checkpoint());
+  *lineage.mutable_shape() = it->second.job.shape();
+  return lineage;
 }
 
 bool JobManager::WorkerServedJob(absl::string_view job_id, absl::string_view worker_id) const {

@@ -20,6 +20,8 @@
 #include "coordinator/control_loop.h"
 #include "coordinator/data_service.h"
 #include "coordinator/job_manager.h"
+#include "coordinator/model_catalog.h"
+#include "coordinator/model_service.h"
 #include "coordinator/rank_tokens.h"
 #include "coordinator/rendezvous.h"
 #include "coordinator/service.h"
@@ -93,6 +95,7 @@ class Coordinator::Impl {
     StorageGatewayOptions go;
     go.root = o.storage_root;
     ASSIGN_OR_RETURN(storage_, StorageGateway::Open(go, store_.get()));
+    ASSIGN_OR_RETURN(catalog_, ModelCatalog::Open(store_.get(), storage_.get(), o.clock));
 
     workers_ = std::make_unique<WorkerManager>(
         store_.get(), o.clock, WorkerManagerOptions{o.heartbeat_interval, o.heartbeat_grace});
@@ -107,6 +110,7 @@ class Coordinator::Impl {
     jo.step_timeout = o.step_timeout;
     jo.restart_delay = o.heartbeat_grace;
     jo.collective_timeout = o.collective_timeout;
+    jo.catalog = catalog_.get();
     jo.rank_token = [this](const std::string& job, int attempt, int rank) {
       return rank_tokens_->TokenFor(job, attempt, rank);
     };
@@ -121,13 +125,15 @@ class Coordinator::Impl {
     loop_ = std::make_unique<ControlLoop>(jobs_.get(), workers_.get(), ControlLoopOptions{});
 
     job_service_ = std::make_unique<JobServiceImpl>(auth_.get(), jobs_.get(), storage_.get(),
-                                                    store_.get());
+                                                    store_.get(), catalog_.get());
     worker_service_ = std::make_unique<WorkerServiceImpl>(
         auth_.get(), workers_.get(), jobs_.get(), storage_.get(), [this] { loop_->Wake(); });
-    trainer_service_ = std::make_unique<TrainerServiceImpl>(rank_tokens_.get(), jobs_.get(),
-                                                            storage_.get(), &rendezvous_);
+    trainer_service_ = std::make_unique<TrainerServiceImpl>(
+        rank_tokens_.get(), jobs_.get(), storage_.get(), &rendezvous_,
+        [this](const std::string& id) { return catalog_->Referenced(id); });
     data_service_ = NewDataService(auth_.get(), storage_.get());
     checkpoint_service_ = NewCheckpointService(auth_.get(), storage_.get());
+    model_service_ = NewModelService(auth_.get(), catalog_.get());
     admin_service_ = std::make_unique<AdminServiceImpl>(auth_.get());
 
     grpc::EnableDefaultHealthCheckService(true);
@@ -142,6 +148,7 @@ class Coordinator::Impl {
     builder.RegisterService(trainer_service_.get());
     builder.RegisterService(data_service_.get());
     builder.RegisterService(checkpoint_service_.get());
+    builder.RegisterService(model_service_.get());
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> ics;
     ics.push_back(std::make_unique<ReflectionAuthFactory>(auth_.get()));
     builder.experimental().SetInterceptorCreators(std::move(ics));
@@ -204,10 +211,12 @@ class Coordinator::Impl {
   std::unique_ptr<AdminServiceImpl> admin_service_;
   std::unique_ptr<RankTokens> rank_tokens_;
   std::unique_ptr<StorageGateway> storage_;
+  std::unique_ptr<ModelCatalog> catalog_;
   RendezvousStore rendezvous_;
   std::unique_ptr<TrainerServiceImpl> trainer_service_;
   std::unique_ptr<grpc::Service> data_service_;
   std::unique_ptr<grpc::Service> checkpoint_service_;
+  std::unique_ptr<grpc::Service> model_service_;
   std::unique_ptr<grpc::Server> server_;
   std::atomic<bool> shutdown_{false};
   absl::Mutex mu_;

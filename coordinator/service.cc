@@ -1,9 +1,14 @@
 #include "coordinator/service.h"
 
+#include <map>
+#include <optional>
+#include <set>
+
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 #include "common/proto_time.h"
 #include "common/status_macros.h"
+#include "coordinator/contamination.h"
 #include "coordinator/job_state.h"
 
 namespace forge::coordinator {
@@ -68,15 +73,27 @@ ServerUnaryReactor* JobServiceImpl::SubmitJob(CallbackServerContext* ctx,
                                               forge::v1::SubmitJobResponse* resp) {
   absl::StatusOr<Principal> p = RequireUser(*auth_, ctx);
   if (!p.ok()) return FinishNow(ctx, p.status());
+  std::optional<ResolvedBase> base;
+  std::string contamination;
   if (p->is_tenant()) {
     if (absl::Status s = CheckReferences(p->tenant, req->spec()); !s.ok()) return FinishNow(ctx, s);
+    absl::StatusOr<std::string> held_out = CheckHeldOut(p->tenant, req->spec());
+    if (!held_out.ok()) return FinishNow(ctx, held_out.status());
+    contamination = *std::move(held_out);
+    if (req->spec().has_base()) {
+      absl::StatusOr<ResolvedBase> resolved = ResolveBase(p->tenant, req->spec());
+      if (!resolved.ok()) return FinishNow(ctx, resolved.status());
+      base = *std::move(resolved);
+    }
   }
   ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  jobs_->Submit(*p, *req,
-                [reactor, resp](absl::StatusOr<forge::v1::SubmitJobResponse> r) {
-                  if (r.ok()) *resp = *std::move(r);
-                  reactor->Finish(ToGrpcStatus(r.status()));
-                });
+  jobs_->Submit(
+      *p, *req,
+      [reactor, resp](absl::StatusOr<forge::v1::SubmitJobResponse> r) {
+        if (r.ok()) *resp = *std::move(r);
+        reactor->Finish(ToGrpcStatus(r.status()));
+      },
+      base.has_value() ? &*base : nullptr, std::move(contamination));
   return reactor;
 }
 
@@ -138,6 +155,75 @@ absl::Status JobServiceImpl::CheckReferences(const std::string& tenant,
         " is not a committed checkpoint of tenant ", tenant, "; forge checkpoints lists them"));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> JobServiceImpl::CheckHeldOut(const std::string& tenant,
+                                                         const forge::v1::JobSpec& spec) const {
+  if (spec.eval().suites().empty() || spec.data().mixture().empty()) return std::string();
+  // Each dataset opened once, whether it is a suite, a source or both.
+  std::map<std::string, Dataset> open;
+  auto get = [&](const std::string& name) -> absl::StatusOr<const Dataset*> {
+    if (auto it = open.find(name); it != open.end()) return &it->second;
+    ASSIGN_OR_RETURN(Dataset d, storage_->OpenDataset(tenant, name));
+    return &open.emplace(name, std::move(d)).first->second;
+  };
+  std::vector<const Dataset*> suites, sources;
+  std::set<std::string> seen;
+  for (const std::string& s : spec.eval().suites()) {
+    if (!seen.insert("s/" + s).second) continue;
+    ASSIGN_OR_RETURN(const Dataset* d, get(s));
+    suites.push_back(d);
+  }
+  for (const auto& m : spec.data().mixture()) {
+    if (!seen.insert("t/" + m.dataset()).second) continue;
+    ASSIGN_OR_RETURN(const Dataset* d, get(m.dataset()));
+    sources.push_back(d);
+  }
+  ASSIGN_OR_RETURN(ContaminationReport report,
+                   CheckContamination(suites, sources, ContaminationOptions{}));
+  const std::string summary = report.Summary();
+  if (report.contaminated() && !spec.eval().allow_contamination()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job spec: eval.suites: held-out data is contaminated by the training data, so its "
+        "evals could not be trusted; the job was not accepted.\n",
+        summary,
+        "\nfix: remove those documents from the training sources (or the suites), or set "
+        "eval.allow_contamination: true to run with the overlap reported"));
+  }
+  return summary;
+}
+
+absl::StatusOr<ResolvedBase> JobServiceImpl::ResolveBase(const std::string& tenant,
+                                                         const forge::v1::JobSpec& spec) const {
+  const forge::v1::BaseSpec& b = spec.base();
+  std::string checkpoint_id = b.checkpoint();
+  if (!b.model().empty()) {
+    if (catalog_ == nullptr) {
+      return absl::UnimplementedError("base.model: this coordinator has no model catalog");
+    }
+    absl::StatusOr<forge::v1::ModelEntry> entry = catalog_->Resolve(tenant, b.model(), b.stage());
+    if (!entry.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("job spec: ", entry.status().message()));
+    }
+    checkpoint_id = entry->checkpoint();
+  }
+  absl::StatusOr<forge::v1::CheckpointInfo> info = storage_->GetCheckpoint(tenant, checkpoint_id);
+  if (!info.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job spec: base: checkpoint ", checkpoint_id, " is not a committed checkpoint of tenant ",
+        tenant, "; forge checkpoints lists them"));
+  }
+  if (info->shape().layers() == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job spec: base: checkpoint ", checkpoint_id,
+        " records no model shape (it predates the catalog's lineage); start from a newer "
+        "checkpoint"));
+  }
+  ResolvedBase r;
+  r.checkpoint = checkpoint_id;
+  r.stage = !b.model().empty() ? b.stage() : info->stage();
+  r.shape = info->shape();
+  return r;
 }
 
 ServerUnaryReactor* JobServiceImpl::GetJobLogs(CallbackServerContext* ctx,

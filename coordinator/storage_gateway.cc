@@ -91,7 +91,7 @@ class StorageGateway::Impl {
       const std::string& tenant, const std::string& job_id, int32_t attempt, int keep_last,
       const forge::v1::CheckpointHeader& header,
       const NextMessage<forge::v1::CheckpointUpload>& next,
-      const std::function<bool(const std::string&)>& in_use);
+      const std::function<bool(const std::string&)>& in_use, const CheckpointInfo* lineage);
   std::vector<CheckpointInfo> ListCheckpoints(const std::string& tenant,
                                               absl::string_view job_id) const;
   absl::StatusOr<CheckpointInfo> GetCheckpoint(const std::string& tenant,
@@ -360,7 +360,7 @@ absl::StatusOr<CheckpointInfo> StorageGateway::Impl::ReceiveCheckpoint(
     const std::string& tenant, const std::string& job_id, int32_t attempt, int keep_last,
     const forge::v1::CheckpointHeader& header,
     const NextMessage<forge::v1::CheckpointUpload>& next,
-    const std::function<bool(const std::string&)>& in_use) {
+    const std::function<bool(const std::string&)>& in_use, const CheckpointInfo* lineage) {
   RETURN_IF_ERROR(ValidateTenantName("tenant", tenant));
   RETURN_IF_ERROR(ValidateIdentifier("job_id", job_id, kMaxJobIdLength));
   if (header.step() < 0 || header.step() > 99'999'999) {
@@ -424,6 +424,11 @@ absl::StatusOr<CheckpointInfo> StorageGateway::Impl::ReceiveCheckpoint(
 
   ASSIGN_OR_RETURN(std::string random, SecureRandomBytes(8));
   CheckpointInfo info;
+  if (lineage != nullptr) {
+    info.set_stage(lineage->stage());
+    info.set_parent(lineage->parent());
+    *info.mutable_shape() = lineage->shape();
+  }
   info.set_id(absl::StrCat("c-", HexEncode(random)));
   info.set_job_id(job_id);
   info.set_tenant(tenant);
@@ -654,6 +659,13 @@ absl::StatusOr<DatasetInfo> StorageGateway::GetDataset(const std::string& tenant
                                                        absl::string_view name) const {
   return impl_->GetDataset(tenant, name);
 }
+absl::StatusOr<Dataset> StorageGateway::OpenDataset(const std::string& tenant,
+                                                    absl::string_view name) const {
+  RETURN_IF_ERROR(impl_->GetDataset(tenant, name).status());
+  return Dataset::Open(JoinPath(root(), absl::StrCat("tenants/", tenant, "/datasets/", name)),
+                       VerifyMode::kHeaders);
+}
+
 absl::Status StorageGateway::SendDataset(const std::string& tenant, absl::string_view name,
                                          const WriteTransfer& write) const {
   return impl_->SendDataset(tenant, name, write);
@@ -662,9 +674,11 @@ absl::StatusOr<CheckpointInfo> StorageGateway::ReceiveCheckpoint(
     const std::string& tenant, const std::string& job_id, int32_t attempt, int keep_last,
     const forge::v1::CheckpointHeader& header,
     const NextMessage<forge::v1::CheckpointUpload>& next,
-    const std::function<bool(const std::string& checkpoint_id)>& in_use) {
-  absl::StatusOr<CheckpointInfo> info =
-      impl_->ReceiveCheckpoint(tenant, job_id, attempt, keep_last, header, next, in_use);
+    const std::function<bool(const std::string& checkpoint_id)>& in_use,
+    const CheckpointInfo* lineage) {
+  absl::StatusOr<CheckpointInfo> info = impl_->ReceiveCheckpoint(tenant, job_id, attempt,
+                                                                 keep_last, header, next, in_use,
+                                                                 lineage);
   if (!info.ok()) {
     FORGE_LOG(WARNING) << "event=checkpoint_upload_failed job=" << Quote(job_id)
                        << " attempt=" << attempt << " step=" << header.step()

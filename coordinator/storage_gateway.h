@@ -32,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/clock.h"
+#include "common/dataset.h"
 #include "coordinator/store.h"
 #include "forge/v1/training.pb.h"
 
@@ -71,6 +72,9 @@ class StorageGateway {
                                                     absl::string_view name) const;
   absl::Status SendDataset(const std::string& tenant, absl::string_view name,
                            const WriteTransfer& write) const;
+  // A registered dataset opened in place (headers verified; it was fully verified when it
+  // was registered), for checks that read its documents on the coordinator.
+  absl::StatusOr<Dataset> OpenDataset(const std::string& tenant, absl::string_view name) const;
 
   // --- Checkpoints ------------------------------------------------------------------------
   // Receives one checkpoint of `job_id` (owned by `tenant`) uploaded by `attempt`. A step is
@@ -78,11 +82,13 @@ class StorageGateway {
   // answer retried, or a restarted attempt replaying the step) returns the committed entry;
   // different weights are ALREADY_EXISTS.
   // keep_last: the job's retention. `in_use`: checkpoint ids that must not be deleted.
+  // `lineage` (may be null): its stage, parent and shape are recorded in the catalog row.
   absl::StatusOr<forge::v1::CheckpointInfo> ReceiveCheckpoint(
       const std::string& tenant, const std::string& job_id, int32_t attempt, int keep_last,
       const forge::v1::CheckpointHeader& header,
       const NextMessage<forge::v1::CheckpointUpload>& next,
-      const std::function<bool(const std::string& checkpoint_id)>& in_use);
+      const std::function<bool(const std::string& checkpoint_id)>& in_use,
+      const forge::v1::CheckpointInfo* lineage = nullptr);
   // Newest first; job_id empty = every job of the tenant. An admin passes tenant "".
   std::vector<forge::v1::CheckpointInfo> ListCheckpoints(const std::string& tenant,
                                                          absl::string_view job_id) const;

@@ -25,7 +25,7 @@ using forge::v1::Worker;
 // MigrateSchema.
 //   1: jobs, tenants, tokens, workers.
 //   2: datasets, checkpoints, metrics (the storage catalog and job metrics).
-constexpr int64_t kSchemaVersion = 2;
+constexpr int64_t kSchemaVersion = 3;
 constexpr int kBusyTimeoutMs = 5000;
 
 constexpr const char* kSchemaV1Sql = R"sql(
@@ -80,6 +80,29 @@ CREATE TABLE IF NOT EXISTS metrics (
   PRIMARY KEY (job_id, step, attempt)
 ) WITHOUT ROWID;
 )sql";
+
+constexpr const char* kSchemaV3Sql = R"sql(
+CREATE TABLE IF NOT EXISTS models (
+  tenant TEXT NOT NULL,
+  name TEXT NOT NULL,
+  stage INTEGER NOT NULL,
+  entry BLOB NOT NULL,          -- serialized forge.v1.ModelEntry
+  PRIMARY KEY (tenant, name, stage)
+);
+CREATE TABLE IF NOT EXISTS channels (
+  tenant TEXT NOT NULL,
+  channel TEXT NOT NULL,
+  entry BLOB NOT NULL,          -- serialized forge.v1.ChannelEntry
+  PRIMARY KEY (tenant, channel)
+);
+)sql";
+
+constexpr const char* kUpsertModelSql =
+    "INSERT INTO models(tenant, name, stage, entry) VALUES(?1, ?2, ?3, ?4) "
+    "ON CONFLICT(tenant, name, stage) DO UPDATE SET entry = excluded.entry";
+constexpr const char* kUpsertChannelSql =
+    "INSERT INTO channels(tenant, channel, entry) VALUES(?1, ?2, ?3) "
+    "ON CONFLICT(tenant, channel) DO UPDATE SET entry = excluded.entry";
 
 constexpr const char* kUpsertJobSql =
     "INSERT INTO jobs(id, seq, tenant, state, request_id, job) "
@@ -360,6 +383,35 @@ absl::Status PutMetric(Db& db, const MetricRecord& m) {
   return Run(db, stmt, absl::StrCat("upsert metric of job ", m.job_id));
 }
 
+absl::Status PutModel(Db& db, const ModelRecord& m) {
+  if (m.tenant.empty() || m.entry.name().empty()) {
+    return absl::InvalidArgumentError("store: a model without a tenant or name");
+  }
+  const std::string what = absl::StrCat("model ", m.tenant, "/", m.entry.name());
+  ASSIGN_OR_RETURN(std::string blob, Serialize(m.entry, what));
+  ASSIGN_OR_RETURN(sqlite3_stmt * raw, db.Prepare(kUpsertModelSql));
+  Stmt stmt(raw);
+  stmt.BindText(1, m.tenant);
+  stmt.BindText(2, m.entry.name());
+  stmt.BindInt(3, m.entry.stage());
+  stmt.BindBlob(4, blob);
+  return Run(db, stmt, absl::StrCat("upsert ", what));
+}
+
+absl::Status PutChannel(Db& db, const ChannelRecord& c) {
+  if (c.tenant.empty() || c.entry.channel().empty()) {
+    return absl::InvalidArgumentError("store: a channel without a tenant or name");
+  }
+  const std::string what = absl::StrCat("channel ", c.tenant, "/", c.entry.channel());
+  ASSIGN_OR_RETURN(std::string blob, Serialize(c.entry, what));
+  ASSIGN_OR_RETURN(sqlite3_stmt * raw, db.Prepare(kUpsertChannelSql));
+  Stmt stmt(raw);
+  stmt.BindText(1, c.tenant);
+  stmt.BindText(2, c.entry.channel());
+  stmt.BindBlob(3, blob);
+  return Run(db, stmt, absl::StrCat("upsert ", what));
+}
+
 absl::Status ApplyBatch(Db& db, const WriteBatch& batch) {
   for (const Job& job : batch.put_jobs) RETURN_IF_ERROR(PutJob(db, job));
   for (const TenantRecord& tenant : batch.insert_tenants) RETURN_IF_ERROR(InsertTenant(db, tenant));
@@ -369,6 +421,8 @@ absl::Status ApplyBatch(Db& db, const WriteBatch& batch) {
   for (const auto& c : batch.put_checkpoints) RETURN_IF_ERROR(PutCheckpoint(db, c));
   for (const std::string& id : batch.delete_checkpoints) RETURN_IF_ERROR(DeleteCheckpoint(db, id));
   for (const MetricRecord& m : batch.put_metrics) RETURN_IF_ERROR(PutMetric(db, m));
+  for (const ModelRecord& m : batch.put_models) RETURN_IF_ERROR(PutModel(db, m));
+  for (const ChannelRecord& c : batch.put_channels) RETURN_IF_ERROR(PutChannel(db, c));
   return absl::OkStatus();
 }
 
@@ -419,6 +473,7 @@ absl::Status InitSchema(Db& db) {
     // step only creates tables and indexes (IF NOT EXISTS), so it is also safe to repeat.
     if (version < 1) RETURN_IF_ERROR(db.Exec("create schema v1", kSchemaV1Sql));
     if (version < 2) RETURN_IF_ERROR(db.Exec("migrate schema to v2", kSchemaV2Sql));
+    if (version < 3) RETURN_IF_ERROR(db.Exec("migrate schema to v3", kSchemaV3Sql));
     if (version > 0) {
       FORGE_LOG(INFO) << "event=store_schema_migrated path=" << db.path() << " from=" << version
                       << " to=" << kSchemaVersion;
@@ -721,6 +776,36 @@ absl::StatusOr<std::vector<forge::v1::MetricPoint>> Store::LoadMetrics(const std
         stmt.BindInt(2, after_step);
       }));
   return points;
+}
+
+absl::StatusOr<std::vector<ModelRecord>> Store::LoadModels() {
+  std::vector<ModelRecord> models;
+  RETURN_IF_ERROR(impl_->Query(
+      "SELECT tenant, name, entry FROM models ORDER BY tenant, name, stage", "load models",
+      [&](const Stmt& row) -> absl::Status {
+        ModelRecord& m = models.emplace_back();
+        m.tenant = row.Text(0);
+        if (!row.Parse(2, &m.entry)) {
+          return impl_->CorruptRow("models", absl::StrCat(row.Text(0), "/", row.Text(1)));
+        }
+        return absl::OkStatus();
+      }));
+  return models;
+}
+
+absl::StatusOr<std::vector<ChannelRecord>> Store::LoadChannels() {
+  std::vector<ChannelRecord> channels;
+  RETURN_IF_ERROR(impl_->Query(
+      "SELECT tenant, channel, entry FROM channels ORDER BY tenant, channel", "load channels",
+      [&](const Stmt& row) -> absl::Status {
+        ChannelRecord& c = channels.emplace_back();
+        c.tenant = row.Text(0);
+        if (!row.Parse(2, &c.entry)) {
+          return impl_->CorruptRow("channels", absl::StrCat(row.Text(0), "/", row.Text(1)));
+        }
+        return absl::OkStatus();
+      }));
+  return channels;
 }
 
 StoreStats Store::stats() const { return impl_->stats(); }

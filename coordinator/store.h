@@ -53,6 +53,16 @@ struct MetricRecord {
   forge::v1::MetricPoint point;
 };
 
+// A catalog binding (model, stage) -> checkpoint, and a promotion channel, of one tenant.
+struct ModelRecord {
+  std::string tenant;
+  forge::v1::ModelEntry entry;
+};
+struct ChannelRecord {
+  std::string tenant;
+  forge::v1::ChannelEntry entry;
+};
+
 // One atomic unit of writes. Upserts replace the row with the same primary key.
 struct WriteBatch {
   std::vector<forge::v1::Job> put_jobs;       // upsert by job.id()
@@ -65,11 +75,14 @@ struct WriteBatch {
   std::vector<std::string> delete_checkpoints;  // ids; applied after put_checkpoints; an
                                                 // unknown id is not an error
   std::vector<MetricRecord> put_metrics;        // upsert by (job_id, attempt, step)
+  std::vector<ModelRecord> put_models;          // upsert by (tenant, name, stage)
+  std::vector<ChannelRecord> put_channels;      // upsert by (tenant, channel)
 
   bool empty() const {
     return put_jobs.empty() && insert_tenants.empty() && put_tokens.empty() &&
            put_workers.empty() && put_datasets.empty() && put_checkpoints.empty() &&
-           delete_checkpoints.empty() && put_metrics.empty();
+           delete_checkpoints.empty() && put_metrics.empty() && put_models.empty() &&
+           put_channels.empty();
   }
 };
 
@@ -116,6 +129,9 @@ class Store {
   // Datasets ordered by (tenant, name); checkpoints by (job_id, step).
   absl::StatusOr<std::vector<forge::v1::DatasetInfo>> LoadDatasets();
   absl::StatusOr<std::vector<forge::v1::CheckpointInfo>> LoadCheckpoints();
+  // Ordered by (tenant, name, stage) and (tenant, channel).
+  absl::StatusOr<std::vector<ModelRecord>> LoadModels();
+  absl::StatusOr<std::vector<ChannelRecord>> LoadChannels();
 
   // The committed metric points of `job_id` with step > after_step, ordered by (step,
   // attempt). Callable at any time from any thread: it reads on its own connection and never

@@ -425,7 +425,7 @@ TEST_F(StoreTest, RefusesNewerSchemaVersion) {
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(store.status().message(), HasSubstr(path_));
   EXPECT_THAT(store.status().message(), HasSubstr("schema version 99"));
-  EXPECT_THAT(store.status().message(), HasSubstr("supports (2)"));
+  EXPECT_THAT(store.status().message(), HasSubstr("supports (3)"));
 }
 
 TEST_F(StoreTest, OpenInMissingDirectoryNamesThePath) {
@@ -639,7 +639,7 @@ TEST_F(StoreTest, MigratesVersion1DatabaseByAddingCatalogTables) {
                                &stmt, nullptr),
             SQLITE_OK);
   ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int64(stmt, 0), 2);
+  EXPECT_EQ(sqlite3_column_int64(stmt, 0), 3);
   sqlite3_finalize(stmt);
   sqlite3_close(db);
   std::unique_ptr<Store> store = OpenStore();

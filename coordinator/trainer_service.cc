@@ -118,11 +118,17 @@ grpc::Status TrainerServiceImpl::UploadCheckpoint(
     return ToGrpcStatus(absl::PermissionDeniedError(
         "only rank 0 uploads checkpoints (every rank holds the same weights)"));
   }
+  absl::StatusOr<forge::v1::CheckpointInfo> lineage =
+      jobs_->CheckpointLineage(header.rank().job_id());
+  if (!lineage.ok()) return ToGrpcStatus(lineage.status());
   absl::StatusOr<forge::v1::CheckpointInfo> info = storage_->ReceiveCheckpoint(
       tenant, header.rank().job_id(), header.rank().attempt(),
       std::max(1, spec.checkpoint().keep_last()), header,
       [reader](forge::v1::CheckpointUpload* m) { return reader->Read(m); },
-      [this](const std::string& id) { return jobs_->CheckpointInUse(id); });
+      [this](const std::string& id) {
+        return jobs_->CheckpointInUse(id) || (in_use_ && in_use_(id));
+      },
+      &*lineage);
   if (!info.ok()) {
     FORGE_LOG(WARNING) << "event=checkpoint_refused job=" << header.rank().job_id()
                        << " step=" << header.step() << " error=" << info.status();
@@ -163,8 +169,10 @@ grpc::Status TrainerServiceImpl::FetchCheckpoint(
   }
   // The job's own checkpoints (resume) and its base; nothing else of the tenant.
   absl::StatusOr<forge::v1::CheckpointInfo> c = storage_->GetCheckpoint(tenant, req->checkpoint_id());
-  if (!c.ok() || (c->job_id() != req->rank().job_id() &&
-                  req->checkpoint_id() != spec.base().checkpoint())) {
+  absl::StatusOr<forge::v1::CheckpointInfo> lineage = jobs_->CheckpointLineage(req->rank().job_id());
+  const bool is_base = lineage.ok() && !lineage->parent().empty() &&
+                       req->checkpoint_id() == lineage->parent();
+  if (!c.ok() || (c->job_id() != req->rank().job_id() && !is_base)) {
     return ToGrpcStatus(absl::NotFoundError(absl::StrCat(
         "checkpoint ", req->checkpoint_id(), " is neither job ", req->rank().job_id(),
         "'s own nor its base")));

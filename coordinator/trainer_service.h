@@ -12,15 +12,24 @@
 #include "coordinator/rank_tokens.h"
 #include "coordinator/rendezvous.h"
 #include "coordinator/storage_gateway.h"
+#include <functional>
+#include <string>
+
 #include "forge/v1/training.grpc.pb.h"
 
 namespace forge::coordinator {
 
 class TrainerServiceImpl final : public forge::v1::TrainerService::Service {
  public:
+  // `in_use` (may be empty): more checkpoints retention must keep (the model catalog's).
   TrainerServiceImpl(const RankTokens* tokens, JobManager* jobs, StorageGateway* storage,
-                     RendezvousStore* rendezvous)
-      : tokens_(tokens), jobs_(jobs), storage_(storage), rendezvous_(rendezvous) {}
+                     RendezvousStore* rendezvous,
+                     std::function<bool(const std::string&)> in_use = {})
+      : tokens_(tokens),
+        jobs_(jobs),
+        storage_(storage),
+        rendezvous_(rendezvous),
+        in_use_(std::move(in_use)) {}
 
   grpc::Status RendezvousSet(grpc::ServerContext* ctx,
                              const forge::v1::RendezvousSetRequest* req,
@@ -53,6 +62,7 @@ class TrainerServiceImpl final : public forge::v1::TrainerService::Service {
   JobManager* const jobs_;
   StorageGateway* const storage_;
   RendezvousStore* const rendezvous_;
+  const std::function<bool(const std::string&)> in_use_;
 };
 
 }  // namespace forge::coordinator

@@ -267,6 +267,32 @@ absl::Status Trainer::CheckReplicasAgree() {
   return absl::OkStatus();
 }
 
+absl::Status Trainer::InitFromWeights(const std::string& dir) {
+  if (step_ != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "InitFromWeights: the run already took ", step_, " steps; load weights before training"));
+  }
+  ASSIGN_OR_RETURN(LoadedCheckpoint ckpt, forge::engine::LoadCheckpoint(dir));
+  const std::vector<ParamInfo>& params = backend_->Parameters();
+  if (ckpt.model.size() != params.size()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "base checkpoint ", dir, " has ", ckpt.model.size(), " tensors; the model has ",
+        params.size(), ": the base's shape differs from this run's"));
+  }
+  std::vector<float> flat(backend_->num_params());
+  for (size_t i = 0; i < params.size(); ++i) {
+    const ParamInfo& p = params[i];
+    const LoadedTensor& t = ckpt.model[i];
+    if (t.name != p.name || t.shape != p.shape || t.data.size() != p.count) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "base checkpoint ", dir, ": tensor ", i, " is ", t.name, "; the model expects ", p.name,
+          " with ", p.count, " values"));
+    }
+    std::memcpy(flat.data() + p.offset, t.data.data(), p.count * sizeof(float));
+  }
+  return backend_->LoadState(flat.data(), nullptr, nullptr, 0);
+}
+
 absl::Status Trainer::LoadCheckpoint(const std::string& dir, nlohmann::json* extra) {
   ASSIGN_OR_RETURN(LoadedCheckpoint ckpt, forge::engine::LoadCheckpoint(dir));
   const nlohmann::json* trainer = nullptr;

@@ -125,6 +125,12 @@ class Trainer {
   // When `extra` is given it receives the `extra` object SaveCheckpoint stored (lineage,
   // counters), without our own fields.
   absl::Status LoadCheckpoint(const std::string& dir, nlohmann::json* extra = nullptr);
+  // Continued training: takes the weights of any checkpoint of a model with this shape
+  // (another job's, another seed or mixture), keeping this run's fresh optimizer (zero
+  // moments, step 0) and sampler, so the learning-rate schedule warms up and decays again.
+  // FAILED_PRECONDITION naming the first tensor that differs. Not collective (every rank
+  // loads the same directory). Before the first Step only.
+  absl::Status InitFromWeights(const std::string& dir);
 
   // 64-bit checksum of the parameter bytes (ParamBytesChecksum).
   absl::StatusOr<uint64_t> ParamChecksum() const;

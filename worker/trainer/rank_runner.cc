@@ -20,6 +20,7 @@
 #include "common/dataset.h"
 #include "common/file_util.h"
 #include "common/model_presets.h"
+#include "common/spec_names.h"
 #include "common/status_macros.h"
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/communicator.h"
@@ -218,14 +219,18 @@ struct Built {
 absl::StatusOr<Built> BuildOptions(const forge::v1::Assignment& a, TrainerClient* client,
                                    const std::string& rank_dir, int threads) {
   const forge::v1::JobSpec& spec = a.spec();
-  if (spec.has_base()) {
-    return absl::FailedPreconditionError(
-        "base: starting from a base model or checkpoint is not supported by this trainer yet; "
-        "give model: {preset: ...} to train a fresh model");
-  }
   Built b;
   TrainerOptions& o = b.options;
-  ASSIGN_OR_RETURN(o.shape, ResolveModelShape(spec.model()));
+  // From a base checkpoint the coordinator sends the base's shape; a fresh model has its own.
+  if (!a.base_checkpoint().empty()) {
+    if (a.shape().layers() == 0) {
+      return absl::FailedPreconditionError(
+          "the assignment names a base checkpoint but no model shape: upgrade the coordinator");
+    }
+    ASSIGN_OR_RETURN(o.shape, ResolveModelShape(a.shape()));
+  } else {
+    ASSIGN_OR_RETURN(o.shape, ResolveModelShape(spec.model()));
+  }
   std::set<std::string> names;
   for (const auto& m : spec.data().mixture()) names.insert(m.dataset());
   for (const auto& s : spec.eval().suites()) names.insert(s);
@@ -383,6 +388,15 @@ Failure Run(const RankOptions& ro) {
     }
     std::printf("resumed from checkpoint %s at step %lld\n", a.resume_checkpoint().c_str(),
                 static_cast<long long>(trainer.step()));
+  } else if (!a.base_checkpoint().empty()) {
+    const std::string dir = absl::StrCat(ro.rank_dir, "/base/", a.base_checkpoint());
+    if (absl::Status s = client.FetchCheckpoint(a.base_checkpoint(), dir); !s.ok()) {
+      return Fail(kExitFailed, s);
+    }
+    if (absl::Status s = trainer.InitFromWeights(dir); !s.ok()) return Fail(kExitInvalid, s);
+    std::printf("starting from base checkpoint %s (%s); optimizer and learning-rate schedule "
+                "start fresh\n",
+                a.base_checkpoint().c_str(), StageName(spec.stage()).c_str());
   }
   std::printf("model %d layers x %d width, %zu parameters; %lld steps of %d x %d x %d tokens "
               "per rank\n",
@@ -400,7 +414,13 @@ Failure Run(const RankOptions& ro) {
     nlohmann::json extra;
     extra["job"] = a.job_id();
     extra["attempt"] = a.attempt();
-    extra["parent_checkpoint"] = a.resume_checkpoint();
+    // Lineage: the stage this job trains at, the checkpoint its weights came from (the
+    // base), and the one this attempt resumed from.
+    extra["stage"] = StageName(spec.stage());
+    extra["base_checkpoint"] = a.base_checkpoint();
+    extra["parent_checkpoint"] =
+        a.resume_checkpoint().empty() ? a.base_checkpoint() : a.resume_checkpoint();
+    extra["resumed_from"] = a.resume_checkpoint();
     extra["tokens_per_source"] = tokens_per_source;
     nlohmann::json mix = nlohmann::json::array();
     for (const auto& m : spec.data().mixture()) {
@@ -433,6 +453,21 @@ Failure Run(const RankOptions& ro) {
     std::fflush(stdout);
     return out;
   };
+
+  // The guard compares the final checkpoint with the starting weights: measure them first
+  // (a resumed attempt does not: the first attempt reported them).
+  if (leader && spec.has_guard() && a.resume_checkpoint().empty()) {
+    report("evaluating", 0);
+    std::printf("evaluating the starting weights for the guard\n");
+    forge::v1::ProgressReport r;
+    r.set_phase("evaluating");
+    r.set_step(0);
+    r.set_total_steps(o.steps);
+    r.set_world_size(a.world_size());
+    for (auto& e : evaluate(0)) *r.add_base_evals() = std::move(e);
+    reporter.Report(std::move(r));
+    reporter.Flush();  // sent before a training report could replace it
+  }
 
   const int64_t every = spec.checkpoint().every_steps();
   const int64_t eval_every = spec.eval().every_steps();
