@@ -250,8 +250,12 @@ forge::v1::GuardVerdict JobManager::GuardVerdictFor(const forge::v1::Job& job) {
   v.set_max_regression(g.max_regression());
   const forge::v1::EvalResult* base = nullptr;
   const forge::v1::EvalResult* final = nullptr;
-  for (const auto& r : job.base_evals()) if (r.suite() == g.suite()) base = &r;
-  for (const auto& r : job.evals()) if (r.suite() == g.suite()) final = &r;
+  for (const auto& r : job.base_evals()) {
+    if (r.suite() == g.suite()) base = &r;
+  }
+  for (const auto& r : job.evals()) {
+    if (r.suite() == g.suite()) final = &r;
+  }
   if (base == nullptr || final == nullptr || base->loss() <= 0) {
     v.set_passed(false);
     v.set_message(absl::StrCat("blocked: no ", base == nullptr ? "base" : "final",
