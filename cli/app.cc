@@ -270,6 +270,45 @@ int RunForgeCli(int argc, const char* const* argv, std::ostream& out, std::ostre
   models_register->add_option("--note", model_note, "free text for people")->type_name("TEXT");
   AddOutputOption(models_register, &output);
 
+  // Schedules.
+  CLI::App* schedule = app.add_subcommand(
+      "schedule", "Retrain on a cron schedule: create, list, delete, history");
+  schedule->require_subcommand(1);
+  schedule->footer(kLeafFooter);
+  ScheduleCreateOptions schedule_create_opts;
+  std::string schedule_id;
+  CLI::App* schedule_create = leaf(
+      schedule, "create",
+      "Submit SPEC at every slot of a cron schedule; prints the schedule id alone");
+  schedule_create
+      ->add_option("--cron", schedule_create_opts.cron,
+                   "5 fields: minute hour day-of-month month day-of-week, e.g. \"0 2 * * *\"")
+      ->type_name("EXPR")
+      ->required();
+  schedule_create
+      ->add_option("--time-zone", schedule_create_opts.time_zone,
+                   "IANA time zone the fields are read in, e.g. Europe/Paris (default UTC)")
+      ->type_name("TZ");
+  schedule_create->add_option("--spec", schedule_create_opts.spec_path, "YAML job spec")
+      ->type_name("SPEC.yaml")
+      ->required();
+  schedule_create->add_option("--name", schedule_create_opts.name,
+                              "schedule name (default: the spec's name)")
+      ->type_name("NAME");
+  AddOutputOption(schedule_create, &output);
+  CLI::App* schedule_list = leaf(schedule, "list", "List schedules, their next and last runs");
+  AddOutputOption(schedule_list, &output);
+  CLI::App* schedule_delete = leaf(schedule, "delete", "Delete a schedule (its jobs stay)");
+  schedule_delete->add_option("ID", schedule_id, "schedule id (s-...)")
+      ->type_name("ID")
+      ->required();
+  CLI::App* schedule_history =
+      leaf(schedule, "history", "A schedule's runs, newest first: submitted, skipped, failed");
+  schedule_history->add_option("ID", schedule_id, "schedule id (s-...)")
+      ->type_name("ID")
+      ->required();
+  AddOutputOption(schedule_history, &output);
+
   // Fleet.
   CLI::App* workers = leaf(&app, "workers", "List worker hosts, their devices and ranks");
   AddOutputOption(workers, &output);
@@ -415,6 +454,14 @@ int RunForgeCli(int argc, const char* const* argv, std::ostream& out, std::ostre
     result = RunModelRegister(env, model_name, checkpoint_id, model_stage, model_note, format);
   } else if (*models) {
     result = RunModels(env, format);
+  } else if (*schedule_create) {
+    result = RunScheduleCreate(env, schedule_create_opts, format);
+  } else if (*schedule_list) {
+    result = RunScheduleList(env, format);
+  } else if (*schedule_delete) {
+    result = RunScheduleDelete(env, schedule_id);
+  } else if (*schedule_history) {
+    result = RunScheduleHistory(env, schedule_id, format);
   } else if (*export_cmd) {
     result = RunExport(env, checkpoint_id, export_dir, force);
   } else if (*workers) {

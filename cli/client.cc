@@ -63,7 +63,8 @@ CoordinatorClient::CoordinatorClient(ConnectionOptions options,
       admin_(forge::v1::AdminService::NewStub(channel_)),
       data_(forge::v1::DataService::NewStub(channel_)),
       checkpoints_(forge::v1::CheckpointService::NewStub(channel_)),
-      models_(forge::v1::ModelService::NewStub(channel_)) {}
+      models_(forge::v1::ModelService::NewStub(channel_)),
+      schedules_(forge::v1::ScheduleService::NewStub(channel_)) {}
 
 std::unique_ptr<grpc::ClientContext> CoordinatorClient::NewContext() const {
   auto context = std::make_unique<grpc::ClientContext>();

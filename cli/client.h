@@ -45,6 +45,7 @@ class CoordinatorClient {
   forge::v1::DataService::StubInterface& data() { return *data_; }
   forge::v1::CheckpointService::StubInterface& checkpoints() { return *checkpoints_; }
   forge::v1::ModelService::StubInterface& models() { return *models_; }
+  forge::v1::ScheduleService::StubInterface& schedules() { return *schedules_; }
 
   // A fresh context for one call: `authorization: Bearer <token>` and the deadline.
   std::unique_ptr<grpc::ClientContext> NewContext() const;
@@ -69,6 +70,7 @@ class CoordinatorClient {
   std::unique_ptr<forge::v1::DataService::StubInterface> data_;
   std::unique_ptr<forge::v1::CheckpointService::StubInterface> checkpoints_;
   std::unique_ptr<forge::v1::ModelService::StubInterface> models_;
+  std::unique_ptr<forge::v1::ScheduleService::StubInterface> schedules_;
 };
 
 }  // namespace forge::cli

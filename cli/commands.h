@@ -46,6 +46,9 @@ struct SubmitOptions {
   absl::Duration max_backoff = absl::Seconds(2);
 };
 
+// Reads and parses a YAML job spec: a usage error naming FILE:LINE:COL when it is invalid.
+absl::StatusOr<forge::v1::JobSpec> LoadJobSpec(const std::string& path);
+
 // forge submit SPEC.yaml: parses the spec (a usage error naming FILE:LINE:COL when it is
 // invalid), submits it with a fresh random request_id and prints the job id alone.
 absl::Status RunSubmit(const CommandEnv& env, const std::string& spec_path,
@@ -149,6 +152,27 @@ absl::Status RunWatch(const CommandEnv& env, const std::string& job_id,
 // `follow`, keeps polling until the coordinator says the job finished and every line is in.
 absl::Status RunLogs(const CommandEnv& env, const std::string& job_id, bool follow,
                      const FollowOptions& options);
+
+struct ScheduleCreateOptions {
+  std::string cron;       // 5-field cron expression (required)
+  std::string time_zone;  // IANA name; empty = UTC
+  std::string spec_path;  // YAML job spec (required)
+  std::string name;       // empty = the spec's name
+};
+// forge schedule create --cron EXPR [--time-zone TZ] --spec SPEC.yaml [--name N]: prints the
+// schedule id alone on env.out, then on env.err what it means and "next run: <time> (<tz>)"
+// (with -o json: the Schedule). The spec is parsed locally first (a usage error naming
+// FILE:LINE:COL); the coordinator checks the cron fields, the zone and the spec as a
+// submission (exit 3 naming the flag or field).
+absl::Status RunScheduleCreate(const CommandEnv& env, const ScheduleCreateOptions& options,
+                               OutputFormat format);
+// forge schedule list: ID NAME CRON TZ NEXT RUN LAST RUN OUTCOME.
+absl::Status RunScheduleList(const CommandEnv& env, OutputFormat format);
+// forge schedule delete ID.
+absl::Status RunScheduleDelete(const CommandEnv& env, const std::string& schedule_id);
+// forge schedule history ID: SLOT OUTCOME JOB MESSAGE, newest slot first.
+absl::Status RunScheduleHistory(const CommandEnv& env, const std::string& schedule_id,
+                                OutputFormat format);
 
 }  // namespace forge::cli
 

@@ -15,12 +15,12 @@
 namespace forge::cli {
 namespace {
 
-using forge::v1::Job;
-
 // Far above any real spec; a larger file is a mistake (a dataset passed as the spec).
 constexpr size_t kMaxSpecBytes = 1 << 20;
 
-absl::StatusOr<forge::v1::JobSpec> LoadSpec(const std::string& path) {
+}  // namespace
+
+absl::StatusOr<forge::v1::JobSpec> LoadJobSpec(const std::string& path) {
   absl::StatusOr<std::string> text = ReadFile(path);
   if (!text.ok()) {
     return UsageError(absl::StrCat("cannot read the job spec: ", text.status().message()));
@@ -34,6 +34,10 @@ absl::StatusOr<forge::v1::JobSpec> LoadSpec(const std::string& path) {
   return spec;
 }
 
+namespace {
+
+using forge::v1::Job;
+
 // A fresh idempotency key: "r-" and 24 hex digits (96 random bits).
 absl::StatusOr<std::string> NewRequestId() {
   ASSIGN_OR_RETURN(std::string bytes, SecureRandomBytes(12));
@@ -45,7 +49,7 @@ absl::StatusOr<std::string> NewRequestId() {
 absl::Status RunSubmit(const CommandEnv& env, const std::string& spec_path,
                        const SubmitOptions& options) {
   forge::v1::SubmitJobRequest request;
-  ASSIGN_OR_RETURN(*request.mutable_spec(), LoadSpec(spec_path));
+  ASSIGN_OR_RETURN(*request.mutable_spec(), LoadJobSpec(spec_path));
   ASSIGN_OR_RETURN(CoordinatorClient * client, env.client());
   ASSIGN_OR_RETURN(*request.mutable_request_id(), NewRequestId());
 

@@ -61,7 +61,8 @@ absl::Status JobManager::Recover() {
 
 void JobManager::Submit(const Principal& caller, forge::v1::SubmitJobRequest request,
                         std::function<void(absl::StatusOr<forge::v1::SubmitJobResponse>)> done,
-                        const ResolvedBase* base, std::string contamination) {
+                        const ResolvedBase* base, std::string contamination,
+                        std::function<void(const forge::v1::Job&, WriteBatch*)> add_rows) {
   if (!caller.is_tenant()) {
     return done(absl::PermissionDeniedError(
         caller.is_admin() ? "admin tokens do not own jobs: submit with a tenant token "
@@ -140,7 +141,9 @@ void JobManager::Submit(const Principal& caller, forge::v1::SubmitJobRequest req
   }
   WriteBatch batch;
   batch.put_jobs.push_back(job);
-  store_->Commit(std::move(batch), [this, job = std::move(job), key,
+  const bool extra_rows = add_rows != nullptr;
+  if (extra_rows) add_rows(job, &batch);
+  store_->Commit(std::move(batch), [this, job = std::move(job), key, extra_rows,
                                     done = std::move(done)](absl::Status s) mutable {
     std::vector<std::function<void(absl::StatusOr<forge::v1::SubmitJobResponse>)>> waiters;
     {
@@ -160,6 +163,12 @@ void JobManager::Submit(const Principal& caller, forge::v1::SubmitJobRequest req
     }
     if (!s.ok()) {
       FORGE_LOG(ERROR) << "event=submit_commit_failed job=" << job.id() << " error=" << s;
+      if (extra_rows && absl::IsAlreadyExists(s)) {
+        // The caller's rows conflict (e.g. a schedule slot already decided): it decides.
+        done(s);
+        for (auto& w : waiters) w(s);
+        return;
+      }
       absl::Status unavailable = absl::UnavailableError(
           absl::StrCat("the job could not be stored (", s.message(), "); it was not accepted, "
                        "retry"));

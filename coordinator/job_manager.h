@@ -82,9 +82,13 @@ class JobManager {
   // (deduplicated), or FAILED_PRECONDITION if the spec differs. A spec with `base` needs
   // `base` resolved by the caller (FAILED_PRECONDITION otherwise).
   // `contamination`: the check's report, kept in Job.contamination.
+  // `add_rows` (optional) adds rows to the batch that commits the job, so they commit with
+  // it or not at all (a schedule's run row). If that batch fails with ALREADY_EXISTS, `done`
+  // gets that status unchanged (any other commit failure is UNAVAILABLE).
   void Submit(const Principal& caller, forge::v1::SubmitJobRequest request,
               std::function<void(absl::StatusOr<forge::v1::SubmitJobResponse>)> done,
-              const ResolvedBase* base = nullptr, std::string contamination = "");
+              const ResolvedBase* base = nullptr, std::string contamination = "",
+              std::function<void(const forge::v1::Job&, WriteBatch*)> add_rows = nullptr);
 
   // NOT_FOUND for unknown jobs and for jobs the caller may not see.
   absl::StatusOr<forge::v1::Job> Get(const Principal& caller, absl::string_view job_id) const;

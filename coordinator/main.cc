@@ -30,6 +30,8 @@ ABSL_FLAG(int, collective_timeout_ms, 60000,
           "handed to trainers: an all-reduce waiting longer fails the rank (ms)");
 ABSL_FLAG(int, ack_timeout_ms, 30000,
           "an assignment not acknowledged by its worker within this time fails the attempt (ms)");
+ABSL_FLAG(int, schedule_tick_ms, 1000,
+          "how often schedules look for a due slot (ms); tests make it shorter");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -61,6 +63,11 @@ int main(int argc, char** argv) {
   o.ack_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_ack_timeout_ms));
   o.step_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_step_timeout_ms));
   o.collective_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_collective_timeout_ms));
+  if (absl::GetFlag(FLAGS_schedule_tick_ms) < 1) {
+    std::cerr << "forge-coordinator: --schedule-tick-ms must be >= 1\n";
+    return 2;
+  }
+  o.schedule_tick_interval = absl::Milliseconds(absl::GetFlag(FLAGS_schedule_tick_ms));
   if (o.heartbeat_interval <= absl::ZeroDuration() || o.heartbeat_grace < o.heartbeat_interval) {
     std::cerr << "forge-coordinator: --heartbeat-grace-ms must be >= --heartbeat-interval-ms > 0\n";
     return 2;

@@ -24,6 +24,8 @@
 #include "coordinator/model_service.h"
 #include "coordinator/rank_tokens.h"
 #include "coordinator/rendezvous.h"
+#include "coordinator/schedule_manager.h"
+#include "coordinator/schedule_service.h"
 #include "coordinator/service.h"
 #include "coordinator/storage_gateway.h"
 #include "coordinator/store.h"
@@ -122,6 +124,11 @@ class Coordinator::Impl {
     jobs_ = std::make_unique<JobManager>(store_.get(), o.clock, jo);
     RETURN_IF_ERROR(jobs_->Recover());
 
+    schedules_ = std::make_unique<ScheduleManager>(
+        store_.get(), o.clock, jobs_.get(), storage_.get(), catalog_.get(),
+        ScheduleManagerOptions{o.schedule_tick_interval});
+    RETURN_IF_ERROR(schedules_->Recover());
+
     loop_ = std::make_unique<ControlLoop>(jobs_.get(), workers_.get(), ControlLoopOptions{});
 
     job_service_ = std::make_unique<JobServiceImpl>(auth_.get(), jobs_.get(), storage_.get(),
@@ -135,6 +142,7 @@ class Coordinator::Impl {
     checkpoint_service_ = NewCheckpointService(auth_.get(), storage_.get());
     model_service_ = NewModelService(auth_.get(), catalog_.get());
     admin_service_ = std::make_unique<AdminServiceImpl>(auth_.get());
+    schedule_service_ = NewScheduleService(auth_.get(), schedules_.get());
 
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -149,6 +157,7 @@ class Coordinator::Impl {
     builder.RegisterService(data_service_.get());
     builder.RegisterService(checkpoint_service_.get());
     builder.RegisterService(model_service_.get());
+    builder.RegisterService(schedule_service_.get());
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> ics;
     ics.push_back(std::make_unique<ReflectionAuthFactory>(auth_.get()));
     builder.experimental().SetInterceptorCreators(std::move(ics));
@@ -160,6 +169,7 @@ class Coordinator::Impl {
     }
     port_ = port;
     loop_->Start();
+    schedules_->Start();
     FORGE_LOG(INFO) << "event=coordinator_started listen=" << o.listen << " port=" << port_
                     << " state_dir=" << o.state_dir;
     return absl::OkStatus();
@@ -170,6 +180,7 @@ class Coordinator::Impl {
     FORGE_LOG(INFO) << "event=coordinator_stopping";
     if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     if (loop_) loop_->Stop();
+    if (schedules_) schedules_->Stop();  // joins the ticker
     absl::MutexLock lock(&mu_);
     stopped_ = true;
   }
@@ -190,7 +201,9 @@ class Coordinator::Impl {
     trainer_service_.reset();
     data_service_.reset();
     checkpoint_service_.reset();
+    schedule_service_.reset();
     server_.reset();
+    schedules_.reset();
     jobs_.reset();
     storage_.reset();
     workers_.reset();
@@ -217,6 +230,8 @@ class Coordinator::Impl {
   std::unique_ptr<grpc::Service> data_service_;
   std::unique_ptr<grpc::Service> checkpoint_service_;
   std::unique_ptr<grpc::Service> model_service_;
+  std::unique_ptr<ScheduleManager> schedules_;
+  std::unique_ptr<grpc::Service> schedule_service_;
   std::unique_ptr<grpc::Server> server_;
   std::atomic<bool> shutdown_{false};
   absl::Mutex mu_;

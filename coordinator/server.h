@@ -23,6 +23,8 @@ struct CoordinatorOptions {
   absl::Duration collective_timeout = absl::Seconds(60);
   bool synchronous_full = true;  // SQLite synchronous=FULL (durable acks)
   int max_message_bytes = 4 << 20;
+  // How often schedules look for a due slot.
+  absl::Duration schedule_tick_interval = absl::Seconds(1);
   Clock* clock = RealClock();
 };
 

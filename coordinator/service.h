@@ -12,6 +12,7 @@
 #include "coordinator/model_catalog.h"
 #include "coordinator/storage_gateway.h"
 #include "coordinator/store.h"
+#include "coordinator/submission.h"
 #include "coordinator/worker_manager.h"
 #include "forge/v1/coordinator.grpc.pb.h"
 
@@ -33,7 +34,8 @@ class JobServiceImpl final : public forge::v1::JobService::CallbackService {
  public:
   JobServiceImpl(AuthManager* auth, JobManager* jobs, StorageGateway* storage, Store* store,
                  ModelCatalog* catalog = nullptr)
-      : auth_(auth), jobs_(jobs), storage_(storage), store_(store), catalog_(catalog) {}
+      : auth_(auth), jobs_(jobs), storage_(storage), store_(store), catalog_(catalog),
+        checks_(storage, catalog) {}
 
   grpc::ServerUnaryReactor* SubmitJob(grpc::CallbackServerContext* ctx,
                                       const forge::v1::SubmitJobRequest* req,
@@ -55,22 +57,12 @@ class JobServiceImpl final : public forge::v1::JobService::CallbackService {
                                           forge::v1::GetJobMetricsResponse* resp) override;
 
  private:
-  // Every dataset and base checkpoint the spec names must be registered for the tenant.
-  absl::Status CheckReferences(const std::string& tenant, const forge::v1::JobSpec& spec) const;
-  // spec.base as a checkpoint id with its stage and shape (the catalog for base.model).
-  absl::StatusOr<ResolvedBase> ResolveBase(const std::string& tenant,
-                                           const forge::v1::JobSpec& spec) const;
-  // The held-out contamination check of the spec's eval suites against its training sources
-  // (contamination.h): the report's summary, or FAILED_PRECONDITION with it when the job is
-  // contaminated and the spec does not allow it.
-  absl::StatusOr<std::string> CheckHeldOut(const std::string& tenant,
-                                           const forge::v1::JobSpec& spec) const;
-
   AuthManager* const auth_;
   JobManager* const jobs_;
   StorageGateway* const storage_;
   Store* const store_;
   ModelCatalog* const catalog_;
+  const SubmissionChecks checks_;
 };
 
 class WorkerServiceImpl final : public forge::v1::WorkerService::CallbackService {

@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "common/log.h"
+#include "common/proto_time.h"
 #include "common/status_macros.h"
 
 namespace forge::coordinator {
@@ -25,7 +26,9 @@ using forge::v1::Worker;
 // MigrateSchema.
 //   1: jobs, tenants, tokens, workers.
 //   2: datasets, checkpoints, metrics (the storage catalog and job metrics).
-constexpr int64_t kSchemaVersion = 3;
+//   3: models, channels (the model catalog).
+//   4: schedules, schedule_runs.
+constexpr int64_t kSchemaVersion = 4;
 constexpr int kBusyTimeoutMs = 5000;
 
 constexpr const char* kSchemaV1Sql = R"sql(
@@ -96,6 +99,29 @@ CREATE TABLE IF NOT EXISTS channels (
   PRIMARY KEY (tenant, channel)
 );
 )sql";
+
+constexpr const char* kSchemaV4Sql = R"sql(
+CREATE TABLE IF NOT EXISTS schedules (
+  id TEXT PRIMARY KEY NOT NULL,
+  tenant TEXT NOT NULL,
+  schedule BLOB NOT NULL        -- serialized forge.v1.Schedule
+);
+CREATE TABLE IF NOT EXISTS schedule_runs (
+  schedule_id TEXT NOT NULL,
+  slot_ns INTEGER NOT NULL,
+  run BLOB NOT NULL,            -- serialized forge.v1.ScheduleRun
+  PRIMARY KEY (schedule_id, slot_ns)  -- one run per slot: the exactly-once guarantee
+) WITHOUT ROWID;
+)sql";
+
+constexpr const char* kUpsertScheduleSql =
+    "INSERT INTO schedules(id, tenant, schedule) VALUES(?1, ?2, ?3) "
+    "ON CONFLICT(id) DO UPDATE SET tenant = excluded.tenant, schedule = excluded.schedule";
+constexpr const char* kDeleteScheduleSql = "DELETE FROM schedules WHERE id = ?1";
+constexpr const char* kDeleteScheduleRunsSql = "DELETE FROM schedule_runs WHERE schedule_id = ?1";
+// INSERT, not an upsert: a second row for a slot fails the batch (ALREADY_EXISTS).
+constexpr const char* kInsertScheduleRunSql =
+    "INSERT INTO schedule_runs(schedule_id, slot_ns, run) VALUES(?1, ?2, ?3)";
 
 constexpr const char* kUpsertModelSql =
     "INSERT INTO models(tenant, name, stage, entry) VALUES(?1, ?2, ?3, ?4) "
@@ -412,6 +438,49 @@ absl::Status PutChannel(Db& db, const ChannelRecord& c) {
   return Run(db, stmt, absl::StrCat("upsert ", what));
 }
 
+absl::Status PutSchedule(Db& db, const forge::v1::Schedule& sc) {
+  if (sc.id().empty() || sc.tenant().empty()) {
+    return absl::InvalidArgumentError("store: a schedule without an id or tenant");
+  }
+  const std::string what = absl::StrCat("schedule ", sc.id());
+  ASSIGN_OR_RETURN(std::string blob, Serialize(sc, what));
+  ASSIGN_OR_RETURN(sqlite3_stmt * raw, db.Prepare(kUpsertScheduleSql));
+  Stmt stmt(raw);
+  stmt.BindText(1, sc.id());
+  stmt.BindText(2, sc.tenant());
+  stmt.BindBlob(3, blob);
+  return Run(db, stmt, absl::StrCat("upsert ", what));
+}
+
+absl::Status DeleteSchedule(Db& db, const std::string& id) {
+  {
+    ASSIGN_OR_RETURN(sqlite3_stmt * raw, db.Prepare(kDeleteScheduleRunsSql));
+    Stmt stmt(raw);
+    stmt.BindText(1, id);
+    RETURN_IF_ERROR(Run(db, stmt, absl::StrCat("delete runs of schedule ", id)));
+  }
+  ASSIGN_OR_RETURN(sqlite3_stmt * raw, db.Prepare(kDeleteScheduleSql));
+  Stmt stmt(raw);
+  stmt.BindText(1, id);
+  return Run(db, stmt, absl::StrCat("delete schedule ", id));
+}
+
+absl::Status InsertScheduleRun(Db& db, const forge::v1::ScheduleRun& run) {
+  if (run.schedule_id().empty()) {
+    return absl::InvalidArgumentError("store: a schedule run without a schedule id");
+  }
+  const int64_t slot_ns = absl::ToUnixNanos(FromProtoTime(run.slot_time()));
+  const std::string what =
+      absl::StrCat("run of schedule ", run.schedule_id(), " slot_ns ", slot_ns);
+  ASSIGN_OR_RETURN(std::string blob, Serialize(run, what));
+  ASSIGN_OR_RETURN(sqlite3_stmt * raw, db.Prepare(kInsertScheduleRunSql));
+  Stmt stmt(raw);
+  stmt.BindText(1, run.schedule_id());
+  stmt.BindInt(2, slot_ns);
+  stmt.BindBlob(3, blob);
+  return Run(db, stmt, absl::StrCat("insert ", what));
+}
+
 absl::Status ApplyBatch(Db& db, const WriteBatch& batch) {
   for (const Job& job : batch.put_jobs) RETURN_IF_ERROR(PutJob(db, job));
   for (const TenantRecord& tenant : batch.insert_tenants) RETURN_IF_ERROR(InsertTenant(db, tenant));
@@ -423,6 +492,9 @@ absl::Status ApplyBatch(Db& db, const WriteBatch& batch) {
   for (const MetricRecord& m : batch.put_metrics) RETURN_IF_ERROR(PutMetric(db, m));
   for (const ModelRecord& m : batch.put_models) RETURN_IF_ERROR(PutModel(db, m));
   for (const ChannelRecord& c : batch.put_channels) RETURN_IF_ERROR(PutChannel(db, c));
+  for (const auto& sc : batch.put_schedules) RETURN_IF_ERROR(PutSchedule(db, sc));
+  for (const std::string& id : batch.delete_schedules) RETURN_IF_ERROR(DeleteSchedule(db, id));
+  for (const auto& r : batch.insert_schedule_runs) RETURN_IF_ERROR(InsertScheduleRun(db, r));
   return absl::OkStatus();
 }
 
@@ -474,6 +546,7 @@ absl::Status InitSchema(Db& db) {
     if (version < 1) RETURN_IF_ERROR(db.Exec("create schema v1", kSchemaV1Sql));
     if (version < 2) RETURN_IF_ERROR(db.Exec("migrate schema to v2", kSchemaV2Sql));
     if (version < 3) RETURN_IF_ERROR(db.Exec("migrate schema to v3", kSchemaV3Sql));
+    if (version < 4) RETURN_IF_ERROR(db.Exec("migrate schema to v4", kSchemaV4Sql));
     if (version > 0) {
       FORGE_LOG(INFO) << "event=store_schema_migrated path=" << db.path() << " from=" << version
                       << " to=" << kSchemaVersion;
@@ -806,6 +879,37 @@ absl::StatusOr<std::vector<ChannelRecord>> Store::LoadChannels() {
         return absl::OkStatus();
       }));
   return channels;
+}
+
+absl::StatusOr<std::vector<forge::v1::Schedule>> Store::LoadSchedules() {
+  std::vector<forge::v1::Schedule> schedules;
+  RETURN_IF_ERROR(impl_->Query("SELECT id, schedule FROM schedules ORDER BY id",
+                               "load schedules", [&](const Stmt& row) -> absl::Status {
+                                 forge::v1::Schedule& sc = schedules.emplace_back();
+                                 if (!row.Parse(1, &sc)) {
+                                   return impl_->CorruptRow("schedules", row.Text(0));
+                                 }
+                                 return absl::OkStatus();
+                               }));
+  return schedules;
+}
+
+absl::StatusOr<std::vector<forge::v1::ScheduleRun>> Store::LoadScheduleRuns(
+    const std::string& schedule_id) {
+  std::vector<forge::v1::ScheduleRun> runs;
+  RETURN_IF_ERROR(impl_->Query(
+      "SELECT slot_ns, run FROM schedule_runs WHERE schedule_id = ?1 ORDER BY slot_ns",
+      absl::StrCat("load runs of schedule ", schedule_id),
+      [&](const Stmt& row) -> absl::Status {
+        forge::v1::ScheduleRun& r = runs.emplace_back();
+        if (!row.Parse(1, &r)) {
+          return impl_->CorruptRow("schedule_runs",
+                                   absl::StrCat(schedule_id, " slot_ns ", row.Int(0)));
+        }
+        return absl::OkStatus();
+      },
+      [&](Stmt& stmt) { stmt.BindText(1, schedule_id); }));
+  return runs;
 }
 
 StoreStats Store::stats() const { return impl_->stats(); }

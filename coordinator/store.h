@@ -77,12 +77,18 @@ struct WriteBatch {
   std::vector<MetricRecord> put_metrics;        // upsert by (job_id, attempt, step)
   std::vector<ModelRecord> put_models;          // upsert by (tenant, name, stage)
   std::vector<ChannelRecord> put_channels;      // upsert by (tenant, channel)
+  std::vector<forge::v1::Schedule> put_schedules;  // upsert by id
+  std::vector<std::string> delete_schedules;  // ids, with their runs; after put_schedules
+  // INSERT by (schedule_id, slot_time): a row for a slot that has one fails the whole batch
+  // with ALREADY_EXISTS (one run per slot, whoever commits first).
+  std::vector<forge::v1::ScheduleRun> insert_schedule_runs;
 
   bool empty() const {
     return put_jobs.empty() && insert_tenants.empty() && put_tokens.empty() &&
            put_workers.empty() && put_datasets.empty() && put_checkpoints.empty() &&
            delete_checkpoints.empty() && put_metrics.empty() && put_models.empty() &&
-           put_channels.empty();
+           put_channels.empty() && put_schedules.empty() && delete_schedules.empty() &&
+           insert_schedule_runs.empty();
   }
 };
 
@@ -132,6 +138,10 @@ class Store {
   // Ordered by (tenant, name, stage) and (tenant, channel).
   absl::StatusOr<std::vector<ModelRecord>> LoadModels();
   absl::StatusOr<std::vector<ChannelRecord>> LoadChannels();
+  // Schedules by id; the runs of one schedule by slot time (oldest first).
+  absl::StatusOr<std::vector<forge::v1::Schedule>> LoadSchedules();
+  absl::StatusOr<std::vector<forge::v1::ScheduleRun>> LoadScheduleRuns(
+      const std::string& schedule_id);
 
   // The committed metric points of `job_id` with step > after_step, ordered by (step,
   // attempt). Callable at any time from any thread: it reads on its own connection and never

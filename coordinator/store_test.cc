@@ -407,6 +407,57 @@ TEST_F(StoreTest, BatchWithDuplicateTenantInsideChangesNothing) {
   EXPECT_TRUE(jobs->empty());
 }
 
+TEST_F(StoreTest, ScheduleRunIsInsertedOncePerSlotWithItsBatch) {
+  std::unique_ptr<Store> store = OpenStore();
+  forge::v1::Schedule sc;
+  sc.set_id("s-1");
+  sc.set_tenant("acme");
+  sc.set_cron("0 2 * * *");
+  WriteBatch put;
+  put.put_schedules.push_back(sc);
+  ASSERT_TRUE(store->CommitSync(std::move(put)).ok());
+  forge::v1::ScheduleRun run;
+  run.set_schedule_id("s-1");
+  run.mutable_slot_time()->set_seconds(1767319200);
+  run.set_outcome(forge::v1::SCHEDULE_RUN_SUBMITTED);
+  WriteBatch first;
+  first.put_jobs.push_back(MakeJob("j-first"));
+  first.insert_schedule_runs.push_back(run);
+  ASSERT_TRUE(store->CommitSync(std::move(first)).ok());
+  // A second row for the slot fails its whole batch: the job in it is not stored either.
+  WriteBatch second;
+  second.put_jobs.push_back(MakeJob("j-second"));
+  second.insert_schedule_runs.push_back(run);
+  EXPECT_EQ(store->CommitSync(std::move(second)).code(), absl::StatusCode::kAlreadyExists);
+  absl::StatusOr<std::vector<Job>> jobs = store->LoadJobs();
+  ASSERT_TRUE(jobs.ok());
+  ASSERT_EQ(jobs->size(), 1u);
+  EXPECT_EQ((*jobs)[0].id(), "j-first");
+  run.mutable_slot_time()->set_seconds(1767319200 + 86400);
+  run.set_outcome(forge::v1::SCHEDULE_RUN_SKIPPED_NO_NEW_DATA);
+  WriteBatch next;
+  next.insert_schedule_runs.push_back(run);
+  ASSERT_TRUE(store->CommitSync(std::move(next)).ok());
+
+  store.reset();
+  store = OpenStore();
+  absl::StatusOr<std::vector<forge::v1::Schedule>> schedules = store->LoadSchedules();
+  ASSERT_TRUE(schedules.ok());
+  ASSERT_EQ(schedules->size(), 1u);
+  EXPECT_EQ((*schedules)[0].cron(), "0 2 * * *");
+  absl::StatusOr<std::vector<forge::v1::ScheduleRun>> runs = store->LoadScheduleRuns("s-1");
+  ASSERT_TRUE(runs.ok());
+  ASSERT_EQ(runs->size(), 2u);  // oldest slot first
+  EXPECT_EQ((*runs)[0].outcome(), forge::v1::SCHEDULE_RUN_SUBMITTED);
+  EXPECT_EQ((*runs)[1].outcome(), forge::v1::SCHEDULE_RUN_SKIPPED_NO_NEW_DATA);
+
+  WriteBatch del;
+  del.delete_schedules.push_back("s-1");
+  ASSERT_TRUE(store->CommitSync(std::move(del)).ok());
+  EXPECT_TRUE(store->LoadSchedules()->empty());
+  EXPECT_TRUE(store->LoadScheduleRuns("s-1")->empty());
+}
+
 TEST_F(StoreTest, RefusesNewerSchemaVersion) {
   ASSERT_NE(OpenStore(), nullptr);
   sqlite3* db = nullptr;
@@ -425,7 +476,7 @@ TEST_F(StoreTest, RefusesNewerSchemaVersion) {
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(store.status().message(), HasSubstr(path_));
   EXPECT_THAT(store.status().message(), HasSubstr("schema version 99"));
-  EXPECT_THAT(store.status().message(), HasSubstr("supports (3)"));
+  EXPECT_THAT(store.status().message(), HasSubstr("supports (4)"));
 }
 
 TEST_F(StoreTest, OpenInMissingDirectoryNamesThePath) {
@@ -639,7 +690,7 @@ TEST_F(StoreTest, MigratesVersion1DatabaseByAddingCatalogTables) {
                                &stmt, nullptr),
             SQLITE_OK);
   ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int64(stmt, 0), 3);
+  EXPECT_EQ(sqlite3_column_int64(stmt, 0), 4);
   sqlite3_finalize(stmt);
   sqlite3_close(db);
   std::unique_ptr<Store> store = OpenStore();
