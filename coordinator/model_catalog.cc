@@ -116,16 +116,6 @@ void ModelCatalog::ApplyPromotion(const ChannelRecord& record) {
   if (slot.promotions() <= record.entry.promotions()) slot = record.entry;
 }
 
-absl::StatusOr<forge::v1::ChannelEntry> ModelCatalog::Promote(const std::string& tenant,
-                                                              forge::v1::ChannelEntry entry) {
-  ASSIGN_OR_RETURN(ChannelRecord record, PreparePromotion(tenant, std::move(entry)));
-  WriteBatch batch;
-  batch.put_channels.push_back(record);
-  RETURN_IF_ERROR(store_->CommitSync(std::move(batch)));
-  ApplyPromotion(record);
-  return record.entry;
-}
-
 absl::StatusOr<forge::v1::ChannelEntry> ModelCatalog::Channel(const std::string& tenant,
                                                               const std::string& channel) const {
   absl::MutexLock lock(&mu_);

@@ -46,12 +46,9 @@ class ModelCatalog {
                                                 forge::v1::Stage stage) const;
   std::vector<forge::v1::ModelEntry> ListModels(const std::string& tenant) const;
 
-  // Makes `entry.checkpoint` the one `entry.channel` serves (promotions counts up).
-  absl::StatusOr<forge::v1::ChannelEntry> Promote(const std::string& tenant,
-                                                  forge::v1::ChannelEntry entry);
-  // The two halves of Promote for a caller that commits the row in its own batch (a job's
-  // success and its promotion together): the row to commit, then, once it is durable,
-  // ApplyPromotion.
+  // Promotion in two halves, for a caller that commits the row in its own batch (a job's
+  // success and its promotion together): the row that makes `entry.checkpoint` the one
+  // `entry.channel` serves (promotions counted up), then, once it is durable, ApplyPromotion.
   absl::StatusOr<ChannelRecord> PreparePromotion(const std::string& tenant,
                                                  forge::v1::ChannelEntry entry) const;
   void ApplyPromotion(const ChannelRecord& record);

@@ -45,6 +45,29 @@ nlohmann::json RunIdentity(const TrainerOptions& o) {
           {"sources", sources}};
 }
 
+// The tensors of `list` as one flat buffer in the model's layout, each checked against
+// `params` (name, shape, size). `what` names the checkpoint in errors.
+absl::StatusOr<std::vector<float>> Flatten(const std::vector<LoadedTensor>& list,
+                                           const std::vector<ParamInfo>& params, size_t n,
+                                           const std::string& what) {
+  if (list.size() != params.size()) {
+    return absl::FailedPreconditionError(absl::StrCat(what, " has ", list.size(),
+                                                      " tensors; the model has ", params.size()));
+  }
+  std::vector<float> flat(n);
+  for (size_t i = 0; i < params.size(); ++i) {
+    const ParamInfo& p = params[i];
+    const LoadedTensor& t = list[i];
+    if (t.name != p.name || t.shape != p.shape || t.data.size() != p.count) {
+      return absl::FailedPreconditionError(absl::StrCat(what, ": tensor ", i, " is ", t.name,
+                                                        "; the model expects ", p.name, " with ",
+                                                        p.count, " values"));
+    }
+    std::memcpy(flat.data() + p.offset, t.data.data(), p.count * sizeof(float));
+  }
+  return flat;
+}
+
 }  // namespace
 
 Trainer::Trainer(TrainerOptions options) : options_(std::move(options)) {}
@@ -273,23 +296,9 @@ absl::Status Trainer::InitFromWeights(const std::string& dir) {
         "InitFromWeights: the run already took ", step_, " steps; load weights before training"));
   }
   ASSIGN_OR_RETURN(LoadedCheckpoint ckpt, forge::engine::LoadCheckpoint(dir));
-  const std::vector<ParamInfo>& params = backend_->Parameters();
-  if (ckpt.model.size() != params.size()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "base checkpoint ", dir, " has ", ckpt.model.size(), " tensors; the model has ",
-        params.size(), ": the base's shape differs from this run's"));
-  }
-  std::vector<float> flat(backend_->num_params());
-  for (size_t i = 0; i < params.size(); ++i) {
-    const ParamInfo& p = params[i];
-    const LoadedTensor& t = ckpt.model[i];
-    if (t.name != p.name || t.shape != p.shape || t.data.size() != p.count) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "base checkpoint ", dir, ": tensor ", i, " is ", t.name, "; the model expects ", p.name,
-          " with ", p.count, " values"));
-    }
-    std::memcpy(flat.data() + p.offset, t.data.data(), p.count * sizeof(float));
-  }
+  ASSIGN_OR_RETURN(std::vector<float> flat,
+                   Flatten(ckpt.model, backend_->Parameters(), backend_->num_params(),
+                           absl::StrCat("base checkpoint ", dir)));
   return backend_->LoadState(flat.data(), nullptr, nullptr, 0);
 }
 
@@ -312,22 +321,13 @@ absl::Status Trainer::LoadCheckpoint(const std::string& dir, nlohmann::json* ext
           ": resume with the same job spec"));
     }
   }
+  // Parameters and both moments, each checked against the model before anything changes.
   const std::vector<ParamInfo>& params = backend_->Parameters();
-  if (ckpt.model.size() != params.size()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "checkpoint ", dir, " has ", ckpt.model.size(), " tensors; the model has ", params.size()));
-  }
-  for (size_t i = 0; i < params.size(); ++i) {
-    const ParamInfo& p = params[i];
-    for (const auto* list : {&ckpt.model, &ckpt.adam_m, &ckpt.adam_v}) {
-      const LoadedTensor& t = (*list)[i];
-      if (t.name != p.name || t.shape != p.shape || t.data.size() != p.count) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "checkpoint ", dir, ": tensor ", i, " is ", t.name, "; the model expects ", p.name,
-            " with ", p.count, " values"));
-      }
-    }
-  }
+  const size_t n = backend_->num_params();
+  const std::string what = absl::StrCat("checkpoint ", dir);
+  ASSIGN_OR_RETURN(std::vector<float> flat_params, Flatten(ckpt.model, params, n, what));
+  ASSIGN_OR_RETURN(std::vector<float> flat_m, Flatten(ckpt.adam_m, params, n, what));
+  ASSIGN_OR_RETURN(std::vector<float> flat_v, Flatten(ckpt.adam_v, params, n, what));
   // Every rank's cursors (version 2); a version 1 checkpoint has only its writer's, which is
   // enough for one rank.
   std::vector<SamplerState> samplers;
@@ -354,14 +354,6 @@ absl::Status Trainer::LoadCheckpoint(const std::string& dir, nlohmann::json* ext
   RETURN_IF_ERROR(sampler_->Restore(samplers[options_.rank]));
   all_samplers_ = std::move(samplers);
   // Everything validated: now change state.
-  const size_t n = backend_->num_params();
-  std::vector<float> flat_params(n), flat_m(n), flat_v(n);
-  for (size_t i = 0; i < params.size(); ++i) {
-    const ParamInfo& p = params[i];
-    std::memcpy(flat_params.data() + p.offset, ckpt.model[i].data.data(), p.count * sizeof(float));
-    std::memcpy(flat_m.data() + p.offset, ckpt.adam_m[i].data.data(), p.count * sizeof(float));
-    std::memcpy(flat_v.data() + p.offset, ckpt.adam_v[i].data.data(), p.count * sizeof(float));
-  }
   RETURN_IF_ERROR(backend_->LoadState(flat_params.data(), flat_m.data(), flat_v.data(),
                                       (*trainer)["adamw_step"].get<int64_t>()));
   step_ = ckpt.step;
