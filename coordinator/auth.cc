@@ -93,8 +93,12 @@ absl::StatusOr<Principal> AuthManager::Authenticate(absl::string_view header) co
         "malformed authorization metadata: expected \"Bearer <token>\"");
   }
   secret = absl::StripAsciiWhitespace(secret);
+  return AuthenticateHash(Sha256Hex(secret));
+}
+
+absl::StatusOr<Principal> AuthManager::AuthenticateHash(absl::string_view token_hash) const {
   absl::MutexLock lock(&mu_);
-  auto it = tokens_by_hash_.find(Sha256Hex(secret));
+  auto it = tokens_by_hash_.find(token_hash);
   if (it == tokens_by_hash_.end()) {
     return absl::UnauthenticatedError("unknown token: check FORGE_TOKEN or --token-file");
   }

@@ -60,6 +60,9 @@ class AuthManager {
   // UNAUTHENTICATED for a missing, malformed, unknown or revoked token; the message never
   // echoes the secret.
   absl::StatusOr<Principal> Authenticate(absl::string_view authorization_header) const;
+  // The same check for a token known by its hex sha256 (a dashboard session keeps the hash,
+  // never the secret), so a revoked token ends its sessions at once.
+  absl::StatusOr<Principal> AuthenticateHash(absl::string_view token_hash) const;
 
   // Creates a tenant and its first token.
   void CreateTenant(absl::string_view name,

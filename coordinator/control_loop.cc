@@ -74,6 +74,7 @@ void ControlLoop::SchedulingPass() {
   }
   jobs_->SetWaiting(result.waiting);
   const absl::Duration took = absl::FromChrono(std::chrono::steady_clock::now() - start);
+  if (options_.on_pass) options_.on_pass(took);
   absl::MutexLock lock(&mu_);
   ++stats_.passes;
   stats_.placements += placed;

@@ -10,6 +10,7 @@
 #define FORGE_COORDINATOR_CONTROL_LOOP_H_
 
 #include <cstdint>
+#include <functional>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
@@ -26,6 +27,8 @@ struct ControlLoopOptions {
   // submissions costs one pass over the queue, not one pass each.
   absl::Duration min_pass_interval = absl::Milliseconds(50);
   SchedulerOptions scheduler;
+  // Told how long each scheduling pass over a non-empty queue took. May be null.
+  std::function<void(absl::Duration took)> on_pass;
 };
 
 struct ControlLoopStats {

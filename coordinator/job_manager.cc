@@ -161,6 +161,9 @@ void JobManager::Submit(const Principal& caller, forge::v1::SubmitJobRequest req
         jobs_[job.id()] = std::move(e);
       }
     }
+    if (s.ok() && options_.on_transition) {
+      options_.on_transition(job, forge::v1::JOB_STATE_UNSPECIFIED, absl::ZeroDuration());
+    }
     if (!s.ok()) {
       FORGE_LOG(ERROR) << "event=submit_commit_failed job=" << job.id() << " error=" << s;
       if (extra_rows && absl::IsAlreadyExists(s)) {
@@ -551,6 +554,16 @@ JobManager::Counts JobManager::counts() const {
   return c;
 }
 
+JobManager::StateSnapshot JobManager::Snapshot() const {
+  absl::MutexLock lock(&mu_);
+  StateSnapshot s;
+  for (const auto& [id, e] : jobs_) {
+    ++s.by_state[e.job.state()];
+    if (!IsTerminal(e.job.state())) s.active.push_back(e.job);
+  }
+  return s;
+}
+
 void JobManager::TransitionLocked(Entry& e, JobState state, std::string message,
                                   std::function<void(absl::Status)> after,
                                   std::vector<ChannelRecord> channels) {
@@ -558,12 +571,25 @@ void JobManager::TransitionLocked(Entry& e, JobState state, std::string message,
   FORGE_LOG(INFO) << "event=job_state job=" << e.job.id() << " from="
                   << JobStateName(e.job.state()) << " to=" << JobStateName(state)
                   << " attempt=" << e.job.attempt();
+  const JobState from = e.job.state();
   e.job.set_state(state);
   e.job.set_message(std::move(message));
   *e.job.mutable_update_time() = ToProtoTime(now);
   if (IsTerminal(state)) *e.job.mutable_end_time() = ToProtoTime(now);
   if (state == forge::v1::JOB_STATE_QUEUED || state == forge::v1::JOB_STATE_RESTARTING) {
     e.queued_since = now;
+  }
+  if (options_.on_transition) {
+    const absl::Duration queued_for =
+        state == forge::v1::JOB_STATE_RUNNING &&
+                (from == forge::v1::JOB_STATE_QUEUED || from == forge::v1::JOB_STATE_RESTARTING)
+            ? now - e.queued_since
+            : absl::ZeroDuration();
+    after = [after = std::move(after), job = e.job, from, queued_for,
+             notify = options_.on_transition](absl::Status s) {
+      if (s.ok()) notify(job, from, queued_for);
+      after(s);
+    };
   }
   CommitJobLocked(e.job, std::move(after), std::move(channels));
 }

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,13 @@ struct JobManagerOptions {
   absl::Duration progress_commit_interval = absl::Seconds(5);
   // Where a job whose guard passes is promoted (spec.promote.channel). Null: no promotion.
   ModelCatalog* catalog = nullptr;
+  // Told of every committed state change (metrics, alerts): the job as committed, the state
+  // it left (UNSPECIFIED for a new job) and, when it leaves the queue for RUNNING, how long
+  // it waited. Runs on the store's writer thread: it must be quick and must not call the
+  // JobManager. May be null.
+  std::function<void(const forge::v1::Job& job, forge::v1::JobState from,
+                     absl::Duration queued_for)>
+      on_transition;
 };
 
 // What a job's `base` resolved to at submission (the service resolves it against the model
@@ -167,6 +175,13 @@ class JobManager {
     int64_t running = 0;
   };
   Counts counts() const;
+
+  // For /metrics: how many jobs are in each state, and the non-terminal jobs themselves.
+  struct StateSnapshot {
+    std::map<forge::v1::JobState, int64_t> by_state;
+    std::vector<forge::v1::Job> active;
+  };
+  StateSnapshot Snapshot() const;
 
  private:
   struct RankRuntime {

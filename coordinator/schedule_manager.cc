@@ -247,6 +247,7 @@ std::optional<ScheduleRun> ScheduleManager::Decide(
     FORGE_LOG(INFO) << "event=schedule_run schedule=" << schedule.id()
                     << " slot=" << FormatSlot(slot) << " outcome=" << OutcomeName(outcome)
                     << " message=\"" << run.message() << "\"";
+    if (options_.on_skipped) options_.on_skipped(schedule, run);
     return run;
   };
   // Another decider (another process on this database) recorded the slot: its row.

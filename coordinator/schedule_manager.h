@@ -20,6 +20,7 @@
 #ifndef FORGE_COORDINATOR_SCHEDULE_MANAGER_H_
 #define FORGE_COORDINATOR_SCHEDULE_MANAGER_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -46,6 +47,10 @@ namespace forge::coordinator {
 struct ScheduleManagerOptions {
   // How often the ticker thread (Start) looks for due slots.
   absl::Duration tick_interval = absl::Seconds(1);
+  // Told of each run row this manager committed that did not submit a job (skipped for no new
+  // data, or the submission refused), after the commit. May be null.
+  std::function<void(const forge::v1::Schedule& schedule, const forge::v1::ScheduleRun& run)>
+      on_skipped;
 };
 
 class ScheduleManager {
@@ -84,7 +89,7 @@ class ScheduleManager {
     std::shared_ptr<const CronSchedule> cron;
     std::optional<forge::v1::ScheduleRun> last_run;
     std::optional<forge::v1::ScheduleRun> last_submitted;  // the last SUBMITTED run
-    absl::Time last_slot = absl::InfinitePast();  // latest slot with a run
+    absl::Time last_slot = absl::InfinitePast();           // latest slot with a run
   };
 
   // Decides one slot of a schedule (snapshot taken under mu_); returns the committed run,

@@ -349,7 +349,7 @@ TEST_F(ScheduleManagerTest, DeleteAndTenantIsolation) {
 
 TEST_F(ScheduleManagerTest, TickerThreadRunsAndStops) {
   ScheduleManager m(store_.get(), &clock_, jobs_.get(), storage_.get(), catalog_.get(),
-                    ScheduleManagerOptions{absl::Milliseconds(5)});
+                    ScheduleManagerOptions{absl::Milliseconds(5), nullptr});
   ASSERT_TRUE(m.Recover().ok());
   forge::v1::CreateScheduleRequest req;
   req.set_cron("0 2 * * *");

@@ -106,6 +106,8 @@ class StorageGateway::Impl {
   absl::StatusOr<std::string> ReadLog(const std::string& tenant, const std::string& job_id,
                                       int64_t offset, int64_t max_bytes,
                                       int64_t* next_offset) const;
+  absl::StatusOr<std::string> ReadLogTail(const std::string& tenant, const std::string& job_id,
+                                          int64_t max_bytes, bool* truncated) const;
 
   const std::string& root() const { return options_.root; }
 
@@ -618,6 +620,36 @@ absl::StatusOr<std::string> StorageGateway::Impl::ReadLog(const std::string& ten
   return data;
 }
 
+absl::StatusOr<std::string> StorageGateway::Impl::ReadLogTail(const std::string& tenant,
+                                                              const std::string& job_id,
+                                                              int64_t max_bytes,
+                                                              bool* truncated) const {
+  RETURN_IF_ERROR(ValidateTenantName("tenant", tenant));
+  RETURN_IF_ERROR(ValidateIdentifier("job_id", job_id, kMaxJobIdLength));
+  *truncated = false;
+  if (max_bytes <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("log tail: max_bytes must be > 0 (got ", max_bytes, ")"));
+  }
+  const std::string path = LogPath(tenant, job_id);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) return std::string();
+  if (fd < 0) return ErrnoStatus("cannot open", path);
+  absl::Cleanup close_fd = [fd] { ::close(fd); };
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return ErrnoStatus("cannot stat", path);
+  const int64_t start = std::max<int64_t>(0, st.st_size - max_bytes);
+  ASSIGN_OR_RETURN(std::string data, ReadAt(fd, start, st.st_size - start, path));
+  if (start > 0) {  // drop the partial first line
+    *truncated = true;
+    const size_t nl = data.find('\n');
+    data.erase(0, nl == std::string::npos ? data.size() : nl + 1);
+  }
+  const size_t end = data.rfind('\n');  // and a line still being written
+  data.resize(end == std::string::npos ? 0 : end + 1);
+  return data;
+}
+
 // --- StorageGateway --------------------------------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<StorageGateway>> StorageGateway::Open(
@@ -707,6 +739,12 @@ absl::Status StorageGateway::AppendLog(const std::string& tenant, const std::str
                                        absl::string_view lines) {
   return impl_->AppendLog(tenant, job_id, lines);
 }
+absl::StatusOr<std::string> StorageGateway::ReadLogTail(const std::string& tenant,
+                                                        const std::string& job_id,
+                                                        int64_t max_bytes, bool* truncated) const {
+  return impl_->ReadLogTail(tenant, job_id, max_bytes, truncated);
+}
+
 absl::StatusOr<std::string> StorageGateway::ReadLog(const std::string& tenant,
                                                     const std::string& job_id, int64_t offset,
                                                     int64_t max_bytes,

@@ -114,6 +114,11 @@ class StorageGateway {
                                       int64_t offset, int64_t max_bytes,
                                       int64_t* next_offset) const;
 
+  // The last whole lines of the job's log, at most max_bytes; *truncated when older lines
+  // exist. Empty for a job with no log yet.
+  absl::StatusOr<std::string> ReadLogTail(const std::string& tenant, const std::string& job_id,
+                                          int64_t max_bytes, bool* truncated) const;
+
   const std::string& root() const;
 
  private:

@@ -103,6 +103,7 @@ grpc::Status TrainerServiceImpl::FinishJob(grpc::ServerContext* ctx,
 grpc::Status TrainerServiceImpl::UploadCheckpoint(
     grpc::ServerContext* ctx, grpc::ServerReader<forge::v1::CheckpointUpload>* reader,
     forge::v1::CheckpointInfo* resp) {
+  const absl::Time start = absl::Now();
   forge::v1::CheckpointUpload first;
   if (!reader->Read(&first) || !first.has_header()) {
     return ToGrpcStatus(absl::InvalidArgumentError(
@@ -135,6 +136,7 @@ grpc::Status TrainerServiceImpl::UploadCheckpoint(
     return ToGrpcStatus(info.status());
   }
   jobs_->OnCheckpointCommitted(*info);
+  if (on_checkpoint_) on_checkpoint_(*info, absl::Now() - start);
   *resp = *std::move(info);
   return grpc::Status::OK;
 }

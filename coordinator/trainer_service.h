@@ -22,14 +22,18 @@ namespace forge::coordinator {
 class TrainerServiceImpl final : public forge::v1::TrainerService::Service {
  public:
   // `in_use` (may be empty): more checkpoints retention must keep (the model catalog's).
-  TrainerServiceImpl(const RankTokens* tokens, JobManager* jobs, StorageGateway* storage,
-                     RendezvousStore* rendezvous,
-                     std::function<bool(const std::string&)> in_use = {})
+  // `on_checkpoint` (may be empty): told of each checkpoint committed by an upload, with the
+  // time from the upload's first message to the commit.
+  TrainerServiceImpl(
+      const RankTokens* tokens, JobManager* jobs, StorageGateway* storage,
+      RendezvousStore* rendezvous, std::function<bool(const std::string&)> in_use = {},
+      std::function<void(const forge::v1::CheckpointInfo&, absl::Duration)> on_checkpoint = {})
       : tokens_(tokens),
         jobs_(jobs),
         storage_(storage),
         rendezvous_(rendezvous),
-        in_use_(std::move(in_use)) {}
+        in_use_(std::move(in_use)),
+        on_checkpoint_(std::move(on_checkpoint)) {}
 
   grpc::Status RendezvousSet(grpc::ServerContext* ctx,
                              const forge::v1::RendezvousSetRequest* req,
@@ -63,6 +67,7 @@ class TrainerServiceImpl final : public forge::v1::TrainerService::Service {
   StorageGateway* const storage_;
   RendezvousStore* const rendezvous_;
   const std::function<bool(const std::string&)> in_use_;
+  const std::function<void(const forge::v1::CheckpointInfo&, absl::Duration)> on_checkpoint_;
 };
 
 }  // namespace forge::coordinator

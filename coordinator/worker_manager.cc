@@ -132,12 +132,14 @@ void WorkerManager::Disconnected(const std::string& worker_id, uint64_t generati
 std::vector<std::string> WorkerManager::ExpireSilent() {
   std::vector<std::string> dead;
   std::vector<std::shared_ptr<WorkerConnection>> to_close;
+  std::vector<std::pair<forge::v1::Worker, absl::Duration>> lost;
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = clock_->Now();
     for (auto& [id, e] : workers_) {
       if (e.worker.state() != forge::v1::WORKER_STATE_ALIVE) continue;
       if (now - e.last_heartbeat <= options_.grace) continue;
+      if (options_.on_lost) lost.emplace_back(e.worker, now - e.last_heartbeat);
       e.worker.set_state(forge::v1::WORKER_STATE_DEAD);
       e.worker.clear_ranks();
       FORGE_LOG(WARNING) << "event=worker_dead worker=" << id << " silent="
@@ -149,6 +151,7 @@ std::vector<std::string> WorkerManager::ExpireSilent() {
     }
   }
   for (auto& c : to_close) c->Close("declared dead: no heartbeat within the grace");
+  for (const auto& [worker, silent] : lost) options_.on_lost(worker, silent);
   return dead;
 }
 

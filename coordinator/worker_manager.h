@@ -12,6 +12,7 @@
 #define FORGE_COORDINATOR_WORKER_MANAGER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -40,6 +41,9 @@ class WorkerConnection {
 struct WorkerManagerOptions {
   absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration grace = absl::Seconds(3);
+  // Told of each worker ExpireSilent declares dead (the worker as it was last seen, ranks
+  // included, and how long it was silent), without mu_ held. May be null.
+  std::function<void(const forge::v1::Worker& worker, absl::Duration silent)> on_lost;
 };
 
 class WorkerManager {

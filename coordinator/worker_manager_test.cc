@@ -54,7 +54,7 @@ class WorkerManagerTest : public ::testing::Test {
     so.path = dir_ + "/forge.db";
     store_ = *Store::Open(so);
     workers_ = std::make_unique<WorkerManager>(
-        store_.get(), &clock_, WorkerManagerOptions{absl::Seconds(1), absl::Seconds(3)});
+        store_.get(), &clock_, WorkerManagerOptions{absl::Seconds(1), absl::Seconds(3), nullptr});
     ASSERT_TRUE(workers_->Recover().ok());
   }
   forge::v1::WorkerState State(const std::string& id) {
