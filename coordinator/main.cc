@@ -8,7 +8,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/file_util.h"
 #include "common/flags_util.h"
 #include "common/log.h"
@@ -20,7 +22,17 @@ ABSL_FLAG(std::string, state_dir, "", "directory for the SQLite database and adm
 ABSL_FLAG(std::string, storage_root, "",
           "shared directory for checkpoints, datasets and exports");
 ABSL_FLAG(std::string, port_file, "", "if set, the bound port is written to this file");
-ABSL_FLAG(std::string, http, "", "HOST:PORT for the dashboard and /metrics (not in this release)");
+ABSL_FLAG(std::string, http, "",
+          "HOST:PORT for the dashboard, /metrics and /healthz (e.g. 127.0.0.1:7780; port 0 "
+          "picks a free one, see --http-port-file); off when empty");
+ABSL_FLAG(std::string, http_port_file, "", "if set, the bound --http port is written here");
+ABSL_FLAG(std::string, alert_webhook, "",
+          "comma-separated http(s) URLs that receive alerts as JSON POSTs (job_failed, "
+          "job_restarted, worker_lost, guard_blocked, schedule_skipped)");
+ABSL_FLAG(std::string, alert_secret_file, "",
+          "file holding a secret; each alert then carries X-Forge-Signature-256: "
+          "sha256=HMAC-SHA256(secret, body)");
+ABSL_FLAG(std::string, alert_events, "", "comma-separated event types to send (default: all)");
 ABSL_FLAG(int, heartbeat_interval_ms, 1000, "how often workers send heartbeats (ms)");
 ABSL_FLAG(int, heartbeat_grace_ms, 3000, "a worker silent this long is dead (ms)");
 ABSL_FLAG(int, step_timeout_ms, 120000,
@@ -41,11 +53,6 @@ int main(int argc, char** argv) {
   forge::ParseDashedCommandLine(argc, argv);  // --state-dir as well as --state_dir
   forge::SetLogTag("coordinator");
 
-  if (!absl::GetFlag(FLAGS_http).empty()) {
-    std::cerr << "forge-coordinator: --http: the dashboard and /metrics are not part of this "
-                 "release; leave the flag out\n";
-    return 2;
-  }
   // Block the stop signals before any thread starts; one thread waits for them.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
@@ -63,6 +70,32 @@ int main(int argc, char** argv) {
   o.ack_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_ack_timeout_ms));
   o.step_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_step_timeout_ms));
   o.collective_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_collective_timeout_ms));
+  o.http_listen = absl::GetFlag(FLAGS_http);
+  for (absl::string_view url :
+       absl::StrSplit(absl::GetFlag(FLAGS_alert_webhook), ',', absl::SkipWhitespace())) {
+    o.alerts.webhook_urls.emplace_back(absl::StripAsciiWhitespace(url));
+  }
+  for (absl::string_view e :
+       absl::StrSplit(absl::GetFlag(FLAGS_alert_events), ',', absl::SkipWhitespace())) {
+    o.alerts.events.emplace_back(absl::StripAsciiWhitespace(e));
+  }
+  if (std::string f = absl::GetFlag(FLAGS_alert_secret_file); !f.empty()) {
+    absl::StatusOr<std::string> secret = forge::ReadFile(f);
+    if (!secret.ok()) {
+      std::cerr << "forge-coordinator: --alert-secret-file: " << secret.status().message() << "\n";
+      return 2;
+    }
+    o.alerts.secret = std::string(absl::StripAsciiWhitespace(*secret));
+    if (o.alerts.secret.empty()) {
+      std::cerr << "forge-coordinator: --alert-secret-file: " << f << " is empty\n";
+      return 2;
+    }
+  }
+  if (o.alerts.webhook_urls.empty() && (!o.alerts.events.empty() || !o.alerts.secret.empty())) {
+    std::cerr << "forge-coordinator: --alert-events and --alert-secret-file need "
+                 "--alert-webhook=URL\n";
+    return 2;
+  }
   if (absl::GetFlag(FLAGS_schedule_tick_ms) < 1) {
     std::cerr << "forge-coordinator: --schedule-tick-ms must be >= 1\n";
     return 2;
@@ -80,6 +113,17 @@ int main(int argc, char** argv) {
   if (std::string pf = absl::GetFlag(FLAGS_port_file); !pf.empty()) {
     if (auto s = forge::WriteFileAtomic(pf, absl::StrCat((*coordinator)->port(), "\n")); !s.ok()) {
       std::cerr << "forge-coordinator: --port-file: " << s.message() << "\n";
+      return 1;
+    }
+  }
+  if (std::string pf = absl::GetFlag(FLAGS_http_port_file); !pf.empty()) {
+    if ((*coordinator)->http_port() == 0) {
+      std::cerr << "forge-coordinator: --http-port-file needs --http\n";
+      return 2;
+    }
+    if (auto s = forge::WriteFileAtomic(pf, absl::StrCat((*coordinator)->http_port(), "\n"));
+        !s.ok()) {
+      std::cerr << "forge-coordinator: --http-port-file: " << s.message() << "\n";
       return 1;
     }
   }

@@ -15,9 +15,12 @@
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "coordinator/alert_events.h"
 #include "coordinator/auth.h"
 #include "coordinator/checkpoint_service.h"
 #include "coordinator/control_loop.h"
+#include "coordinator/coordinator_metrics.h"
+#include "coordinator/dashboard.h"
 #include "coordinator/data_service.h"
 #include "coordinator/job_manager.h"
 #include "coordinator/model_catalog.h"
@@ -88,6 +91,12 @@ class Coordinator::Impl {
     so.path = o.state_dir + "/forge.db";
     so.synchronous_full = o.synchronous_full;
     ASSIGN_OR_RETURN(store_, Store::Open(so));
+    metrics_ = std::make_unique<CoordinatorMetrics>(o.clock);
+    if (!o.alerts.webhook_urls.empty()) {
+      AlertOptions ao = o.alerts;
+      if (ao.source.empty()) ao.source = absl::StrCat("forge-coordinator ", o.listen);
+      ASSIGN_OR_RETURN(alerts_, AlertDispatcher::Create(std::move(ao)));
+    }
 
     auth_ = std::make_unique<AuthManager>(store_.get(), o.clock);
     RETURN_IF_ERROR(auth_->Recover());
@@ -99,8 +108,13 @@ class Coordinator::Impl {
     ASSIGN_OR_RETURN(storage_, StorageGateway::Open(go, store_.get()));
     ASSIGN_OR_RETURN(catalog_, ModelCatalog::Open(store_.get(), storage_.get(), o.clock));
 
-    workers_ = std::make_unique<WorkerManager>(
-        store_.get(), o.clock, WorkerManagerOptions{o.heartbeat_interval, o.heartbeat_grace});
+    WorkerManagerOptions wo;
+    wo.heartbeat_interval = o.heartbeat_interval;
+    wo.grace = o.heartbeat_grace;
+    wo.on_lost = [this](const forge::v1::Worker& w, absl::Duration silent) {
+      if (alerts_) alerts_->Emit(WorkerLostAlert(w, silent));
+    };
+    workers_ = std::make_unique<WorkerManager>(store_.get(), o.clock, std::move(wo));
     RETURN_IF_ERROR(workers_->Recover());
 
     JobManagerOptions jo;
@@ -113,6 +127,12 @@ class Coordinator::Impl {
     jo.restart_delay = o.heartbeat_grace;
     jo.collective_timeout = o.collective_timeout;
     jo.catalog = catalog_.get();
+    jo.on_transition = [this](const forge::v1::Job& job, forge::v1::JobState from,
+                              absl::Duration queued_for) {
+      metrics_->OnJobTransition(job, from, queued_for);
+      if (!alerts_) return;
+      if (std::optional<AlertEvent> a = AlertForTransition(job, from)) alerts_->Emit(*std::move(a));
+    };
     jo.rank_token = [this](const std::string& job, int attempt, int rank) {
       return rank_tokens_->TokenFor(job, attempt, rank);
     };
@@ -126,10 +146,21 @@ class Coordinator::Impl {
 
     schedules_ = std::make_unique<ScheduleManager>(
         store_.get(), o.clock, jobs_.get(), storage_.get(), catalog_.get(),
-        ScheduleManagerOptions{o.schedule_tick_interval});
+        ScheduleManagerOptions{o.schedule_tick_interval, [this](const forge::v1::Schedule& sch,
+                                                                const forge::v1::ScheduleRun& run) {
+                                 if (alerts_) alerts_->Emit(ScheduleSkippedAlert(sch, run));
+                               }});
     RETURN_IF_ERROR(schedules_->Recover());
 
-    loop_ = std::make_unique<ControlLoop>(jobs_.get(), workers_.get(), ControlLoopOptions{});
+    ControlLoopOptions lo;
+    lo.on_pass = [this](absl::Duration took) { metrics_->OnSchedulingPass(took); };
+    loop_ = std::make_unique<ControlLoop>(jobs_.get(), workers_.get(), std::move(lo));
+    metrics_->SetSources(
+        jobs_.get(), workers_.get(),
+        alerts_ ? std::function<std::map<std::pair<std::string, std::string>, int64_t>()>(
+                      [this] { return alerts_->OutcomeCounts(); })
+                : nullptr,
+        alerts_ ? std::function<int64_t()>([this] { return alerts_->stats().queued; }) : nullptr);
 
     job_service_ = std::make_unique<JobServiceImpl>(auth_.get(), jobs_.get(), storage_.get(),
                                                     store_.get(), catalog_.get());
@@ -137,7 +168,10 @@ class Coordinator::Impl {
         auth_.get(), workers_.get(), jobs_.get(), storage_.get(), [this] { loop_->Wake(); });
     trainer_service_ = std::make_unique<TrainerServiceImpl>(
         rank_tokens_.get(), jobs_.get(), storage_.get(), &rendezvous_,
-        [this](const std::string& id) { return catalog_->Referenced(id); });
+        [this](const std::string& id) { return catalog_->Referenced(id); },
+        [this](const forge::v1::CheckpointInfo& info, absl::Duration upload) {
+          metrics_->OnCheckpoint(info, upload);
+        });
     data_service_ = NewDataService(auth_.get(), storage_.get());
     checkpoint_service_ = NewCheckpointService(auth_.get(), storage_.get());
     model_service_ = NewModelService(auth_.get(), catalog_.get());
@@ -159,6 +193,7 @@ class Coordinator::Impl {
     builder.RegisterService(model_service_.get());
     builder.RegisterService(schedule_service_.get());
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> ics;
+    ics.push_back(metrics_->RpcInterceptorFactory());
     ics.push_back(std::make_unique<ReflectionAuthFactory>(auth_.get()));
     builder.experimental().SetInterceptorCreators(std::move(ics));
     server_ = builder.BuildAndStart();
@@ -168,6 +203,23 @@ class Coordinator::Impl {
           "--listen (port 0 picks a free port)"));
     }
     port_ = port;
+    if (!o.http_listen.empty()) {
+      DashboardSources ds;
+      ds.auth = auth_.get();
+      ds.jobs = jobs_.get();
+      ds.workers = workers_.get();
+      ds.storage = storage_.get();
+      ds.store = store_.get();
+      ds.clock = o.clock;
+      ds.render_metrics = [this] { return metrics_->Render(); };
+      ds.count_request = [this](const std::string& route, int code) {
+        metrics_->OnHttpRequest(route, code);
+      };
+      dashboard_ = std::make_unique<Dashboard>(std::move(ds));
+      ASSIGN_OR_RETURN(http_, HttpServer::Start(o.http_listen, dashboard_.get()));
+      http_port_ = http_->port();
+      FORGE_LOG(INFO) << "event=http_started listen=" << o.http_listen << " port=" << http_port_;
+    }
     loop_->Start();
     schedules_->Start();
     FORGE_LOG(INFO) << "event=coordinator_started listen=" << o.listen << " port=" << port_
@@ -178,6 +230,7 @@ class Coordinator::Impl {
   void Shutdown() {
     if (shutdown_.exchange(true)) return;
     FORGE_LOG(INFO) << "event=coordinator_stopping";
+    if (http_) http_->Stop();
     if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     if (loop_) loop_->Stop();
     if (schedules_) schedules_->Stop();  // joins the ticker
@@ -204,17 +257,27 @@ class Coordinator::Impl {
     schedule_service_.reset();
     server_.reset();
     schedules_.reset();
+    http_.reset();
+    dashboard_.reset();
     jobs_.reset();
     storage_.reset();
     workers_.reset();
     auth_.reset();
     store_.reset();
+    // Last: every hook that emits is gone. Alerts still queued get a short grace.
+    if (alerts_) alerts_->Shutdown(absl::Seconds(2));
+    alerts_.reset();
   }
 
   int port_ = 0;
+  int http_port_ = 0;
 
  private:
   std::unique_ptr<Store> store_;
+  std::unique_ptr<CoordinatorMetrics> metrics_;
+  std::unique_ptr<AlertDispatcher> alerts_;
+  std::unique_ptr<Dashboard> dashboard_;
+  std::unique_ptr<HttpServer> http_;
   std::unique_ptr<AuthManager> auth_;
   std::unique_ptr<WorkerManager> workers_;
   std::unique_ptr<JobManager> jobs_;
@@ -254,6 +317,7 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(const Coordinato
 Coordinator::Coordinator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Coordinator::~Coordinator() = default;
 int Coordinator::port() const { return impl_->port_; }
+int Coordinator::http_port() const { return impl_->http_port_; }
 void Coordinator::Shutdown() { impl_->Shutdown(); }
 void Coordinator::Wait() { impl_->Wait(); }
 

@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "coordinator/alerts.h"
 
 namespace forge::coordinator {
 
@@ -25,6 +26,11 @@ struct CoordinatorOptions {
   int max_message_bytes = 4 << 20;
   // How often schedules look for a due slot.
   absl::Duration schedule_tick_interval = absl::Seconds(1);
+  // HOST:PORT of the dashboard, /metrics and /healthz (port 0 picks a free one); empty = off.
+  std::string http_listen;
+  // Webhooks told of failed and restarted jobs, lost workers, blocked promotions and skipped
+  // schedule slots; no URLs = none.
+  AlertOptions alerts;
   Clock* clock = RealClock();
 };
 
@@ -36,6 +42,8 @@ class Coordinator {
   ~Coordinator();  // Shutdown()s
 
   int port() const;
+  // The bound --http port; 0 when the dashboard is off.
+  int http_port() const;
   // Stops accepting calls, ends open streams, stops the loop and flushes the store.
   // Idempotent; thread-safe.
   void Shutdown();

@@ -1,0 +1,328 @@
+#include "coordinator/dashboard.h"
+
+#include <httplib.h>
+
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "common/log.h"
+#include "coordinator/dashboard_pages.h"
+#include "coordinator/html.h"
+
+namespace forge::coordinator {
+namespace {
+
+constexpr char kCookie[] = "forge_session";
+constexpr int64_t kLogTailBytes = 48 << 10;
+constexpr int64_t kLogPageBytes = 4 << 20;
+
+// Pages carry only our own markup and escaped data; scripts and styles come from us alone.
+constexpr char kCsp[] =
+    "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+void Html(httplib::Response& res, int code, const std::string& body) {
+  res.status = code;
+  res.set_content(body, "text/html; charset=utf-8");
+}
+
+void Text(httplib::Response& res, int code, const std::string& body) {
+  res.status = code;
+  res.set_content(body, "text/plain; charset=utf-8");
+}
+
+void Redirect(httplib::Response& res, const std::string& to) {
+  res.status = 303;
+  res.set_header("Location", to);
+}
+
+// Only local paths, so a crafted ?next= cannot send a signed-in person elsewhere.
+std::string SafeNext(const std::string& next) {
+  if (next.empty() || next[0] != '/' || absl::StartsWith(next, "//") ||
+      next.find('\\') != std::string::npos || next.find("\r") != std::string::npos ||
+      next.find("\n") != std::string::npos) {
+    return "/";
+  }
+  return next;
+}
+
+std::string SessionCookie(const httplib::Request& req) {
+  const std::string header = req.get_header_value("Cookie");
+  for (absl::string_view part : absl::StrSplit(header, ';')) {
+    part = absl::StripAsciiWhitespace(part);
+    if (absl::ConsumePrefix(&part, kCookie) && absl::ConsumePrefix(&part, "=")) {
+      return std::string(part);
+    }
+  }
+  return "";
+}
+
+// A POST from another site is refused: the browser names its origin, which must be ours.
+bool SameOrigin(const httplib::Request& req) {
+  const std::string origin = req.get_header_value("Origin");
+  if (origin.empty() || origin == "null") return origin.empty();
+  absl::string_view o = origin;
+  if (!absl::ConsumePrefix(&o, "http://") && !absl::ConsumePrefix(&o, "https://")) return false;
+  return o == req.get_header_value("Host");
+}
+
+html::PageOptions PageFor(const Principal& p, std::string title, std::string active) {
+  html::PageOptions o;
+  o.title = std::move(title);
+  o.active = std::move(active);
+  o.who = p.is_admin() ? "admin" : absl::StrCat("tenant ", p.tenant);
+  o.show_fleet = p.is_admin();
+  return o;
+}
+
+}  // namespace
+
+Dashboard::Dashboard(DashboardSources sources, WebSessionOptions session_options)
+    : src_(std::move(sources)), sessions_(src_.auth, src_.clock, session_options) {}
+
+absl::StatusOr<Principal> Dashboard::Caller(const httplib::Request& req) {
+  if (req.has_header("Authorization")) {
+    absl::StatusOr<Principal> p = src_.auth->Authenticate(req.get_header_value("Authorization"));
+    if (p.ok() && p->is_worker()) {
+      return absl::PermissionDeniedError("worker tokens cannot read the dashboard or metrics");
+    }
+    return p;
+  }
+  const std::string session = SessionCookie(req);
+  if (session.empty()) return absl::UnauthenticatedError("not signed in");
+  return sessions_.Lookup(session);
+}
+
+void Dashboard::Serve(const httplib::Request& req, httplib::Response& res) {
+  const std::string route = Route(req, res);
+  res.set_header("Content-Security-Policy", kCsp);
+  res.set_header("X-Content-Type-Options", "nosniff");
+  // same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" on our own
+  // form posts, and SameOrigin() could not tell them from a foreign site's.
+  res.set_header("Referrer-Policy", "same-origin");
+  res.set_header("X-Frame-Options", "DENY");
+  if (!res.has_header("Cache-Control")) res.set_header("Cache-Control", "no-store");
+  if (src_.count_request) src_.count_request(route, res.status);
+}
+
+std::string Dashboard::Route(const httplib::Request& req, httplib::Response& res) {
+  const std::string& path = req.path;
+  const bool get = req.method == "GET" || req.method == "HEAD";
+  const bool post = req.method == "POST";
+  if (!get && !post) {
+    res.set_header("Allow", "GET, HEAD, POST");
+    Text(res, 405, "method not allowed: the dashboard answers GET (and POST /login, /logout)\n");
+    return "other";
+  }
+  if (path == "/healthz") {
+    Text(res, 200, "ok\n");
+    return "healthz";
+  }
+  if (path == "/login") {
+    if (get) {
+      Html(res, 200, RenderLogin("", SafeNext(req.get_param_value("next"))));
+      return "login";
+    }
+    if (!SameOrigin(req)) {
+      Text(res, 403, "sign-in refused: the form was posted from another site\n");
+      return "login";
+    }
+    const std::string next = SafeNext(req.get_param_value("next"));
+    absl::StatusOr<std::string> session = sessions_.Open(req.get_param_value("token"));
+    if (!session.ok()) {
+      FORGE_LOG(INFO) << "event=dashboard_signin_refused reason=\"" << session.status().message()
+                      << "\"";
+      Html(res, 401, RenderLogin(std::string(session.status().message()), next));
+      return "login";
+    }
+    res.set_header("Set-Cookie",
+                   absl::StrCat(kCookie, "=", *session, "; Path=/; HttpOnly; SameSite=Strict"));
+    Redirect(res, next);
+    return "login";
+  }
+  if (path == "/logout") {
+    if (!post) {
+      Text(res, 405, "sign out with POST /logout (the button in the page header)\n");
+      return "logout";
+    }
+    if (const std::string s = SessionCookie(req); !s.empty()) sessions_.Close(s);
+    res.set_header("Set-Cookie",
+                   absl::StrCat(kCookie, "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"));
+    Redirect(res, "/login");
+    return "logout";
+  }
+
+  absl::StatusOr<Principal> who = Caller(req);
+  if (!who.ok()) {
+    const bool api =
+        req.has_header("Authorization") || path == "/metrics" || absl::StartsWith(path, "/static/");
+    if (who.status().code() == absl::StatusCode::kPermissionDenied) {
+      Text(res, 403, absl::StrCat(who.status().message(), "\n"));
+    } else if (api) {
+      res.set_header("WWW-Authenticate", "Bearer realm=\"forge\"");
+      Text(res, 401,
+           absl::StrCat(who.status().message(), ": send \"Authorization: Bearer <token>\"\n"));
+    } else {
+      Redirect(res, absl::StrCat("/login?next=", html::UrlEncode(req.target)));
+    }
+    return "unauthenticated";
+  }
+  const Principal& p = *who;
+  if (!get) {
+    Text(res, 405, "method not allowed\n");
+    return "other";
+  }
+  const absl::Time now = src_.clock->Now();
+
+  if (path == "/metrics") {
+    if (!p.is_admin()) {
+      Text(res, 403, "/metrics is the fleet's: it needs an admin token\n");
+    } else if (!src_.render_metrics) {
+      Text(res, 404, "metrics are not enabled\n");
+    } else {
+      res.status = 200;
+      res.set_content(src_.render_metrics(), "text/plain; version=0.0.4; charset=utf-8");
+    }
+    return "metrics";
+  }
+  if (path == "/static/live.js") {
+    res.status = 200;
+    res.set_header("Cache-Control", "private, max-age=3600");
+    res.set_content(std::string(html::LiveScript()), "text/javascript; charset=utf-8");
+    return "static";
+  }
+  forge::v1::ListJobsRequest list;
+  list.set_limit(2000);
+  if (path == "/") {
+    OverviewData d;
+    d.now = now;
+    d.fleet = p.is_admin();
+    if (auto jobs = src_.jobs->List(p, list); jobs.ok()) d.jobs = *std::move(jobs);
+    if (p.is_admin()) d.workers = src_.workers->List();
+    Html(res, 200, RenderOverview(PageFor(p, "Overview", "overview"), d));
+    return "overview";
+  }
+  if (path == "/jobs") {
+    std::vector<forge::v1::Job> jobs;
+    if (auto j = src_.jobs->List(p, list); j.ok()) jobs = *std::move(j);
+    std::string filter = req.get_param_value("state");
+    if (filter != "queued" && filter != "running" && filter != "restarting" &&
+        filter != "succeeded" && filter != "failed" && filter != "cancelled") {
+      filter.clear();
+    }
+    Html(res, 200, RenderJobList(PageFor(p, "Jobs", "jobs"), jobs, filter, p.is_admin(), now));
+    return "jobs";
+  }
+  if (path == "/workers") {
+    if (!p.is_admin()) {
+      Html(res, 403,
+           RenderError(PageFor(p, "Forbidden", ""), 403,
+                       "The fleet is visible to admins only; sign in with an admin "
+                       "token to see workers."));
+    } else {
+      Html(res, 200, RenderWorkers(PageFor(p, "Workers", "workers"), src_.workers->List(), now));
+    }
+    return "workers";
+  }
+  absl::string_view rest = path;
+  if (absl::ConsumePrefix(&rest, "/jobs/")) {
+    const bool logs = absl::ConsumeSuffix(&rest, "/logs");
+    const std::string id(rest);
+    absl::StatusOr<forge::v1::Job> job = src_.jobs->Get(p, id);
+    if (!job.ok()) {
+      Html(res, 404,
+           RenderError(PageFor(p, "Not found", "jobs"), 404,
+                       absl::StrCat("No job ", id, " that you can see.")));
+      return logs ? "job_logs" : "job";
+    }
+    if (logs) {
+      int64_t offset = 0;
+      if (req.has_param("offset") && !absl::SimpleAtoi(req.get_param_value("offset"), &offset)) {
+        Text(res, 400, "offset must be a byte offset (an integer >= 0)\n");
+        return "job_logs";
+      }
+      int64_t next = 0;
+      absl::StatusOr<std::string> data =
+          src_.storage->ReadLog(job->tenant(), job->id(), offset, kLogPageBytes, &next);
+      if (!data.ok()) {
+        Text(res, data.status().code() == absl::StatusCode::kOutOfRange ? 416 : 500,
+             absl::StrCat(data.status().message(), "\n"));
+        return "job_logs";
+      }
+      res.set_header("X-Forge-Next-Offset", absl::StrCat(next));
+      Text(res, 200, *data);
+      return "job_logs";
+    }
+    JobPageData d;
+    d.now = now;
+    d.job = *std::move(job);
+    if (auto m = src_.store->LoadMetrics(d.job.id(), 0); m.ok()) d.metrics = *std::move(m);
+    d.checkpoints = src_.storage->ListCheckpoints(d.job.tenant(), d.job.id());
+    if (auto tail =
+            src_.storage->ReadLogTail(d.job.tenant(), d.job.id(), kLogTailBytes, &d.log_truncated);
+        tail.ok()) {
+      d.log_tail = *std::move(tail);
+    }
+    Html(res, 200, RenderJobPage(PageFor(p, d.job.spec().name(), "jobs"), d));
+    return "job";
+  }
+  Html(res, 404,
+       RenderError(PageFor(p, "Not found", ""), 404,
+                   absl::StrCat("There is no page at ", path, ".")));
+  return "not_found";
+}
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& listen,
+                                                              Dashboard* dashboard) {
+  const size_t colon = listen.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--http: expected HOST:PORT, e.g. 127.0.0.1:7780 (port 0 picks a free one); got \"", listen,
+        "\""));
+  }
+  std::string host = listen.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  auto s = std::unique_ptr<HttpServer>(new HttpServer());
+  s->server_ = std::make_unique<httplib::Server>();
+  s->server_->set_read_timeout(10, 0);
+  s->server_->set_write_timeout(10, 0);
+  s->server_->set_payload_max_length(64 << 10);  // a sign-in form, never more
+  auto handler = [dashboard](const httplib::Request& req, httplib::Response& res) {
+    dashboard->Serve(req, res);
+  };
+  // One catch-all route: Dashboard::Serve routes (tests call it without a socket).
+  s->server_->Get(".*", handler);
+  s->server_->Post(".*", handler);
+  s->server_->Put(".*", handler);
+  s->server_->Delete(".*", handler);
+  s->server_->Patch(".*", handler);
+  s->server_->Options(".*", handler);
+  const int bound = port == 0 ? s->server_->bind_to_any_port(host)
+                              : (s->server_->bind_to_port(host, port) ? port : -1);
+  if (bound <= 0) {
+    return absl::UnavailableError(absl::StrCat("--http: cannot listen on ", listen,
+                                               ": the address is in use or invalid; pick another "
+                                               "(port 0 picks a free port)"));
+  }
+  s->port_ = bound;
+  httplib::Server* raw = s->server_.get();
+  s->thread_ = std::make_unique<std::thread>([raw] { raw->listen_after_bind(); });
+  return s;
+}
+
+void HttpServer::Stop() {
+  if (server_) server_->stop();
+  if (thread_ && thread_->joinable()) thread_->join();
+}
+
+HttpServer::~HttpServer() { Stop(); }
+
+}  // namespace forge::coordinator

@@ -1,0 +1,88 @@
+// The coordinator's HTTP surface (--http): the operators' dashboard, Prometheus /metrics and
+// /healthz.
+//
+// Every route but /healthz and the sign-in form needs a caller: a browser session (cookie
+// from signing in with a token) or an "Authorization: Bearer <token>" header (scrapers,
+// scripts). Tenants see their own jobs; admins see every job and the fleet (workers,
+// /metrics). Worker tokens are refused.
+//
+// Dashboard::Serve is the whole router and is called directly by tests; HttpServer runs it
+// behind cpp-httplib on a socket.
+//
+// Thread safety: thread-safe; the managers it reads are.
+#ifndef FORGE_COORDINATOR_DASHBOARD_H_
+#define FORGE_COORDINATOR_DASHBOARD_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "common/clock.h"
+#include "coordinator/auth.h"
+#include "coordinator/job_manager.h"
+#include "coordinator/storage_gateway.h"
+#include "coordinator/store.h"
+#include "coordinator/web_sessions.h"
+#include "coordinator/worker_manager.h"
+
+namespace httplib {
+struct Request;
+struct Response;
+class Server;
+}  // namespace httplib
+
+namespace forge::coordinator {
+
+struct DashboardSources {
+  const AuthManager* auth = nullptr;
+  JobManager* jobs = nullptr;
+  WorkerManager* workers = nullptr;
+  StorageGateway* storage = nullptr;
+  Store* store = nullptr;  // job metric series
+  Clock* clock = RealClock();
+  // The Prometheus exposition for /metrics (admins only); null = 404.
+  std::function<std::string()> render_metrics;
+  // Counts each answered request by route and status code (for /metrics); may be null.
+  std::function<void(const std::string& route, int code)> count_request;
+};
+
+class Dashboard {
+ public:
+  explicit Dashboard(DashboardSources sources, WebSessionOptions session_options = {});
+
+  // Answers one request completely (status, headers, body).
+  void Serve(const httplib::Request& req, httplib::Response& res);
+
+  WebSessions& sessions() { return sessions_; }
+
+ private:
+  // The caller from the Authorization header or the session cookie.
+  absl::StatusOr<Principal> Caller(const httplib::Request& req);
+  // Returns the route name for counting.
+  std::string Route(const httplib::Request& req, httplib::Response& res);
+
+  const DashboardSources src_;
+  WebSessions sessions_;
+};
+
+// Runs a Dashboard on HOST:PORT (port 0 picks a free one) on its own threads.
+class HttpServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const std::string& listen,
+                                                           Dashboard* dashboard);
+  ~HttpServer();  // Stop()s
+  int port() const { return port_; }
+  void Stop();
+
+ private:
+  HttpServer() = default;
+  std::unique_ptr<httplib::Server> server_;
+  std::unique_ptr<std::thread> thread_;
+  int port_ = 0;
+};
+
+}  // namespace forge::coordinator
+
+#endif  // FORGE_COORDINATOR_DASHBOARD_H_
