@@ -59,7 +59,7 @@ class RpcInterceptorFactory final : public grpc::experimental::ServerInterceptor
   explicit RpcInterceptorFactory(CoordinatorMetrics* metrics) : metrics_(metrics) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
-    return new RpcInterceptor(metrics_, MethodLabel(info->method()),
+    return new RpcInterceptor(metrics_, info->method(),
                               info->type() == grpc::experimental::ServerRpcInfo::Type::UNARY);
   }
 
@@ -169,7 +169,8 @@ void CoordinatorMetrics::OnJobTransition(const forge::v1::Job& job, forge::v1::J
   if (job.state() == forge::v1::JOB_STATE_RESTARTING && from != job.state()) {
     restarts_->With({})->Inc();
   }
-  if (job.state() == forge::v1::JOB_STATE_RUNNING && queued_for > absl::ZeroDuration()) {
+  if (job.state() == forge::v1::JOB_STATE_RUNNING &&
+      (from == forge::v1::JOB_STATE_QUEUED || from == forge::v1::JOB_STATE_RESTARTING)) {
     queue_wait_->With({})->Observe(absl::ToDoubleSeconds(queued_for));
   }
 }
@@ -188,7 +189,7 @@ void CoordinatorMetrics::OnCheckpoint(const forge::v1::CheckpointInfo& info,
 
 void CoordinatorMetrics::OnRpc(absl::string_view method, grpc::StatusCode code, bool unary,
                                absl::Duration took) {
-  const std::string m(method);
+  const std::string m = MethodLabel(method);
   rpcs_->With({m, GrpcCodeName(code)})->Inc();
   if (unary) rpc_duration_->With({m})->Observe(absl::ToDoubleSeconds(took));
 }

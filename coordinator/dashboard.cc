@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 #include "coordinator/dashboard_pages.h"
 #include "coordinator/html.h"
 
@@ -276,8 +277,7 @@ std::string Dashboard::Route(const httplib::Request& req, httplib::Response& res
   return "not_found";
 }
 
-absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& listen,
-                                                              Dashboard* dashboard) {
+absl::StatusOr<std::pair<std::string, int>> HttpServer::ParseListen(const std::string& listen) {
   const size_t colon = listen.rfind(':');
   int port = -1;
   if (colon == std::string::npos || colon == 0 ||
@@ -290,6 +290,13 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
   }
+  return std::make_pair(host, port);
+}
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& listen,
+                                                              Dashboard* dashboard) {
+  ASSIGN_OR_RETURN(auto host_port, ParseListen(listen));
+  const auto& [host, port] = host_port;
   auto s = std::unique_ptr<HttpServer>(new HttpServer());
   s->server_ = std::make_unique<httplib::Server>();
   s->server_->set_read_timeout(10, 0);

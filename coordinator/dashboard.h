@@ -72,6 +72,8 @@ class HttpServer {
  public:
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const std::string& listen,
                                                            Dashboard* dashboard);
+  // (host, port) of "HOST:PORT" ("[::1]:PORT" for IPv6); INVALID_ARGUMENT naming --http.
+  static absl::StatusOr<std::pair<std::string, int>> ParseListen(const std::string& listen);
   ~HttpServer();  // Stop()s
   int port() const { return port_; }
   void Stop();

@@ -9,6 +9,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/file_util.h"
@@ -115,6 +116,13 @@ int main(int argc, char** argv) {
       std::cerr << "forge-coordinator: --port-file: " << s.message() << "\n";
       return 1;
     }
+  }
+  if (const std::string& h = o.http_listen; !h.empty() && !absl::StartsWith(h, "127.") &&
+                                              !absl::StartsWith(h, "localhost:") &&
+                                              !absl::StartsWith(h, "[::1]:")) {
+    FORGE_LOG(WARNING) << "event=http_not_loopback listen=" << h
+                       << " note=\"the dashboard speaks plain HTTP: tokens and session cookies "
+                          "cross the network in the clear; put it behind a TLS proxy\"";
   }
   if (std::string pf = absl::GetFlag(FLAGS_http_port_file); !pf.empty()) {
     if ((*coordinator)->http_port() == 0) {

@@ -85,6 +85,13 @@ class ReflectionAuthFactory final : public grpc::experimental::ServerInterceptor
 class Coordinator::Impl {
  public:
   absl::Status Init(const CoordinatorOptions& o) {
+    // Options that can be wrong are checked before anything is created on disk.
+    if (!o.http_listen.empty()) RETURN_IF_ERROR(HttpServer::ParseListen(o.http_listen).status());
+    if (!o.alerts.webhook_urls.empty()) {
+      AlertOptions ao = o.alerts;
+      if (ao.source.empty()) ao.source = absl::StrCat("forge-coordinator ", o.listen);
+      ASSIGN_OR_RETURN(alerts_, AlertDispatcher::Create(std::move(ao)));
+    }
     RETURN_IF_ERROR(MakeDirs(o.state_dir, 0700));
     RETURN_IF_ERROR(MakeDirs(o.storage_root, 0755));
     StoreOptions so;
@@ -92,11 +99,6 @@ class Coordinator::Impl {
     so.synchronous_full = o.synchronous_full;
     ASSIGN_OR_RETURN(store_, Store::Open(so));
     metrics_ = std::make_unique<CoordinatorMetrics>(o.clock);
-    if (!o.alerts.webhook_urls.empty()) {
-      AlertOptions ao = o.alerts;
-      if (ao.source.empty()) ao.source = absl::StrCat("forge-coordinator ", o.listen);
-      ASSIGN_OR_RETURN(alerts_, AlertDispatcher::Create(std::move(ao)));
-    }
 
     auth_ = std::make_unique<AuthManager>(store_.get(), o.clock);
     RETURN_IF_ERROR(auth_->Recover());
