@@ -47,7 +47,8 @@ std::string Who(const forge::v1::Job& job) {
 }  // namespace
 
 std::optional<AlertEvent> AlertForTransition(const forge::v1::Job& job, forge::v1::JobState from) {
-  if (from == job.state()) return std::nullopt;
+  // A job failing again while it recovers uses one more restart: that is news too.
+  if (from == job.state() && job.state() != forge::v1::JOB_STATE_RESTARTING) return std::nullopt;
   AlertEvent e;
   switch (job.state()) {
     case forge::v1::JOB_STATE_FAILED:
@@ -92,11 +93,12 @@ AlertEvent WorkerLostAlert(const forge::v1::Worker& worker, absl::Duration silen
   AlertEvent e;
   e.type = "worker_lost";
   e.severity = jobs.empty() ? "warning" : "critical";
-  e.summary =
-      absl::StrCat("worker ", worker.id(), " (", worker.hostname(), ") lost: no heartbeat for ",
-                   absl::StrFormat("%.1f", absl::ToDoubleSeconds(silent)), " s",
-                   jobs.empty() ? "; it ran no ranks"
-                                : absl::StrCat("; restarting ", absl::StrJoin(jobs, ", ")));
+  e.summary = absl::StrCat(
+      "worker ", worker.id(), " (", worker.hostname(), ") lost: no heartbeat for ",
+      absl::StrFormat("%.1f", absl::ToDoubleSeconds(silent)), " s",
+      jobs.empty() ? "; it ran no ranks"
+                   : absl::StrCat("; the ranks it ran were stopped, their jobs restart or fail: ",
+                                  absl::StrJoin(jobs, ", ")));
   nlohmann::json devices = nlohmann::json::array();
   for (const auto& d : worker.devices()) devices.push_back(d.id());
   e.details["worker"] = {

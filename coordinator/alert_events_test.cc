@@ -44,9 +44,11 @@ TEST(AlertEventsTest, FailedAndRestartedJobs) {
   EXPECT_EQ(failed->type, "job_failed");
   EXPECT_EQ(failed->severity, "critical");
   EXPECT_THAT(failed->summary, HasSubstr("failed at step 120"));
-  // Staying in a state, and ordinary changes, say nothing.
-  EXPECT_FALSE(
-      AlertForTransition(JobIn(forge::v1::JOB_STATE_RESTARTING), forge::v1::JOB_STATE_RESTARTING));
+  // Failing again while restarting uses another restart: told. Ordinary changes are not.
+  auto again =
+      AlertForTransition(JobIn(forge::v1::JOB_STATE_RESTARTING), forge::v1::JOB_STATE_RESTARTING);
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->type, "job_restarted");
   EXPECT_FALSE(
       AlertForTransition(JobIn(forge::v1::JOB_STATE_RUNNING), forge::v1::JOB_STATE_QUEUED));
   EXPECT_FALSE(
@@ -87,7 +89,9 @@ TEST(AlertEventsTest, WorkerLostNamesItsJobs) {
   AlertEvent e = WorkerLostAlert(w, absl::Milliseconds(3500));
   EXPECT_EQ(e.type, "worker_lost");
   EXPECT_EQ(e.severity, "critical");
-  EXPECT_EQ(e.summary, "worker w1 (gpu-node-7) lost: no heartbeat for 3.5 s; restarting j-a, j-b");
+  EXPECT_EQ(e.summary,
+            "worker w1 (gpu-node-7) lost: no heartbeat for 3.5 s; the ranks it ran were stopped, "
+            "their jobs restart or fail: j-a, j-b");
   EXPECT_EQ(e.details["worker"]["jobs"], nlohmann::json({"j-a", "j-b"}));
   w.clear_ranks();
   EXPECT_EQ(WorkerLostAlert(w, absl::Seconds(4)).severity, "warning");

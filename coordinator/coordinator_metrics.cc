@@ -23,17 +23,6 @@ constexpr forge::v1::JobState kStates[] = {
 
 std::string StateLabel(forge::v1::JobState s) { return absl::AsciiStrToLower(JobStateName(s)); }
 
-// Only methods this server implements become label values; anything else a client names is
-// "other", so a scanner cannot grow the label set.
-std::string MethodLabel(absl::string_view method) {
-  absl::ConsumePrefix(&method, "/");
-  if (absl::StartsWith(method, "forge.v1.") || absl::StartsWith(method, "grpc.health.v1.") ||
-      absl::StartsWith(method, "grpc.reflection.")) {
-    return std::string(method);
-  }
-  return "other";
-}
-
 class RpcInterceptor final : public grpc::experimental::Interceptor {
  public:
   RpcInterceptor(CoordinatorMetrics* metrics, std::string method, bool unary)
@@ -115,12 +104,16 @@ CoordinatorMetrics::CoordinatorMetrics(Clock* clock) : clock_(clock), start_time
   submitted_ = r.AddCounter("forge_jobs_submitted_total", "Jobs accepted (committed).", {});
   finished_ =
       r.AddCounter("forge_jobs_finished_total", "Jobs that reached a final state.", {"state"});
-  restarts_ = r.AddCounter("forge_job_restarts_total",
-                           "Failed job attempts that were restarted from a checkpoint.", {});
-  queue_wait_ =
-      r.AddHistogram("forge_queue_wait_seconds",
-                     "Time a job waited for devices (queued or restarting) before it was placed.",
-                     {}, metrics::ExponentialBuckets(0.01, 4, 12));
+  restarts_ = r.AddCounter(
+      "forge_job_restarts_total",
+      "Failed job attempts that were given another attempt (from the last checkpoint, or from "
+      "the start when there is none).",
+      {});
+  queue_wait_ = r.AddHistogram(
+      "forge_queue_wait_seconds",
+      "Time from a job becoming pending to its placement. reason=submitted: a new job's wait "
+      "for devices; reason=restart: a failed attempt's wait, the restart delay included.",
+      {"reason"}, metrics::ExponentialBuckets(0.01, 4, 12));
   pass_duration_ = r.AddHistogram("forge_scheduler_pass_duration_seconds",
                                   "Duration of one scheduling pass over a non-empty queue.", {},
                                   metrics::ExponentialBuckets(1e-5, 4, 12));
@@ -130,9 +123,10 @@ CoordinatorMetrics::CoordinatorMetrics(Clock* clock) : clock_(clock), start_time
                                    "Bytes of committed checkpoints (all files).", {});
   checkpoint_size_ = r.AddHistogram("forge_checkpoint_size_bytes", "Size of each checkpoint.", {},
                                     metrics::ByteBuckets());
-  checkpoint_upload_ = r.AddHistogram("forge_checkpoint_upload_duration_seconds",
-                                      "From a checkpoint upload's first message to its commit.", {},
-                                      metrics::LatencyBuckets());
+  checkpoint_upload_ = r.AddHistogram(
+      "forge_checkpoint_upload_duration_seconds",
+      "From a checkpoint upload's first message to its commit.", {},
+      metrics::ExponentialBuckets(0.01, 3, 12));  // 10 ms .. ~30 min (multi-GB checkpoints)
   rpcs_ = r.AddCounter("forge_rpc_requests_total", "gRPC calls answered, by method and code.",
                        {"method", "code"});
   rpc_duration_ =
@@ -144,6 +138,8 @@ CoordinatorMetrics::CoordinatorMetrics(Clock* clock) : clock_(clock), start_time
   // Counters start at 0 for every label value known up front, so rate() works from the start.
   submitted_->With({});
   restarts_->With({});
+  queue_wait_->With({"submitted"});
+  queue_wait_->With({"restart"});
   checkpoints_->With({});
   checkpoint_bytes_->With({});
   for (const char* s : {"succeeded", "failed", "cancelled"}) finished_->With({s});
@@ -166,12 +162,12 @@ void CoordinatorMetrics::OnJobTransition(const forge::v1::Job& job, forge::v1::J
   if (IsTerminal(job.state()) && !IsTerminal(from)) {
     finished_->With({StateLabel(job.state())})->Inc();
   }
-  if (job.state() == forge::v1::JOB_STATE_RESTARTING && from != job.state()) {
-    restarts_->With({})->Inc();
-  }
+  // Every RESTARTING notice is one more restart (JobManagerOptions::on_transition).
+  if (job.state() == forge::v1::JOB_STATE_RESTARTING) restarts_->With({})->Inc();
   if (job.state() == forge::v1::JOB_STATE_RUNNING &&
       (from == forge::v1::JOB_STATE_QUEUED || from == forge::v1::JOB_STATE_RESTARTING)) {
-    queue_wait_->With({})->Observe(absl::ToDoubleSeconds(queued_for));
+    queue_wait_->With({from == forge::v1::JOB_STATE_QUEUED ? "submitted" : "restart"})
+        ->Observe(absl::ToDoubleSeconds(queued_for));
   }
 }
 
@@ -185,6 +181,25 @@ void CoordinatorMetrics::OnCheckpoint(const forge::v1::CheckpointInfo& info,
   checkpoint_bytes_->With({})->Inc(static_cast<double>(info.bytes()));
   checkpoint_size_->With({})->Observe(static_cast<double>(info.bytes()));
   checkpoint_upload_->With({})->Observe(absl::ToDoubleSeconds(upload));
+}
+
+void CoordinatorMetrics::SetKnownMethods(std::vector<std::string> methods) {
+  absl::flat_hash_set<std::string> known;
+  for (std::string& m : methods) {
+    absl::string_view v = m;
+    absl::ConsumePrefix(&v, "/");
+    known.insert(std::string(v));
+  }
+  absl::MutexLock lock(&mu_);
+  known_methods_ = std::move(known);
+}
+
+std::string CoordinatorMetrics::MethodLabel(absl::string_view method) const {
+  absl::ConsumePrefix(&method, "/");
+  absl::MutexLock lock(&mu_);
+  // Interceptors run for methods nobody implements too: only the server's own become label
+  // values, so a caller cannot grow the label set by inventing names.
+  return known_methods_.contains(method) ? std::string(method) : "other";
 }
 
 void CoordinatorMetrics::OnRpc(absl::string_view method, grpc::StatusCode code, bool unary,

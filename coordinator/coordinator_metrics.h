@@ -14,7 +14,10 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/metrics.h"
@@ -46,6 +49,10 @@ class CoordinatorMetrics {
   void OnRpc(absl::string_view method, grpc::StatusCode code, bool unary, absl::Duration took);
   void OnHttpRequest(const std::string& route, int code);
 
+  // The gRPC methods the server implements ("/pkg.Service/Method"); calls to any other name
+  // are counted as method "other". Call before serving.
+  void SetKnownMethods(std::vector<std::string> methods);
+
   // Counts every RPC by method and code (and unary latency) into these metrics.
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> RpcInterceptorFactory();
 
@@ -55,6 +62,7 @@ class CoordinatorMetrics {
 
  private:
   void Collect(metrics::ExpositionWriter& w) const;
+  std::string MethodLabel(absl::string_view method) const;
 
   Clock* const clock_;
   const absl::Time start_time_;
@@ -78,6 +86,9 @@ class CoordinatorMetrics {
   WorkerManager* workers_ = nullptr;
   std::function<std::map<std::pair<std::string, std::string>, int64_t>()> alert_outcomes_;
   std::function<int64_t()> alerts_queued_;
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_set<std::string> known_methods_ ABSL_GUARDED_BY(mu_);
 };
 
 // "OK", "NOT_FOUND", ... as gRPC spells its codes.

@@ -99,7 +99,8 @@ TEST_F(CoordinatorMetricsTest, FreshCoordinatorExportsZerosForKnownSeries) {
   EXPECT_EQ(FindValue(f, "forge_jobs", {{"state", "queued"}}), 0);
   EXPECT_EQ(FindValue(f, "forge_workers", {{"state", "dead"}}), 0);
   EXPECT_EQ(FindValue(f, "forge_queue_length", {}), 0);
-  EXPECT_EQ(FindValue(f, "forge_queue_wait_seconds_count", {}), 0);
+  EXPECT_EQ(FindValue(f, "forge_queue_wait_seconds_count", {{"reason", "submitted"}}), 0);
+  EXPECT_EQ(FindValue(f, "forge_queue_wait_seconds_count", {{"reason", "restart"}}), 0);
   const prometheus::Family* build = prometheus::FindFamily(f, "forge_build_info");
   ASSERT_NE(build, nullptr);
   ASSERT_EQ(build->samples.size(), 1u);
@@ -121,8 +122,8 @@ TEST_F(CoordinatorMetricsTest, JobsQueueRestartsAndFailuresAreCounted) {
   ASSERT_TRUE(jobs_->Place(JobPlacement{a, {{"w1", "cpu:0"}}}));
   Flush();
   f = Scrape();
-  EXPECT_EQ(FindValue(f, "forge_queue_wait_seconds_count", {}), 1);
-  EXPECT_EQ(FindValue(f, "forge_queue_wait_seconds_sum", {}), 7);
+  EXPECT_EQ(FindValue(f, "forge_queue_wait_seconds_count", {{"reason", "submitted"}}), 1);
+  EXPECT_EQ(FindValue(f, "forge_queue_wait_seconds_sum", {{"reason", "submitted"}}), 7);
   EXPECT_EQ(FindValue(f, "forge_jobs", {{"state", "running"}}), 1);
   EXPECT_EQ(FindValue(f, "forge_job_attempt", {{"job_id", a}, {"tenant", "acme"}}), 1);
 
@@ -142,7 +143,7 @@ TEST_F(CoordinatorMetricsTest, JobsQueueRestartsAndFailuresAreCounted) {
   EXPECT_EQ(FindValue(f, "forge_jobs", {{"state", "failed"}}), 1);
   EXPECT_EQ(FindValue(f, "forge_job_step", {{"job_id", a}, {"tenant", "acme"}}), std::nullopt)
       << "finished jobs leave the per-job series";
-  EXPECT_EQ(FindValue(f, "forge_queue_wait_seconds_count", {}), 2);
+  EXPECT_EQ(FindValue(f, "forge_queue_wait_seconds_count", {{"reason", "restart"}}), 1);
 }
 
 TEST_F(CoordinatorMetricsTest, WorkersAndHeartbeatAge) {
@@ -166,15 +167,16 @@ TEST_F(CoordinatorMetricsTest, WorkersAndHeartbeatAge) {
 }
 
 TEST_F(CoordinatorMetricsTest, RpcLabelsAreBounded) {
+  metrics_->SetKnownMethods({"/forge.v1.JobService/SubmitJob", "forge.v1.WorkerService/Connect"});
   metrics_->OnRpc("/forge.v1.JobService/SubmitJob", grpc::StatusCode::OK, true,
                   absl::Milliseconds(3));
   metrics_->OnRpc("/forge.v1.JobService/SubmitJob", grpc::StatusCode::INVALID_ARGUMENT, true,
                   absl::Milliseconds(1));
   metrics_->OnRpc("/forge.v1.WorkerService/Connect", grpc::StatusCode::CANCELLED, false,
                   absl::Minutes(5));
-  for (int i = 0; i < 50; ++i) {
-    metrics_->OnRpc(absl::StrCat("/scanner.Probe/M", i), grpc::StatusCode::UNIMPLEMENTED, true,
-                    absl::Milliseconds(1));
+  for (int i = 0; i < 50; ++i) {  // invented names, under our package too
+    metrics_->OnRpc(absl::StrCat(i % 2 ? "/scanner.Probe/M" : "/forge.v1.JobService/M", i),
+                    grpc::StatusCode::UNIMPLEMENTED, true, absl::Milliseconds(1));
   }
   auto f = Scrape();
   EXPECT_EQ(FindValue(f, "forge_rpc_requests_total",

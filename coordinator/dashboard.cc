@@ -2,6 +2,8 @@
 
 #include <httplib.h>
 
+#include <chrono>
+#include <map>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -43,11 +45,11 @@ void Redirect(httplib::Response& res, const std::string& to) {
 
 // Only local paths, so a crafted ?next= cannot send a signed-in person elsewhere.
 std::string SafeNext(const std::string& next) {
-  if (next.empty() || next[0] != '/' || absl::StartsWith(next, "//") ||
-      next.find('\\') != std::string::npos || next.find("\r") != std::string::npos ||
-      next.find("\n") != std::string::npos) {
-    return "/";
+  // Browsers drop tabs and newlines from URLs and read "\" as "/": "/\t/evil" is "//evil".
+  for (char c : next) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f || c == '\\') return "/";
   }
+  if (next.empty() || next[0] != '/' || (next.size() > 1 && next[1] == '/')) return "/";
   return next;
 }
 
@@ -132,6 +134,12 @@ std::string Dashboard::Route(const httplib::Request& req, httplib::Response& res
       Text(res, 403, "sign-in refused: the form was posted from another site\n");
       return "login";
     }
+    if (req.target.find('?') != std::string::npos &&
+        absl::StrContains(req.target.substr(req.target.find('?')), "token=")) {
+      // A token in the URL ends up in logs and history: only the form body is read.
+      Text(res, 400, "sign-in refused: send the token in the form body, never in the URL\n");
+      return "login";
+    }
     const std::string next = SafeNext(req.get_param_value("next"));
     absl::StatusOr<std::string> session = sessions_.Open(req.get_param_value("token"));
     if (!session.ok()) {
@@ -141,7 +149,7 @@ std::string Dashboard::Route(const httplib::Request& req, httplib::Response& res
       return "login";
     }
     res.set_header("Set-Cookie",
-                   absl::StrCat(kCookie, "=", *session, "; Path=/; HttpOnly; SameSite=Strict"));
+                   absl::StrCat(kCookie, "=", *session, "; Path=/; HttpOnly; SameSite=Lax"));
     Redirect(res, next);
     return "login";
   }
@@ -150,9 +158,13 @@ std::string Dashboard::Route(const httplib::Request& req, httplib::Response& res
       Text(res, 405, "sign out with POST /logout (the button in the page header)\n");
       return "logout";
     }
+    if (!SameOrigin(req)) {
+      Text(res, 403, "sign-out refused: the form was posted from another site\n");
+      return "logout";
+    }
     if (const std::string s = SessionCookie(req); !s.empty()) sessions_.Close(s);
     res.set_header("Set-Cookie",
-                   absl::StrCat(kCookie, "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"));
+                   absl::StrCat(kCookie, "=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"));
     Redirect(res, "/login");
     return "logout";
   }
@@ -196,25 +208,41 @@ std::string Dashboard::Route(const httplib::Request& req, httplib::Response& res
     res.set_content(std::string(html::LiveScript()), "text/javascript; charset=utf-8");
     return "static";
   }
-  forge::v1::ListJobsRequest list;
-  list.set_limit(2000);
+  auto list = [&](std::initializer_list<forge::v1::JobState> states, int limit) {
+    forge::v1::ListJobsRequest req;
+    for (forge::v1::JobState st : states) req.add_states(st);
+    req.set_limit(limit);
+    absl::StatusOr<std::vector<forge::v1::Job>> jobs = src_.jobs->List(p, req);
+    return jobs.ok() ? *std::move(jobs) : std::vector<forge::v1::Job>{};
+  };
   if (path == "/") {
     OverviewData d;
     d.now = now;
     d.fleet = p.is_admin();
-    if (auto jobs = src_.jobs->List(p, list); jobs.ok()) d.jobs = *std::move(jobs);
+    d.counts = src_.jobs->CountByState(p);
+    d.pending = list({forge::v1::JOB_STATE_QUEUED, forge::v1::JOB_STATE_RESTARTING}, 10000);
+    d.running = list({forge::v1::JOB_STATE_RUNNING}, 10000);
+    d.finished = list({forge::v1::JOB_STATE_SUCCEEDED, forge::v1::JOB_STATE_FAILED,
+                       forge::v1::JOB_STATE_CANCELLED},
+                      200);
     if (p.is_admin()) d.workers = src_.workers->List();
     Html(res, 200, RenderOverview(PageFor(p, "Overview", "overview"), d));
     return "overview";
   }
   if (path == "/jobs") {
-    std::vector<forge::v1::Job> jobs;
-    if (auto j = src_.jobs->List(p, list); j.ok()) jobs = *std::move(j);
+    static const std::map<std::string, forge::v1::JobState> kFilters = {
+        {"queued", forge::v1::JOB_STATE_QUEUED},
+        {"running", forge::v1::JOB_STATE_RUNNING},
+        {"restarting", forge::v1::JOB_STATE_RESTARTING},
+        {"succeeded", forge::v1::JOB_STATE_SUCCEEDED},
+        {"failed", forge::v1::JOB_STATE_FAILED},
+        {"cancelled", forge::v1::JOB_STATE_CANCELLED}};
     std::string filter = req.get_param_value("state");
-    if (filter != "queued" && filter != "running" && filter != "restarting" &&
-        filter != "succeeded" && filter != "failed" && filter != "cancelled") {
-      filter.clear();
-    }
+    auto f = kFilters.find(filter);
+    if (f == kFilters.end()) filter.clear();
+    // The newest 1,000 (of the state asked for); the CLI lists up to 10,000.
+    std::vector<forge::v1::Job> jobs =
+        f == kFilters.end() ? list({}, 1000) : list({f->second}, 1000);
     Html(res, 200, RenderJobList(PageFor(p, "Jobs", "jobs"), jobs, filter, p.is_admin(), now));
     return "jobs";
   }
@@ -241,8 +269,21 @@ std::string Dashboard::Route(const httplib::Request& req, httplib::Response& res
       return logs ? "job_logs" : "job";
     }
     if (logs) {
+      if (!req.has_param("offset")) {  // the last 4 MiB: what a person opening it wants
+        bool truncated = false;
+        absl::StatusOr<std::string> tail =
+            src_.storage->ReadLogTail(job->tenant(), job->id(), kLogPageBytes, &truncated);
+        if (!tail.ok()) {
+          Text(res, 500, absl::StrCat(tail.status().message(), "\n"));
+          return "job_logs";
+        }
+        Text(res, 200,
+             truncated ? absl::StrCat("(older lines: ?offset=0 reads from the start)\n", *tail)
+                       : *tail);
+        return "job_logs";
+      }
       int64_t offset = 0;
-      if (req.has_param("offset") && !absl::SimpleAtoi(req.get_param_value("offset"), &offset)) {
+      if (!absl::SimpleAtoi(req.get_param_value("offset"), &offset)) {
         Text(res, 400, "offset must be a byte offset (an integer >= 0)\n");
         return "job_logs";
       }
@@ -299,8 +340,12 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   const auto& [host, port] = host_port;
   auto s = std::unique_ptr<HttpServer>(new HttpServer());
   s->server_ = std::make_unique<httplib::Server>();
-  s->server_->set_read_timeout(10, 0);
+  // Slow or idle clients must not hold the worker threads: short timeouts, more threads.
+  s->server_->new_task_queue = [] { return new httplib::ThreadPool(16); };
+  s->server_->set_read_timeout(5, 0);
   s->server_->set_write_timeout(10, 0);
+  s->server_->set_keep_alive_timeout(5);
+  s->server_->set_keep_alive_max_count(100);
   s->server_->set_payload_max_length(64 << 10);  // a sign-in form, never more
   auto handler = [dashboard](const httplib::Request& req, httplib::Response& res) {
     dashboard->Serve(req, res);
@@ -322,6 +367,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   s->port_ = bound;
   httplib::Server* raw = s->server_.get();
   s->thread_ = std::make_unique<std::thread>([raw] { raw->listen_after_bind(); });
+  // stop() is ignored until the accept loop runs: wait for it, so Stop() always works.
+  for (int i = 0; i < 5000 && !raw->is_running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   return s;
 }
 

@@ -43,10 +43,6 @@ std::string StateBadge(JobState s) {
   return html::Badge(kind, StateText(s));
 }
 
-bool Pending(const Job& j) {
-  return j.state() == forge::v1::JOB_STATE_QUEUED || j.state() == forge::v1::JOB_STATE_RESTARTING;
-}
-
 absl::Time T(const google::protobuf::Timestamp& ts) {
   return ts.seconds() == 0 && ts.nanos() == 0 ? absl::UnixEpoch() : FromProtoTime(ts);
 }
@@ -127,13 +123,13 @@ bool WorkerDead(const forge::v1::Worker& w) { return w.state() == forge::v1::WOR
 }  // namespace
 
 std::string RenderOverview(const html::PageOptions& page, const OverviewData& d) {
-  std::map<JobState, int> by_state;
-  for (const Job& j : d.jobs) ++by_state[j.state()];
   std::string stats;
   for (JobState s : {forge::v1::JOB_STATE_RUNNING, forge::v1::JOB_STATE_QUEUED,
                      forge::v1::JOB_STATE_RESTARTING, forge::v1::JOB_STATE_SUCCEEDED,
                      forge::v1::JOB_STATE_FAILED, forge::v1::JOB_STATE_CANCELLED}) {
-    absl::StrAppend(&stats, Stat(absl::StrCat(StateText(s), " jobs"), absl::StrCat(by_state[s]),
+    auto it = d.counts.find(s);
+    absl::StrAppend(&stats, Stat(absl::StrCat(StateText(s), " jobs"),
+                                 absl::StrCat(it == d.counts.end() ? 0 : it->second),
                                  absl::StrCat("count-", StateText(s))));
   }
   if (d.fleet) {
@@ -153,11 +149,8 @@ std::string RenderOverview(const html::PageOptions& page, const OverviewData& d)
   }
   std::string body = absl::StrCat("<h1>Overview</h1><div class=\"cards\">", stats, "</div>");
 
-  // The queue, oldest first, with why each job waits.
-  std::vector<Job> queue;
-  for (const Job& j : d.jobs) {
-    if (Pending(j)) queue.push_back(j);
-  }
+  // The queue, longest-waiting first, with why each job waits.
+  std::vector<Job> queue = d.pending;
   std::sort(queue.begin(), queue.end(),
             [](const Job& a, const Job& b) { return T(a.update_time()) < T(b.update_time()); });
   std::string q;
@@ -166,14 +159,17 @@ std::string RenderOverview(const html::PageOptions& page, const OverviewData& d)
   } else {
     q = absl::StrCat("<table id=\"queue\"><thead><tr><th>Job</th>",
                      d.fleet ? "<th>Tenant</th>" : "",
-                     "<th>Name</th><th>State</th><th>Needs</th><th>Waiting</th><th>Why</th>"
-                     "</tr></thead><tbody>");
+                     "<th>Name</th><th>State</th><th class=\"num\">Priority</th><th>Needs</th>"
+                     "<th>Waiting</th><th>Why</th></tr></thead><tbody>");
     for (const Job& j : queue) {
       absl::StrAppend(
-          &q, "<tr><td>", JobLink(j), "</td>",
+          &q, "<tr data-job=\"", Escape(j.id()), "\" data-state=\"", StateText(j.state()),
+          "\"><td>", JobLink(j), "</td>",
           d.fleet ? absl::StrCat("<td>", Escape(j.tenant()), "</td>") : "", "<td>",
-          Escape(j.spec().name()), "</td><td>", StateBadge(j.state()), "</td><td>", Resources(j),
-          "</td><td>", html::Duration(d.now - T(j.update_time())), "</td><td class=\"msg\">",
+          Escape(j.spec().name()), "</td><td>", StateBadge(j.state()),
+          j.unschedulable() ? " " + html::Badge("bad", "does not fit the fleet") : "",
+          "</td><td class=\"num\">", j.spec().priority(), "</td><td>", Resources(j), "</td><td>",
+          html::Duration(d.now - T(j.update_time())), "</td><td class=\"msg\">",
           Escape(j.message().empty() ? "waiting for the next scheduling pass" : j.message()),
           "</td></tr>");
     }
@@ -181,18 +177,11 @@ std::string RenderOverview(const html::PageOptions& page, const OverviewData& d)
   }
   absl::StrAppend(&body, Card(absl::StrCat("Queue (", queue.size(), ")"), q, "queue-card"));
 
-  std::vector<Job> active, recent;
-  for (const Job& j : d.jobs) {
-    if (IsTerminal(j.state())) {
-      recent.push_back(j);
-    } else if (!Pending(j)) {
-      active.push_back(j);
-    }
-  }
+  std::vector<Job> recent = d.finished;
   std::sort(recent.begin(), recent.end(),
             [](const Job& a, const Job& b) { return T(a.end_time()) > T(b.end_time()); });
   if (recent.size() > 10) recent.resize(10);
-  absl::StrAppend(&body, Card("Running", JobsTable(active, d.fleet, d.now), "running-card"),
+  absl::StrAppend(&body, Card("Running", JobsTable(d.running, d.fleet, d.now), "running-card"),
                   Card("Recently finished", JobsTable(recent, d.fleet, d.now), "recent-card"));
   if (d.fleet) {
     std::vector<forge::v1::Worker> dead;
@@ -201,8 +190,9 @@ std::string RenderOverview(const html::PageOptions& page, const OverviewData& d)
     }
     if (!dead.empty()) {
       std::string t =
-          "<p class=\"err\">These workers stopped heartbeating; their devices are "
-          "not scheduled and their jobs restarted elsewhere.</p><ul>";
+          "<p class=\"err\">These workers stopped heartbeating: their devices are not "
+          "scheduled, and the ranks they ran were stopped (each job restarts elsewhere or, with "
+          "no restarts left, fails).</p><ul>";
       for (const auto& w : dead) {
         absl::StrAppend(&t, "<li><a href=\"/workers\">", Escape(w.id()), "</a> (",
                         Escape(w.hostname()), "), last heartbeat ",
@@ -317,6 +307,7 @@ std::string Charts(const JobPageData& d) {
   ChartSeries loss{"training loss", {}, "", false};
   ChartSeries lr{"learning rate", {}, "", false};
   ChartSeries tps{"tokens/s", {}, "", false};
+  ChartSeries gn{"gradient norm", {}, "", false};
   std::vector<ChartSeries> per_source(j.spec().data().mixture_size());
   for (int i = 0; i < j.spec().data().mixture_size(); ++i) {
     per_source[i].name = j.spec().data().mixture(i).dataset();
@@ -326,6 +317,7 @@ std::string Charts(const JobPageData& d) {
     loss.points.emplace_back(x, p->loss());
     lr.points.emplace_back(x, p->lr());
     if (p->tokens_per_second() > 0) tps.points.emplace_back(x, p->tokens_per_second());
+    if (p->grad_norm() > 0) gn.points.emplace_back(x, p->grad_norm());
     for (int i = 0; i < j.spec().data().mixture_size(); ++i) {
       auto it = p->tokens_per_source().find(per_source[i].name);
       if (it != p->tokens_per_source().end()) {
@@ -403,7 +395,15 @@ std::string Charts(const JobPageData& d) {
   o.x_label = "step";
   o.y_label = "tokens / s";
   o.markers = markers;
-  absl::StrAppend(&out, Card("Throughput", RenderLineChart({tps}, o), "throughput-card"), "</div>");
+  absl::StrAppend(&out, Card("Throughput", RenderLineChart({tps}, o), "throughput-card"));
+  o = ChartOptions{};
+  o.id = "chart-grad-norm";
+  o.title = "Gradient norm";
+  o.x_label = "step";
+  o.log_y = true;
+  o.markers = markers;
+  absl::StrAppend(&out, Card("Gradient norm", RenderLineChart({gn}, o), "grad-norm-card"),
+                  "</div>");
   return out;
 }
 

@@ -3,6 +3,7 @@
 #ifndef FORGE_COORDINATOR_DASHBOARD_PAGES_H_
 #define FORGE_COORDINATOR_DASHBOARD_PAGES_H_
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -15,7 +16,10 @@
 namespace forge::coordinator {
 
 struct OverviewData {
-  std::vector<forge::v1::Job> jobs;        // what the caller may see
+  // Of the jobs the caller may see: how many are in each state, the pending ones (queued or
+  // restarting), the running ones and some recently finished ones.
+  std::map<forge::v1::JobState, int64_t> counts;
+  std::vector<forge::v1::Job> pending, running, finished;
   std::vector<forge::v1::Worker> workers;  // admins only (empty for tenants)
   bool fleet = false;                      // the caller is an admin
   absl::Time now;

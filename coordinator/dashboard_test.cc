@@ -155,7 +155,7 @@ class DashboardTest : public ::testing::Test {
     std::smatch m;
     const std::string cookie = res.get_header_value("Set-Cookie");
     EXPECT_THAT(cookie, HasSubstr("HttpOnly"));
-    EXPECT_THAT(cookie, HasSubstr("SameSite=Strict"));
+    EXPECT_THAT(cookie, HasSubstr("SameSite=Lax"));
     if (!std::regex_search(cookie, m, std::regex("forge_session=([A-Za-z0-9_-]+)"))) return "";
     return m[1];
   }
@@ -220,8 +220,31 @@ TEST_F(DashboardTest, BadSignInsAreRefusedWithTheReason) {
   httplib::Response off = Post("/login", {{"token", admin_}, {"next", "//evil.example/x"}});
   EXPECT_EQ(off.status, 303);
   EXPECT_EQ(off.get_header_value("Location"), "/");
+  for (const char* bad :
+       {"/\t/evil.example", "/\\evil.example", "http://evil.example", "/\x7f/x"}) {
+    httplib::Response r = Post("/login", {{"token", admin_}, {"next", bad}});
+    EXPECT_EQ(r.get_header_value("Location"), "/") << bad;
+  }
   EXPECT_EQ(Post("/login", {{"token", admin_}}, "http://127.0.0.1:7780").status, 303);
-  EXPECT_EQ(dashboard_->sessions().size(), 2u);
+  EXPECT_EQ(dashboard_->sessions().size(), 6u);
+  // A token in the URL is refused (it would land in logs and history).
+  httplib::Request q;
+  q.method = "POST";
+  q.path = "/login";
+  q.target = "/login?token=" + admin_;
+  q.params.emplace("token", admin_);
+  httplib::Response qr;
+  dashboard_->Serve(q, qr);
+  EXPECT_EQ(qr.status, 400);
+  // Sign-out from another site is refused too.
+  EXPECT_EQ(Post("/logout", {}, "http://evil.example").status, 403);
+}
+
+TEST_F(DashboardTest, OneTokenCannotPushOutOtherSessions) {
+  const std::string admin_session = SignIn(admin_);
+  for (int i = 0; i < 200; ++i) SignIn(acme_);
+  EXPECT_EQ(dashboard_->sessions().size(), 65u);  // 64 for acme's token, the admin's
+  EXPECT_EQ(Get("/", admin_session).status, 200);
 }
 
 TEST_F(DashboardTest, RevokingTheTokenEndsItsSessions) {

@@ -58,11 +58,17 @@ footer{color:var(--muted);font-size:12px;text-align:center;padding:12px}
 // Refreshes <main> in place every 5 s while the tab is visible; without JavaScript the page
 // is static and the "refresh" link in the footer reloads it.
 constexpr char kLiveScript[] = R"js(
-(function(){var busy=false;function tick(){if(document.hidden||busy)return;busy=true;
+(function(){var busy=false;function tick(){if(document.hidden||busy)return;
+var sel=window.getSelection();if(sel&&!sel.isCollapsed)return;busy=true;
 fetch(location.href,{credentials:'same-origin',headers:{'X-Forge-Live':'1'}}).then(function(r){
 if(r.redirected||!r.ok)return null;return r.text();}).then(function(t){if(!t)return;
-var d=new DOMParser().parseFromString(t,'text/html');var m=d.querySelector('main');
-if(m){var y=window.scrollY;document.querySelector('main').replaceWith(m);window.scrollTo(0,y);}
+var d=new DOMParser().parseFromString(t,'text/html');var m=d.querySelector('main');if(!m)return;
+var y=window.scrollY,keep={};document.querySelectorAll('main [id]').forEach(function(e){
+if(e.scrollTop>0||e.scrollHeight>e.clientHeight)keep[e.id]=[e.scrollTop,
+e.scrollTop+e.clientHeight>=e.scrollHeight-4];});
+document.querySelector('main').replaceWith(m);window.scrollTo(0,y);
+Object.keys(keep).forEach(function(id){var e=document.getElementById(id);if(!e)return;
+e.scrollTop=keep[id][1]?e.scrollHeight:keep[id][0];});
 }).catch(function(){}).finally(function(){busy=false;});}setInterval(tick,5000);})();
 )js";
 
@@ -166,7 +172,10 @@ std::string Duration(absl::Duration d) {
 
 std::string Ago(absl::Time then, absl::Time now) {
   if (then == absl::UnixEpoch() || then == absl::InfinitePast()) return "—";
-  return absl::StrCat(Duration(now - then), " ago");
+  return absl::StrCat("<time datetime=\"",
+                      absl::FormatTime(absl::RFC3339_sec, then, absl::UTCTimeZone()), "\" title=\"",
+                      absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", then, absl::UTCTimeZone()), "\">",
+                      Duration(now - then), " ago</time>");
 }
 
 std::string Num(double v, int digits) {

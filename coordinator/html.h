@@ -33,7 +33,7 @@ absl::string_view LiveScript();
 std::string Count(double v);
 std::string Bytes(int64_t bytes);
 std::string Duration(absl::Duration d);
-// "3 s ago", "5 min ago", or "—" for the zero time.
+// "3 s ago" (as a <time> element whose title is the UTC time), or "—" for the zero time.
 std::string Ago(absl::Time then, absl::Time now);
 // A number with `digits` significant digits ("2.345", "3e-4").
 std::string Num(double v, int digits = 4);

@@ -554,6 +554,15 @@ JobManager::Counts JobManager::counts() const {
   return c;
 }
 
+std::map<JobState, int64_t> JobManager::CountByState(const Principal& caller) const {
+  absl::MutexLock lock(&mu_);
+  std::map<JobState, int64_t> out;
+  for (const auto& [id, e] : jobs_) {
+    if (caller.CanSee(e.job.tenant())) ++out[e.job.state()];
+  }
+  return out;
+}
+
 JobManager::StateSnapshot JobManager::Snapshot() const {
   absl::MutexLock lock(&mu_);
   StateSnapshot s;
@@ -617,7 +626,13 @@ void JobManager::FailAttemptLocked(Entry& e, std::string why, Outbox* outbox) {
   if (e.job.state() == forge::v1::JOB_STATE_RESTARTING && next == forge::v1::JOB_STATE_RESTARTING) {
     // Already recovering (e.g. a second worker lost): count it, keep the state.
     e.job.set_message(message);
-    CommitJobLocked(e.job, [](absl::Status) {});
+    std::function<void(absl::Status)> after = [](absl::Status) {};
+    if (options_.on_transition) {  // one more restart: metrics and alerts hear of it too
+      after = [job = e.job, notify = options_.on_transition](absl::Status s) {
+        if (s.ok()) notify(job, forge::v1::JOB_STATE_RESTARTING, absl::ZeroDuration());
+      };
+    }
+    CommitJobLocked(e.job, std::move(after));
   } else {
     TransitionLocked(e, next, message, [](absl::Status) {});
   }

@@ -62,8 +62,9 @@ struct JobManagerOptions {
   ModelCatalog* catalog = nullptr;
   // Told of every committed state change (metrics, alerts): the job as committed, the state
   // it left (UNSPECIFIED for a new job) and, when it leaves the queue for RUNNING, how long
-  // it waited. Runs on the store's writer thread: it must be quick and must not call the
-  // JobManager. May be null.
+  // it waited. A RESTARTING job that fails again (one more restart used) is told as
+  // RESTARTING -> RESTARTING. Runs on the store's writer thread: it must be quick and must not call
+  // the JobManager. May be null.
   std::function<void(const forge::v1::Job& job, forge::v1::JobState from,
                      absl::Duration queued_for)>
       on_transition;
@@ -175,6 +176,9 @@ class JobManager {
     int64_t running = 0;
   };
   Counts counts() const;
+
+  // How many of the jobs `caller` may see are in each state.
+  std::map<forge::v1::JobState, int64_t> CountByState(const Principal& caller) const;
 
   // For /metrics: how many jobs are in each state, and the non-terminal jobs themselves.
   struct StateSnapshot {

@@ -1,5 +1,6 @@
 #include "coordinator/server.h"
 
+#include <google/protobuf/descriptor.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
@@ -195,6 +196,21 @@ class Coordinator::Impl {
     builder.RegisterService(model_service_.get());
     builder.RegisterService(schedule_service_.get());
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> ics;
+    std::vector<std::string> methods = {"grpc.health.v1.Health/Check",
+                                        "grpc.health.v1.Health/Watch",
+                                        "grpc.reflection.v1alpha.ServerReflection/"
+                                        "ServerReflectionInfo"};
+    for (const char* name :
+         {"forge.v1.JobService", "forge.v1.WorkerService", "forge.v1.AdminService",
+          "forge.v1.TrainerService", "forge.v1.DataService", "forge.v1.CheckpointService",
+          "forge.v1.ModelService", "forge.v1.ScheduleService"}) {
+      const google::protobuf::ServiceDescriptor* d =
+          google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(name);
+      for (int i = 0; d != nullptr && i < d->method_count(); ++i) {
+        methods.push_back(absl::StrCat(name, "/", d->method(i)->name()));
+      }
+    }
+    metrics_->SetKnownMethods(std::move(methods));
     ics.push_back(metrics_->RpcInterceptorFactory());
     ics.push_back(std::make_unique<ReflectionAuthFactory>(auth_.get()));
     builder.experimental().SetInterceptorCreators(std::move(ics));

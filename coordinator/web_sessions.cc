@@ -30,11 +30,20 @@ absl::StatusOr<std::string> WebSessions::Open(absl::string_view token) {
   std::string id = Base64UrlEncode(*raw);
   const absl::Time now = clock_->Now();
   absl::MutexLock lock(&mu_);
-  if (sessions_.size() >= options_.max_sessions) {
-    auto oldest = std::min_element(
-        sessions_.begin(), sessions_.end(),
-        [](const auto& a, const auto& b) { return a.second.last_used < b.second.last_used; });
-    sessions_.erase(oldest);
+  auto by_age = [](const auto& a, const auto& b) {
+    return a.second.last_used < b.second.last_used;
+  };
+  size_t mine = 0;
+  auto my_oldest = sessions_.end();
+  for (auto it = sessions_.begin(); it != sessions_.end(); ++it) {
+    if (it->second.token_hash != hash) continue;
+    ++mine;
+    if (my_oldest == sessions_.end() || by_age(*it, *my_oldest)) my_oldest = it;
+  }
+  if (mine >= options_.max_sessions_per_token) {
+    sessions_.erase(my_oldest);
+  } else if (sessions_.size() >= options_.max_sessions) {
+    sessions_.erase(std::min_element(sessions_.begin(), sessions_.end(), by_age));
   }
   sessions_[Sha256Hex(id)] = Session{hash, now};
   return id;

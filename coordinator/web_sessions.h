@@ -26,6 +26,9 @@ namespace forge::coordinator {
 struct WebSessionOptions {
   absl::Duration idle_timeout = absl::Hours(12);  // sliding: each request extends it
   size_t max_sessions = 10000;                    // the oldest is dropped past this
+  // Per token: signing in again past this drops that token's oldest session, so one token
+  // cannot push everyone else's sessions out.
+  size_t max_sessions_per_token = 64;
 };
 
 class WebSessions {

@@ -61,7 +61,7 @@ METRICS = {
     "forge_alerts_total": ("counter", {"event", "outcome"}),
     "forge_http_requests_total": ("counter", {"handler", "code"}),
     # histograms
-    "forge_queue_wait_seconds": ("histogram", set()),
+    "forge_queue_wait_seconds": ("histogram", {"reason"}),
     "forge_scheduler_pass_duration_seconds": ("histogram", set()),
     "forge_checkpoint_size_bytes": ("histogram", set()),
     "forge_checkpoint_upload_duration_seconds": ("histogram", set()),

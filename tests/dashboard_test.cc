@@ -239,7 +239,11 @@ TEST_F(DashboardTest, AnOperatorSeesRunningRestartedAndFailedJobsAndADeadWorker)
                   {{"method", "forge.v1.JobService/SubmitJob"}, {"code", "OK"}}),
             2);
   EXPECT_GE(value("forge_checkpoints_committed_total", {}), 1);
-  EXPECT_GE(value("forge_queue_wait_seconds_count", {}), 3);
+  EXPECT_EQ(value("forge_queue_wait_seconds_count", {{"reason", "submitted"}}), 2);
+  EXPECT_EQ(value("forge_queue_wait_seconds_count", {{"reason", "restart"}}), 1);
+  EXPECT_EQ(value("forge_rpc_requests_total", {{"method", "other"}, {"code", "UNIMPLEMENTED"}}),
+            -1)
+      << "no call to an unknown method was made";
   const std::string dump = cluster_.WriteFile("metrics.txt", scraped->body);
   std::filesystem::copy_file(dump, ArtifactDir() + "/dashboard_metrics.txt",
                              std::filesystem::copy_options::overwrite_existing);
