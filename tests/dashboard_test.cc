@@ -27,58 +27,12 @@
 #include "nlohmann/json.hpp"
 #include "tests/harness.h"
 #include "tests/webdriver.h"
+#include "tests/webhook_receiver.h"
 
 namespace forge::testing {
 namespace {
 
 using ::testing::HasSubstr;
-
-// Records every webhook POST.
-class Receiver {
- public:
-  Receiver() {
-    server_.Post("/hook", [this](const httplib::Request& req, httplib::Response& res) {
-      absl::MutexLock lock(&mu_);
-      bodies_.push_back(req.body);
-      signatures_.push_back(req.get_header_value("X-Forge-Signature-256"));
-      res.status = 204;
-    });
-    port_ = server_.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-  }
-  ~Receiver() {
-    server_.stop();
-    thread_.join();
-  }
-  std::string url() const { return absl::StrCat("http://127.0.0.1:", port_, "/hook"); }
-  std::vector<nlohmann::json> Events() {
-    absl::MutexLock lock(&mu_);
-    std::vector<nlohmann::json> out;
-    for (const auto& b : bodies_) out.push_back(nlohmann::json::parse(b, nullptr, false));
-    return out;
-  }
-  std::vector<std::string> Signatures() {
-    absl::MutexLock lock(&mu_);
-    return signatures_;
-  }
-  bool Has(const std::string& type, const std::string& key, const std::string& value) {
-    for (const auto& e : Events()) {
-      if (!e.is_object() || e.value("event", "") != type) continue;
-      if (key.empty()) return true;
-      const auto& obj = e.value(key.substr(0, key.find('.')), nlohmann::json::object());
-      if (obj.is_object() && obj.value(key.substr(key.find('.') + 1), "") == value) return true;
-    }
-    return false;
-  }
-
- private:
-  httplib::Server server_;
-  int port_ = 0;
-  std::thread thread_;
-  absl::Mutex mu_;
-  std::vector<std::string> bodies_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> signatures_ ABSL_GUARDED_BY(mu_);
-};
 
 std::vector<pid_t> TrainerPids(const std::string& job_id) {
   std::vector<pid_t> out;
@@ -163,8 +117,8 @@ class DashboardTest : public ::testing::Test {
         absl::Seconds(90));
   }
 
+  WebhookReceiver receiver_;  // declared first: outlives the coordinator that posts to it
   Cluster cluster_;
-  Receiver receiver_;
   int http_port_ = 0;
   std::string tenant_;
   std::unique_ptr<forge::v1::JobService::Stub> jobs_;
@@ -241,8 +195,7 @@ TEST_F(DashboardTest, AnOperatorSeesRunningRestartedAndFailedJobsAndADeadWorker)
   EXPECT_GE(value("forge_checkpoints_committed_total", {}), 1);
   EXPECT_EQ(value("forge_queue_wait_seconds_count", {{"reason", "submitted"}}), 2);
   EXPECT_EQ(value("forge_queue_wait_seconds_count", {{"reason", "restart"}}), 1);
-  EXPECT_EQ(value("forge_rpc_requests_total", {{"method", "other"}, {"code", "UNIMPLEMENTED"}}),
-            -1)
+  EXPECT_EQ(value("forge_rpc_requests_total", {{"method", "other"}, {"code", "UNIMPLEMENTED"}}), -1)
       << "no call to an unknown method was made";
   const std::string dump = cluster_.WriteFile("metrics.txt", scraped->body);
   std::filesystem::copy_file(dump, ArtifactDir() + "/dashboard_metrics.txt",
@@ -264,9 +217,9 @@ TEST_F(DashboardTest, AnOperatorSeesRunningRestartedAndFailedJobsAndADeadWorker)
   // --- Webhooks --------------------------------------------------------------------------------
   ASSERT_TRUE(WaitFor(
       [&] {
-        return receiver_.Has("job_restarted", "job.id", running) &&
-               receiver_.Has("job_failed", "job.id", failing) &&
-               receiver_.Has("worker_lost", "worker.id", "w-doomed");
+        return receiver_.Has("job_restarted", "job", "id", running) &&
+               receiver_.Has("job_failed", "job", "id", failing) &&
+               receiver_.Has("worker_lost", "worker", "id", "w-doomed");
       },
       absl::Seconds(20)))
       << "events: " << nlohmann::json(receiver_.Events()).dump();

@@ -9,6 +9,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/harness.h"
+#include "tests/webhook_receiver.h"
 
 namespace forge::testing {
 namespace {
@@ -18,7 +19,7 @@ using ::testing::HasSubstr;
 class ModelsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    cluster_.StartCoordinator();
+    cluster_.StartCoordinator({"--alert-webhook=" + hooks_.url()});
     tenant_ = cluster_.CreateTenant("acme");
     cluster_.RegisterDataset(tenant_, "general", 120, 1);
     cluster_.StartWorker(cluster_.CreateWorkerToken(), "cpu:1", "w1");
@@ -84,6 +85,7 @@ class ModelsTest : public ::testing::Test {
     return {resp.checkpoints().begin(), resp.checkpoints().end()};
   }
 
+  WebhookReceiver hooks_;  // declared first: outlives the coordinator that posts to it
   Cluster cluster_;
   std::string tenant_;
 };
@@ -152,6 +154,10 @@ TEST_F(ModelsTest, ABaseModelAtAStageIsContinuedFromItsWeights) {
   EXPECT_GT(wrecked.guard().regression(), 0.02);
   EXPECT_TRUE(wrecked.guard().promoted_to().empty());
   EXPECT_THAT(wrecked.guard().message(), HasSubstr("blocked"));
+  EXPECT_TRUE(WaitFor([&] { return hooks_.Has("guard_blocked", "job", "id", bad); },
+                      absl::Seconds(10)))
+      << "operators are told of the blocked promotion";
+  EXPECT_FALSE(hooks_.Has("guard_blocked", "job", "id", cont)) << "the passing run is not";
   list = Cli({"models", "--output", "json"});
   EXPECT_THAT(list.out, HasSubstr(mid.final_checkpoint()));
   EXPECT_THAT(list.out, ::testing::Not(HasSubstr(wrecked.final_checkpoint())));

@@ -9,6 +9,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/harness.h"
+#include "tests/webhook_receiver.h"
 
 namespace forge::testing {
 namespace {
@@ -18,7 +19,7 @@ using ::testing::HasSubstr;
 class SchedulesTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    cluster_.StartCoordinator({"--schedule-tick-ms=200"});
+    cluster_.StartCoordinator({"--schedule-tick-ms=200", "--alert-webhook=" + hooks_.url()});
     tenant_ = cluster_.CreateTenant("acme");
     cluster_.RegisterDataset(tenant_, "general", 60, 1);
     spec_ = cluster_.WriteFile(
@@ -51,6 +52,7 @@ class SchedulesTest : public ::testing::Test {
     return {resp.jobs().begin(), resp.jobs().end()};
   }
 
+  WebhookReceiver hooks_;  // declared first: outlives the coordinator that posts to it
   Cluster cluster_;
   std::string tenant_;
   std::string spec_;
@@ -101,7 +103,7 @@ TEST_F(SchedulesTest, OneRunPerSlotAcrossAKilledCoordinatorThenSkipsWithoutNewDa
 
   // Killed and restarted inside the slot's minute: the slot is not run again.
   cluster_.KillCoordinator(9);
-  cluster_.StartCoordinator({"--schedule-tick-ms=200"});
+  cluster_.StartCoordinator({"--schedule-tick-ms=200", "--alert-webhook=" + hooks_.url()});
   absl::SleepFor(absl::Seconds(2));  // ten ticks
   runs = Runs(id);
   int for_first_slot = 0;
@@ -122,6 +124,9 @@ TEST_F(SchedulesTest, OneRunPerSlotAcrossAKilledCoordinatorThenSkipsWithoutNewDa
   EXPECT_EQ(FromProtoTime(runs[0].slot_time()),
             FromProtoTime(first.slot_time()) + absl::Minutes(1));
   EXPECT_EQ(Jobs().size(), 1u);
+  EXPECT_TRUE(WaitFor([&] { return hooks_.Has("schedule_skipped", "schedule", "id", id); },
+                      absl::Seconds(10)))
+      << "operators are told of the skipped slot";
 
   // The CLI views.
   r = Cli({"schedule", "history", id});
