@@ -70,7 +70,11 @@ bool SameOrigin(const httplib::Request& req) {
   if (origin.empty() || origin == "null") return origin.empty();
   absl::string_view o = origin;
   if (!absl::ConsumePrefix(&o, "http://") && !absl::ConsumePrefix(&o, "https://")) return false;
-  return o == req.get_header_value("Host");
+  // Behind a reverse proxy the browser's host is the one the proxy forwards.
+  const std::string host = req.has_header("X-Forwarded-Host")
+                               ? req.get_header_value("X-Forwarded-Host")
+                               : req.get_header_value("Host");
+  return o == host;
 }
 
 html::PageOptions PageFor(const Principal& p, std::string title, std::string active) {

@@ -236,6 +236,17 @@ TEST_F(DashboardTest, BadSignInsAreRefusedWithTheReason) {
   httplib::Response qr;
   dashboard_->Serve(q, qr);
   EXPECT_EQ(qr.status, 400);
+  // Behind a reverse proxy the browser's origin is the forwarded host.
+  httplib::Request proxied;
+  proxied.method = "POST";
+  proxied.path = proxied.target = "/login";
+  proxied.params.emplace("token", admin_);
+  proxied.headers.emplace("Host", "127.0.0.1:7780");
+  proxied.headers.emplace("X-Forwarded-Host", "forge.example.com");
+  proxied.headers.emplace("Origin", "https://forge.example.com");
+  httplib::Response pr;
+  dashboard_->Serve(proxied, pr);
+  EXPECT_EQ(pr.status, 303);
   // Sign-out from another site is refused too.
   EXPECT_EQ(Post("/logout", {}, "http://evil.example").status, 403);
 }

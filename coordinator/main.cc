@@ -27,6 +27,9 @@ ABSL_FLAG(std::string, http, "",
           "HOST:PORT for the dashboard, /metrics and /healthz (e.g. 127.0.0.1:7780; port 0 "
           "picks a free one, see --http-port-file); off when empty");
 ABSL_FLAG(std::string, http_port_file, "", "if set, the bound --http port is written here");
+ABSL_FLAG(std::string, dashboard_url, "",
+          "where people reach the dashboard (e.g. https://forge.example.com behind a TLS proxy), "
+          "for the links in alerts; default http://<--http address>");
 ABSL_FLAG(std::string, alert_webhook, "",
           "comma-separated http(s) URLs that receive alerts as JSON POSTs (job_failed, "
           "job_restarted, worker_lost, guard_blocked, schedule_skipped)");
@@ -72,6 +75,7 @@ int main(int argc, char** argv) {
   o.step_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_step_timeout_ms));
   o.collective_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_collective_timeout_ms));
   o.http_listen = absl::GetFlag(FLAGS_http);
+  o.dashboard_url = absl::GetFlag(FLAGS_dashboard_url);
   for (absl::string_view url :
        absl::StrSplit(absl::GetFlag(FLAGS_alert_webhook), ',', absl::SkipWhitespace())) {
     o.alerts.webhook_urls.emplace_back(absl::StripAsciiWhitespace(url));

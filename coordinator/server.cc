@@ -86,6 +86,8 @@ class ReflectionAuthFactory final : public grpc::experimental::ServerInterceptor
 class Coordinator::Impl {
  public:
   absl::Status Init(const CoordinatorOptions& o) {
+    dashboard_url_ = o.dashboard_url;
+    while (!dashboard_url_.empty() && dashboard_url_.back() == '/') dashboard_url_.pop_back();
     // Options that can be wrong are checked before anything is created on disk.
     if (!o.http_listen.empty()) RETURN_IF_ERROR(HttpServer::ParseListen(o.http_listen).status());
     if (!o.alerts.webhook_urls.empty()) {
@@ -115,7 +117,7 @@ class Coordinator::Impl {
     wo.heartbeat_interval = o.heartbeat_interval;
     wo.grace = o.heartbeat_grace;
     wo.on_lost = [this](const forge::v1::Worker& w, absl::Duration silent) {
-      if (alerts_) alerts_->Emit(WorkerLostAlert(w, silent));
+      if (alerts_) alerts_->Emit(WithLink(WorkerLostAlert(w, silent), "/workers"));
     };
     workers_ = std::make_unique<WorkerManager>(store_.get(), o.clock, std::move(wo));
     RETURN_IF_ERROR(workers_->Recover());
@@ -134,7 +136,9 @@ class Coordinator::Impl {
                               absl::Duration queued_for) {
       metrics_->OnJobTransition(job, from, queued_for);
       if (!alerts_) return;
-      if (std::optional<AlertEvent> a = AlertForTransition(job, from)) alerts_->Emit(*std::move(a));
+      if (std::optional<AlertEvent> a = AlertForTransition(job, from)) {
+        alerts_->Emit(WithLink(*std::move(a), absl::StrCat("/jobs/", job.id())));
+      }
     };
     jo.rank_token = [this](const std::string& job, int attempt, int rank) {
       return rank_tokens_->TokenFor(job, attempt, rank);
@@ -151,7 +155,7 @@ class Coordinator::Impl {
         store_.get(), o.clock, jobs_.get(), storage_.get(), catalog_.get(),
         ScheduleManagerOptions{o.schedule_tick_interval, [this](const forge::v1::Schedule& sch,
                                                                 const forge::v1::ScheduleRun& run) {
-                                 if (alerts_) alerts_->Emit(ScheduleSkippedAlert(sch, run));
+                                 if (alerts_) alerts_->Emit(ScheduleSkippedAlert(sch, run));  // no page yet
                                }});
     RETURN_IF_ERROR(schedules_->Recover());
 
@@ -236,6 +240,16 @@ class Coordinator::Impl {
       dashboard_ = std::make_unique<Dashboard>(std::move(ds));
       ASSIGN_OR_RETURN(http_, HttpServer::Start(o.http_listen, dashboard_.get()));
       http_port_ = http_->port();
+      if (o.dashboard_url.empty()) {
+        ASSIGN_OR_RETURN(auto host_port, HttpServer::ParseListen(o.http_listen));
+        const std::string& host = host_port.first;
+        dashboard_url_ = absl::StrCat(
+            "http://",
+            host.empty() || host == "0.0.0.0" || host == "::" ? "127.0.0.1"
+            : host.find(':') != std::string::npos             ? absl::StrCat("[", host, "]")
+                                                              : host,
+            ":", http_port_);
+      }
       FORGE_LOG(INFO) << "event=http_started listen=" << o.http_listen << " port=" << http_port_;
     }
     loop_->Start();
@@ -291,6 +305,13 @@ class Coordinator::Impl {
   int http_port_ = 0;
 
  private:
+  // The event with a link to the dashboard page about it, when there is a dashboard.
+  AlertEvent WithLink(AlertEvent e, const std::string& page) const {
+    if (!dashboard_url_.empty()) e.details["url"] = dashboard_url_ + page;
+    return e;
+  }
+  std::string dashboard_url_;  // constant once serving
+
   std::unique_ptr<Store> store_;
   std::unique_ptr<CoordinatorMetrics> metrics_;
   std::unique_ptr<AlertDispatcher> alerts_;

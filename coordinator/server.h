@@ -28,6 +28,9 @@ struct CoordinatorOptions {
   absl::Duration schedule_tick_interval = absl::Seconds(1);
   // HOST:PORT of the dashboard, /metrics and /healthz (port 0 picks a free one); empty = off.
   std::string http_listen;
+  // Where people reach the dashboard (e.g. "https://forge.example.com" behind a proxy), for
+  // links in alerts; empty = "http://" + the bound --http address.
+  std::string dashboard_url;
   // Webhooks told of failed and restarted jobs, lost workers, blocked promotions and skipped
   // schedule slots; no URLs = none.
   AlertOptions alerts;

@@ -8,9 +8,13 @@
 //   - /metrics is parsed by the strict exposition parser (and promtool when installed) and
 //     its numbers match what happened; every metric the Grafana dashboard uses exists;
 //   - the webhook receiver got job_restarted, job_failed and worker_lost, signed.
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -19,6 +23,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/synchronization/mutex.h"
 #include "common/file_util.h"
 #include "common/prometheus_text.h"
@@ -48,6 +53,22 @@ std::vector<pid_t> TrainerPids(const std::string& job_id) {
   }
   if (d) closedir(d);
   return out;
+}
+
+// A loopback port nothing listens on now.
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
 }
 
 class DashboardTest : public ::testing::Test {
@@ -214,6 +235,49 @@ TEST_F(DashboardTest, AnOperatorSeesRunningRestartedAndFailedJobsAndADeadWorker)
                    "/deploy/prometheus/forge-alerts.yml > ", cluster_.dir(), "/check.out 2>&1");
   EXPECT_EQ(system(check.c_str()), 0) << *ReadFile(cluster_.dir() + "/check.out");
 
+  // --- A real Prometheus scrapes it, with the shipped config -----------------------------------
+  if (access("/usr/bin/prometheus", X_OK) == 0) {
+    // deploy/prometheus/ with the test's port, token file and a 1 s interval.
+    const std::string prom = cluster_.dir() + "/prometheus";
+    std::filesystem::create_directories(prom);
+    std::filesystem::copy_file(
+        absl::StrCat(FORGE_SOURCE_DIR, "/deploy/prometheus/forge-alerts.yml"),
+        prom + "/forge-alerts.yml");
+    std::string config =
+        *ReadFile(absl::StrCat(FORGE_SOURCE_DIR, "/deploy/prometheus/prometheus.yml"));
+    config = absl::StrReplaceAll(config,
+                                 {{"15s", "1s"},
+                                  {"scrape_timeout: 10s", "scrape_timeout: 1s"},
+                                  {"/etc/forge/admin.token", cluster_.dir() + "/state/admin.token"},
+                                  {"127.0.0.1:7780", absl::StrCat("127.0.0.1:", http_port_)}});
+    ASSERT_TRUE(WriteFileAtomic(prom + "/prometheus.yml", config).ok());
+    const int web = FreePort();  // for Prometheus' own web listener
+    Process prometheus({"/usr/bin/prometheus", "--config.file=" + prom + "/prometheus.yml",
+                        "--storage.tsdb.path=" + prom + "/data",
+                        absl::StrCat("--web.listen-address=127.0.0.1:", web)},
+                       prom + "/prometheus.log");
+    httplib::Client api("127.0.0.1", web);
+    auto query = [&](const std::string& q) -> nlohmann::json {
+      auto r = api.Get(absl::StrCat("/api/v1/query?query=", httplib::detail::encode_query_param(q)));
+      if (!r || r->status != 200) return nlohmann::json();
+      nlohmann::json j = nlohmann::json::parse(r->body, nullptr, false);
+      return j.is_object() ? j["data"]["result"] : nlohmann::json();
+    };
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          nlohmann::json up = query("up{job=\"forge-coordinator\"}");
+          nlohmann::json step = query(absl::StrCat("forge_job_step{job_id=\"", running, "\"}"));
+          return up.is_array() && up.size() == 1 && up[0]["value"][1] == "1" && step.is_array() &&
+                 step.size() == 1;
+        },
+        absl::Seconds(30)))
+        << "Prometheus did not scrape the coordinator; its log: "
+        << ReadFile(prom + "/prometheus.log").value_or("");
+    nlohmann::json rules = nlohmann::json::parse(
+        api.Get("/api/v1/rules") ? api.Get("/api/v1/rules")->body : "{}", nullptr, false);
+    EXPECT_EQ(rules.value("status", ""), "success") << "the shipped alert rules load";
+  }
+
   // --- Webhooks --------------------------------------------------------------------------------
   ASSERT_TRUE(WaitFor(
       [&] {
@@ -223,6 +287,11 @@ TEST_F(DashboardTest, AnOperatorSeesRunningRestartedAndFailedJobsAndADeadWorker)
       },
       absl::Seconds(20)))
       << "events: " << nlohmann::json(receiver_.Events()).dump();
+  for (const auto& e : receiver_.Events()) {
+    if (e.value("event", "") == "job_failed") {
+      EXPECT_EQ(e.value("url", ""), Url("/jobs/" + failing)) << "alerts link to the job's page";
+    }
+  }
   for (const std::string& sig : receiver_.Signatures()) {
     EXPECT_THAT(sig, ::testing::MatchesRegex("sha256=[0-9a-f]{64}"));
   }
