@@ -250,6 +250,22 @@ std::string Dashboard::Route(const httplib::Request& req, httplib::Response& res
     Html(res, 200, RenderJobList(PageFor(p, "Jobs", "jobs"), jobs, filter, p.is_admin(), now));
     return "jobs";
   }
+  if (path == "/schedules") {
+    std::vector<ScheduleView> views;
+    if (src_.schedules != nullptr) {
+      for (forge::v1::Schedule& sch : src_.schedules->List(p)) {
+        ScheduleView v;
+        if (auto runs = src_.schedules->Runs(p, sch.id()); runs.ok()) {
+          v.runs = *std::move(runs);
+          if (v.runs.size() > 10) v.runs.resize(10);
+        }
+        v.schedule = std::move(sch);
+        views.push_back(std::move(v));
+      }
+    }
+    Html(res, 200, RenderSchedules(PageFor(p, "Schedules", "schedules"), views, p.is_admin(), now));
+    return "schedules";
+  }
   if (path == "/workers") {
     if (!p.is_admin()) {
       Html(res, 403,

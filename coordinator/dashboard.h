@@ -22,6 +22,7 @@
 #include "common/clock.h"
 #include "coordinator/auth.h"
 #include "coordinator/job_manager.h"
+#include "coordinator/schedule_manager.h"
 #include "coordinator/storage_gateway.h"
 #include "coordinator/store.h"
 #include "coordinator/web_sessions.h"
@@ -40,7 +41,8 @@ struct DashboardSources {
   JobManager* jobs = nullptr;
   WorkerManager* workers = nullptr;
   StorageGateway* storage = nullptr;
-  Store* store = nullptr;  // job metric series
+  Store* store = nullptr;                      // job metric series
+  const ScheduleManager* schedules = nullptr;  // null: the Schedules page is empty
   Clock* clock = RealClock();
   // The Prometheus exposition for /metrics (admins only); null = 404.
   std::function<std::string()> render_metrics;

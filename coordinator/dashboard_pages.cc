@@ -611,6 +611,73 @@ std::string RenderWorkers(const html::PageOptions& page,
       page, absl::StrCat("<h1>Workers</h1>", Card(absl::StrCat(workers.size(), " workers"), t)));
 }
 
+std::string RenderSchedules(const html::PageOptions& page, const std::vector<ScheduleView>& list,
+                            bool show_tenant, absl::Time now) {
+  if (list.empty()) {
+    return html::Page(page, absl::StrCat("<h1>Schedules</h1>",
+                                         Card("No schedules",
+                                              "<p class=\"msg\">Create one with <code>forge "
+                                              "schedule create --cron ... --spec job.yaml</code>."
+                                              "</p>")));
+  }
+  auto outcome = [](const forge::v1::ScheduleRun& r) {
+    switch (r.outcome()) {
+      case forge::v1::SCHEDULE_RUN_SUBMITTED:
+        return html::Badge("ok", "submitted");
+      case forge::v1::SCHEDULE_RUN_SKIPPED_NO_NEW_DATA:
+        return html::Badge("muted", "skipped");
+      case forge::v1::SCHEDULE_RUN_FAILED:
+        return html::Badge("bad", "refused");
+      default:
+        return html::Badge("muted", "?");
+    }
+  };
+  auto job_link = [](const forge::v1::ScheduleRun& r) {
+    return r.job_id().empty()
+               ? std::string()
+               : absl::StrCat(" <a class=\"mono\" href=\"/jobs/", html::UrlEncode(r.job_id()),
+                              "\">", Escape(r.job_id()), "</a>");
+  };
+  std::string body = "<h1>Schedules</h1>";
+  for (const ScheduleView& v : list) {
+    const forge::v1::Schedule& s = v.schedule;
+    std::string runs;
+    if (v.runs.empty()) {
+      runs = "<p class=\"msg\">No slot has come yet.</p>";
+    } else {
+      runs =
+          "<table class=\"runs\"><thead><tr><th>Slot</th><th>Outcome</th><th>Job</th>"
+          "<th>Why</th></tr></thead><tbody>";
+      for (const auto& r : v.runs) {
+        absl::StrAppend(&runs, "<tr data-outcome=\"", r.outcome(), "\"><td>",
+                        html::Ago(T(r.slot_time()), now), "</td><td>", outcome(r), "</td><td>",
+                        job_link(r), "</td><td class=\"msg\">", Escape(r.message()), "</td></tr>");
+      }
+      absl::StrAppend(&runs, "</tbody></table>");
+    }
+    const absl::Time next = T(s.next_run_time());
+    absl::StrAppend(
+        &body,
+        Card(
+            absl::StrCat(Escape(s.name()), " <span class=\"sub mono\">", Escape(s.id()), "</span>"),
+            absl::StrCat(
+                "<dl class=\"kv\">", show_tenant ? "<dt>Tenant</dt><dd>" : "",
+                show_tenant ? absl::StrCat(Escape(s.tenant()), "</dd>") : "", "<dt>When</dt><dd>",
+                Escape(s.description()), " <code>", Escape(s.cron()),
+                "</code></dd><dt>Next run</dt><dd>",
+                next == absl::UnixEpoch()
+                    ? "—"
+                    : absl::StrCat(
+                          "in ", html::Duration(next - now), " (",
+                          absl::FormatTime("%Y-%m-%d %H:%M UTC", next, absl::UTCTimeZone()), ")"),
+                "</dd><dt>Promotes to</dt><dd>",
+                s.spec().promote().channel().empty() ? "—" : Escape(s.spec().promote().channel()),
+                "</dd></dl><h2 style=\"margin-top:12px\">Recent slots</h2>", runs),
+            absl::StrCat("schedule-", s.id())));
+  }
+  return html::Page(page, body);
+}
+
 std::string RenderLogin(const std::string& error, const std::string& next) {
   html::PageOptions page;
   page.title = "Sign in";

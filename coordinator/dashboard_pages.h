@@ -43,6 +43,13 @@ std::string RenderJobPage(const html::PageOptions& page, const JobPageData& data
 std::string RenderWorkers(const html::PageOptions& page,
                           const std::vector<forge::v1::Worker>& workers, absl::Time now);
 
+struct ScheduleView {
+  forge::v1::Schedule schedule;
+  std::vector<forge::v1::ScheduleRun> runs;  // newest first (a few)
+};
+std::string RenderSchedules(const html::PageOptions& page, const std::vector<ScheduleView>& list,
+                            bool show_tenant, absl::Time now);
+
 // The sign-in form; `error` (may be empty) is shown above it; `next` is where to go after.
 std::string RenderLogin(const std::string& error, const std::string& next);
 // A small page for 403/404 and friends.

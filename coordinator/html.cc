@@ -123,6 +123,7 @@ std::string Page(const PageOptions& o, absl::string_view body) {
     item("overview", "/", "Overview");
     item("jobs", "/jobs", "Jobs");
     if (o.show_fleet) item("workers", "/workers", "Workers");
+    item("schedules", "/schedules", "Schedules");
   }
   std::string who;
   if (!o.who.empty()) {

@@ -18,7 +18,8 @@ std::string UrlEncode(absl::string_view text);
 
 struct PageOptions {
   std::string title;
-  std::string active;       // nav entry to highlight: "overview", "jobs", "workers"
+  std::string active;       // nav entry to highlight: "overview", "jobs", "workers",
+                            // "schedules"
   std::string who;          // "admin" or "tenant acme"; empty on the sign-in page
   bool show_fleet = false;  // nav shows Workers (admins)
   bool live = true;         // the page refreshes its <main> every few seconds

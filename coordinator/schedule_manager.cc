@@ -139,7 +139,7 @@ std::vector<forge::v1::Schedule> ScheduleManager::List(const Principal& caller) 
   std::vector<forge::v1::Schedule> out;
   absl::MutexLock lock(&mu_);
   for (const auto& [id, e] : schedules_) {
-    if (caller.is_tenant() && e.schedule.tenant() == caller.tenant) out.push_back(ViewLocked(e));
+    if (caller.CanSee(e.schedule.tenant())) out.push_back(ViewLocked(e));
   }
   std::sort(out.begin(), out.end(), [](const forge::v1::Schedule& a, const forge::v1::Schedule& b) {
     return std::tie(a.name(), a.id()) < std::tie(b.name(), b.id());
@@ -151,8 +151,7 @@ absl::Status ScheduleManager::Delete(const Principal& caller, const std::string&
   {
     absl::MutexLock lock(&mu_);
     auto it = schedules_.find(schedule_id);
-    if (it == schedules_.end() || !caller.is_tenant() ||
-        it->second.schedule.tenant() != caller.tenant) {
+    if (it == schedules_.end() || !caller.CanSee(it->second.schedule.tenant())) {
       return absl::NotFoundError(absl::StrCat("schedule ", schedule_id,
                                               " not found (forge schedule list shows yours)"));
     }
@@ -174,8 +173,7 @@ absl::StatusOr<std::vector<ScheduleRun>> ScheduleManager::Runs(
   {
     absl::MutexLock lock(&mu_);
     auto it = schedules_.find(schedule_id);
-    if (it == schedules_.end() || !caller.is_tenant() ||
-        it->second.schedule.tenant() != caller.tenant) {
+    if (it == schedules_.end() || !caller.CanSee(it->second.schedule.tenant())) {
       return absl::NotFoundError(absl::StrCat("schedule ", schedule_id,
                                               " not found (forge schedule list shows yours)"));
     }

@@ -67,11 +67,12 @@ class ScheduleManager {
   // spec as a submission would be, then commits the schedule. Tenant tokens only.
   absl::StatusOr<forge::v1::Schedule> Create(const Principal& caller,
                                              const forge::v1::CreateScheduleRequest& request);
-  // The caller's schedules (with next_run_time and last_run), by name then id.
+  // The caller's schedules (an admin: every tenant's), with next_run_time and last_run, by
+  // name then id. (The RPC layer lets tenants only in; the dashboard lets admins see all.)
   std::vector<forge::v1::Schedule> List(const Principal& caller) const;
   // NOT_FOUND for unknown schedules and other tenants'.
   absl::Status Delete(const Principal& caller, const std::string& schedule_id);
-  // The schedule's runs, newest slot first.
+  // The schedule's runs, newest slot first (NOT_FOUND for other tenants'; admins see all).
   absl::StatusOr<std::vector<forge::v1::ScheduleRun>> Runs(const Principal& caller,
                                                            const std::string& schedule_id) const;
 

@@ -232,6 +232,7 @@ class Coordinator::Impl {
       ds.workers = workers_.get();
       ds.storage = storage_.get();
       ds.store = store_.get();
+      ds.schedules = schedules_.get();
       ds.clock = o.clock;
       ds.render_metrics = [this] { return metrics_->Render(); };
       ds.count_request = [this](const std::string& route, int code) {

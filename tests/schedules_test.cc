@@ -3,8 +3,12 @@
 // its first slot, still exactly one after the coordinator is killed (-9) and restarted inside
 // that slot's minute; the next slot, with no new data, is skipped and says so; list, history
 // and delete through the CLI. Takes one to two minutes of wall time (two cron slots).
+#include <httplib.h>
+
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/file_util.h"
 #include "common/proto_time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -19,15 +23,16 @@ using ::testing::HasSubstr;
 class SchedulesTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    cluster_.StartCoordinator({"--schedule-tick-ms=200", "--alert-webhook=" + hooks_.url()});
+    cluster_.StartCoordinator({"--schedule-tick-ms=200", "--alert-webhook=" + hooks_.url(),
+                               "--http=127.0.0.1:0",
+                               "--http-port-file=" + cluster_.dir() + "/http.port"});
     tenant_ = cluster_.CreateTenant("acme");
     cluster_.RegisterDataset(tenant_, "general", 60, 1);
-    spec_ = cluster_.WriteFile(
-        "nightly.yaml",
-        "name: nightly\nmodel: {preset: tiny}\n"
-        "data:\n  mixture:\n    - {dataset: general, weight: 1}\n"
-        "train: {steps: 4, seq_len: 64, batch_tokens: 512}\n"
-        "resources: {ranks: 1, device: cpu}\n");
+    spec_ = cluster_.WriteFile("nightly.yaml",
+                               "name: nightly\nmodel: {preset: tiny}\n"
+                               "data:\n  mixture:\n    - {dataset: general, weight: 1}\n"
+                               "train: {steps: 4, seq_len: 64, batch_tokens: 512}\n"
+                               "resources: {ranks: 1, device: cpu}\n");
   }
 
   CliResult Cli(const std::vector<std::string>& args) { return cluster_.Cli(args, tenant_); }
@@ -86,8 +91,8 @@ TEST_F(SchedulesTest, BadScheduleIsRefusedAtCreateNamingTheFlagOrField) {
 }
 
 TEST_F(SchedulesTest, OneRunPerSlotAcrossAKilledCoordinatorThenSkipsWithoutNewData) {
-  CliResult r = Cli({"schedule", "create", "--cron", "* * * * *", "--spec", spec_, "--name",
-                     "every-minute"});
+  CliResult r =
+      Cli({"schedule", "create", "--cron", "* * * * *", "--spec", spec_, "--name", "every-minute"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string id(absl::StripTrailingAsciiWhitespace(r.out));
   EXPECT_THAT(r.err, HasSubstr("(UTC)"));
@@ -103,7 +108,9 @@ TEST_F(SchedulesTest, OneRunPerSlotAcrossAKilledCoordinatorThenSkipsWithoutNewDa
 
   // Killed and restarted inside the slot's minute: the slot is not run again.
   cluster_.KillCoordinator(9);
-  cluster_.StartCoordinator({"--schedule-tick-ms=200", "--alert-webhook=" + hooks_.url()});
+  cluster_.StartCoordinator({"--schedule-tick-ms=200", "--alert-webhook=" + hooks_.url(),
+                             "--http=127.0.0.1:0",
+                             "--http-port-file=" + cluster_.dir() + "/http.port"});
   absl::SleepFor(absl::Seconds(2));  // ten ticks
   runs = Runs(id);
   int for_first_slot = 0;
@@ -127,6 +134,23 @@ TEST_F(SchedulesTest, OneRunPerSlotAcrossAKilledCoordinatorThenSkipsWithoutNewDa
   EXPECT_TRUE(WaitFor([&] { return hooks_.Has("schedule_skipped", "schedule", "id", id); },
                       absl::Seconds(10)))
       << "operators are told of the skipped slot";
+  // And the dashboard's Schedules page shows both slots, to the tenant and to an admin.
+  int http_port = 0;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto s = ReadFile(cluster_.dir() + "/http.port");
+        return s.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*s), &http_port);
+      },
+      absl::Seconds(5)));
+  for (const std::string& token : {tenant_, cluster_.admin_token()}) {
+    httplib::Client web("127.0.0.1", http_port);
+    auto page = web.Get("/schedules", {{"Authorization", "Bearer " + token}});
+    ASSERT_TRUE(page);
+    EXPECT_EQ(page->status, 200);
+    EXPECT_THAT(page->body, HasSubstr("id=\"schedule-" + id + "\""));
+    EXPECT_THAT(page->body, HasSubstr(">skipped<"));
+    EXPECT_THAT(page->body, HasSubstr(first.job_id()));
+  }
 
   // The CLI views.
   r = Cli({"schedule", "history", id});
