@@ -78,6 +78,19 @@ std::string Eta(const Job& j) {
   return html::Duration(absl::Seconds(j.progress().eta_seconds()));
 }
 
+// The newest committed checkpoint and how many steps a failure now would lose.
+std::string CheckpointRisk(const Job& j) {
+  const int64_t last = j.progress().last_checkpoint_step();
+  const int64_t at_risk = j.progress().step() - last;
+  if (last <= 0) {
+    return j.progress().step() > 0
+               ? absl::StrCat("none yet (", j.progress().step(), " steps at risk)")
+               : "none yet";
+  }
+  if (IsTerminal(j.state()) || at_risk <= 0) return absl::StrCat("step ", last);
+  return absl::StrCat("step ", last, " (", at_risk, " steps at risk)");
+}
+
 std::string LossText(const Job& j) {
   return j.progress().step() > 0 ? html::Num(j.progress().loss()) : "—";
 }
@@ -525,7 +538,8 @@ std::string RenderJobPage(const html::PageOptions& page, const JobPageData& d) {
   std::string facts = absl::StrCat(
       "<dl class=\"kv\"><dt>Progress</dt><dd>", ProgressCell(j), "</dd><dt>ETA</dt><dd>", Eta(j),
       "</dd><dt>Phase</dt><dd>", Escape(j.progress().phase().empty() ? "—" : j.progress().phase()),
-      "</dd><dt>Loss</dt><dd>", LossText(j), "</dd><dt>Tokens/s</dt><dd>",
+      "</dd><dt>Loss</dt><dd>", LossText(j), "</dd><dt>Last checkpoint</dt><dd id=\"at-risk\">",
+      CheckpointRisk(j), "</dd><dt>Tokens/s</dt><dd>",
       j.progress().tokens_per_second() > 0 ? html::Count(j.progress().tokens_per_second()) : "—",
       "</dd><dt>Tenant</dt><dd>", Escape(j.tenant()), "</dd><dt>Resources</dt><dd>", Resources(j),
       "</dd><dt>Stage</dt><dd>", StageName(j.spec().stage()), "</dd><dt>Base</dt><dd>",

@@ -342,6 +342,10 @@ TEST_F(DashboardTest, AnOperatorSeesRunningRestartedAndFailedJobsAndADeadWorker)
   auto markers = b.FindAll("#chart-loss .marker");
   ASSERT_TRUE(markers.ok());
   EXPECT_GE(markers->size(), 1u) << "the restart is marked on the curve";
+  auto risk = b.FindAll("#at-risk");
+  ASSERT_TRUE(risk.ok() && !risk->empty());
+  EXPECT_THAT(*b.Text((*risk)[0]), ::testing::MatchesRegex("step [0-9]+.*"))
+      << "the newest checkpoint is shown";
   auto attempts = b.FindAll("#attempts tbody tr");
   ASSERT_TRUE(attempts.ok());
   EXPECT_EQ(attempts->size(), 2u);
