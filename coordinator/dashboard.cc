@@ -88,8 +88,47 @@ html::PageOptions PageFor(const Principal& p, std::string title, std::string act
 
 }  // namespace
 
+absl::StatusOr<std::shared_ptr<const std::vector<forge::v1::MetricPoint>>> SeriesCache::Get(
+    const std::string& job_id, int32_t attempt) {
+  absl::MutexLock lock(&mu_);
+  Entry& e = entries_[job_id];
+  e.used = ++uses_;
+  // Incremental only while the newest point is the current attempt's: right after a restart
+  // the old attempt's later steps are still the newest, and the new attempt's replayed steps
+  // land between them (read whole until the new attempt overtakes them).
+  if (e.points == nullptr || e.attempt != attempt || e.points->empty() ||
+      e.points->back().attempt() != attempt) {
+    ASSIGN_OR_RETURN(std::vector<forge::v1::MetricPoint> all, store_->LoadMetrics(job_id, 0));
+    e.points = std::make_shared<std::vector<forge::v1::MetricPoint>>(std::move(all));
+    e.attempt = attempt;
+  } else {
+    ASSIGN_OR_RETURN(std::vector<forge::v1::MetricPoint> more,
+                     store_->LoadMetrics(job_id, e.last_step));
+    if (!more.empty()) {
+      // A page still drawing the old vector keeps it; this one gets a copy.
+      if (e.points.use_count() > 1) {
+        e.points = std::make_shared<std::vector<forge::v1::MetricPoint>>(*e.points);
+      }
+      e.points->insert(e.points->end(), std::make_move_iterator(more.begin()),
+                       std::make_move_iterator(more.end()));
+    }
+  }
+  e.last_step = e.points->empty() ? 0 : e.points->back().step();
+  std::shared_ptr<const std::vector<forge::v1::MetricPoint>> out = e.points;
+  while (entries_.size() > max_jobs_) {
+    auto oldest = entries_.begin();
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      if (it->second.used < oldest->second.used) oldest = it;
+    }
+    entries_.erase(oldest);
+  }
+  return out;
+}
+
 Dashboard::Dashboard(DashboardSources sources, WebSessionOptions session_options)
-    : src_(std::move(sources)), sessions_(src_.auth, src_.clock, session_options) {}
+    : src_(std::move(sources)),
+      sessions_(src_.auth, src_.clock, session_options),
+      series_(src_.store) {}
 
 absl::StatusOr<Principal> Dashboard::Caller(const httplib::Request& req) {
   if (req.has_header("Authorization")) {
@@ -322,7 +361,10 @@ std::string Dashboard::Route(const httplib::Request& req, httplib::Response& res
     JobPageData d;
     d.now = now;
     d.job = *std::move(job);
-    if (auto m = src_.store->LoadMetrics(d.job.id(), 0); m.ok()) d.metrics = *std::move(m);
+    absl::StatusOr<std::shared_ptr<const std::vector<forge::v1::MetricPoint>>> series =
+        series_.Get(d.job.id(), d.job.attempt());
+    d.metrics = series.ok() ? *std::move(series)
+                            : std::make_shared<const std::vector<forge::v1::MetricPoint>>();
     d.checkpoints = src_.storage->ListCheckpoints(d.job.tenant(), d.job.id());
     if (auto tail =
             src_.storage->ReadLogTail(d.job.tenant(), d.job.id(), kLogTailBytes, &d.log_truncated);

@@ -14,11 +14,13 @@
 #define FORGE_COORDINATOR_DASHBOARD_H_
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "coordinator/auth.h"
 #include "coordinator/job_manager.h"
@@ -50,6 +52,34 @@ struct DashboardSources {
   std::function<void(const std::string& route, int code)> count_request;
 };
 
+// The metric series of recently viewed jobs, kept so that a page refreshing every few
+// seconds reads only the points reported since (a long run has one point per step). A series
+// is read whole while its newest point is not the current attempt's (a restart replays steps).
+//
+// Thread safety: thread-safe (mu_; held while the store is read, so two viewers of one job
+// never read its series twice).
+class SeriesCache {
+ public:
+  explicit SeriesCache(Store* store, size_t max_jobs = 8) : store_(store), max_jobs_(max_jobs) {}
+  // Every point of `job_id`, ordered by (step, attempt). The vector is never changed once
+  // returned (a later Get with new points copies it if it is still in use).
+  absl::StatusOr<std::shared_ptr<const std::vector<forge::v1::MetricPoint>>> Get(
+      const std::string& job_id, int32_t attempt);
+
+ private:
+  struct Entry {
+    int32_t attempt = 0;
+    int64_t last_step = 0;
+    std::shared_ptr<std::vector<forge::v1::MetricPoint>> points;
+    uint64_t used = 0;
+  };
+  Store* const store_;
+  const size_t max_jobs_;
+  absl::Mutex mu_;
+  std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
+  uint64_t uses_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
 class Dashboard {
  public:
   explicit Dashboard(DashboardSources sources, WebSessionOptions session_options = {});
@@ -67,6 +97,7 @@ class Dashboard {
 
   const DashboardSources src_;
   WebSessions sessions_;
+  SeriesCache series_;
 };
 
 // Runs a Dashboard on HOST:PORT (port 0 picks a free one) on its own threads.

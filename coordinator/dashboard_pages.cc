@@ -314,9 +314,18 @@ namespace {
 
 std::string Charts(const JobPageData& d) {
   const Job& j = d.job;
-  // Latest attempt wins for a step replayed after a restart.
-  std::map<int64_t, const forge::v1::MetricPoint*> by_step;
-  for (const auto& p : d.metrics) by_step[p.step()] = &p;
+  // Latest attempt wins for a step replayed after a restart (points come ordered by (step,
+  // attempt), so the last of each run of equal steps).
+  const std::vector<forge::v1::MetricPoint>& series = *d.metrics;
+  std::vector<std::pair<int64_t, const forge::v1::MetricPoint*>> by_step;
+  by_step.reserve(series.size());
+  for (const auto& p : series) {
+    if (!by_step.empty() && by_step.back().first == p.step()) {
+      by_step.back().second = &p;
+    } else {
+      by_step.emplace_back(p.step(), &p);
+    }
+  }
   ChartSeries loss{"training loss", {}, "", false};
   ChartSeries lr{"learning rate", {}, "", false};
   ChartSeries tps{"tokens/s", {}, "", false};
@@ -364,7 +373,7 @@ std::string Charts(const JobPageData& d) {
   // Realised mixture (solid) against the requested one (dashed), per source.
   const int64_t total = j.spec().train().steps();
   std::vector<ChartSeries> mix;
-  auto realised = RealisedMixture(j.spec(), d.metrics);
+  auto realised = RealisedMixture(j.spec(), series);
   for (int i = 0; i < j.spec().data().mixture_size(); ++i) {
     ChartSeries got{per_source[i].name + " (realised)", {}, "", false};
     for (const auto& [step, f] : realised) got.points.emplace_back(step, f[i]);

@@ -4,6 +4,7 @@
 #define FORGE_COORDINATOR_DASHBOARD_PAGES_H_
 
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -32,7 +33,8 @@ std::string RenderJobList(const html::PageOptions& page, const std::vector<forge
 
 struct JobPageData {
   forge::v1::Job job;
-  std::vector<forge::v1::MetricPoint> metrics;         // every report, ordered by (step, attempt)
+  // Every report, ordered by (step, attempt); never null.
+  std::shared_ptr<const std::vector<forge::v1::MetricPoint>> metrics;
   std::vector<forge::v1::CheckpointInfo> checkpoints;  // newest first
   std::string log_tail;                                // the last lines of the job's log
   bool log_truncated = false;                          // older lines exist

@@ -439,3 +439,78 @@ TEST(DashboardPagesTest, RealisedMixtureIsTheShareOfEachWindow) {
 
 }  // namespace
 }  // namespace forge::coordinator
+
+namespace forge::coordinator {
+namespace {
+
+class SeriesCacheTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = ::testing::TempDir() + "/series_cache_XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    StoreOptions so;
+    so.path = dir_ + "/state.db";
+    so.synchronous_full = false;
+    store_ = *Store::Open(so);
+  }
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void Report(int attempt, int from, int to) {
+    WriteBatch b;
+    for (int step = from; step <= to; ++step) {
+      MetricRecord r;
+      r.job_id = "j-1";
+      r.point.set_attempt(attempt);
+      r.point.set_step(step);
+      r.point.set_loss(attempt * 100 + step);
+      b.put_metrics.push_back(r);
+    }
+    ASSERT_TRUE(store_->CommitSync(std::move(b)).ok());
+  }
+  // (step, attempt) of each point.
+  static std::vector<std::pair<int64_t, int>> Keys(const std::vector<forge::v1::MetricPoint>& v) {
+    std::vector<std::pair<int64_t, int>> out;
+    for (const auto& p : v) out.emplace_back(p.step(), p.attempt());
+    return out;
+  }
+  std::vector<std::pair<int64_t, int>> Truth() { return Keys(*store_->LoadMetrics("j-1", 0)); }
+
+  std::string dir_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(SeriesCacheTest, ReadsOnlyNewPointsAndStaysRightAcrossARestart) {
+  SeriesCache cache(store_.get());
+  Report(1, 1, 10);
+  auto first = *cache.Get("j-1", 1);
+  EXPECT_EQ(first->size(), 10u);
+  Report(1, 11, 15);
+  auto second = *cache.Get("j-1", 1);
+  EXPECT_EQ(first->size(), 10u) << "a vector handed out never changes";
+  EXPECT_EQ(Keys(*second), Truth());
+  // Attempt 2 resumes from step 5 and replays 6..12 while attempt 1's 13..15 are newer.
+  Report(2, 6, 12);
+  EXPECT_EQ(Keys(**cache.Get("j-1", 2)), Truth());
+  Report(2, 13, 14);
+  EXPECT_EQ(Keys(**cache.Get("j-1", 2)), Truth());
+  Report(2, 15, 20);
+  EXPECT_EQ(Keys(**cache.Get("j-1", 2)), Truth());
+  Report(2, 21, 25);  // now incremental again
+  auto last = *cache.Get("j-1", 2);
+  EXPECT_EQ(Keys(*last), Truth());
+  EXPECT_EQ(last->back().step(), 25);
+}
+
+TEST_F(SeriesCacheTest, KeepsAFewJobs) {
+  SeriesCache cache(store_.get(), /*max_jobs=*/2);
+  Report(1, 1, 3);
+  for (const char* job : {"j-1", "j-2", "j-3", "j-1"}) EXPECT_TRUE(cache.Get(job, 1).ok());
+  EXPECT_EQ((*cache.Get("j-1", 1))->size(), 3u);
+  EXPECT_EQ((*cache.Get("j-9", 1))->size(), 0u);
+}
+
+}  // namespace
+}  // namespace forge::coordinator
