@@ -248,6 +248,9 @@ void CoordinatorMetrics::Collect(metrics::ExpositionWriter& w) const {
     std::vector<std::pair<Labels, double>> info, step, total, loss, lr, tps, eta, attempt,
         source_tokens;
     for (const forge::v1::Job& j : snap.active) {
+      // Per-job series for jobs that have started (running or restarting): a queue of
+      // thousands of waiting jobs must not become thousands of series; forge_jobs counts them.
+      if (j.state() == forge::v1::JOB_STATE_QUEUED) continue;
       const Labels jl{{"job_id", j.id()}, {"tenant", j.tenant()}};
       info.push_back({Labels{{"job_id", j.id()},
                              {"name", j.spec().name()},
@@ -269,12 +272,12 @@ void CoordinatorMetrics::Collect(metrics::ExpositionWriter& w) const {
              static_cast<double>(tokens)});
       }
     }
-    w.Gauge("forge_job_info", "1 for each unfinished job; its name and state in labels.",
+    w.Gauge("forge_job_info", "1 for each started, unfinished job (running or restarting); name and state in labels.",
             std::move(info));
-    w.Gauge("forge_job_step", "Optimizer steps taken by an unfinished job (rank 0's report).",
+    w.Gauge("forge_job_step", "Optimizer steps taken by a started, unfinished job (rank 0's report).",
             std::move(step));
-    w.Gauge("forge_job_total_steps", "Steps an unfinished job is to train.", std::move(total));
-    w.Gauge("forge_job_attempt", "Current attempt number of an unfinished job.",
+    w.Gauge("forge_job_total_steps", "Steps a started, unfinished job is to train.", std::move(total));
+    w.Gauge("forge_job_attempt", "Current attempt number of a started, unfinished job.",
             std::move(attempt));
     w.Gauge("forge_job_loss", "Latest training loss of a running job (nats per token).",
             std::move(loss));
@@ -285,7 +288,7 @@ void CoordinatorMetrics::Collect(metrics::ExpositionWriter& w) const {
     w.Gauge("forge_job_eta_seconds", "Estimated time to a running job's last step.",
             std::move(eta));
     w.Gauge("forge_job_source_tokens",
-            "Tokens an unfinished job has trained on from each data source (resets to the "
+            "Tokens a started, unfinished job has trained on from each data source (resets to the "
             "checkpoint's count on a restart).",
             std::move(source_tokens));
   }
