@@ -129,4 +129,30 @@ AlertEvent ScheduleSkippedAlert(const forge::v1::Schedule& schedule,
   return e;
 }
 
+AlertRecord ToRecord(const AlertEvent& event) {
+  nlohmann::json j = {{"type", event.type},
+                      {"severity", event.severity},
+                      {"summary", event.summary},
+                      {"details", event.details},
+                      {"time_ns", absl::ToUnixNanos(event.time)}};
+  return AlertRecord{event.id, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)};
+}
+
+absl::StatusOr<AlertEvent> FromRecord(const AlertRecord& record) {
+  nlohmann::json j = nlohmann::json::parse(record.body, nullptr, false);
+  if (!j.is_object() || !j.contains("type") || !j["type"].is_string() || !j.contains("time_ns") ||
+      !j["time_ns"].is_number_integer()) {
+    return absl::DataLossError(
+        absl::StrCat("alert outbox row ", record.id, " is not an alert this coordinator wrote"));
+  }
+  AlertEvent e;
+  e.id = record.id;
+  e.type = j["type"].get<std::string>();
+  e.severity = j.value("severity", "");
+  e.summary = j.value("summary", "");
+  e.details = j.contains("details") ? j["details"] : nlohmann::json::object();
+  e.time = absl::FromUnixNanos(j["time_ns"].get<int64_t>());
+  return e;
+}
+
 }  // namespace forge::coordinator

@@ -5,8 +5,10 @@
 
 #include <optional>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "coordinator/alerts.h"
+#include "coordinator/store.h"
 #include "forge/v1/coordinator.pb.h"
 #include "forge/v1/job.pb.h"
 
@@ -20,6 +22,11 @@ AlertEvent WorkerLostAlert(const forge::v1::Worker& worker, absl::Duration silen
 // schedule_skipped: the slot submitted no job (no new data, or the submission was refused).
 AlertEvent ScheduleSkippedAlert(const forge::v1::Schedule& schedule,
                                 const forge::v1::ScheduleRun& run);
+
+// The outbox row of an event (its id and time must be set) and back.
+AlertRecord ToRecord(const AlertEvent& event);
+// DATA_LOSS naming the row when its body is not an event this code wrote.
+absl::StatusOr<AlertEvent> FromRecord(const AlertRecord& record);
 
 }  // namespace forge::coordinator
 

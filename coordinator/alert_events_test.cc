@@ -117,5 +117,23 @@ TEST(AlertEventsTest, ScheduleSkipped) {
   EXPECT_THAT(e.summary, HasSubstr("schedule s-1 (acme/nightly) skipped its"));
 }
 
+TEST(AlertEventsTest, OutboxRowRoundTrip) {
+  AlertEvent e =
+      *AlertForTransition(JobIn(forge::v1::JOB_STATE_FAILED), forge::v1::JOB_STATE_RUNNING);
+  e.id = "a-0123";
+  e.time = absl::FromUnixMillis(1764000000123);
+  AlertRecord r = ToRecord(e);
+  EXPECT_EQ(r.id, "a-0123");
+  absl::StatusOr<AlertEvent> back = FromRecord(r);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->id, e.id);
+  EXPECT_EQ(back->type, "job_failed");
+  EXPECT_EQ(back->severity, e.severity);
+  EXPECT_EQ(back->summary, e.summary);
+  EXPECT_EQ(back->details, e.details);
+  EXPECT_EQ(back->time, e.time);
+  EXPECT_EQ(FromRecord({"a-1", "not json"}).status().code(), absl::StatusCode::kDataLoss);
+}
+
 }  // namespace
 }  // namespace forge::coordinator

@@ -31,6 +31,8 @@ constexpr size_t kLoggedBodyBytes = 200;
 struct EmittedAlert {
   AlertEvent event;
   absl::Time time;
+  // Webhooks that have not yet delivered or given up on it (AlertOptions::on_settled).
+  mutable std::atomic<int> unsettled{0};
 };
 
 struct Delivery {
@@ -289,9 +291,17 @@ class AlertDispatcher::Sender {
                            << " queue_capacity=" << options_.queue_capacity;
       }
       Outcome outcome = Deliver(d);
-      absl::MutexLock lock(&mu_);
-      in_flight_ = false;
-      CountLocked(d.alert->event.type, outcome);
+      {
+        absl::MutexLock lock(&mu_);
+        in_flight_ = false;
+        CountLocked(d.alert->event.type, outcome);
+      }
+      // Delivered or given up on by every webhook: the caller may forget it. (Dropped at
+      // shutdown it is not settled: a restart sends it again.)
+      if (outcome != Outcome::kDropped && d.alert->unsettled.fetch_sub(1) == 1 &&
+          options_.on_settled && !d.alert->event.id.empty()) {
+        options_.on_settled(d.alert->event.id);
+      }
     }
     size_t abandoned = 0;
     {
@@ -521,9 +531,15 @@ std::string AlertDispatcher::NextDeliveryId() {
 
 void AlertDispatcher::Emit(AlertEvent event) {
   if (senders_.empty() || !Wants(event.type)) return;
-  auto alert =
-      std::make_shared<const EmittedAlert>(EmittedAlert{std::move(event), options_.clock->Now()});
-  for (auto& s : senders_) s->Enqueue(alert, NextDeliveryId());
+  const absl::Time time = event.time == absl::InfinitePast() ? options_.clock->Now() : event.time;
+  auto alert = std::make_shared<EmittedAlert>();
+  alert->event = std::move(event);
+  alert->time = time;
+  alert->unsettled.store(static_cast<int>(senders_.size()));
+  const std::string& id = alert->event.id;
+  for (size_t i = 0; i < senders_.size(); ++i) {
+    senders_[i]->Enqueue(alert, id.empty() ? NextDeliveryId() : absl::StrCat(id, ".", i));
+  }
 }
 
 void AlertDispatcher::Shutdown(absl::Duration grace) {

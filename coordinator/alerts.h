@@ -26,6 +26,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -54,6 +55,12 @@ struct AlertEvent {
   // Merged into the payload at top level: {"job": {...}}, {"worker": {...}}, {"schedule": ...}.
   // A non-object value is sent as "details".
   nlohmann::json details = nlohmann::json::object();
+  // A stable id for the event (an outbox row's); empty = Emit makes one. With an id, the
+  // payload's id and X-Forge-Delivery are "<id>.<n>" (n: the webhook's index in webhook_urls),
+  // the same when a restarted coordinator sends the event again, so receivers can drop repeats.
+  std::string id;
+  // When it happened (the payload's "time"); InfinitePast = when Emit was called.
+  absl::Time time = absl::InfinitePast();
 };
 
 struct AlertOptions {
@@ -80,6 +87,11 @@ struct AlertOptions {
   std::string source;
   // The payload's "time". Null = RealClock(). Must outlive the dispatcher.
   Clock* clock = nullptr;
+  // Called once per event that has an id, from a sender thread and without locks held, when
+  // every webhook that took it has delivered it or given up on it (failed): the caller's
+  // outbox row can go. Never called for an event dropped (queue overflow, Shutdown): its row
+  // stays and a restarted coordinator sends it again. May be null.
+  std::function<void(const std::string& id)> on_settled;
 };
 
 class AlertDispatcher {
@@ -119,10 +131,12 @@ class AlertDispatcher {
   // something happens), so the series exist from the start.
   std::map<std::pair<std::string, std::string>, int64_t> OutcomeCounts() const;
 
+  // Whether any webhook takes events of `type` (options.events); false without webhooks.
+  bool Wants(const std::string& type) const;
+
  private:
   class Sender;
   AlertDispatcher(AlertOptions options, std::string id_prefix);
-  bool Wants(const std::string& type) const;
   std::string NextDeliveryId();
 
   // Constant after construction.

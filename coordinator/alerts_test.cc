@@ -515,3 +515,56 @@ TEST(AlertDispatcherCreateTest, RejectsNonsenseNumbers) {
 
 }  // namespace
 }  // namespace forge::coordinator
+
+namespace forge::coordinator {
+namespace {
+
+TEST(AlertsOutboxTest, AnEventWithAnIdSettlesOnceEveryWebhookIsDone) {
+  Endpoint ok;
+  Endpoint refuses([](Endpoint*, int, httplib::Response& res) { res.status = 400; });
+  AlertOptions o = FastOptions({ok.Url(), refuses.Url()});
+  absl::Mutex mu;
+  std::vector<std::string> settled;
+  o.on_settled = [&](const std::string& id) {
+    absl::MutexLock lock(&mu);
+    settled.push_back(id);
+  };
+  auto d = *AlertDispatcher::Create(std::move(o));
+  AlertEvent e = Event("with an id");
+  e.id = "al-42";
+  e.time = absl::FromUnixSeconds(1764000000);
+  d->Emit(e);
+  d->Emit(Event("without an id: nothing to settle"));
+  ASSERT_TRUE(WaitFor([&] { return ok.count() == 2 && refuses.count() == 2; }));
+  ASSERT_TRUE(WaitFor([&] {
+    absl::MutexLock lock(&mu);
+    return !settled.empty();
+  }));
+  d->Shutdown(absl::Seconds(1));
+  EXPECT_EQ(settled, std::vector<std::string>{"al-42"});
+  // The id and time are the caller's: stable across a coordinator restart.
+  const auto seen = ok.seen();
+  EXPECT_EQ(seen[0].Header("X-Forge-Delivery"), "al-42.0");
+  EXPECT_EQ(refuses.seen()[0].Header("X-Forge-Delivery"), "al-42.1");
+  nlohmann::json body = nlohmann::json::parse(seen[0].body);
+  EXPECT_EQ(body["id"], "al-42.0");
+  EXPECT_EQ(body["time"], "2025-11-24T16:00:00.000Z");
+}
+
+TEST(AlertsOutboxTest, AnEventDroppedAtShutdownIsNotSettled) {
+  Endpoint down([](Endpoint*, int, httplib::Response& res) { res.status = 503; });
+  AlertOptions o = FastOptions({down.Url()});
+  std::atomic<int> settled{0};
+  o.on_settled = [&](const std::string&) { ++settled; };
+  auto d = *AlertDispatcher::Create(std::move(o));
+  AlertEvent e = Event("endpoint down");
+  e.id = "al-7";
+  d->Emit(e);
+  ASSERT_TRUE(WaitFor([&] { return down.count() >= 2; }));
+  d->Shutdown(absl::Milliseconds(50));
+  EXPECT_EQ(settled.load(), 0) << "its outbox row must stay for the next start";
+  EXPECT_EQ(d->stats().dropped, 1);
+}
+
+}  // namespace
+}  // namespace forge::coordinator

@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/crypto.h"
 #include "common/file_util.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -93,6 +94,16 @@ class Coordinator::Impl {
     if (!o.alerts.webhook_urls.empty()) {
       AlertOptions ao = o.alerts;
       if (ao.source.empty()) ao.source = absl::StrCat("forge-coordinator ", o.listen);
+      // Delivered (or given up on) everywhere: its outbox row goes.
+      ao.on_settled = [this](const std::string& id) {
+        WriteBatch b;
+        b.delete_alerts.push_back(id);
+        store_->Commit(std::move(b), [id](absl::Status s) {
+          if (!s.ok()) {
+            FORGE_LOG(WARNING) << "event=alert_outbox_delete_failed id=" << id << " error=" << s;
+          }
+        });
+      };
       ASSIGN_OR_RETURN(alerts_, AlertDispatcher::Create(std::move(ao)));
     }
     RETURN_IF_ERROR(MakeDirs(o.state_dir, 0700));
@@ -101,6 +112,8 @@ class Coordinator::Impl {
     so.path = o.state_dir + "/forge.db";
     so.synchronous_full = o.synchronous_full;
     ASSIGN_OR_RETURN(store_, Store::Open(so));
+    clock_ = o.clock;
+    RETURN_IF_ERROR(ResendOutbox());
     metrics_ = std::make_unique<CoordinatorMetrics>(o.clock);
 
     auth_ = std::make_unique<AuthManager>(store_.get(), o.clock);
@@ -117,7 +130,7 @@ class Coordinator::Impl {
     wo.heartbeat_interval = o.heartbeat_interval;
     wo.grace = o.heartbeat_grace;
     wo.on_lost = [this](const forge::v1::Worker& w, absl::Duration silent) {
-      if (alerts_) alerts_->Emit(WithLink(WorkerLostAlert(w, silent), "/workers"));
+      Alert(WithLink(WorkerLostAlert(w, silent), "/workers"));
     };
     workers_ = std::make_unique<WorkerManager>(store_.get(), o.clock, std::move(wo));
     RETURN_IF_ERROR(workers_->Recover());
@@ -126,7 +139,9 @@ class Coordinator::Impl {
     jo.send_to_worker = [this](const std::string& w, const forge::v1::CoordinatorMessage& m) {
       return workers_->Send(w, m);
     };
-    jo.wake_scheduler = [this] { if (loop_) loop_->Wake(); };
+    jo.wake_scheduler = [this] {
+      if (loop_) loop_->Wake();
+    };
     jo.ack_timeout = o.ack_timeout;
     jo.step_timeout = o.step_timeout;
     jo.restart_delay = o.heartbeat_grace;
@@ -135,9 +150,8 @@ class Coordinator::Impl {
     jo.on_transition = [this](const forge::v1::Job& job, forge::v1::JobState from,
                               absl::Duration queued_for) {
       metrics_->OnJobTransition(job, from, queued_for);
-      if (!alerts_) return;
       if (std::optional<AlertEvent> a = AlertForTransition(job, from)) {
-        alerts_->Emit(WithLink(*std::move(a), absl::StrCat("/jobs/", job.id())));
+        Alert(WithLink(*std::move(a), absl::StrCat("/jobs/", job.id())));
       }
     };
     jo.rank_token = [this](const std::string& job, int attempt, int rank) {
@@ -155,7 +169,7 @@ class Coordinator::Impl {
         store_.get(), o.clock, jobs_.get(), storage_.get(), catalog_.get(),
         ScheduleManagerOptions{o.schedule_tick_interval, [this](const forge::v1::Schedule& sch,
                                                                 const forge::v1::ScheduleRun& run) {
-                                 if (alerts_) alerts_->Emit(ScheduleSkippedAlert(sch, run));  // no page yet
+                                 Alert(WithLink(ScheduleSkippedAlert(sch, run), "/schedules"));
                                }});
     RETURN_IF_ERROR(schedules_->Recover());
 
@@ -220,9 +234,9 @@ class Coordinator::Impl {
     builder.experimental().SetInterceptorCreators(std::move(ics));
     server_ = builder.BuildAndStart();
     if (server_ == nullptr || port == 0) {
-      return absl::UnavailableError(absl::StrCat(
-          "cannot listen on ", o.listen, ": the address is in use or invalid; pick another "
-          "--listen (port 0 picks a free port)"));
+      return absl::UnavailableError(absl::StrCat("cannot listen on ", o.listen,
+                                                 ": the address is in use or invalid; pick another "
+                                                 "--listen (port 0 picks a free port)"));
     }
     port_ = port;
     if (!o.http_listen.empty()) {
@@ -244,12 +258,12 @@ class Coordinator::Impl {
       if (o.dashboard_url.empty()) {
         ASSIGN_OR_RETURN(auto host_port, HttpServer::ParseListen(o.http_listen));
         const std::string& host = host_port.first;
-        dashboard_url_ = absl::StrCat(
-            "http://",
-            host.empty() || host == "0.0.0.0" || host == "::" ? "127.0.0.1"
-            : host.find(':') != std::string::npos             ? absl::StrCat("[", host, "]")
-                                                              : host,
-            ":", http_port_);
+        dashboard_url_ =
+            absl::StrCat("http://",
+                         host.empty() || host == "0.0.0.0" || host == "::" ? "127.0.0.1"
+                         : host.find(':') != std::string::npos ? absl::StrCat("[", host, "]")
+                                                               : host,
+                         ":", http_port_);
       }
       FORGE_LOG(INFO) << "event=http_started listen=" << o.http_listen << " port=" << http_port_;
     }
@@ -296,9 +310,10 @@ class Coordinator::Impl {
     storage_.reset();
     workers_.reset();
     auth_.reset();
-    store_.reset();
-    // Last: every hook that emits is gone. Alerts still queued get a short grace.
+    // Alerts still queued get a short grace; what is left stays in the outbox for the next
+    // start. Before the store goes: settling an alert deletes its row.
     if (alerts_) alerts_->Shutdown(absl::Seconds(2));
+    store_.reset();  // hooks run while it drains find the dispatcher shut: rows stay
     alerts_.reset();
   }
 
@@ -306,12 +321,57 @@ class Coordinator::Impl {
   int http_port_ = 0;
 
  private:
+  // Puts the event in the store's alert outbox and, once that is durable, hands it to the
+  // dispatcher, which deletes the row when every webhook has it (or gave up); a restart sends
+  // what is left. Called from manager hooks (often the store's writer thread): never blocks.
+  void Alert(AlertEvent e) {
+    if (!alerts_ || !alerts_->Wants(e.type)) return;
+    absl::StatusOr<std::string> raw = SecureRandomBytes(12);
+    e.id = absl::StrCat("al-",
+                        raw.ok() ? HexEncode(*raw) : absl::StrCat(absl::ToUnixNanos(absl::Now())));
+    e.time = clock_->Now();
+    WriteBatch b;
+    b.put_alerts.push_back(ToRecord(e));
+    store_->Commit(std::move(b), [this, e = std::move(e)](absl::Status s) mutable {
+      if (!s.ok()) {
+        FORGE_LOG(ERROR) << "event=alert_outbox_write_failed id=" << e.id << " error=" << s;
+      }
+      alerts_->Emit(std::move(e));  // sent either way; only a restart needs the row
+    });
+  }
+
+  // Sends again what the last run did not settle (oldest first). Rows of event types no
+  // webhook takes any more are dropped; without webhooks the rows wait.
+  absl::Status ResendOutbox() {
+    if (!alerts_) return absl::OkStatus();
+    ASSIGN_OR_RETURN(std::vector<AlertRecord> rows, store_->LoadAlerts());
+    WriteBatch drop;
+    int resent = 0;
+    for (const AlertRecord& r : rows) {
+      absl::StatusOr<AlertEvent> e = FromRecord(r);
+      if (!e.ok() || !alerts_->Wants(e->type)) {
+        if (!e.ok()) FORGE_LOG(WARNING) << "event=alert_outbox_bad_row error=" << e.status();
+        drop.delete_alerts.push_back(r.id);
+        continue;
+      }
+      alerts_->Emit(*std::move(e));
+      ++resent;
+    }
+    if (!rows.empty()) {
+      FORGE_LOG(INFO) << "event=alert_outbox_resent count=" << resent
+                      << " dropped=" << drop.delete_alerts.size();
+    }
+    if (!drop.delete_alerts.empty()) RETURN_IF_ERROR(store_->CommitSync(std::move(drop)));
+    return absl::OkStatus();
+  }
+
   // The event with a link to the dashboard page about it, when there is a dashboard.
   AlertEvent WithLink(AlertEvent e, const std::string& page) const {
     if (!dashboard_url_.empty()) e.details["url"] = dashboard_url_ + page;
     return e;
   }
   std::string dashboard_url_;  // constant once serving
+  Clock* clock_ = nullptr;
 
   std::unique_ptr<Store> store_;
   std::unique_ptr<CoordinatorMetrics> metrics_;

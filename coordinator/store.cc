@@ -28,7 +28,7 @@ using forge::v1::Worker;
 //   2: datasets, checkpoints, metrics (the storage catalog and job metrics).
 //   3: models, channels (the model catalog).
 //   4: schedules, schedule_runs.
-constexpr int64_t kSchemaVersion = 4;
+constexpr int64_t kSchemaVersion = 5;
 constexpr int kBusyTimeoutMs = 5000;
 
 constexpr const char* kSchemaV1Sql = R"sql(
@@ -113,6 +113,17 @@ CREATE TABLE IF NOT EXISTS schedule_runs (
   PRIMARY KEY (schedule_id, slot_ns)  -- one run per slot: the exactly-once guarantee
 ) WITHOUT ROWID;
 )sql";
+
+constexpr const char* kSchemaV5Sql = R"sql(
+CREATE TABLE IF NOT EXISTS alerts (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- emission order
+  id TEXT NOT NULL UNIQUE,
+  body TEXT NOT NULL                      -- the event as JSON
+);
+)sql";
+
+constexpr const char* kInsertAlertSql = "INSERT OR IGNORE INTO alerts(id, body) VALUES(?1, ?2)";
+constexpr const char* kDeleteAlertSql = "DELETE FROM alerts WHERE id = ?1";
 
 constexpr const char* kUpsertScheduleSql =
     "INSERT INTO schedules(id, tenant, schedule) VALUES(?1, ?2, ?3) "
@@ -481,6 +492,22 @@ absl::Status InsertScheduleRun(Db& db, const forge::v1::ScheduleRun& run) {
   return Run(db, stmt, absl::StrCat("insert ", what));
 }
 
+absl::Status PutAlert(Db& db, const AlertRecord& a) {
+  if (a.id.empty()) return absl::InvalidArgumentError("store: an alert without an id");
+  ASSIGN_OR_RETURN(sqlite3_stmt * raw, db.Prepare(kInsertAlertSql));
+  Stmt stmt(raw);
+  stmt.BindText(1, a.id);
+  stmt.BindText(2, a.body);
+  return Run(db, stmt, absl::StrCat("insert alert ", a.id));
+}
+
+absl::Status DeleteAlert(Db& db, const std::string& id) {
+  ASSIGN_OR_RETURN(sqlite3_stmt * raw, db.Prepare(kDeleteAlertSql));
+  Stmt stmt(raw);
+  stmt.BindText(1, id);
+  return Run(db, stmt, absl::StrCat("delete alert ", id));
+}
+
 absl::Status ApplyBatch(Db& db, const WriteBatch& batch) {
   for (const Job& job : batch.put_jobs) RETURN_IF_ERROR(PutJob(db, job));
   for (const TenantRecord& tenant : batch.insert_tenants) RETURN_IF_ERROR(InsertTenant(db, tenant));
@@ -495,6 +522,8 @@ absl::Status ApplyBatch(Db& db, const WriteBatch& batch) {
   for (const auto& sc : batch.put_schedules) RETURN_IF_ERROR(PutSchedule(db, sc));
   for (const std::string& id : batch.delete_schedules) RETURN_IF_ERROR(DeleteSchedule(db, id));
   for (const auto& r : batch.insert_schedule_runs) RETURN_IF_ERROR(InsertScheduleRun(db, r));
+  for (const auto& a : batch.put_alerts) RETURN_IF_ERROR(PutAlert(db, a));
+  for (const std::string& id : batch.delete_alerts) RETURN_IF_ERROR(DeleteAlert(db, id));
   return absl::OkStatus();
 }
 
@@ -547,6 +576,7 @@ absl::Status InitSchema(Db& db) {
     if (version < 2) RETURN_IF_ERROR(db.Exec("migrate schema to v2", kSchemaV2Sql));
     if (version < 3) RETURN_IF_ERROR(db.Exec("migrate schema to v3", kSchemaV3Sql));
     if (version < 4) RETURN_IF_ERROR(db.Exec("migrate schema to v4", kSchemaV4Sql));
+    if (version < 5) RETURN_IF_ERROR(db.Exec("migrate schema to v5", kSchemaV5Sql));
     if (version > 0) {
       FORGE_LOG(INFO) << "event=store_schema_migrated path=" << db.path() << " from=" << version
                       << " to=" << kSchemaVersion;
@@ -910,6 +940,18 @@ absl::StatusOr<std::vector<forge::v1::ScheduleRun>> Store::LoadScheduleRuns(
       },
       [&](Stmt& stmt) { stmt.BindText(1, schedule_id); }));
   return runs;
+}
+
+absl::StatusOr<std::vector<AlertRecord>> Store::LoadAlerts() {
+  std::vector<AlertRecord> alerts;
+  RETURN_IF_ERROR(impl_->Query(
+      "SELECT id, body FROM alerts ORDER BY seq", "load alerts",
+      [&](const Stmt& row) -> absl::Status {
+        alerts.push_back(AlertRecord{row.Text(0), row.Text(1)});
+        return absl::OkStatus();
+      },
+      [](Stmt&) {}));
+  return alerts;
 }
 
 StoreStats Store::stats() const { return impl_->stats(); }

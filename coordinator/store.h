@@ -63,6 +63,13 @@ struct ChannelRecord {
   forge::v1::ChannelEntry entry;
 };
 
+// A webhook alert not yet delivered (or given up on): the outbox row that lets a restarted
+// coordinator send it again.
+struct AlertRecord {
+  std::string id;    // unique; the alert's id in its payload
+  std::string body;  // the event as JSON (coordinator/alert_events.h)
+};
+
 // One atomic unit of writes. Upserts replace the row with the same primary key.
 struct WriteBatch {
   std::vector<forge::v1::Job> put_jobs;       // upsert by job.id()
@@ -82,13 +89,15 @@ struct WriteBatch {
   // INSERT by (schedule_id, slot_time): a row for a slot that has one fails the whole batch
   // with ALREADY_EXISTS (one run per slot, whoever commits first).
   std::vector<forge::v1::ScheduleRun> insert_schedule_runs;
+  std::vector<AlertRecord> put_alerts;      // insert by id (a known id is left as it is)
+  std::vector<std::string> delete_alerts;   // ids; after put_alerts; unknown ids are no error
 
   bool empty() const {
     return put_jobs.empty() && insert_tenants.empty() && put_tokens.empty() &&
            put_workers.empty() && put_datasets.empty() && put_checkpoints.empty() &&
            delete_checkpoints.empty() && put_metrics.empty() && put_models.empty() &&
            put_channels.empty() && put_schedules.empty() && delete_schedules.empty() &&
-           insert_schedule_runs.empty();
+           insert_schedule_runs.empty() && put_alerts.empty() && delete_alerts.empty();
   }
 };
 
@@ -148,6 +157,9 @@ class Store {
   // waits for the writer's transaction.
   absl::StatusOr<std::vector<forge::v1::MetricPoint>> LoadMetrics(const std::string& job_id,
                                                                   int64_t after_step);
+
+  // Alerts still in the outbox, oldest first.
+  absl::StatusOr<std::vector<AlertRecord>> LoadAlerts();
 
   StoreStats stats() const;
 

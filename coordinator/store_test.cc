@@ -476,7 +476,7 @@ TEST_F(StoreTest, RefusesNewerSchemaVersion) {
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(store.status().message(), HasSubstr(path_));
   EXPECT_THAT(store.status().message(), HasSubstr("schema version 99"));
-  EXPECT_THAT(store.status().message(), HasSubstr("supports (4)"));
+  EXPECT_THAT(store.status().message(), HasSubstr("supports (5)"));
 }
 
 TEST_F(StoreTest, OpenInMissingDirectoryNamesThePath) {
@@ -690,7 +690,7 @@ TEST_F(StoreTest, MigratesVersion1DatabaseByAddingCatalogTables) {
                                &stmt, nullptr),
             SQLITE_OK);
   ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int64(stmt, 0), 4);
+  EXPECT_EQ(sqlite3_column_int64(stmt, 0), 5);
   sqlite3_finalize(stmt);
   sqlite3_close(db);
   std::unique_ptr<Store> store = OpenStore();
@@ -698,6 +698,41 @@ TEST_F(StoreTest, MigratesVersion1DatabaseByAddingCatalogTables) {
   absl::StatusOr<std::vector<forge::v1::CheckpointInfo>> checkpoints = store->LoadCheckpoints();
   ASSERT_TRUE(checkpoints.ok()) << checkpoints.status();
   EXPECT_THAT(CheckpointIds(*checkpoints), ElementsAre("c-1"));
+}
+
+}  // namespace
+}  // namespace forge::coordinator
+
+namespace forge::coordinator {
+namespace {
+
+TEST(StoreAlertsTest, OutboxRowsSurviveAReopenUntilDeleted) {
+  std::string tmpl = ::testing::TempDir() + "/store_alerts_XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+  StoreOptions so;
+  so.path = tmpl + "/forge.db";
+  {
+    auto store = *Store::Open(so);
+    WriteBatch b;
+    b.put_alerts = {{"a-1", "{\"event\":\"job_failed\"}"}, {"a-2", "{\"event\":\"worker_lost\"}"}};
+    ASSERT_TRUE(store->CommitSync(std::move(b)).ok());
+    WriteBatch again;  // the same id again is left as it is
+    again.put_alerts = {{"a-1", "changed"}};
+    ASSERT_TRUE(store->CommitSync(std::move(again)).ok());
+  }
+  auto store = *Store::Open(so);
+  auto alerts = store->LoadAlerts();
+  ASSERT_TRUE(alerts.ok()) << alerts.status();
+  ASSERT_EQ(alerts->size(), 2u);
+  EXPECT_EQ((*alerts)[0].id, "a-1");
+  EXPECT_EQ((*alerts)[0].body, "{\"event\":\"job_failed\"}");
+  EXPECT_EQ((*alerts)[1].id, "a-2");
+  WriteBatch del;
+  del.delete_alerts = {"a-1", "unknown"};
+  ASSERT_TRUE(store->CommitSync(std::move(del)).ok());
+  alerts = store->LoadAlerts();
+  ASSERT_EQ(alerts->size(), 1u);
+  EXPECT_EQ((*alerts)[0].id, "a-2");
 }
 
 }  // namespace

@@ -25,8 +25,8 @@ absl::Status ValidateRegistration(const forge::v1::RegisterWorker& reg) {
     return absl::InvalidArgumentError("register.version is longer than 128 characters");
   }
   if (reg.devices().empty() || reg.devices_size() > 4096) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "register.devices must list 1..4096 devices (got ", reg.devices_size(), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("register.devices must list 1..4096 devices (got ", reg.devices_size(), ")"));
   }
   absl::flat_hash_set<std::string> ids;
   for (int i = 0; i < reg.devices_size(); ++i) {
@@ -56,6 +56,7 @@ absl::Status WorkerManager::Recover() {
   const absl::Time now = clock_->Now();
   for (Worker& w : workers) {
     Entry e;
+    e.dead_at_recovery = w.state() == forge::v1::WORKER_STATE_DEAD;
     w.clear_ranks();
     w.set_state(forge::v1::WORKER_STATE_ALIVE);  // until the grace from now runs out
     e.worker = std::move(w);
@@ -81,6 +82,7 @@ absl::StatusOr<std::pair<forge::v1::Registered, uint64_t>> WorkerManager::Regist
     old = std::move(e.conn);
     e.conn = std::move(conn);
     e.generation = generation = next_generation_++;
+    e.dead_at_recovery = false;
     e.last_heartbeat = now;
     e.worker.set_id(reg.worker_id());
     e.worker.set_hostname(reg.hostname());
@@ -139,12 +141,15 @@ std::vector<std::string> WorkerManager::ExpireSilent() {
     for (auto& [id, e] : workers_) {
       if (e.worker.state() != forge::v1::WORKER_STATE_ALIVE) continue;
       if (now - e.last_heartbeat <= options_.grace) continue;
-      if (options_.on_lost) lost.emplace_back(e.worker, now - e.last_heartbeat);
+      // A worker already dead before this start is not news (it was told then).
+      if (options_.on_lost && !e.dead_at_recovery) {
+        lost.emplace_back(e.worker, now - e.last_heartbeat);
+      }
       e.worker.set_state(forge::v1::WORKER_STATE_DEAD);
       e.worker.clear_ranks();
       FORGE_LOG(WARNING) << "event=worker_dead worker=" << id << " silent="
-                         << absl::FormatDuration(absl::Trunc(now - e.last_heartbeat,
-                                                             absl::Milliseconds(1)));
+                         << absl::FormatDuration(
+                                absl::Trunc(now - e.last_heartbeat, absl::Milliseconds(1)));
       if (e.conn) to_close.push_back(std::move(e.conn));
       PersistLocked(e);
       dead.push_back(id);
@@ -189,7 +194,8 @@ std::vector<Worker> WorkerManager::List() const {
   std::vector<Worker> out;
   out.reserve(workers_.size());
   for (const auto& [id, e] : workers_) out.push_back(e.worker);
-  std::sort(out.begin(), out.end(), [](const Worker& a, const Worker& b) { return a.id() < b.id(); });
+  std::sort(out.begin(), out.end(),
+            [](const Worker& a, const Worker& b) { return a.id() < b.id(); });
   return out;
 }
 
@@ -197,7 +203,10 @@ WorkerManager::Counts WorkerManager::counts() const {
   absl::MutexLock lock(&mu_);
   Counts c;
   for (const auto& [id, e] : workers_) {
-    if (e.worker.state() == forge::v1::WORKER_STATE_ALIVE) ++c.alive; else ++c.dead;
+    if (e.worker.state() == forge::v1::WORKER_STATE_ALIVE)
+      ++c.alive;
+    else
+      ++c.dead;
   }
   return c;
 }

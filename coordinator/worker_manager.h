@@ -59,8 +59,7 @@ class WorkerManager {
   absl::StatusOr<std::pair<forge::v1::Registered, uint64_t>> Register(
       const forge::v1::RegisterWorker& reg, std::shared_ptr<WorkerConnection> conn);
   // Records a heartbeat from stream `generation`; ignored if a newer stream replaced it.
-  void Heartbeat(const std::string& worker_id, uint64_t generation,
-                 const forge::v1::Heartbeat& hb);
+  void Heartbeat(const std::string& worker_id, uint64_t generation, const forge::v1::Heartbeat& hb);
   // The stream ended. The worker stays alive until its grace runs out (it may reconnect).
   void Disconnected(const std::string& worker_id, uint64_t generation);
 
@@ -85,6 +84,8 @@ class WorkerManager {
     absl::Time last_heartbeat;
     std::shared_ptr<WorkerConnection> conn;
     uint64_t generation = 0;
+    // Recovered as DEAD and not reconnected since: expiring it again tells no one.
+    bool dead_at_recovery = false;
   };
   void PersistLocked(const Entry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -2,6 +2,8 @@
 
 #include <stdlib.h>
 
+#include <algorithm>
+
 #include "common/fake_clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -145,6 +147,48 @@ TEST_F(WorkerManagerTest, RecoveredWorkersGetOneGraceToReconnect) {
   ASSERT_TRUE(workers_->Register(Reg("wa", 2), std::make_shared<RecordingConnection>()).ok());
   clock_.Advance(absl::Seconds(2));
   EXPECT_THAT(workers_->ExpireSilent(), ElementsAre("wb"));  // wa came back in time
+}
+
+}  // namespace
+}  // namespace forge::coordinator
+
+namespace forge::coordinator {
+namespace {
+
+TEST(WorkerManagerLostTest, AWorkerDeadBeforeARestartIsNotReportedLostAgain) {
+  std::string tmpl = ::testing::TempDir() + "/wm-lost-XXXXXX";
+  const std::string dir = mkdtemp(tmpl.data());
+  StoreOptions so;
+  so.path = dir + "/forge.db";
+  FakeClock clock;
+  std::vector<std::string> lost;
+  WorkerManagerOptions o{absl::Seconds(1), absl::Seconds(3),
+                         [&](const forge::v1::Worker& w, absl::Duration) {
+                           lost.push_back(w.id());
+                         }};
+  {
+    auto store = *Store::Open(so);
+    WorkerManager m(store.get(), &clock, o);
+    ASSERT_TRUE(m.Recover().ok());
+    ASSERT_TRUE(m.Register(Reg("wa", 1), std::make_shared<RecordingConnection>()).ok());
+    ASSERT_TRUE(m.Register(Reg("wb", 1), std::make_shared<RecordingConnection>()).ok());
+    clock.Advance(absl::Seconds(2));
+    m.Heartbeat("wb", 2, forge::v1::Heartbeat());
+    clock.Advance(absl::Seconds(2));
+    EXPECT_THAT(m.ExpireSilent(), ElementsAre("wa"));
+    EXPECT_THAT(lost, ElementsAre("wa"));
+    ASSERT_TRUE(store->CommitSync({}).ok());
+  }
+  // A restart: both come back as alive for one grace; neither reconnects.
+  auto store = *Store::Open(so);
+  WorkerManager m(store.get(), &clock, o);
+  ASSERT_TRUE(m.Recover().ok());
+  lost.clear();
+  clock.Advance(absl::Seconds(4));
+  auto expired = m.ExpireSilent();
+  std::sort(expired.begin(), expired.end());
+  EXPECT_THAT(expired, ElementsAre("wa", "wb"));
+  EXPECT_THAT(lost, ElementsAre("wb")) << "wa was dead before the restart: told once";
 }
 
 }  // namespace

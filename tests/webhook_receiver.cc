@@ -11,7 +11,8 @@ WebhookReceiver::WebhookReceiver() {
     absl::MutexLock lock(&mu_);
     bodies_.push_back(req.body);
     signatures_.push_back(req.get_header_value("X-Forge-Signature-256"));
-    res.status = 204;
+    deliveries_.push_back(req.get_header_value("X-Forge-Delivery"));
+    res.status = status_;
   });
   port_ = server_.bind_to_any_port("127.0.0.1");
   thread_ = std::thread([this] { server_.listen_after_bind(); });
@@ -34,6 +35,16 @@ std::vector<nlohmann::json> WebhookReceiver::Events() {
   std::vector<nlohmann::json> out;
   for (const auto& b : bodies_) out.push_back(nlohmann::json::parse(b, nullptr, false));
   return out;
+}
+
+void WebhookReceiver::set_status(int status) {
+  absl::MutexLock lock(&mu_);
+  status_ = status;
+}
+
+std::vector<std::string> WebhookReceiver::Deliveries() {
+  absl::MutexLock lock(&mu_);
+  return deliveries_;
 }
 
 std::vector<std::string> WebhookReceiver::Signatures() {

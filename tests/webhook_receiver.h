@@ -19,6 +19,12 @@ class WebhookReceiver {
   WebhookReceiver();
   ~WebhookReceiver();
 
+  // The status the endpoint answers from now on (204 at first; 503 plays a webhook that is
+  // down: the coordinator retries). Requests are recorded whatever the answer.
+  void set_status(int status);
+  // The X-Forge-Delivery header of each request.
+  std::vector<std::string> Deliveries();
+
   // The URL to pass as --alert-webhook.
   std::string url() const;
   // Every event received so far (parsed bodies), in arrival order.
@@ -37,6 +43,8 @@ class WebhookReceiver {
   absl::Mutex mu_;
   std::vector<std::string> bodies_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> signatures_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> deliveries_ ABSL_GUARDED_BY(mu_);
+  int status_ ABSL_GUARDED_BY(mu_) = 204;
 };
 
 }  // namespace forge::testing
