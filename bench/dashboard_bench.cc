@@ -26,6 +26,7 @@
 #include "coordinator/auth.h"
 #include "coordinator/coordinator_metrics.h"
 #include "coordinator/dashboard.h"
+#include "coordinator/fake_worker_connection.h"
 
 ABSL_FLAG(int, points, 100000, "metric points (steps reported) of the long job");
 ABSL_FLAG(int, jobs, 500, "jobs submitted and placed (running: each has /metrics series)");
@@ -34,12 +35,6 @@ ABSL_FLAG(int, reps, 20, "answers timed per row");
 
 namespace forge::coordinator {
 namespace {
-
-class NullConnection final : public WorkerConnection {
- public:
-  bool Send(const forge::v1::CoordinatorMessage&) override { return true; }
-  void Close(absl::string_view) override {}
-};
 
 int Run() {
   std::string tmpl = "/tmp/forge-bench-dashboard-XXXXXX";
@@ -82,7 +77,7 @@ int Run() {
       dev->set_id(absl::StrCat("cpu:", d));
       dev->set_kind(forge::v1::DEVICE_KIND_CPU);
     }
-    (void)workers.Register(r, std::make_shared<NullConnection>());
+    (void)workers.Register(r, std::make_shared<FakeWorkerConnection>());
   }
   Principal tenant;
   tenant.kind = forge::v1::TOKEN_KIND_TENANT;

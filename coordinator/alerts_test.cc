@@ -513,11 +513,6 @@ TEST(AlertDispatcherCreateTest, RejectsNonsenseNumbers) {
   EXPECT_THAT(AlertDispatcher::Create(o).status().message(), HasSubstr("queue_capacity"));
 }
 
-}  // namespace
-}  // namespace forge::coordinator
-
-namespace forge::coordinator {
-namespace {
 
 TEST(AlertsOutboxTest, AnEventWithAnIdSettlesOnceEveryWebhookIsDone) {
   Endpoint ok;

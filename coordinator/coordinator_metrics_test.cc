@@ -9,6 +9,7 @@
 
 #include "common/fake_clock.h"
 #include "common/prometheus_text.h"
+#include "coordinator/fake_worker_connection.h"
 #include "coordinator/job_manager.h"
 #include "coordinator/worker_manager.h"
 #include "gmock/gmock.h"
@@ -18,12 +19,6 @@ namespace forge::coordinator {
 namespace {
 
 using prometheus::FindValue;
-
-class NullConnection final : public WorkerConnection {
- public:
-  bool Send(const forge::v1::CoordinatorMessage&) override { return true; }
-  void Close(absl::string_view) override {}
-};
 
 class CoordinatorMetricsTest : public ::testing::Test {
  protected:
@@ -155,7 +150,7 @@ TEST_F(CoordinatorMetricsTest, WorkersAndHeartbeatAge) {
     dev->set_id(d);
     dev->set_kind(forge::v1::DEVICE_KIND_CPU);
   }
-  ASSERT_TRUE(workers_->Register(r, std::make_shared<NullConnection>()).ok());
+  ASSERT_TRUE(workers_->Register(r, std::make_shared<FakeWorkerConnection>()).ok());
   clock_.Advance(absl::Milliseconds(2500));
   auto f = Scrape();
   EXPECT_EQ(FindValue(f, "forge_workers", {{"state", "alive"}}), 1);

@@ -354,21 +354,27 @@ std::string Charts(const JobPageData& d) {
                          absl::StrCat("restart → a", a.attempt()), "#b45309"});
     }
   }
-  ChartOptions o;
-  o.id = "chart-loss";
-  o.title = "Training loss";
-  o.x_label = "step";
-  o.y_label = "nats / token";
+  // A chart over steps, with the restarts marked, in its own card ("<name>-card", svg
+  // "chart-<name>").
+  auto step_chart = [&](const std::string& name, const std::string& title,
+                        const std::string& y_label) {
+    ChartOptions o;
+    o.id = "chart-" + name;
+    o.title = title;
+    o.x_label = "step";
+    o.y_label = y_label;
+    o.markers = markers;
+    return o;
+  };
+  auto card = [](const std::string& heading, const std::string& name,
+                 const std::vector<ChartSeries>& series, const ChartOptions& o) {
+    return Card(heading, RenderLineChart(series, o), name + "-card");
+  };
+  ChartOptions o = step_chart("loss", "Training loss", "nats / token");
   o.log_y = true;
-  o.markers = markers;
   std::string out =
-      absl::StrCat("<div class=\"grid\">", Card("Loss", RenderLineChart({loss}, o), "loss-card"));
-  o = ChartOptions{};
-  o.id = "chart-lr";
-  o.title = "Learning rate";
-  o.x_label = "step";
-  o.markers = markers;
-  absl::StrAppend(&out, Card("Learning rate", RenderLineChart({lr}, o), "lr-card"));
+      absl::StrCat("<div class=\"grid\">", card("Loss", "loss", {loss}, o),
+                   card("Learning rate", "lr", {lr}, step_chart("lr", "Learning rate", "")));
 
   // Realised mixture (solid) against the requested one (dashed), per source.
   const int64_t total = j.spec().train().steps();
@@ -393,39 +399,21 @@ std::string Charts(const JobPageData& d) {
   static const char* kPalette[] = {"#0072B2", "#E69F00", "#009E73", "#CC79A7",
                                    "#56B4E9", "#D55E00", "#F0E442", "#000000"};
   for (size_t i = 0; i < mix.size(); ++i) mix[i].color = kPalette[(i % n_sources) % 8];
-  o = ChartOptions{};
-  o.id = "chart-mixture";
-  o.title = "Data mixture: realised vs requested";
-  o.x_label = "step";
-  o.y_label = "share of tokens";
+  o = step_chart("mixture", "Data mixture: realised vs requested", "share of tokens");
+  o.markers.clear();
   o.y_min = 0;
   o.y_max = 1;
   o.y_percent = true;
   o.show_points = false;
-  absl::StrAppend(&out, Card("Data mixture", RenderLineChart(mix, o), "mixture-card"));
-  o = ChartOptions{};
-  o.id = "chart-tokens";
-  o.title = "Tokens per source (cumulative)";
-  o.x_label = "step";
-  o.y_label = "tokens";
-  o.markers = markers;
+  absl::StrAppend(&out, card("Data mixture", "mixture", mix, o));
+  o = step_chart("tokens", "Tokens per source (cumulative)", "tokens");
   o.show_points = false;
-  absl::StrAppend(&out, Card("Tokens per source", RenderLineChart(per_source, o), "tokens-card"));
-  o = ChartOptions{};
-  o.id = "chart-throughput";
-  o.title = "Throughput";
-  o.x_label = "step";
-  o.y_label = "tokens / s";
-  o.markers = markers;
-  absl::StrAppend(&out, Card("Throughput", RenderLineChart({tps}, o), "throughput-card"));
-  o = ChartOptions{};
-  o.id = "chart-grad-norm";
-  o.title = "Gradient norm";
-  o.x_label = "step";
+  absl::StrAppend(&out, card("Tokens per source", "tokens", per_source, o),
+                  card("Throughput", "throughput", {tps},
+                       step_chart("throughput", "Throughput", "tokens / s")));
+  o = step_chart("grad-norm", "Gradient norm", "");
   o.log_y = true;
-  o.markers = markers;
-  absl::StrAppend(&out, Card("Gradient norm", RenderLineChart({gn}, o), "grad-norm-card"),
-                  "</div>");
+  absl::StrAppend(&out, card("Gradient norm", "grad-norm", {gn}, o), "</div>");
   return out;
 }
 

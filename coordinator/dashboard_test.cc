@@ -13,6 +13,7 @@
 #include "common/fake_clock.h"
 #include "common/proto_time.h"
 #include "coordinator/dashboard_pages.h"
+#include "coordinator/fake_worker_connection.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -21,12 +22,6 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-class NullConnection final : public WorkerConnection {
- public:
-  bool Send(const forge::v1::CoordinatorMessage&) override { return true; }
-  void Close(absl::string_view) override {}
-};
 
 class DashboardTest : public ::testing::Test {
  protected:
@@ -338,9 +333,9 @@ TEST_F(DashboardTest, ADeadWorkerIsShownDead) {
     d->set_kind(forge::v1::DEVICE_KIND_CPU);
     return r;
   };
-  auto alive = workers_->Register(reg("w-alive"), std::make_shared<NullConnection>());
+  auto alive = workers_->Register(reg("w-alive"), std::make_shared<FakeWorkerConnection>());
   ASSERT_TRUE(alive.ok());
-  ASSERT_TRUE(workers_->Register(reg("w-gone"), std::make_shared<NullConnection>()).ok());
+  ASSERT_TRUE(workers_->Register(reg("w-gone"), std::make_shared<FakeWorkerConnection>()).ok());
   clock_.Advance(absl::Seconds(2));
   workers_->Heartbeat("w-alive", alive->second, forge::v1::Heartbeat());
   clock_.Advance(absl::Seconds(2));
@@ -437,27 +432,9 @@ TEST(DashboardPagesTest, RealisedMixtureIsTheShareOfEachWindow) {
   EXPECT_THAT(coarse[0].second, ::testing::ElementsAre(0.25, 0.75));
 }
 
-}  // namespace
-}  // namespace forge::coordinator
-
-namespace forge::coordinator {
-namespace {
-
-class SeriesCacheTest : public ::testing::Test {
+// The dashboard's store, written the way trainers' reports are.
+class SeriesCacheTest : public DashboardTest {
  protected:
-  void SetUp() override {
-    std::string tmpl = ::testing::TempDir() + "/series_cache_XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-    StoreOptions so;
-    so.path = dir_ + "/state.db";
-    so.synchronous_full = false;
-    store_ = *Store::Open(so);
-  }
-  void TearDown() override {
-    store_.reset();
-    std::filesystem::remove_all(dir_);
-  }
   void Report(int attempt, int from, int to) {
     WriteBatch b;
     for (int step = from; step <= to; ++step) {
@@ -477,9 +454,6 @@ class SeriesCacheTest : public ::testing::Test {
     return out;
   }
   std::vector<std::pair<int64_t, int>> Truth() { return Keys(*store_->LoadMetrics("j-1", 0)); }
-
-  std::string dir_;
-  std::unique_ptr<Store> store_;
 };
 
 TEST_F(SeriesCacheTest, ReadsOnlyNewPointsAndStaysRightAcrossARestart) {

@@ -11,7 +11,8 @@
 
 namespace forge::coordinator::html {
 
-// Escapes &, <, >, " and ' (safe in text and in quoted attributes).
+// Escapes &, <, >, " and ' (safe in HTML and SVG/XML text and in quoted attributes); control
+// characters other than tab, newline and carriage return become spaces.
 std::string Escape(absl::string_view text);
 // Percent-encodes for a URL query value or path segment.
 std::string UrlEncode(absl::string_view text);

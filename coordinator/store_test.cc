@@ -700,11 +700,6 @@ TEST_F(StoreTest, MigratesVersion1DatabaseByAddingCatalogTables) {
   EXPECT_THAT(CheckpointIds(*checkpoints), ElementsAre("c-1"));
 }
 
-}  // namespace
-}  // namespace forge::coordinator
-
-namespace forge::coordinator {
-namespace {
 
 TEST(StoreAlertsTest, OutboxRowsSurviveAReopenUntilDeleted) {
   std::string tmpl = ::testing::TempDir() + "/store_alerts_XXXXXX";

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "coordinator/html.h"
 
 namespace forge::coordinator {
 namespace {
@@ -51,33 +52,7 @@ constexpr absl::string_view kStyle =
     "stroke-linejoin:round}"
     ".forge-chart .empty{font-size:13px;fill:#9ca3af}";
 
-std::string Escape(absl::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (const char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        // XML 1.0 forbids most control characters even when escaped.
-        out += (static_cast<unsigned char>(c) < 0x20) ? ' ' : c;
-    }
-  }
-  return out;
-}
+using html::Escape;
 
 // A user-supplied CSS colour, or `fallback` when it could break out of an attribute or a
 // style declaration.

@@ -149,11 +149,6 @@ TEST_F(WorkerManagerTest, RecoveredWorkersGetOneGraceToReconnect) {
   EXPECT_THAT(workers_->ExpireSilent(), ElementsAre("wb"));  // wa came back in time
 }
 
-}  // namespace
-}  // namespace forge::coordinator
-
-namespace forge::coordinator {
-namespace {
 
 TEST(WorkerManagerLostTest, AWorkerDeadBeforeARestartIsNotReportedLostAgain) {
   std::string tmpl = ::testing::TempDir() + "/wm-lost-XXXXXX";

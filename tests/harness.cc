@@ -1,20 +1,21 @@
 #include "tests/harness.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <grpcpp/create_channel.h>
-#include <grpcpp/health_check_service_interface.h>
-
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -37,7 +38,8 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::string& out_path,
   if (pid == 0) {
     setpgid(0, 0);
     int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    int err = err_path == out_path ? out : open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    int err =
+        err_path == out_path ? out : open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     int in = open("/dev/null", O_RDONLY);
     dup2(in, 0);
     dup2(out, 1);
@@ -125,11 +127,9 @@ void Cluster::StartCoordinator(std::vector<std::string> extra_flags) {
   std::vector<std::string> argv = {BinDir() + "/forge-coordinator",
                                    // A restart keeps the port, so workers find it again.
                                    absl::StrCat("--listen=127.0.0.1:", port_),
-                                   "--port-file=" + port_file,
-                                   "--state-dir=" + dir_ + "/state",
+                                   "--port-file=" + port_file, "--state-dir=" + dir_ + "/state",
                                    "--storage-root=" + dir_ + "/storage",
-                                   "--heartbeat-interval-ms=200",
-                                   "--heartbeat-grace-ms=1000"};
+                                   "--heartbeat-interval-ms=200", "--heartbeat-grace-ms=1000"};
   argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
   coordinator_ = std::make_unique<Process>(
       argv, absl::StrCat(dir_, "/coordinator.", ++coordinator_starts_, ".log"));
@@ -145,8 +145,8 @@ void Cluster::StartCoordinator(std::vector<std::string> extra_flags) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   channel_ = grpc::CreateCustomChannel(address(), grpc::InsecureChannelCredentials(), args);
-  ASSERT_TRUE(channel_->WaitForConnected(std::chrono::system_clock::now() +
-                                         std::chrono::seconds(10)));
+  ASSERT_TRUE(
+      channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10)));
 }
 
 void Cluster::KillCoordinator(int sig) {
@@ -173,12 +173,12 @@ int Cluster::StartWorker(const std::string& token, const std::string& devices,
   const std::string wdir = absl::StrCat(dir_, "/worker-", worker_id);
   const std::string token_file = absl::StrCat(dir_, "/worker-", worker_id, ".token");
   WriteFile(absl::StrCat("worker-", worker_id, ".token"), token + "\n");
-  std::vector<std::string> argv{BinDir() + "/forge-worker", "--coordinator=" + address(),
+  std::vector<std::string> argv{BinDir() + "/forge-worker",   "--coordinator=" + address(),
                                 "--token-file=" + token_file, "--devices=" + devices,
-                                "--work-dir=" + wdir, "--worker-id=" + worker_id};
+                                "--work-dir=" + wdir,         "--worker-id=" + worker_id};
   argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
-  workers_.push_back(std::make_unique<Process>(
-      argv, absl::StrCat(dir_, "/worker-", worker_id, ".", i, ".log")));
+  workers_.push_back(
+      std::make_unique<Process>(argv, absl::StrCat(dir_, "/worker-", worker_id, ".", i, ".log")));
   return i;
 }
 
@@ -232,9 +232,10 @@ namespace forge::testing {
 std::string Cluster::RegisterDataset(const std::string& tenant_token, const std::string& name,
                                      int docs, int seed) {
   static const char* const kWords[] = {
-      "the", "model", "support", "ticket", "customer", "reply", "order", "refund", "shipping",
-      "account", "password", "reset", "thanks", "please", "help", "issue", "update", "team",
-      "data", "train", "of", "and", "to", "a", "in", "is", "was", "for", "on", "with"};
+      "the",      "model",   "support",  "ticket", "customer", "reply",  "order", "refund",
+      "shipping", "account", "password", "reset",  "thanks",   "please", "help",  "issue",
+      "update",   "team",    "data",     "train",  "of",       "and",    "to",    "a",
+      "in",       "is",      "was",      "for",    "on",       "with"};
   const std::string out = absl::StrCat(dir_, "/prepared-", name, "-", docs, "-", seed);
   if (std::filesystem::exists(out + "/manifest.json")) {  // prepared before (another tenant)
     CliResult reg = Cli({"data", "register", name, out}, tenant_token);
@@ -263,6 +264,22 @@ std::string Cluster::RegisterDataset(const std::string& tenant_token, const std:
   EXPECT_EQ(prep.exit_code, 0) << prep.err;
   CliResult reg = Cli({"data", "register", name, out}, tenant_token);
   EXPECT_EQ(reg.exit_code, 0) << reg.err;
+  return out;
+}
+
+std::vector<pid_t> TrainerPids(const std::string& job_id) {
+  std::vector<pid_t> out;
+  DIR* d = opendir("/proc");
+  while (dirent* e = d ? readdir(d) : nullptr) {
+    const pid_t pid = static_cast<pid_t>(atoi(e->d_name));
+    if (pid <= 0) continue;
+    std::ifstream f(absl::StrCat("/proc/", pid, "/cmdline"));
+    std::string cmd((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    if (absl::StrContains(cmd, "forge-trainer") && absl::StrContains(cmd, job_id)) {
+      out.push_back(pid);
+    }
+  }
+  if (d) closedir(d);
   return out;
 }
 

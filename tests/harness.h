@@ -105,6 +105,10 @@ class Cluster {
   std::shared_ptr<grpc::Channel> channel_;
 };
 
+// Pids of the job's forge-trainer processes on this machine (found by the job id in their
+// command line).
+std::vector<pid_t> TrainerPids(const std::string& job_id);
+
 // Polls `pred` every 50 ms until it returns true or `timeout` passes.
 bool WaitFor(const std::function<bool()>& pred, absl::Duration timeout);
 

@@ -116,23 +116,6 @@ class TrainingTest : public ::testing::Test {
     return "";
   }
 
-  // Pids of the job's trainer processes (found by the assignment path in their command line).
-  std::vector<pid_t> TrainerPids(const std::string& job_id) {
-    std::vector<pid_t> out;
-    DIR* d = opendir("/proc");
-    while (dirent* e = d ? readdir(d) : nullptr) {
-      const pid_t pid = static_cast<pid_t>(atoi(e->d_name));
-      if (pid <= 0) continue;
-      std::ifstream f(absl::StrCat("/proc/", pid, "/cmdline"));
-      std::string cmd((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-      if (absl::StrContains(cmd, "forge-trainer") && absl::StrContains(cmd, job_id)) {
-        out.push_back(pid);
-      }
-    }
-    if (d) closedir(d);
-    return out;
-  }
-
   void StartTwoWorkers() {
     cluster_.StartWorker(worker_token_, "cpu:1", "wa");
     cluster_.StartWorker(worker_token_, "cpu:1", "wb");
