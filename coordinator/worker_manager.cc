@@ -56,9 +56,10 @@ absl::Status WorkerManager::Recover() {
   const absl::Time now = clock_->Now();
   for (Worker& w : workers) {
     Entry e;
-    e.dead_at_recovery = w.state() == forge::v1::WORKER_STATE_DEAD;
     w.clear_ranks();
-    w.set_state(forge::v1::WORKER_STATE_ALIVE);  // until the grace from now runs out
+    // A worker alive at the last stop counts as alive until the grace from now runs out; one
+    // already dead stays dead (not scheduled, not reported lost again) until it reconnects.
+    if (w.state() != forge::v1::WORKER_STATE_DEAD) w.set_state(forge::v1::WORKER_STATE_ALIVE);
     e.worker = std::move(w);
     e.last_heartbeat = now;
     std::string id = e.worker.id();
@@ -82,7 +83,6 @@ absl::StatusOr<std::pair<forge::v1::Registered, uint64_t>> WorkerManager::Regist
     old = std::move(e.conn);
     e.conn = std::move(conn);
     e.generation = generation = next_generation_++;
-    e.dead_at_recovery = false;
     e.last_heartbeat = now;
     e.worker.set_id(reg.worker_id());
     e.worker.set_hostname(reg.hostname());
@@ -141,10 +141,7 @@ std::vector<std::string> WorkerManager::ExpireSilent() {
     for (auto& [id, e] : workers_) {
       if (e.worker.state() != forge::v1::WORKER_STATE_ALIVE) continue;
       if (now - e.last_heartbeat <= options_.grace) continue;
-      // A worker already dead before this start is not news (it was told then).
-      if (options_.on_lost && !e.dead_at_recovery) {
-        lost.emplace_back(e.worker, now - e.last_heartbeat);
-      }
+      if (options_.on_lost) lost.emplace_back(e.worker, now - e.last_heartbeat);
       e.worker.set_state(forge::v1::WORKER_STATE_DEAD);
       e.worker.clear_ranks();
       FORGE_LOG(WARNING) << "event=worker_dead worker=" << id << " silent="

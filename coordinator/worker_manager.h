@@ -3,8 +3,8 @@
 // A worker is ALIVE while its heartbeats arrive within the grace and DEAD after; a dead
 // worker's devices are not scheduled and its jobs restart (the control loop tells the
 // JobManager). Reconnecting makes it ALIVE again. The set of known workers is written to the
-// Store so a restarted coordinator knows its fleet: recovered workers are given one grace
-// period from start-up to reconnect before they are declared dead.
+// Store so a restarted coordinator knows its fleet: workers alive at the stop are given one
+// grace period from start-up to reconnect before they are declared dead; dead ones stay dead.
 //
 // Thread safety: thread-safe (mu_). Connection::Send may be called with mu_ held: it only
 // queues a message and never calls back into the manager.
@@ -50,8 +50,8 @@ class WorkerManager {
  public:
   WorkerManager(Store* store, Clock* clock, WorkerManagerOptions options);
 
-  // Loads the known fleet; each recovered worker counts as alive until one grace period
-  // from now has passed without it reconnecting.
+  // Loads the known fleet; each worker that was alive counts as alive until one grace period
+  // from now has passed without it reconnecting; a dead one stays dead until it reconnects.
   absl::Status Recover();
 
   // Validates a registration and makes `conn` the worker's stream (closing any older one).
@@ -84,8 +84,6 @@ class WorkerManager {
     absl::Time last_heartbeat;
     std::shared_ptr<WorkerConnection> conn;
     uint64_t generation = 0;
-    // Recovered as DEAD and not reconnected since: expiring it again tells no one.
-    bool dead_at_recovery = false;
   };
   void PersistLocked(const Entry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -2,8 +2,6 @@
 
 #include <stdlib.h>
 
-#include <algorithm>
-
 #include "common/fake_clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -174,16 +172,22 @@ TEST(WorkerManagerLostTest, AWorkerDeadBeforeARestartIsNotReportedLostAgain) {
     EXPECT_THAT(lost, ElementsAre("wa"));
     ASSERT_TRUE(store->CommitSync({}).ok());
   }
-  // A restart: both come back as alive for one grace; neither reconnects.
+  // A restart: wb (alive at the stop) gets one grace to reconnect; wa stays dead.
   auto store = *Store::Open(so);
   WorkerManager m(store.get(), &clock, o);
   ASSERT_TRUE(m.Recover().ok());
   lost.clear();
+  for (const auto& w : m.List()) {
+    EXPECT_EQ(w.state(), w.id() == "wa" ? forge::v1::WORKER_STATE_DEAD
+                                        : forge::v1::WORKER_STATE_ALIVE)
+        << w.id();
+  }
   clock.Advance(absl::Seconds(4));
-  auto expired = m.ExpireSilent();
-  std::sort(expired.begin(), expired.end());
-  EXPECT_THAT(expired, ElementsAre("wa", "wb"));
+  EXPECT_THAT(m.ExpireSilent(), ElementsAre("wb"));
   EXPECT_THAT(lost, ElementsAre("wb")) << "wa was dead before the restart: told once";
+  // Reconnecting revives a worker that was dead at the restart.
+  ASSERT_TRUE(m.Register(Reg("wa", 1), std::make_shared<RecordingConnection>()).ok());
+  EXPECT_EQ(m.counts().alive, 1);
 }
 
 }  // namespace
