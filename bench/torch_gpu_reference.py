@@ -24,6 +24,7 @@ On the lent GPU machine, from the repository root (`python3` there has PyTorch w
     cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j16 \\
         --target forge-bench-gpu-train
     # PyTorch eager + torch.compile, and Forge when build/bin/forge-bench-gpu-train exists
+    # (one Forge row per --forge-attention entry: gemm and fused by default)
     python3 bench/torch_gpu_reference.py --preset gpt2-124m-shape --batch 8 --seq 1024 \\
         --json "$OUT/torch_gpu_reference.json"
 
@@ -116,6 +117,16 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(shape["context"], C)
         self.h = nn.ModuleList(Block(C, H, use_sdpa) for _ in range(L))
         self.ln_f = nn.LayerNorm(C)
+        # GPT-2's initialisation, as Forge's (worker/engine/gpt_params.cc): weights N(0, 0.02),
+        # the two residual projections N(0, 0.02 / sqrt(2L)), biases 0, LayerNorm 1 and 0.
+        for name, p in self.named_parameters():
+            if p.dim() < 2:
+                continue
+            std = 0.02 / math.sqrt(2 * L) if name.endswith(("c_proj.weight", "mlp_proj.weight")) else 0.02
+            nn.init.normal_(p, 0.0, std)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
 
     def forward(self, idx, targets):
         pos = torch.arange(idx.shape[1], device=idx.device)
@@ -228,10 +239,11 @@ def run_torch_mode(mode, args, shape, device, use_sdpa, autocast):
     return result
 
 
-def run_forge(exe, args, timeout_s):
-    """Runs Forge's GPU bench; returns (result dict or None, status message)."""
+def run_forge(exe, args, attention, timeout_s):
+    """Runs Forge's GPU bench with one attention implementation; returns (result dict or
+    None, status message)."""
     cmd = [exe, "--preset", args.preset, "--batch", str(args.batch), "--seq", str(args.seq),
-           "--steps", str(args.steps), "--warmup", str(args.warmup)]
+           "--steps", str(args.steps), "--warmup", str(args.warmup), f"--attention={attention}"]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -242,7 +254,8 @@ def run_forge(exe, args, timeout_s):
         tail = "\n    ".join((p.stdout + p.stderr).strip().splitlines()[-10:])
         return None, f"Forge: {' '.join(cmd)} exited {p.returncode} without a result line:\n    {tail}"
     tps, mfu, step_ms = (float(v) for v in m.groups())
-    return ({"implementation": "Forge", "mode": "forge", "step_ms_median": step_ms,
+    return ({"implementation": f"Forge (attention: {attention})", "mode": "forge",
+             "attention": attention, "step_ms_median": step_ms,
              "tokens_per_second": tps, "mfu_reported_by_forge": mfu},
             f"Forge: {' '.join(cmd)}")
 
@@ -281,10 +294,17 @@ def parse_args():
     ap.add_argument("--forge", default=None,
                     help="Forge GPU bench binary (default: build/bin/forge-bench-gpu-train if present)")
     ap.add_argument("--no-forge", action="store_true", help="do not run Forge's GPU bench")
-    ap.add_argument("--forge-timeout", type=int, default=600, help="seconds")
+    ap.add_argument("--forge-attention", default="gemm,fused",
+                    help="comma list of Forge attention implementations to run, one row each "
+                         "(gemm: tensor-core products; fused: CUDA-core kernels; auto)")
+    ap.add_argument("--forge-timeout", type=int, default=600, help="seconds, per Forge run")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args()
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    args.forge_attention = [a.strip() for a in args.forge_attention.split(",") if a.strip()]
+    for a in args.forge_attention:
+        if a not in ("auto", "gemm", "fused"):
+            ap.error(f"--forge-attention: unknown implementation {a!r} (auto, gemm, fused)")
     for m in args.modes:
         if m not in ("eager", "compile"):
             ap.error(f"unknown mode {m!r} (eager, compile)")
@@ -306,7 +326,7 @@ def main():
     peak, peak_desc = peak_tflops(args, device)
 
     # Forge first, while the GPU is still untouched by this process.
-    forge_row, forge_status = None, None
+    forge_rows, forge_status = [], None
     exe = args.forge or os.path.join(root, "build", "bin", "forge-bench-gpu-train")
     if args.no_forge:
         forge_status = "Forge: skipped (--no-forge)"
@@ -315,9 +335,13 @@ def main():
     elif not os.path.exists(exe):
         forge_status = f"Forge: {exe} not found (build it for the side-by-side); showing PyTorch only"
     else:
-        forge_row, forge_status = run_forge(exe, args, args.forge_timeout)
-        if forge_row is None:
-            forge_status += "\n  showing PyTorch only"
+        statuses = []
+        for attention in args.forge_attention:
+            row, status = run_forge(exe, args, attention, args.forge_timeout)
+            statuses.append(status)
+            if row is not None:
+                forge_rows.append(row)
+        forge_status = "\n".join(statuses)
 
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls (outside autocast) on TF32
@@ -362,8 +386,7 @@ def main():
               f"{r['loss_last']:.3f}, {r['wall_s_including_warmup']:.1f} s with warm-up{mem}")
         rows.append(r)
     print(forge_status)
-    if forge_row:
-        rows.append(forge_row)
+    rows.extend(forge_rows)
 
     # One MFU formula for every row (Forge's own figure is shown too when it differs).
     for r in rows:
@@ -380,10 +403,12 @@ def main():
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
         print(f"| {r['implementation']} | {r['step_ms_median']:.2f} | {r['tokens_per_second']:,.0f} "
               f"| {mfu} | {fmt_ratio(r, eager)} |")
-    if forge_row and forge_row["mfu"] is not None and \
-            abs(forge_row["mfu_reported_by_forge"] - forge_row["mfu"]) > 0.005:
-        print(f"(Forge reports its own MFU as {forge_row['mfu_reported_by_forge']:.4f}; "
-              "the table uses the formula above for every row)")
+    for forge_row in forge_rows:
+        if forge_row["mfu"] is not None and \
+                abs(forge_row["mfu_reported_by_forge"] - forge_row["mfu"]) > 0.005:
+            print(f"({forge_row['implementation']} reports its own MFU as "
+                  f"{forge_row['mfu_reported_by_forge']:.4f}; the table uses the formula above "
+                  "for every row)")
 
     if args.json:
         out = {

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "worker/cuda/attention_gemm.h"
 #include "worker/cuda/cuda_util.h"
 #include "worker/cuda/gemm.h"
 #include "worker/cuda/kernels.h"
@@ -230,6 +231,7 @@ class CudaGpt final : public engine::ModelBackend {
   cudaStream_t comm_stream_ = nullptr;  // NCCL
   std::vector<cudaEvent_t> events_;     // one per all-reduce started in a backward
   std::unique_ptr<Matmul> matmul_;
+  std::unique_ptr<GemmAttention<T>> gemm_attention_;  // null: the fused attention kernels
 
   DeviceBuffer<float> params_, grads_, m_, v_;
   DeviceBuffer<T> lowp_;  // bf16 weights for the matmuls (unused in exact mode)
@@ -269,9 +271,18 @@ absl::Status CudaGpt<T>::Init() {
   FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   cudaDeviceProp prop{};
   FORGE_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, options_.device));
-  description_ = absl::StrFormat("cuda:%d %s (%.1f GiB, sm_%d%d), %s", options_.device, prop.name,
-                                 prop.totalGlobalMem / (1024.0 * 1024 * 1024), prop.major,
-                                 prop.minor, kExact ? "fp32" : "bf16 with fp32 master weights");
+  const size_t gemm_scratch = GemmAttention<T>::ScratchBytes(s.heads, config_.max_seq);
+  const bool gemm_attention =
+      options_.attention == CudaAttention::kGemm ||
+      (options_.attention == CudaAttention::kAuto &&
+       gemm_scratch <= GemmAttentionBudget(prop.totalGlobalMem));
+  description_ = absl::StrFormat(
+      "cuda:%d %s (%.1f GiB, sm_%d%d), %s, attention: %s", options_.device, prop.name,
+      prop.totalGlobalMem / (1024.0 * 1024 * 1024), prop.major, prop.minor,
+      kExact ? "fp32" : "bf16 with fp32 master weights",
+      gemm_attention ? absl::StrFormat("tensor-core GEMMs (%.0f MiB of scores)",
+                                       gemm_scratch / (1024.0 * 1024))
+                     : std::string("fused kernels"));
   FORGE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   // The all-reduce stream gets the highest priority, so its kernels are scheduled ahead of the
   // backward's when both are ready.
@@ -280,6 +291,10 @@ absl::Status CudaGpt<T>::Init() {
   FORGE_CUDA_RETURN_IF_ERROR(
       cudaStreamCreateWithPriority(&comm_stream_, cudaStreamNonBlocking, greatest));
   ASSIGN_OR_RETURN(matmul_, Matmul::Create());
+  if (gemm_attention) {
+    ASSIGN_OR_RETURN(gemm_attention_,
+                     GemmAttention<T>::Create(matmul_.get(), s.heads, config_.max_seq));
+  }
 
   const size_t n = num_params();
   ASSIGN_OR_RETURN(params_, DeviceBuffer<float>::Allocate(n, "parameters"));
@@ -452,8 +467,13 @@ absl::StatusOr<int> CudaGpt<T>::Forward(const int32_t* tokens, const int32_t* ta
                                                    P(w.ln1_w), P(w.ln1_b), N, C, stream_));
     RETURN_IF_ERROR(Dense(A(a.qkv), A(a.ln1), W(w.qkv_w), WeightLayout::kInOut, W(w.qkv_b),
                           nullptr, N, C, 3 * C));
-    FORGE_CUDA_RETURN_IF_ERROR(
-        AttentionForward<T>(A(a.atty), S(a.lse), A(a.qkv), B, Tq, C, H, stream_));
+    if (gemm_attention_ != nullptr) {
+      RETURN_IF_ERROR(
+          gemm_attention_->Forward(A(a.atty), S(a.lse), A(a.qkv), B, Tq, C, H, stream_));
+    } else {
+      FORGE_CUDA_RETURN_IF_ERROR(
+          AttentionForward<T>(A(a.atty), S(a.lse), A(a.qkv), B, Tq, C, H, stream_));
+    }
     RETURN_IF_ERROR(Dense(A(a.res2), A(a.atty), W(w.attn_proj_w), WeightLayout::kInOut,
                           W(w.attn_proj_b), x, N, C, C));
     FORGE_CUDA_RETURN_IF_ERROR(LayerNormForward<T>(A(a.ln2), S(a.ln2_mean), S(a.ln2_rstd),
@@ -521,8 +541,13 @@ absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
                                                     S(a.ln2_mean), S(a.ln2_rstd), N, C, stream_));
     RETURN_IF_ERROR(DenseBackward(dc, G(w.attn_proj_w), G(w.attn_proj_b), dres, A(a.atty),
                                   W(w.attn_proj_w), WeightLayout::kInOut, N, C, C));
-    FORGE_CUDA_RETURN_IF_ERROR(AttentionBackward<T>(d3c, S(delta_), dc, A(a.qkv), A(a.atty),
-                                                    S(a.lse), B, Tq, C, H, stream_));
+    if (gemm_attention_ != nullptr) {
+      RETURN_IF_ERROR(gemm_attention_->Backward(d3c, S(delta_), dc, A(a.qkv), A(a.atty),
+                                                S(a.lse), B, Tq, C, H, stream_));
+    } else {
+      FORGE_CUDA_RETURN_IF_ERROR(AttentionBackward<T>(d3c, S(delta_), dc, A(a.qkv), A(a.atty),
+                                                      S(a.lse), B, Tq, C, H, stream_));
+    }
     RETURN_IF_ERROR(DenseBackward(dc, G(w.qkv_w), G(w.qkv_b), d3c, A(a.ln1), W(w.qkv_w),
                                   WeightLayout::kInOut, N, C, 3 * C));
     FORGE_CUDA_RETURN_IF_ERROR(LayerNormBackward<T>(dres, G(w.ln1_w), G(w.ln1_b),
@@ -672,6 +697,10 @@ absl::StatusOr<std::unique_ptr<engine::ModelBackend>> CreateCudaBackend(
                                                    " CUDA device(s)"));
   }
   return options.bf16 ? Build<bf16>(config, options) : Build<float>(config, options);
+}
+
+size_t GemmAttentionBudget(size_t device_bytes) {
+  return std::min<size_t>(size_t{2} << 30, device_bytes / 16);
 }
 
 engine::BackendFactory CudaBackendFactory(CudaBackendOptions options) {

@@ -2,8 +2,12 @@
 //
 //   matmuls        cuBLASLt (gemm.h), bf16 inputs and fp32 accumulation, bias and residual
 //                  fused into the call
-//   everything     our kernels (kernels.h): embeddings, LayerNorm, GELU, fused causal
-//   else           attention, cross-entropy, gradient norm, AdamW
+//   attention      tensor cores: per sequence, the heads' score products as cuBLASLt
+//                  strided batches with our softmax kernels (attention_gemm.h); or, for
+//                  long contexts whose [H, T, T] scratch would not fit, our fused kernels,
+//                  which keep no T x T matrix (CUDA cores)
+//   everything     our kernels (kernels.h): embeddings, LayerNorm, GELU, cross-entropy,
+//   else           gradient norm, AdamW
 //   precision      bf16 activations and a bf16 copy of the weights for the matmuls; fp32
 //                  master weights, gradients and AdamW moments (the checkpoint's buffers)
 //   data parallel  NCCL: each layer's gradients are all-reduced on a second stream as soon as
@@ -28,9 +32,20 @@ namespace forge::cuda {
 
 class NcclCommunicator;
 
+enum class CudaAttention {
+  kAuto,   // kGemm when its scratch fits GemmAttentionBudget, else kFused
+  kGemm,   // attention_gemm.h
+  kFused,  // kernels.h AttentionForward / AttentionBackward
+};
+
+// The most device memory kAuto lets the GEMM attention's score matrices take: 2 GiB or a
+// sixteenth of the device, whichever is less.
+size_t GemmAttentionBudget(size_t device_bytes);
+
 struct CudaBackendOptions {
   int device = 0;     // CUDA device index (of the devices this process sees)
   bool bf16 = true;   // false: fp32 activations and matmuls
+  CudaAttention attention = CudaAttention::kAuto;
   // Gradient all-reduce; required when world_size > 1, and its rank and world size must
   // match the backend's. Not owned; must outlive the backend.
   NcclCommunicator* nccl = nullptr;

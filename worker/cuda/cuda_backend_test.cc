@@ -86,7 +86,8 @@ TEST(CudaBackendArgsTest, WithoutADeviceCreateSaysSoAndSuggestsCpu) {
   EXPECT_THAT(b.status().message(), HasSubstr("resources.device: cpu"));
 }
 
-class CudaBackendTest : public ::testing::Test {
+// Every test runs with each attention implementation.
+class CudaBackendTest : public ::testing::TestWithParam<CudaAttention> {
  protected:
   void SetUp() override {
     if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device answers: skipped";
@@ -95,6 +96,7 @@ class CudaBackendTest : public ::testing::Test {
   static std::unique_ptr<engine::ModelBackend> Cuda(bool bf16) {
     CudaBackendOptions o;
     o.bf16 = bf16;
+    o.attention = GetParam();
     absl::StatusOr<std::unique_ptr<engine::ModelBackend>> b = CreateCudaBackend(Config(), o);
     EXPECT_TRUE(b.ok()) << b.status();
     return b.ok() ? *std::move(b) : nullptr;
@@ -123,7 +125,7 @@ class CudaBackendTest : public ::testing::Test {
   }
 };
 
-TEST_F(CudaBackendTest, ExactModeTrainingStepsMatchTheCpuEngine) {
+TEST_P(CudaBackendTest, ExactModeTrainingStepsMatchTheCpuEngine) {
   auto cpu = Cpu();
   auto gpu = Cuda(/*bf16=*/false);
   ASSERT_NE(gpu, nullptr);
@@ -139,7 +141,7 @@ TEST_F(CudaBackendTest, ExactModeTrainingStepsMatchTheCpuEngine) {
   EXPECT_GT(grads.cosine, 0.99999);
 }
 
-TEST_F(CudaBackendTest, Bf16TrainingStepsFollowTheCpuEngine) {
+TEST_P(CudaBackendTest, Bf16TrainingStepsFollowTheCpuEngine) {
   auto cpu = Cpu();
   auto gpu = Cuda(/*bf16=*/true);
   ASSERT_NE(gpu, nullptr);
@@ -157,7 +159,7 @@ TEST_F(CudaBackendTest, Bf16TrainingStepsFollowTheCpuEngine) {
   EXPECT_GT(params.cosine, 0.9999);
 }
 
-TEST_F(CudaBackendTest, SameInputsGiveTheSameBits) {
+TEST_P(CudaBackendTest, SameInputsGiveTheSameBits) {
   auto a = Cuda(true), b = Cuda(true);
   ASSERT_NE(a, nullptr);
   ASSERT_NE(b, nullptr);
@@ -166,7 +168,7 @@ TEST_F(CudaBackendTest, SameInputsGiveTheSameBits) {
   EXPECT_EQ(std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)), 0);
 }
 
-TEST_F(CudaBackendTest, LoadStateRestoresWhatCopyStateSaw) {
+TEST_P(CudaBackendTest, LoadStateRestoresWhatCopyStateSaw) {
   auto a = Cuda(true);
   ASSERT_NE(a, nullptr);
   Train(*a);
@@ -186,7 +188,7 @@ TEST_F(CudaBackendTest, LoadStateRestoresWhatCopyStateSaw) {
   EXPECT_EQ(std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)), 0);
 }
 
-TEST_F(CudaBackendTest, ForwardLossesMatchTheCpuEngine) {
+TEST_P(CudaBackendTest, ForwardLossesMatchTheCpuEngine) {
   auto cpu = Cpu();
   auto gpu = Cuda(false);
   ASSERT_NE(gpu, nullptr);
@@ -203,6 +205,25 @@ TEST_F(CudaBackendTest, ForwardLossesMatchTheCpuEngine) {
   absl::Status s = gpu->ForwardLosses(bad.data(), b.targets.data(), 3, 40, got.data());
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("token 256 at position 7"));
+}
+
+TEST_P(CudaBackendTest, DescribeNamesTheAttention) {
+  auto gpu = Cuda(true);
+  ASSERT_NE(gpu, nullptr);
+  EXPECT_THAT(gpu->Describe(), HasSubstr(GetParam() == CudaAttention::kGemm
+                                             ? "attention: tensor-core GEMMs"
+                                             : "attention: fused kernels"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Attention, CudaBackendTest,
+                         ::testing::Values(CudaAttention::kGemm, CudaAttention::kFused),
+                         [](const ::testing::TestParamInfo<CudaAttention>& info) {
+                           return info.param == CudaAttention::kGemm ? "Gemm" : "Fused";
+                         });
+
+TEST(GemmAttentionBudgetTest, TwoGibOrASixteenthOfTheDevice) {
+  EXPECT_EQ(GemmAttentionBudget(size_t{80} << 30), size_t{2} << 30);
+  EXPECT_EQ(GemmAttentionBudget(size_t{16} << 30), size_t{1} << 30);
 }
 
 }  // namespace

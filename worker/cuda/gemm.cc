@@ -14,6 +14,25 @@ uint32_t Alignment(const void* p) {
   return align;
 }
 
+size_t ElementBytes(cudaDataType_t type) { return type == CUDA_R_32F ? 4 : 2; }
+
+// The alignment every matrix of a strided batch has: the base's, capped by the stride's.
+uint32_t BatchAlignment(const void* base, int64_t stride, cudaDataType_t type) {
+  uint32_t align = Alignment(base);
+  const uint64_t stride_bytes = static_cast<uint64_t>(stride) * ElementBytes(type);
+  while (align > 1 && stride_bytes % align != 0) align >>= 1;
+  return align;
+}
+
+absl::Status SetBatch(cublasLtMatrixLayout_t layout, int32_t batch, int64_t stride) {
+  if (batch == 1) return absl::OkStatus();
+  FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutSetAttribute(
+      layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof(batch)));
+  FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutSetAttribute(
+      layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 struct Matmul::Plan {
@@ -46,7 +65,8 @@ absl::StatusOr<Matmul::Plan*> Matmul::GetPlan(const engine::GemmCall& g, cudaDat
   const std::string key = absl::StrCat(g.trans_a, ",", g.trans_b, ",", g.m, ",", g.n, ",", g.k,
                                        ",", g.lda, ",", g.ldb, ",", g.ldc, ",", ab_type, ",",
                                        cd_type, ",", bias, ",", has_c, ",", align[0], ",",
-                                       align[1], ",", align[2], ",", align[3]);
+                                       align[1], ",", align[2], ",", align[3], ",", g.batch, ",",
+                                       g.stride_a, ",", g.stride_b, ",", g.stride_c);
   if (auto it = plans_.find(key); it != plans_.end()) return it->second.get();
   auto plan = std::make_unique<Plan>();
   FORGE_CUBLAS_RETURN_IF_ERROR(
@@ -71,6 +91,10 @@ absl::StatusOr<Matmul::Plan*> Matmul::GetPlan(const engine::GemmCall& g, cudaDat
       &plan->b, ab_type, g.trans_b ? g.n : g.k, g.trans_b ? g.k : g.n, g.ldb));
   FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->c, cd_type, g.m, g.n, g.ldc));
   FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan->d, cd_type, g.m, g.n, g.ldc));
+  RETURN_IF_ERROR(SetBatch(plan->a, g.batch, g.stride_a));
+  RETURN_IF_ERROR(SetBatch(plan->b, g.batch, g.stride_b));
+  RETURN_IF_ERROR(SetBatch(plan->c, g.batch, g.stride_c));
+  RETURN_IF_ERROR(SetBatch(plan->d, g.batch, g.stride_c));
 
   cublasLtMatmulPreference_t pref = nullptr;
   FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&pref));
@@ -105,9 +129,15 @@ absl::Status Matmul::Run(const engine::GemmCall& call, cudaDataType_t ab_type,
                          cudaDataType_t cd_type, const GemmOperands& ops, cudaStream_t stream) {
   const bool has_c = ops.beta != 0.0f;
   const void* c = has_c ? ops.c : ops.d;
-  const uint32_t align[4] = {Alignment(ops.a), Alignment(ops.b), Alignment(c), Alignment(ops.d)};
+  const uint32_t align[4] = {BatchAlignment(ops.a, call.stride_a, ab_type),
+                             BatchAlignment(ops.b, call.stride_b, ab_type),
+                             BatchAlignment(c, call.stride_c, cd_type),
+                             BatchAlignment(ops.d, call.stride_c, cd_type)};
   if (ops.bias != nullptr && Alignment(ops.bias) < 16) {
     return absl::InvalidArgumentError("matmul: the bias vector must be 16-byte aligned");
+  }
+  if (ops.bias != nullptr && call.batch != 1) {
+    return absl::InvalidArgumentError("matmul: a bias is not supported on a batched product");
   }
   ASSIGN_OR_RETURN(Plan * plan,
                    GetPlan(call, ab_type, cd_type, ops.bias != nullptr, has_c, align));

@@ -1,6 +1,7 @@
-// Matmuls on cuBLASLt: the dense layers' three products (gemm_layout.h) with bf16 or fp32
-// inputs and fp32 accumulation, the bias added in the epilogue and a residual added through
-// C (D = A·B + beta·C with C != D), so a forward dense layer is one call.
+// Matmuls on cuBLASLt: the dense layers' three products and the attention's batched ones
+// (gemm_layout.h) with bf16 or fp32 inputs and fp32 accumulation, the bias added in the
+// epilogue and a residual added through C (D = A·B + beta·C with C != D), so a forward dense
+// layer is one call. A strided batch (GemmCall::batch > 1) uses stride_c for both C and D.
 //
 // Plans (operation descriptor, layouts, the heuristic's algorithm) are cached per distinct
 // call, so steady-state steps make no heuristic queries. cuBLASLt gives the same bits for the

@@ -444,6 +444,72 @@ void LaunchAttentionBackwardKernels(T* dqkv, const float* delta, const T* dy, co
                                                                scale);
 }
 
+// --------------------------------------------------- attention on GEMMs: the softmax steps
+// Rows of one sequence's [H, T, T] score matrices (row r is query r % T of head r / T).
+
+// Combines per-lane (max, sum of exp(x − max)) pairs across the warp. Both lanes of each
+// butterfly pair compute the same commutative expression, so every lane ends with the same
+// bits.
+__device__ __forceinline__ void WarpMaxSum(float& m, float& l) {
+  for (int o = kWarp / 2; o > 0; o >>= 1) {
+    const float m2 = __shfl_xor_sync(0xffffffffu, m, o);
+    const float l2 = __shfl_xor_sync(0xffffffffu, l, o);
+    const float mx = fmaxf(m, m2);
+    l = (m == -INFINITY ? 0.0f : l * expf(m - mx)) + (m2 == -INFINITY ? 0.0f : l2 * expf(m2 - mx));
+    m = mx;
+  }
+}
+
+// One warp per row: lse = log sum_{j <= i} exp(scale · s_j); p_j = exp(scale · s_j − lse) for
+// j <= i and 0 for the masked rest of the row (the P·V product reads the whole row).
+template <typename T>
+__global__ void AttentionSoftmaxKernel(T* probs, float* lse, const float* scores, int rows,
+                                       int Tq, float scale) {
+  const int row = blockIdx.x * (blockDim.x / kWarp) + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (row >= rows) return;  // the whole warp shares the row
+  const int i = row % Tq;
+  const float* s = scores + static_cast<size_t>(row) * Tq;
+  float m = -INFINITY, l = 0.0f;
+  for (int j = lane; j <= i; j += kWarp) {
+    const float x = s[j] * scale;
+    if (x > m) {
+      l = (m == -INFINITY ? 0.0f : l * expf(m - x)) + 1.0f;
+      m = x;
+    } else {
+      l += expf(x - m);
+    }
+  }
+  WarpMaxSum(m, l);
+  const float row_lse = m + logf(l);
+  T* p = probs + static_cast<size_t>(row) * Tq;
+  for (int j = lane; j < Tq; j += kWarp) {
+    p[j] = FromF<T>(j <= i ? expf(s[j] * scale - row_lse) : 0.0f);
+  }
+  if (lane == 0) lse[row] = row_lse;
+}
+
+// Elementwise over the rows: p = exp(scale · s − lse) (recomputed, masked as above) and
+// ds = p · (dp − delta) · scale.
+template <typename T>
+__global__ void AttentionSoftmaxBackwardKernel(T* probs, T* dscores, const float* scores,
+                                               const float* dprobs, const float* lse,
+                                               const float* delta, size_t n, int Tq,
+                                               float scale) {
+  for (size_t e = blockIdx.x * size_t{blockDim.x} + threadIdx.x; e < n;
+       e += size_t{gridDim.x} * blockDim.x) {
+    const size_t row = e / Tq;
+    const int j = static_cast<int>(e % Tq), i = static_cast<int>(row % Tq);
+    float p = 0.0f, ds = 0.0f;
+    if (j <= i) {
+      p = expf(scores[e] * scale - lse[row]);
+      ds = p * (dprobs[e] - delta[row]) * scale;
+    }
+    probs[e] = FromF<T>(p);
+    dscores[e] = FromF<T>(ds);
+  }
+}
+
 // ---------------------------------------------------------------------------- cross-entropy
 
 // One block per row: an online (max, sum of exp) per thread, combined in a fixed tree.
@@ -663,12 +729,40 @@ cudaError_t AttentionForward(T* y, float* lse, const T* qkv, int B, int Tq, int 
 }
 
 template <typename T>
+cudaError_t AttentionDelta(float* delta, const T* dy, const T* y, int B, int Tq, int C, int H,
+                           cudaStream_t stream) {
+  const size_t rows = static_cast<size_t>(B) * H * Tq;
+  AttentionDeltaKernel<T><<<Blocks(rows), kThreads, 0, stream>>>(delta, dy, y, B, Tq, C, H);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t AttentionSoftmax(T* probs, float* lse, const float* scores, int rows, int Tq,
+                             float scale, cudaStream_t stream) {
+  const int rows_per_block = kThreads / kWarp;
+  AttentionSoftmaxKernel<T><<<(rows + rows_per_block - 1) / rows_per_block, kThreads, 0, stream>>>(
+      probs, lse, scores, rows, Tq, scale);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t AttentionSoftmaxBackward(T* probs, T* dscores, const float* scores,
+                                     const float* dprobs, const float* lse, const float* delta,
+                                     int rows, int Tq, float scale, cudaStream_t stream) {
+  const size_t n = static_cast<size_t>(rows) * Tq;
+  AttentionSoftmaxBackwardKernel<T><<<Blocks(n), kThreads, 0, stream>>>(
+      probs, dscores, scores, dprobs, lse, delta, n, Tq, scale);
+  return cudaGetLastError();
+}
+
+template <typename T>
 cudaError_t AttentionBackward(T* dqkv, float* delta, const T* dy, const T* qkv, const T* y,
                               const float* lse, int B, int Tq, int C, int H, cudaStream_t stream) {
   const int hs = C / H;
   const float scale = 1.0f / sqrtf(static_cast<float>(hs));
-  const size_t rows = static_cast<size_t>(B) * H * Tq;
-  AttentionDeltaKernel<T><<<Blocks(rows), kThreads, 0, stream>>>(delta, dy, y, B, Tq, C, H);
+  if (const cudaError_t e = AttentionDelta<T>(delta, dy, y, B, Tq, C, H, stream); e != cudaSuccess) {
+    return e;
+  }
   switch (hs) {
     case 16: LaunchAttentionBackwardKernels<T, 4>(dqkv, delta, dy, qkv, lse, B, Tq, C, H, scale, stream); break;
     case 32: LaunchAttentionBackwardKernels<T, 8>(dqkv, delta, dy, qkv, lse, B, Tq, C, H, scale, stream); break;
@@ -732,6 +826,13 @@ cudaError_t CastFromFloat(T* out, const float* in, size_t n, cudaStream_t stream
                                            cudaStream_t);                                         \
   template cudaError_t AttentionBackward<T>(T*, float*, const T*, const T*, const T*,             \
                                             const float*, int, int, int, int, cudaStream_t);      \
+  template cudaError_t AttentionDelta<T>(float*, const T*, const T*, int, int, int, int,          \
+                                         cudaStream_t);                                           \
+  template cudaError_t AttentionSoftmax<T>(T*, float*, const float*, int, int, float,             \
+                                           cudaStream_t);                                         \
+  template cudaError_t AttentionSoftmaxBackward<T>(T*, T*, const float*, const float*,            \
+                                                   const float*, const float*, int, int, float,   \
+                                                   cudaStream_t);                                 \
   template cudaError_t CrossEntropy<T>(float*, T*, const T*, const int32_t*, float, int, int,     \
                                        cudaStream_t);                                             \
   template cudaError_t AdamWUpdate<T>(float*, T*, float*, float*, float*, size_t,                 \
