@@ -20,7 +20,7 @@ size_t Aligned(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 template <typename T>
 size_t GemmAttention<T>::ScratchBytes(int H, int max_seq) {
-  const size_t elems = static_cast<size_t>(H) * max_seq * max_seq;
+  const size_t elems = static_cast<size_t>(H) * max_seq * engine::ScoreLd(max_seq);
   return 2 * Aligned(elems * sizeof(float)) + 2 * Aligned(elems * sizeof(T));
 }
 
@@ -34,7 +34,7 @@ absl::StatusOr<std::unique_ptr<GemmAttention<T>>> GemmAttention<T>::Create(Matmu
   auto a = std::unique_ptr<GemmAttention>(new GemmAttention(matmul, H, max_seq));
   ASSIGN_OR_RETURN(a->scratch_, DeviceBuffer<char>::Allocate(ScratchBytes(H, max_seq),
                                                              "attention score matrices"));
-  const size_t elems = static_cast<size_t>(H) * max_seq * max_seq;
+  const size_t elems = static_cast<size_t>(H) * max_seq * engine::ScoreLd(max_seq);
   char* base = a->scratch_.get();
   a->s_ = reinterpret_cast<float*>(base);
   base += Aligned(elems * sizeof(float));
@@ -126,8 +126,8 @@ absl::Status GemmAttention<T>::Forward(T* y, float* lse, const T* qkv, int B, in
     const T* qkv_b = qkv + static_cast<size_t>(b) * Tq * 3 * C;
     T* y_b = y + static_cast<size_t>(b) * Tq * C;
     RETURN_IF_ERROR(Run(scores, qkv_b, nullptr, nullptr, nullptr, C, stream));
-    FORGE_CUDA_RETURN_IF_ERROR(
-        AttentionSoftmax<T>(p_, lse + static_cast<size_t>(b) * rows, s_, rows, Tq, scale, stream));
+    FORGE_CUDA_RETURN_IF_ERROR(AttentionSoftmax<T>(p_, lse + static_cast<size_t>(b) * rows, s_,
+                                                   rows, Tq, engine::ScoreLd(Tq), scale, stream));
     RETURN_IF_ERROR(Run(output, qkv_b, nullptr, y_b, nullptr, C, stream));
   }
   return absl::OkStatus();
@@ -150,8 +150,8 @@ absl::Status GemmAttention<T>::Backward(T* dqkv, float* delta, const T* dy, cons
     const size_t row0 = static_cast<size_t>(b) * rows;
     RETURN_IF_ERROR(Run(scores, qkv_b, nullptr, nullptr, nullptr, C, stream));
     RETURN_IF_ERROR(Run(prob_grad, qkv_b, dy_b, nullptr, nullptr, C, stream));
-    FORGE_CUDA_RETURN_IF_ERROR(AttentionSoftmaxBackward<T>(p_, ds_, s_, dp_, lse + row0,
-                                                           delta + row0, rows, Tq, scale, stream));
+    FORGE_CUDA_RETURN_IF_ERROR(AttentionSoftmaxBackward<T>(
+        p_, ds_, s_, dp_, lse + row0, delta + row0, rows, Tq, engine::ScoreLd(Tq), scale, stream));
     for (const AttentionGemm& g : {engine::ValueGradGemm(Tq, C, H), engine::QueryGradGemm(Tq, C, H),
                                    engine::KeyGradGemm(Tq, C, H)}) {
       RETURN_IF_ERROR(Run(g, qkv_b, dy_b, nullptr, dqkv_b, C, stream));

@@ -1,6 +1,7 @@
-// Causal self-attention on the tensor cores: each sequence's H heads go through cuBLASLt as
-// strided batches of products (gemm_layout.h: S = Q K^T, Y = P V, and the backward's dP, dV,
-// dQ, dK), with the softmax steps in our kernels (kernels.h: AttentionSoftmax*). Scores are
+// Causal self-attention on the tensor cores (in bf16; exact fp32 mode runs the same products
+// without them): each sequence's H heads go through cuBLASLt as strided batches of products
+// (gemm_layout.h: S = Q K^T, Y = P V, and the backward's dP, dV, dQ, dK), with the softmax
+// steps in our kernels (kernels.h: AttentionSoftmax*). Scores are
 // fp32; probabilities and score gradients are in the activation type (bf16 in training). The
 // backward recomputes S from Q and K and the saved log-sum-exp rather than keeping P.
 //

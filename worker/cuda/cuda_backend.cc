@@ -271,18 +271,7 @@ absl::Status CudaGpt<T>::Init() {
   FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   cudaDeviceProp prop{};
   FORGE_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, options_.device));
-  const size_t gemm_scratch = GemmAttention<T>::ScratchBytes(s.heads, config_.max_seq);
-  const bool gemm_attention =
-      options_.attention == CudaAttention::kGemm ||
-      (options_.attention == CudaAttention::kAuto &&
-       gemm_scratch <= GemmAttentionBudget(prop.totalGlobalMem));
-  description_ = absl::StrFormat(
-      "cuda:%d %s (%.1f GiB, sm_%d%d), %s, attention: %s", options_.device, prop.name,
-      prop.totalGlobalMem / (1024.0 * 1024 * 1024), prop.major, prop.minor,
-      kExact ? "fp32" : "bf16 with fp32 master weights",
-      gemm_attention ? absl::StrFormat("tensor-core GEMMs (%.0f MiB of scores)",
-                                       gemm_scratch / (1024.0 * 1024))
-                     : std::string("fused kernels"));
+
   FORGE_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   // The all-reduce stream gets the highest priority, so its kernels are scheduled ahead of the
   // backward's when both are ready.
@@ -291,10 +280,6 @@ absl::Status CudaGpt<T>::Init() {
   FORGE_CUDA_RETURN_IF_ERROR(
       cudaStreamCreateWithPriority(&comm_stream_, cudaStreamNonBlocking, greatest));
   ASSIGN_OR_RETURN(matmul_, Matmul::Create());
-  if (gemm_attention) {
-    ASSIGN_OR_RETURN(gemm_attention_,
-                     GemmAttention<T>::Create(matmul_.get(), s.heads, config_.max_seq));
-  }
 
   const size_t n = num_params();
   ASSIGN_OR_RETURN(params_, DeviceBuffer<float>::Allocate(n, "parameters"));
@@ -371,6 +356,35 @@ absl::Status CudaGpt<T>::Init() {
       decay_runs_.push_back({p.offset, p.count, decay});
     }
   }
+  // The GEMM attention's scratch comes last, so that in auto mode a device without room for
+  // it falls back to the fused kernels rather than failing.
+  const size_t gemm_scratch = GemmAttention<T>::ScratchBytes(s.heads, config_.max_seq);
+  bool gemm_attention = options_.attention == CudaAttention::kGemm;
+  if (options_.attention == CudaAttention::kAuto) {
+    size_t free_bytes = 0, total_bytes = 0;
+    FORGE_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
+    // At most half of what is free: cuBLASLt, NCCL and the allocator need room too.
+    gemm_attention = gemm_scratch <= GemmAttentionBudget(prop.totalGlobalMem) &&
+                     gemm_scratch <= free_bytes / 2;
+  }
+  if (gemm_attention) {
+    ASSIGN_OR_RETURN(gemm_attention_,
+                     GemmAttention<T>::Create(matmul_.get(), s.heads, config_.max_seq));
+  } else if (!AttentionHeadSizeSupported(s.width / s.heads)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model shape: head size ", s.width / s.heads, " needs the GEMM attention, whose [H, T, T] "
+        "scores (", gemm_scratch >> 20, " MiB) do not fit this device's budget; the fused "
+        "kernels support head sizes 16, 32, 64 and 128: change width or heads, or shorten "
+        "the context"));
+  }
+  description_ = absl::StrFormat(
+      "cuda:%d %s (%.1f GiB, sm_%d%d), %s, attention: %s", options_.device, prop.name,
+      prop.totalGlobalMem / (1024.0 * 1024 * 1024), prop.major, prop.minor,
+      kExact ? "fp32" : "bf16 with fp32 master weights",
+      !gemm_attention ? std::string("fused kernels")
+                      : absl::StrFormat("%s (%.0f MiB of scores)",
+                                        kExact ? "fp32 GEMMs" : "tensor-core GEMMs",
+                                        gemm_scratch / (1024.0 * 1024)));
   FORGE_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grads_.get(), 0, grads_.bytes(), stream_));
   return absl::OkStatus();
 }
@@ -667,10 +681,12 @@ absl::StatusOr<std::unique_ptr<engine::ModelBackend>> CreateCudaBackend(
         "model shape: every field must be >= 1 and heads must divide width (layers=", s.layers,
         " heads=", s.heads, " width=", s.width, " context=", s.context, " vocab=", s.vocab, ")"));
   }
-  if (!AttentionHeadSizeSupported(s.width / s.heads)) {
+  if (options.attention == CudaAttention::kFused &&
+      !AttentionHeadSizeSupported(s.width / s.heads)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "model shape: the cuda backend's attention supports head sizes 16, 32, 64 and 128; "
-        "width / heads is ", s.width / s.heads, ": change width or heads, or use device: cpu"));
+        "model shape: the fused attention kernels support head sizes 16, 32, 64 and 128; "
+        "width / heads is ", s.width / s.heads, ": change width or heads, or use the GEMM "
+        "attention"));
   }
   if (config.max_batch < 1 || config.max_seq < 1 || config.max_seq > s.context) {
     return absl::InvalidArgumentError(

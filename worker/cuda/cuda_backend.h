@@ -2,7 +2,7 @@
 //
 //   matmuls        cuBLASLt (gemm.h), bf16 inputs and fp32 accumulation, bias and residual
 //                  fused into the call
-//   attention      tensor cores: per sequence, the heads' score products as cuBLASLt
+//   attention      tensor cores (bf16): per sequence, the heads' score products as cuBLASLt
 //                  strided batches with our softmax kernels (attention_gemm.h); or, for
 //                  long contexts whose [H, T, T] scratch would not fit, our fused kernels,
 //                  which keep no T x T matrix (CUDA cores)
@@ -33,7 +33,8 @@ namespace forge::cuda {
 class NcclCommunicator;
 
 enum class CudaAttention {
-  kAuto,   // kGemm when its scratch fits GemmAttentionBudget, else kFused
+  kAuto,   // kGemm when its scratch fits GemmAttentionBudget and half the free memory left
+           // after the model's own buffers, else kFused
   kGemm,   // attention_gemm.h
   kFused,  // kernels.h AttentionForward / AttentionBackward
 };
@@ -52,8 +53,9 @@ struct CudaBackendOptions {
 };
 
 // FAILED_PRECONDITION when no CUDA device answers (naming the driver's error), INVALID_ARGUMENT
-// for a shape the kernels do not support (head size not 16/32/64/128), RESOURCE_EXHAUSTED when
-// the model and activations do not fit in device memory.
+// for a shape the kernels do not support (the fused attention's head sizes are 16/32/64/128;
+// the GEMM attention takes any), RESOURCE_EXHAUSTED when the model and activations do not fit
+// in device memory.
 absl::StatusOr<std::unique_ptr<engine::ModelBackend>> CreateCudaBackend(
     const engine::BackendConfig& config, const CudaBackendOptions& options);
 

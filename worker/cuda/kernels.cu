@@ -464,15 +464,16 @@ __device__ __forceinline__ void WarpMaxSum(float& m, float& l) {
 // j <= i and 0 for the masked rest of the row (the P·V product reads the whole row).
 template <typename T>
 __global__ void AttentionSoftmaxKernel(T* probs, float* lse, const float* scores, int rows,
-                                       int Tq, float scale) {
+                                       int Tq, int ld, float scale) {
   const int row = blockIdx.x * (blockDim.x / kWarp) + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (row >= rows) return;  // the whole warp shares the row
   const int i = row % Tq;
-  const float* s = scores + static_cast<size_t>(row) * Tq;
+  const float* s = scores + static_cast<size_t>(row) * ld;
   float m = -INFINITY, l = 0.0f;
   for (int j = lane; j <= i; j += kWarp) {
     const float x = s[j] * scale;
+    if (x == -INFINITY) continue;  // adds nothing (and -inf - -inf would be NaN)
     if (x > m) {
       l = (m == -INFINITY ? 0.0f : l * expf(m - x)) + 1.0f;
       m = x;
@@ -482,7 +483,7 @@ __global__ void AttentionSoftmaxKernel(T* probs, float* lse, const float* scores
   }
   WarpMaxSum(m, l);
   const float row_lse = m + logf(l);
-  T* p = probs + static_cast<size_t>(row) * Tq;
+  T* p = probs + static_cast<size_t>(row) * ld;
   for (int j = lane; j < Tq; j += kWarp) {
     p[j] = FromF<T>(j <= i ? expf(s[j] * scale - row_lse) : 0.0f);
   }
@@ -494,12 +495,13 @@ __global__ void AttentionSoftmaxKernel(T* probs, float* lse, const float* scores
 template <typename T>
 __global__ void AttentionSoftmaxBackwardKernel(T* probs, T* dscores, const float* scores,
                                                const float* dprobs, const float* lse,
-                                               const float* delta, size_t n, int Tq,
+                                               const float* delta, size_t n, int Tq, int ld,
                                                float scale) {
-  for (size_t e = blockIdx.x * size_t{blockDim.x} + threadIdx.x; e < n;
-       e += size_t{gridDim.x} * blockDim.x) {
-    const size_t row = e / Tq;
-    const int j = static_cast<int>(e % Tq), i = static_cast<int>(row % Tq);
+  for (size_t idx = blockIdx.x * size_t{blockDim.x} + threadIdx.x; idx < n;
+       idx += size_t{gridDim.x} * blockDim.x) {
+    const size_t row = idx / Tq;
+    const int j = static_cast<int>(idx % Tq), i = static_cast<int>(row % Tq);
+    const size_t e = row * ld + j;
     float p = 0.0f, ds = 0.0f;
     if (j <= i) {
       p = expf(scores[e] * scale - lse[row]);
@@ -738,20 +740,21 @@ cudaError_t AttentionDelta(float* delta, const T* dy, const T* y, int B, int Tq,
 
 template <typename T>
 cudaError_t AttentionSoftmax(T* probs, float* lse, const float* scores, int rows, int Tq,
-                             float scale, cudaStream_t stream) {
+                             int ld, float scale, cudaStream_t stream) {
   const int rows_per_block = kThreads / kWarp;
   AttentionSoftmaxKernel<T><<<(rows + rows_per_block - 1) / rows_per_block, kThreads, 0, stream>>>(
-      probs, lse, scores, rows, Tq, scale);
+      probs, lse, scores, rows, Tq, ld, scale);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t AttentionSoftmaxBackward(T* probs, T* dscores, const float* scores,
                                      const float* dprobs, const float* lse, const float* delta,
-                                     int rows, int Tq, float scale, cudaStream_t stream) {
+                                     int rows, int Tq, int ld, float scale,
+                                     cudaStream_t stream) {
   const size_t n = static_cast<size_t>(rows) * Tq;
   AttentionSoftmaxBackwardKernel<T><<<Blocks(n), kThreads, 0, stream>>>(
-      probs, dscores, scores, dprobs, lse, delta, n, Tq, scale);
+      probs, dscores, scores, dprobs, lse, delta, n, Tq, ld, scale);
   return cudaGetLastError();
 }
 
@@ -828,10 +831,11 @@ cudaError_t CastFromFloat(T* out, const float* in, size_t n, cudaStream_t stream
                                             const float*, int, int, int, int, cudaStream_t);      \
   template cudaError_t AttentionDelta<T>(float*, const T*, const T*, int, int, int, int,          \
                                          cudaStream_t);                                           \
-  template cudaError_t AttentionSoftmax<T>(T*, float*, const float*, int, int, float,             \
+  template cudaError_t AttentionSoftmax<T>(T*, float*, const float*, int, int, int, float,        \
                                            cudaStream_t);                                         \
   template cudaError_t AttentionSoftmaxBackward<T>(T*, T*, const float*, const float*,            \
-                                                   const float*, const float*, int, int, float,   \
+                                                   const float*, const float*, int, int, int,     \
+                                                   float,                                         \
                                                    cudaStream_t);                                 \
   template cudaError_t CrossEntropy<T>(float*, T*, const T*, const int32_t*, float, int, int,     \
                                        cudaStream_t);                                             \

@@ -89,17 +89,18 @@ cudaError_t AttentionDelta(float* delta, const T* dy, const T* y, int B, int Tq,
                            cudaStream_t stream);
 
 // The softmax steps of the GEMM attention (attention_gemm.h), over `rows` rows of T scores
-// (one sequence's [H, T, T]: row r is query r % T). Forward: lse[r] = log sum_{j <= i}
-// exp(scale · s[r, j]), probs[r, j] = exp(scale · s[r, j] − lse[r]) for j <= i, 0 after.
+// `ld` elements apart (one sequence's [H, T, T]: row r is query r % T; the padding past T is
+// not touched). Forward: lse[r] = log sum_{j <= i} exp(scale · s[r, j]),
+// probs[r, j] = exp(scale · s[r, j] − lse[r]) for j <= i, 0 after.
 template <typename T>
-cudaError_t AttentionSoftmax(T* probs, float* lse, const float* scores, int rows, int Tq,
+cudaError_t AttentionSoftmax(T* probs, float* lse, const float* scores, int rows, int Tq, int ld,
                              float scale, cudaStream_t stream);
 // Backward: probs recomputed as above from the scores and lse, and
 // dscores = probs · (dprobs − delta[r]) · scale (0 where masked).
 template <typename T>
 cudaError_t AttentionSoftmaxBackward(T* probs, T* dscores, const float* scores,
                                      const float* dprobs, const float* lse, const float* delta,
-                                     int rows, int Tq, float scale, cudaStream_t stream);
+                                     int rows, int Tq, int ld, float scale, cudaStream_t stream);
 
 // Softmax cross-entropy over rows of V logits: losses[n] (0 where targets[n] < 0). When
 // dlogits is not null it also writes scale · (softmax - onehot) there (zero rows for ignored

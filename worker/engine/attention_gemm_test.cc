@@ -109,8 +109,10 @@ TEST(AttentionGemmTest, MatchesTheCpuEngineForwardAndBackward) {
 
     // The GEMM path, one sequence at a time.
     const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-    const size_t tt = size_t(T) * T;
-    Vec y(N * C, 0.0f), dqkv(N * 3 * C, -7.0f), probs(size_t(B) * H * tt);
+    // Score rows are ScoreLd(T) apart; the padding is never written or read.
+    const int ld = ScoreLd(T);
+    const size_t tt = size_t(T) * ld;
+    Vec y(N * C, 0.0f), dqkv(N * 3 * C, -7.0f), probs(size_t(B) * H * T * T);
     Vec s(H * tt, -7.0f), p(H * tt, -7.0f), dp(H * tt, -7.0f), ds(H * tt, -7.0f), lse(H * T);
     for (int b = 0; b < B; ++b) {
       Sequence seq{qkv.data() + size_t(b) * T * 3 * C,
@@ -127,17 +129,17 @@ TEST(AttentionGemmTest, MatchesTheCpuEngineForwardAndBackward) {
       RunBatched(ScoresGemm(T, C, H), seq);
       for (int r = 0; r < H * T; ++r) {
         const int i = r % T;
-        const float* srow = s.data() + size_t(r) * T;
+        const float* srow = s.data() + size_t(r) * ld;
         float m = -INFINITY;
         for (int j = 0; j <= i; ++j) m = std::max(m, scale * srow[j]);
         double l = 0;
         for (int j = 0; j <= i; ++j) l += std::exp(scale * srow[j] - m);
         lse[r] = m + static_cast<float>(std::log(l));
         for (int j = 0; j < T; ++j) {
-          p[size_t(r) * T + j] = j <= i ? std::exp(scale * srow[j] - lse[r]) : 0.0f;
+          p[size_t(r) * ld + j] = j <= i ? std::exp(scale * srow[j] - lse[r]) : 0.0f;
+          probs[(size_t(b) * H * T + r) * T + j] = p[size_t(r) * ld + j];
         }
       }
-      std::copy(p.begin(), p.end(), probs.begin() + size_t(b) * H * tt);
       RunBatched(OutputGemm(T, C, H), seq);
       // Backward: recomputed scores (the kernel recomputes P from them and lse), dP, dS,
       // then the three input gradients.
@@ -152,7 +154,7 @@ TEST(AttentionGemmTest, MatchesTheCpuEngineForwardAndBackward) {
           delta += dy[off] * y[off];
         }
         for (int j = 0; j < T; ++j) {
-          const size_t e = size_t(r) * T + j;
+          const size_t e = size_t(r) * ld + j;
           const float pe = j <= i ? std::exp(scale * s[e] - lse[r]) : 0.0f;
           p[e] = pe;
           ds[e] = pe * (dp[e] - delta) * scale;
@@ -168,17 +170,26 @@ TEST(AttentionGemmTest, MatchesTheCpuEngineForwardAndBackward) {
   }
 }
 
+TEST(AttentionGemmTest, ScoreRowsAreSixteenByteAligned) {
+  for (int T : {1, 7, 8, 9, 77, 130, 1024}) {
+    EXPECT_EQ(ScoreLd(T) % 8, 0) << T;
+    EXPECT_GE(ScoreLd(T), T);
+    EXPECT_LT(ScoreLd(T), T + 8);
+  }
+}
+
 TEST(AttentionGemmTest, EveryProductIsOneBatchPerHead) {
   for (const AttentionGemm& g :
        {ScoresGemm(9, 12, 3), OutputGemm(9, 12, 3), ProbGradGemm(9, 12, 3), ValueGradGemm(9, 12, 3),
         QueryGradGemm(9, 12, 3), KeyGradGemm(9, 12, 3)}) {
     EXPECT_EQ(g.call.batch, 3);
-    // Score-shaped operands step T·T between heads; the rest step one head (hs) along a row.
+    // Score-shaped operands step T·ScoreLd(T) between heads; the rest step one head (hs)
+    // along a row.
     for (auto [op, stride] : {std::pair{g.a, g.call.stride_a}, std::pair{g.b, g.call.stride_b},
                               std::pair{g.out, g.call.stride_c}}) {
       const bool scores = op == AttentionOperand::kS || op == AttentionOperand::kP ||
                           op == AttentionOperand::kDp || op == AttentionOperand::kDs;
-      EXPECT_EQ(stride, scores ? 81 : 4);
+      EXPECT_EQ(stride, scores ? 9 * 16 : 4);  // rows padded from 9 to 16 elements
     }
   }
 }

@@ -71,7 +71,9 @@ inline GemmCall WeightGradGemm(WeightLayout layout, int M, int K, int N) {
 //   Q, K, V   [T, hs] at columns h·hs of the q | k | v thirds of qkv [T, 3C] (ld 3C)
 //   Y, dY     [T, hs] at columns h·hs of y, dy [T, C] (ld C)
 //   dQ, dK, dV like Q, K, V but in dqkv [T, 3C]
-//   S, P, dP, dS  [T, T], row = query i, column = key j (ld T), head h at h·T·T:
+//   S, P, dP, dS  [T, T], row = query i, column = key j, rows ScoreLd(T) elements apart (T
+//       rounded up to 8, so every row and head of a bf16 or fp32 matrix starts 16-byte
+//       aligned, which cuBLASLt's tensor-core kernels need), head h at h·T·ScoreLd(T):
 //       S = Q K^T (unscaled), P = causal softmax(scale · S), dP = dY V^T,
 //       dS = P ∘ (dP − delta) · scale (delta_i = dY_i · Y_i), so dQ = dS K and dK = dS^T Q.
 // `a`, `b` name the inputs and `out` the product. As with the dense layers, each product is
@@ -83,6 +85,9 @@ struct AttentionGemm {
   AttentionOperand a, b, out;
   GemmCall call;
 };
+
+// The row pitch of the score-shaped matrices, in elements.
+inline int ScoreLd(int T) { return (T + 7) / 8 * 8; }
 
 namespace attention_gemm_internal {
 inline AttentionGemm Make(AttentionOperand a, AttentionOperand b, AttentionOperand out,
@@ -101,54 +106,60 @@ inline AttentionGemm Make(AttentionOperand a, AttentionOperand b, AttentionOpera
 // S = Q K^T: S^T[j,i] = sum_d K[j,d] Q[i,d].
 inline AttentionGemm ScoresGemm(int T, int C, int H) {
   const int hs = C / H;
-  const int64_t tt = int64_t{T} * T;
+  const int ld = ScoreLd(T);
+  const int64_t tt = int64_t{T} * ld;
   return attention_gemm_internal::Make(AttentionOperand::kK, AttentionOperand::kQ,
                                        AttentionOperand::kS, true, false, T, T, hs, 3 * C, 3 * C,
-                                       T, hs, hs, tt, H);
+                                       ld, hs, hs, tt, H);
 }
 
 // Y = P V: Y^T[d,i] = sum_j V^T[d,j] P^T[j,i].
 inline AttentionGemm OutputGemm(int T, int C, int H) {
   const int hs = C / H;
-  const int64_t tt = int64_t{T} * T;
+  const int ld = ScoreLd(T);
+  const int64_t tt = int64_t{T} * ld;
   return attention_gemm_internal::Make(AttentionOperand::kV, AttentionOperand::kP,
-                                       AttentionOperand::kY, false, false, hs, T, T, 3 * C, T, C,
+                                       AttentionOperand::kY, false, false, hs, T, T, 3 * C, ld, C,
                                        hs, tt, hs, H);
 }
 
 // dP = dY V^T: dP^T[j,i] = sum_d V[j,d] dY[i,d].
 inline AttentionGemm ProbGradGemm(int T, int C, int H) {
   const int hs = C / H;
-  const int64_t tt = int64_t{T} * T;
+  const int ld = ScoreLd(T);
+  const int64_t tt = int64_t{T} * ld;
   return attention_gemm_internal::Make(AttentionOperand::kV, AttentionOperand::kDy,
-                                       AttentionOperand::kDp, true, false, T, T, hs, 3 * C, C, T,
+                                       AttentionOperand::kDp, true, false, T, T, hs, 3 * C, C, ld,
                                        hs, hs, tt, H);
 }
 
 // dV = P^T dY: dV^T[d,j] = sum_i dY^T[d,i] P[i,j].
 inline AttentionGemm ValueGradGemm(int T, int C, int H) {
   const int hs = C / H;
-  const int64_t tt = int64_t{T} * T;
+  const int ld = ScoreLd(T);
+  const int64_t tt = int64_t{T} * ld;
   return attention_gemm_internal::Make(AttentionOperand::kDy, AttentionOperand::kP,
-                                       AttentionOperand::kDv, false, true, hs, T, T, C, T, 3 * C,
+                                       AttentionOperand::kDv, false, true, hs, T, T, C, ld, 3 * C,
                                        hs, tt, hs, H);
 }
 
 // dQ = dS K: dQ^T[d,i] = sum_j K^T[d,j] dS^T[j,i].
 inline AttentionGemm QueryGradGemm(int T, int C, int H) {
   const int hs = C / H;
-  const int64_t tt = int64_t{T} * T;
+  const int ld = ScoreLd(T);
+  const int64_t tt = int64_t{T} * ld;
   return attention_gemm_internal::Make(AttentionOperand::kK, AttentionOperand::kDs,
-                                       AttentionOperand::kDq, false, false, hs, T, T, 3 * C, T,
+                                       AttentionOperand::kDq, false, false, hs, T, T, 3 * C, ld,
                                        3 * C, hs, tt, hs, H);
 }
 
 // dK = dS^T Q: dK^T[d,j] = sum_i Q^T[d,i] dS[i,j].
 inline AttentionGemm KeyGradGemm(int T, int C, int H) {
   const int hs = C / H;
-  const int64_t tt = int64_t{T} * T;
+  const int ld = ScoreLd(T);
+  const int64_t tt = int64_t{T} * ld;
   return attention_gemm_internal::Make(AttentionOperand::kQ, AttentionOperand::kDs,
-                                       AttentionOperand::kDk, false, true, hs, T, T, 3 * C, T,
+                                       AttentionOperand::kDk, false, true, hs, T, T, 3 * C, ld,
                                        3 * C, hs, tt, hs, H);
 }
 
