@@ -172,6 +172,58 @@ TEST_F(TrainerTest, SameBitsWhateverTheThreadCount) {
   EXPECT_TRUE(Bytes(*one) == Bytes(*two));
 }
 
+// A forward-only CPU model for evaluation tests: kShape, random weights from `seed`.
+std::unique_ptr<ModelBackend> EvalModel(int max_batch, uint64_t seed = 5) {
+  BackendConfig c;
+  c.shape = kShape;
+  c.max_batch = max_batch;
+  c.max_seq = 32;
+  absl::StatusOr<std::unique_ptr<ModelBackend>> m = CreateCpuBackend(c);
+  EXPECT_TRUE(m.ok()) << m.status();
+  EXPECT_TRUE((*m)->InitRandom(seed).ok());
+  return *std::move(m);
+}
+
+TEST_F(TrainerTest, EvaluationSharedByRanksGivesTheOneRankResultOnEveryRank) {
+  for (int64_t max_tokens : {int64_t{0}, int64_t{150}}) {
+    SCOPED_TRACE(::testing::Message() << "max_tokens " << max_tokens);
+    auto model = EvalModel(2);
+    absl::StatusOr<EvalResult> one = EvaluateHeldOut(*model, *domain(), 32, 2, max_tokens);
+    ASSERT_TRUE(one.ok()) << one.status();
+    ASSERT_GT(one->tokens, 0);
+    for (int world : {2, 3}) {
+      std::vector<absl::StatusOr<EvalResult>> got(world, absl::UnknownError("not run"));
+      RunRanks(world, [&](int rank, Communicator* comm) {
+        auto m = EvalModel(2);
+        got[rank] = EvaluateHeldOut(*m, *domain(), 32, 2, max_tokens, comm);
+      });
+      for (int r = 0; r < world; ++r) {
+        ASSERT_TRUE(got[r].ok()) << "world " << world << " rank " << r << ": " << got[r].status();
+        EXPECT_EQ(got[r]->tokens, one->tokens);
+        EXPECT_EQ(got[r]->documents, one->documents);
+        // Per-token losses are fp32, and a window batched with different neighbours may
+        // round differently (the CPU matmul's blocking depends on the row count); the sums'
+        // order differs too. Far below anything a guard budget looks at.
+        EXPECT_NEAR(got[r]->loss, one->loss, 1e-6 * one->loss);
+        EXPECT_EQ(got[r]->loss, got[0]->loss) << "ranks disagree";
+      }
+    }
+  }
+}
+
+TEST_F(TrainerTest, EvaluationFailingOnOneRankFailsOnEveryRankWithoutAHang) {
+  // Rank 1's model holds one sequence per call; the evaluation batches two: its forward pass
+  // is refused, and rank 0 must hear of it rather than wait in the exchange.
+  std::vector<absl::StatusOr<EvalResult>> got(2, absl::UnknownError("not run"));
+  RunRanks(2, [&](int rank, Communicator* comm) {
+    auto m = EvalModel(rank == 1 ? 1 : 2);
+    got[rank] = EvaluateHeldOut(*m, *domain(), 32, 2, 0, comm);
+  });
+  EXPECT_EQ(got[1].status().code(), absl::StatusCode::kInvalidArgument) << got[1].status();
+  EXPECT_EQ(got[0].status().code(), absl::StatusCode::kAborted) << got[0].status();
+  EXPECT_THAT(got[0].status().message(), HasSubstr("failed on 1 other rank"));
+}
+
 TEST_F(TrainerTest, LearnsAndEvaluatesHeldOut) {
   TrainerOptions o = Options();
   o.steps = 60;

@@ -429,16 +429,19 @@ Failure Run(const RankOptions& ro) {
     extra["mixture"] = mix;
     return extra;
   };
+  // Every rank evaluates its share of the held-out windows (a collective: all ranks call this
+  // at the same points); every rank gets the totals, and the leader reports them.
   auto evaluate = [&](int64_t step) {
     std::vector<forge::v1::EvalResult> out;
     for (const std::string& suite : spec.eval().suites()) {
       absl::StatusOr<engine::EvalResult> r =
           engine::EvaluateHeldOut(trainer.backend(), *built->datasets[suite], o.seq_len,
-                                  o.micro_batch, ro.eval_tokens);
+                                  o.micro_batch, ro.eval_tokens, comm.get());
       if (!r.ok()) {
         std::printf("eval %s: %s\n", suite.c_str(), std::string(r.status().message()).c_str());
         continue;
       }
+      if (!leader) continue;
       forge::v1::EvalResult e;
       e.set_suite(suite);
       e.set_step(step);
@@ -456,15 +459,16 @@ Failure Run(const RankOptions& ro) {
 
   // The guard compares the final checkpoint with the starting weights: measure them first
   // (a resumed attempt does not: the first attempt reported them).
-  if (leader && spec.has_guard() && a.resume_checkpoint().empty()) {
+  if (spec.has_guard() && a.resume_checkpoint().empty()) {
     report("evaluating", 0);
     std::printf("evaluating the starting weights for the guard\n");
+    std::vector<forge::v1::EvalResult> base = evaluate(0);
     forge::v1::ProgressReport r;
     r.set_phase("evaluating");
     r.set_step(0);
     r.set_total_steps(o.steps);
     r.set_world_size(a.world_size());
-    for (auto& e : evaluate(0)) *r.add_base_evals() = std::move(e);
+    for (auto& e : base) *r.add_base_evals() = std::move(e);
     reporter.Report(std::move(r));
     reporter.Flush();  // sent before a training report could replace it
   }
@@ -495,7 +499,7 @@ Failure Run(const RankOptions& ro) {
 
     const bool last = step == o.steps;
     std::vector<forge::v1::EvalResult> evals;
-    if (leader && !last && eval_every > 0 && step % eval_every == 0) evals = evaluate(step);
+    if (!last && eval_every > 0 && step % eval_every == 0) evals = evaluate(step);
     forge::v1::ProgressReport r;
     r.set_phase("training");
     r.set_step(step);
@@ -530,6 +534,9 @@ Failure Run(const RankOptions& ro) {
       }
     }
   }
+  // The final evaluation runs on every rank while the leader's last checkpoint uploads.
+  report("evaluating", trainer.step());
+  std::vector<forge::v1::EvalResult> evals = evaluate(trainer.step());
   if (!leader) {
     reporter.Flush();
     return Failure{kExitOk, absl::OkStatus()};
@@ -549,8 +556,6 @@ Failure Run(const RankOptions& ro) {
     }
     final_id = final_checkpoint.id();
   }
-  report("evaluating", trainer.step());
-  std::vector<forge::v1::EvalResult> evals = evaluate(trainer.step());
   forge::v1::FinishJobRequest finish;
   finish.set_final_checkpoint(final_id);
   for (auto& e : evals) *finish.add_evals() = std::move(e);
