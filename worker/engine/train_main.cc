@@ -4,12 +4,14 @@
 //       --checkpoint-dir=/tmp/run --checkpoint-every=100
 //
 // Prints one line per step (loss, lr, grad norm, ms, tokens/s), writes checkpoints, and ends
-// with the held-out loss and bits per byte of every source.
+// with the held-out loss and bits per byte of every source. --device=cuda:N trains on a GPU
+// (when this binary was built with CUDA).
 #include <cstdio>
 #include <memory>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -20,6 +22,9 @@
 #include "worker/engine/dataset_source.h"
 #include "worker/engine/eval.h"
 #include "worker/engine/trainer.h"
+#ifdef FORGE_HAVE_CUDA
+#include "worker/cuda/cuda_backend.h"
+#endif
 
 ABSL_FLAG(std::vector<std::string>, source, {},
           "comma-separated NAME:DIR:WEIGHT, one per data source (DIR from forge data prepare)");
@@ -39,12 +44,31 @@ ABSL_FLAG(std::string, checkpoint_dir, "", "write checkpoints under DIR/step-N")
 ABSL_FLAG(int64_t, checkpoint_every, 0, "checkpoint every N steps (0 = only at the end)");
 ABSL_FLAG(std::string, resume, "", "resume from this checkpoint directory");
 ABSL_FLAG(int64_t, eval_tokens, 100000, "held-out tokens evaluated per source at the end");
+ABSL_FLAG(std::string, device, "cpu", "cpu, or cuda:N (a GPU; needs a build with CUDA)");
 
 namespace forge::engine {
 namespace {
 
 absl::Status Run() {
   TrainerOptions o;
+  const std::string device = absl::GetFlag(FLAGS_device);
+  if (device != "cpu") {
+    int index = -1;
+    if (!absl::StartsWith(device, "cuda:") ||
+        !absl::SimpleAtoi(device.substr(5), &index) || index < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--device: \"", device, "\" is not cpu or cuda:N (e.g. cuda:0)"));
+    }
+#ifdef FORGE_HAVE_CUDA
+    cuda::CudaBackendOptions bo;
+    bo.device = index;
+    o.make_backend = cuda::CudaBackendFactory(bo);
+#else
+    return absl::FailedPreconditionError(
+        "--device: this forge-train was built without CUDA (no nvcc at build time); use "
+        "--device=cpu, or rebuild where the CUDA toolkit is installed");
+#endif
+  }
   ASSIGN_OR_RETURN(o.shape, PresetShape(absl::GetFlag(FLAGS_preset)));
   std::vector<std::shared_ptr<const Dataset>> datasets;
   for (const std::string& spec : absl::GetFlag(FLAGS_source)) {
@@ -74,6 +98,7 @@ absl::Status Run() {
   o.seed = absl::GetFlag(FLAGS_seed);
   o.threads = absl::GetFlag(FLAGS_threads);
   ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(o));
+  std::printf("backend: %s\n", trainer->backend().Describe().c_str());
   if (std::string resume = absl::GetFlag(FLAGS_resume); !resume.empty()) {
     RETURN_IF_ERROR(trainer->LoadCheckpoint(resume));
     std::printf("resumed from %s at step %lld\n", resume.c_str(),
