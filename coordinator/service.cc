@@ -72,20 +72,28 @@ ServerUnaryReactor* JobServiceImpl::SubmitJob(CallbackServerContext* ctx,
                                               forge::v1::SubmitJobResponse* resp) {
   absl::StatusOr<Principal> p = RequireUser(*auth_, ctx);
   if (!p.ok()) return FinishNow(ctx, p.status());
-  CheckedSubmission checked;
-  if (p->is_tenant()) {
-    absl::StatusOr<CheckedSubmission> c = checks_.Check(p->tenant, req->spec());
-    if (!c.ok()) return FinishNow(ctx, c.status());
-    checked = *std::move(c);
-  }
   ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  jobs_->Submit(
-      *p, *req,
-      [reactor, resp](absl::StatusOr<forge::v1::SubmitJobResponse> r) {
-        if (r.ok()) *resp = *std::move(r);
-        reactor->Finish(ToGrpcStatus(r.status()));
-      },
-      checked.base.has_value() ? &*checked.base : nullptr, std::move(checked.contamination));
+  auto done = [reactor, resp](absl::StatusOr<forge::v1::SubmitJobResponse> r) {
+    if (r.ok()) *resp = *std::move(r);
+    reactor->Finish(ToGrpcStatus(r.status()));
+  };
+  if (!p->is_tenant()) {  // refused by Submit, with the reason
+    jobs_->Submit(*p, *req, std::move(done), nullptr, "");
+    return reactor;
+  }
+  // The request, response and reactor stay valid until Finish.
+  const bool posted = submissions_.Post([this, ctx, req, principal = *p, done]() mutable {
+    if (ctx->IsCancelled()) return done(absl::CancelledError("the client cancelled the call"));
+    absl::StatusOr<CheckedSubmission> c = checks_.Check(principal.tenant, req->spec());
+    if (!c.ok()) return done(c.status());
+    jobs_->Submit(principal, *req, std::move(done),
+                  c->base.has_value() ? &*c->base : nullptr, std::move(c->contamination));
+  });
+  if (!posted) {
+    done(absl::UnavailableError(absl::StrCat(
+        "the coordinator is already checking ", submissions_.pending(),
+        " submissions; nothing was accepted, retry shortly")));
+  }
   return reactor;
 }
 

@@ -7,6 +7,7 @@
 
 #include <functional>
 
+#include "common/work_queue.h"
 #include "coordinator/auth.h"
 #include "coordinator/job_manager.h"
 #include "coordinator/model_catalog.h"
@@ -63,6 +64,10 @@ class JobServiceImpl final : public forge::v1::JobService::CallbackService {
   Store* const store_;
   ModelCatalog* const catalog_;
   const SubmissionChecks checks_;
+  // A submission's checks (the contamination check reads every training token) run here,
+  // not on a gRPC callback thread. Declared last: destroyed first, after it has run what it
+  // accepted (the server's Wait already waited for those calls to finish).
+  WorkQueue submissions_{{.threads = 2, .max_pending = 256, .name = "submissions"}};
 };
 
 class WorkerServiceImpl final : public forge::v1::WorkerService::CallbackService {

@@ -69,8 +69,30 @@ absl::StatusOr<std::string> SubmissionChecks::CheckHeldOut(const std::string& te
     ASSIGN_OR_RETURN(const Dataset* d, get(m.dataset()));
     sources.push_back(d);
   }
-  ASSIGN_OR_RETURN(ContaminationReport report,
-                   CheckContamination(suites, sources, ContaminationOptions{}));
+  std::string key = tenant;
+  for (const Dataset* d : suites) absl::StrAppend(&key, "|s:", d->name(), "@", d->manifest_sha256());
+  for (const Dataset* d : sources) absl::StrAppend(&key, "|t:", d->name(), "@", d->manifest_sha256());
+  std::optional<ContaminationReport> cached;
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = reports_.find(key); it != reports_.end()) cached = it->second;
+  }
+  if (!cached.has_value()) {
+    // Outside the lock: a check reads every training token.
+    ASSIGN_OR_RETURN(ContaminationReport fresh,
+                     CheckContamination(suites, sources, ContaminationOptions{}));
+    absl::MutexLock lock(&mu_);
+    ++scans_;
+    if (reports_.emplace(key, fresh).second) {
+      report_order_.push_back(key);
+      if (report_order_.size() > kCachedReports) {
+        reports_.erase(report_order_.front());
+        report_order_.pop_front();
+      }
+    }
+    cached = std::move(fresh);
+  }
+  const ContaminationReport& report = *cached;
   const std::string summary = report.Summary();
   if (report.contaminated() && !spec.eval().allow_contamination()) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -114,6 +136,11 @@ absl::StatusOr<ResolvedBase> SubmissionChecks::ResolveBase(const std::string& te
   r.stage = !b.model().empty() ? b.stage() : info->stage();
   r.shape = info->shape();
   return r;
+}
+
+int64_t SubmissionChecks::contamination_scans() const {
+  absl::MutexLock lock(&mu_);
+  return scans_;
 }
 
 }  // namespace forge::coordinator
