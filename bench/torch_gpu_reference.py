@@ -24,7 +24,7 @@ On the lent GPU machine, from the repository root (`python3` there has PyTorch w
     cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j16 \\
         --target forge-bench-gpu-train
     # PyTorch eager + torch.compile, and Forge when build/bin/forge-bench-gpu-train exists
-    # (one Forge row per --forge-attention entry: gemm and fused by default)
+    # (one Forge row per --forge-attention entry: flash, gemm and fused by default)
     python3 bench/torch_gpu_reference.py --preset gpt2-124m-shape --batch 8 --seq 1024 \\
         --json "$OUT/torch_gpu_reference.json"
 
@@ -294,17 +294,18 @@ def parse_args():
     ap.add_argument("--forge", default=None,
                     help="Forge GPU bench binary (default: build/bin/forge-bench-gpu-train if present)")
     ap.add_argument("--no-forge", action="store_true", help="do not run Forge's GPU bench")
-    ap.add_argument("--forge-attention", default="gemm,fused",
+    ap.add_argument("--forge-attention", default="flash,gemm,fused",
                     help="comma list of Forge attention implementations to run, one row each "
-                         "(gemm: tensor-core products; fused: CUDA-core kernels; auto)")
+                         "(flash: fused on tensor cores; gemm: tensor-core products with the "
+                         "scores in memory; fused: CUDA-core kernels; auto)")
     ap.add_argument("--forge-timeout", type=int, default=600, help="seconds, per Forge run")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args()
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     args.forge_attention = [a.strip() for a in args.forge_attention.split(",") if a.strip()]
     for a in args.forge_attention:
-        if a not in ("auto", "gemm", "fused"):
-            ap.error(f"--forge-attention: unknown implementation {a!r} (auto, gemm, fused)")
+        if a not in ("auto", "flash", "gemm", "fused"):
+            ap.error(f"--forge-attention: unknown implementation {a!r} (auto, flash, gemm, fused)")
     for m in args.modes:
         if m not in ("eager", "compile"):
             ap.error(f"unknown mode {m!r} (eager, compile)")

@@ -3,7 +3,7 @@
 // the same model in PyTorch (eager and torch.compile) and prints them side by side.
 //
 //   forge-bench-gpu-train --preset gpt2-124m-shape --batch 8 --seq 1024 --steps 20
-//       [--attention=auto|gemm|fused]
+//       [--attention=auto|flash|gemm|fused]
 //
 // MFU = achieved FLOP/s / the GPU's dense bf16 peak, with nanoGPT's estimate (estimate_mfu):
 // FLOPs per token = 6·N + 12·L·H·Q·T, N the parameters less wpe, Q = width / heads, T = seq.
@@ -36,8 +36,8 @@ ABSL_FLAG(int, warmup, 3, "untimed steps first");
 ABSL_FLAG(std::string, precision, "bf16", "bf16 (training) or fp32 (exact mode)");
 ABSL_FLAG(int, device, 0, "CUDA device index");
 ABSL_FLAG(std::string, attention, "auto",
-          "auto | gemm (tensor-core products, [H, T, T] scores in memory) | fused (CUDA-core "
-          "kernels, no T x T matrix)");
+          "auto | flash (tensor cores, fused, bf16) | gemm (tensor-core products, [H, T, T] "
+          "scores in memory) | fused (CUDA-core kernels, no T x T matrix)");
 ABSL_FLAG(double, peak_tflops, 0, "dense bf16 peak of the GPU; 0 = from the device name");
 
 namespace forge::cuda {
@@ -76,8 +76,10 @@ int Run() {
     return 1;
   }
   const std::string attention = absl::GetFlag(FLAGS_attention);
-  if (attention != "auto" && attention != "gemm" && attention != "fused") {
-    std::fprintf(stderr, "--attention must be auto, gemm or fused (got %s)\n", attention.c_str());
+  if (attention != "auto" && attention != "flash" && attention != "gemm" &&
+      attention != "fused") {
+    std::fprintf(stderr, "--attention must be auto, flash, gemm or fused (got %s)\n",
+                 attention.c_str());
     return 1;
   }
   engine::BackendConfig config;
@@ -87,7 +89,8 @@ int Run() {
   CudaBackendOptions options;
   options.device = absl::GetFlag(FLAGS_device);
   options.bf16 = precision == "bf16";
-  options.attention = attention == "gemm"    ? CudaAttention::kGemm
+  options.attention = attention == "flash"   ? CudaAttention::kFlash
+                      : attention == "gemm"  ? CudaAttention::kGemm
                       : attention == "fused" ? CudaAttention::kFused
                                              : CudaAttention::kAuto;
   absl::StatusOr<std::unique_ptr<engine::ModelBackend>> created = CreateCudaBackend(config, options);

@@ -15,6 +15,7 @@
 #include "common/status_macros.h"
 #include "worker/cuda/attention_gemm.h"
 #include "worker/cuda/cuda_util.h"
+#include "worker/cuda/flash_attention.h"
 #include "worker/cuda/gemm.h"
 #include "worker/cuda/kernels.h"
 #include "worker/cuda/nccl_communicator.h"
@@ -191,6 +192,39 @@ class CudaGpt final : public engine::ModelBackend {
     return matmul_->Run(g, Type(), Type(), ops, stream_);
   }
 
+  // The attention Init chose (attention_), forward and backward.
+  absl::Status AttentionForwardAny(T* y, float* lse, const T* qkv, int B, int Tq) {
+    const int C = config_.shape.width, H = config_.shape.heads;
+    if (attention_ == CudaAttention::kGemm) {
+      return gemm_attention_->Forward(y, lse, qkv, B, Tq, C, H, stream_);
+    }
+    if constexpr (!kExact) {
+      if (attention_ == CudaAttention::kFlash) {
+        FORGE_CUDA_RETURN_IF_ERROR(FlashAttentionForward(y, lse, qkv, B, Tq, C, H, stream_));
+        return absl::OkStatus();
+      }
+    }
+    FORGE_CUDA_RETURN_IF_ERROR(AttentionForward<T>(y, lse, qkv, B, Tq, C, H, stream_));
+    return absl::OkStatus();
+  }
+  absl::Status AttentionBackwardAny(T* dqkv, const T* dy, const T* qkv, const T* y,
+                                    const float* lse, int B, int Tq) {
+    const int C = config_.shape.width, H = config_.shape.heads;
+    if (attention_ == CudaAttention::kGemm) {
+      return gemm_attention_->Backward(dqkv, S(delta_), dy, qkv, y, lse, B, Tq, C, H, stream_);
+    }
+    if constexpr (!kExact) {
+      if (attention_ == CudaAttention::kFlash) {
+        FORGE_CUDA_RETURN_IF_ERROR(
+            FlashAttentionBackward(dqkv, S(delta_), dy, qkv, y, lse, B, Tq, C, H, stream_));
+        return absl::OkStatus();
+      }
+    }
+    FORGE_CUDA_RETURN_IF_ERROR(
+        AttentionBackward<T>(dqkv, S(delta_), dy, qkv, y, lse, B, Tq, C, H, stream_));
+    return absl::OkStatus();
+  }
+
   absl::Status DenseBackward(T* dinp, float* dweight, float* dbias, const T* dout, const T* inp,
                              const T* weight, WeightLayout layout, int M, int K, int N) {
     auto pick = [&](GemmOperand o) -> const void* {
@@ -231,7 +265,8 @@ class CudaGpt final : public engine::ModelBackend {
   cudaStream_t comm_stream_ = nullptr;  // NCCL
   std::vector<cudaEvent_t> events_;     // one per all-reduce started in a backward
   std::unique_ptr<Matmul> matmul_;
-  std::unique_ptr<GemmAttention<T>> gemm_attention_;  // null: the fused attention kernels
+  CudaAttention attention_ = CudaAttention::kFused;   // what Init chose (never kAuto)
+  std::unique_ptr<GemmAttention<T>> gemm_attention_;  // set when attention_ is kGemm
 
   DeviceBuffer<float> params_, grads_, m_, v_;
   DeviceBuffer<T> lowp_;  // bf16 weights for the matmuls (unused in exact mode)
@@ -356,35 +391,56 @@ absl::Status CudaGpt<T>::Init() {
       decay_runs_.push_back({p.offset, p.count, decay});
     }
   }
-  // The GEMM attention's scratch comes last, so that in auto mode a device without room for
-  // it falls back to the fused kernels rather than failing.
+  // Attention. Auto: flash (tensor cores, fused) in bf16 where the head size allows, else the
+  // GEMMs when their scores fit, else the fused CUDA-core kernels. The GEMM attention's scratch
+  // comes last, so that a device without room for it falls back rather than failing.
+  const int head_size = s.width / s.heads;
   const size_t gemm_scratch = GemmAttention<T>::ScratchBytes(s.heads, config_.max_seq);
-  bool gemm_attention = options_.attention == CudaAttention::kGemm;
-  if (options_.attention == CudaAttention::kAuto) {
+  attention_ = options_.attention;
+  if (attention_ == CudaAttention::kAuto) {
     size_t free_bytes = 0, total_bytes = 0;
     FORGE_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
-    // At most half of what is free: cuBLASLt, NCCL and the allocator need room too.
-    gemm_attention = gemm_scratch <= GemmAttentionBudget(prop.totalGlobalMem) &&
-                     gemm_scratch <= free_bytes / 2;
+    if (!kExact && FlashAttentionHeadSizeSupported(head_size)) {
+      attention_ = CudaAttention::kFlash;
+    } else if (gemm_scratch <= GemmAttentionBudget(prop.totalGlobalMem) &&
+               gemm_scratch <= free_bytes / 2) {  // cuBLASLt, NCCL and others need room too
+      attention_ = CudaAttention::kGemm;
+    } else {
+      attention_ = CudaAttention::kFused;
+    }
   }
-  if (gemm_attention) {
-    ASSIGN_OR_RETURN(gemm_attention_,
-                     GemmAttention<T>::Create(matmul_.get(), s.heads, config_.max_seq));
-  } else if (!AttentionHeadSizeSupported(s.width / s.heads)) {
+  if (attention_ == CudaAttention::kFlash &&
+      (kExact || !FlashAttentionHeadSizeSupported(head_size))) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "model shape: head size ", s.width / s.heads, " needs the GEMM attention, whose [H, T, T] "
+        "attention: the flash kernels run in bf16 with head sizes 16, 32, 64 and 128 (this "
+        "backend is ", kExact ? "fp32" : "bf16", ", head size ", head_size,
+        "): use the GEMM or fused attention"));
+  }
+  if (attention_ == CudaAttention::kFused && !AttentionHeadSizeSupported(head_size)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model shape: head size ", head_size, " needs the GEMM attention, whose [H, T, T] "
         "scores (", gemm_scratch >> 20, " MiB) do not fit this device's budget; the fused "
         "kernels support head sizes 16, 32, 64 and 128: change width or heads, or shorten "
         "the context"));
   }
+  if (attention_ == CudaAttention::kGemm) {
+    ASSIGN_OR_RETURN(gemm_attention_,
+                     GemmAttention<T>::Create(matmul_.get(), s.heads, config_.max_seq));
+  }
+  std::string attention;
+  switch (attention_) {
+    case CudaAttention::kFlash: attention = "flash (tensor cores, fused)"; break;
+    case CudaAttention::kGemm:
+      attention = absl::StrFormat("%s (%.0f MiB of scores)",
+                                  kExact ? "fp32 GEMMs" : "tensor-core GEMMs",
+                                  gemm_scratch / (1024.0 * 1024));
+      break;
+    default: attention = "fused kernels"; break;
+  }
   description_ = absl::StrFormat(
       "cuda:%d %s (%.1f GiB, sm_%d%d), %s, attention: %s", options_.device, prop.name,
       prop.totalGlobalMem / (1024.0 * 1024 * 1024), prop.major, prop.minor,
-      kExact ? "fp32" : "bf16 with fp32 master weights",
-      !gemm_attention ? std::string("fused kernels")
-                      : absl::StrFormat("%s (%.0f MiB of scores)",
-                                        kExact ? "fp32 GEMMs" : "tensor-core GEMMs",
-                                        gemm_scratch / (1024.0 * 1024)));
+      kExact ? "fp32" : "bf16 with fp32 master weights", attention);
   FORGE_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(grads_.get(), 0, grads_.bytes(), stream_));
   return absl::OkStatus();
 }
@@ -447,7 +503,7 @@ absl::StatusOr<int> CudaGpt<T>::Forward(const int32_t* tokens, const int32_t* ta
                                                    " x ", config_.max_seq));
   }
   const ModelShape& s = config_.shape;
-  const int N = B * Tq, C = s.width, V = s.vocab, H = s.heads;
+  const int N = B * Tq, C = s.width, V = s.vocab;
   int count = 0;
   for (int n = 0; n < N; ++n) {
     if (tokens[n] < 0 || tokens[n] >= V) {
@@ -481,13 +537,7 @@ absl::StatusOr<int> CudaGpt<T>::Forward(const int32_t* tokens, const int32_t* ta
                                                    P(w.ln1_w), P(w.ln1_b), N, C, stream_));
     RETURN_IF_ERROR(Dense(A(a.qkv), A(a.ln1), W(w.qkv_w), WeightLayout::kInOut, W(w.qkv_b),
                           nullptr, N, C, 3 * C));
-    if (gemm_attention_ != nullptr) {
-      RETURN_IF_ERROR(
-          gemm_attention_->Forward(A(a.atty), S(a.lse), A(a.qkv), B, Tq, C, H, stream_));
-    } else {
-      FORGE_CUDA_RETURN_IF_ERROR(
-          AttentionForward<T>(A(a.atty), S(a.lse), A(a.qkv), B, Tq, C, H, stream_));
-    }
+    RETURN_IF_ERROR(AttentionForwardAny(A(a.atty), S(a.lse), A(a.qkv), B, Tq));
     RETURN_IF_ERROR(Dense(A(a.res2), A(a.atty), W(w.attn_proj_w), WeightLayout::kInOut,
                           W(w.attn_proj_b), x, N, C, C));
     FORGE_CUDA_RETURN_IF_ERROR(LayerNormForward<T>(A(a.ln2), S(a.ln2_mean), S(a.ln2_rstd),
@@ -525,7 +575,7 @@ absl::Status CudaGpt<T>::ReduceAsync(size_t offset, size_t count) {
 template <typename T>
 absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
   const ModelShape& s = config_.shape;
-  const int N = B * Tq, C = s.width, V = s.vocab, H = s.heads;
+  const int N = B * Tq, C = s.width, V = s.vocab;
   T* dres = grad_acts_.get() + dres_;
   T* dc = grad_acts_.get() + dc_;
   T* d3c = grad_acts_.get() + d3c_;
@@ -555,13 +605,7 @@ absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
                                                     S(a.ln2_mean), S(a.ln2_rstd), N, C, stream_));
     RETURN_IF_ERROR(DenseBackward(dc, G(w.attn_proj_w), G(w.attn_proj_b), dres, A(a.atty),
                                   W(w.attn_proj_w), WeightLayout::kInOut, N, C, C));
-    if (gemm_attention_ != nullptr) {
-      RETURN_IF_ERROR(gemm_attention_->Backward(d3c, S(delta_), dc, A(a.qkv), A(a.atty),
-                                                S(a.lse), B, Tq, C, H, stream_));
-    } else {
-      FORGE_CUDA_RETURN_IF_ERROR(AttentionBackward<T>(d3c, S(delta_), dc, A(a.qkv), A(a.atty),
-                                                      S(a.lse), B, Tq, C, H, stream_));
-    }
+    RETURN_IF_ERROR(AttentionBackwardAny(d3c, dc, A(a.qkv), A(a.atty), S(a.lse), B, Tq));
     RETURN_IF_ERROR(DenseBackward(dc, G(w.qkv_w), G(w.qkv_b), d3c, A(a.ln1), W(w.qkv_w),
                                   WeightLayout::kInOut, N, C, 3 * C));
     FORGE_CUDA_RETURN_IF_ERROR(LayerNormBackward<T>(dres, G(w.ln1_w), G(w.ln1_b),

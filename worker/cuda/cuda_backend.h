@@ -2,10 +2,11 @@
 //
 //   matmuls        cuBLASLt (gemm.h), bf16 inputs and fp32 accumulation, bias and residual
 //                  fused into the call
-//   attention      tensor cores (bf16): per sequence, the heads' score products as cuBLASLt
-//                  strided batches with our softmax kernels (attention_gemm.h); or, for
-//                  long contexts whose [H, T, T] scratch would not fit, our fused kernels,
-//                  which keep no T x T matrix (CUDA cores)
+//   attention      flash attention on the tensor cores in bf16 (flash_attention.h: WMMA
+//                  fragments, online softmax, no T x T matrix); or the heads' score products
+//                  as cuBLASLt strided batches with our softmax kernels (attention_gemm.h:
+//                  fp32 mode, other head sizes); or our fused CUDA-core kernels (kernels.h:
+//                  long contexts whose [H, T, T] scores would not fit). CudaAttention picks.
 //   everything     our kernels (kernels.h): embeddings, LayerNorm, GELU, cross-entropy,
 //   else           gradient norm, AdamW
 //   precision      bf16 activations and a bf16 copy of the weights for the matmuls; fp32
@@ -33,10 +34,12 @@ namespace forge::cuda {
 class NcclCommunicator;
 
 enum class CudaAttention {
-  kAuto,   // kGemm when its scratch fits GemmAttentionBudget and half the free memory left
-           // after the model's own buffers, else kFused
-  kGemm,   // attention_gemm.h
-  kFused,  // kernels.h AttentionForward / AttentionBackward
+  kAuto,   // kFlash in bf16 where the head size allows; else kGemm when its scratch fits
+           // GemmAttentionBudget and half the free memory left after the model's own
+           // buffers; else kFused
+  kFlash,  // flash_attention.h: fused on the tensor cores (bf16; head sizes 16..128)
+  kGemm,   // attention_gemm.h: cuBLASLt products with [H, T, T] scores in memory
+  kFused,  // kernels.h AttentionForward / AttentionBackward: fused on CUDA cores
 };
 
 // The most device memory kAuto lets the GEMM attention's score matrices take: 2 GiB or a

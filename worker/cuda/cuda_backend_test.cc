@@ -128,7 +128,14 @@ class CudaBackendTest : public ::testing::TestWithParam<CudaAttention> {
   }
 };
 
+// The flash attention runs in bf16 only: exact-mode tests skip it.
+#define SKIP_EXACT_FOR_FLASH()                                                   \
+  do {                                                                           \
+    if (GetParam() == CudaAttention::kFlash) GTEST_SKIP() << "flash is bf16-only"; \
+  } while (0)
+
 TEST_P(CudaBackendTest, ExactModeTrainingStepsMatchTheCpuEngine) {
+  SKIP_EXACT_FOR_FLASH();
   auto cpu = Cpu();
   auto gpu = Cuda(/*bf16=*/false);
   ASSERT_NE(gpu, nullptr);
@@ -192,6 +199,7 @@ TEST_P(CudaBackendTest, LoadStateRestoresWhatCopyStateSaw) {
 }
 
 TEST_P(CudaBackendTest, ForwardLossesMatchTheCpuEngine) {
+  SKIP_EXACT_FOR_FLASH();
   auto cpu = Cpu();
   auto gpu = Cuda(false);
   ASSERT_NE(gpu, nullptr);
@@ -213,19 +221,33 @@ TEST_P(CudaBackendTest, ForwardLossesMatchTheCpuEngine) {
 TEST_P(CudaBackendTest, DescribeNamesTheAttention) {
   auto gpu = Cuda(true);
   ASSERT_NE(gpu, nullptr);
-  // Auto picks the GEMMs: this model's scores take a few MiB.
-  EXPECT_THAT(gpu->Describe(), HasSubstr(GetParam() == CudaAttention::kFused
-                                             ? "attention: fused kernels"
-                                             : "attention: tensor-core GEMMs"));
+  // Auto picks flash in bf16 (head size 32 here).
+  const char* want = GetParam() == CudaAttention::kFused  ? "attention: fused kernels"
+                     : GetParam() == CudaAttention::kGemm ? "attention: tensor-core GEMMs"
+                                                          : "attention: flash";
+  EXPECT_THAT(gpu->Describe(), HasSubstr(want));
+}
+
+TEST_P(CudaBackendTest, ExactModeWithFlashIsRefusedWithTheFix) {
+  if (GetParam() != CudaAttention::kFlash) GTEST_SKIP() << "flash only";
+  CudaBackendOptions o;
+  o.bf16 = false;
+  o.attention = CudaAttention::kFlash;
+  absl::StatusOr<std::unique_ptr<engine::ModelBackend>> b = CreateCudaBackend(Config(), o);
+  ASSERT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(b.status().message(), HasSubstr("use the GEMM or fused attention"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Attention, CudaBackendTest,
-                         ::testing::Values(CudaAttention::kGemm, CudaAttention::kFused,
-                                           CudaAttention::kAuto),
+                         ::testing::Values(CudaAttention::kFlash, CudaAttention::kGemm,
+                                           CudaAttention::kFused, CudaAttention::kAuto),
                          [](const ::testing::TestParamInfo<CudaAttention>& info) {
-                           return info.param == CudaAttention::kGemm    ? "Gemm"
-                                  : info.param == CudaAttention::kFused ? "Fused"
-                                                                        : "Auto";
+                           switch (info.param) {
+                             case CudaAttention::kFlash: return "Flash";
+                             case CudaAttention::kGemm: return "Gemm";
+                             case CudaAttention::kFused: return "Fused";
+                             default: return "Auto";
+                           }
                          });
 
 TEST(GemmAttentionBudgetTest, TwoGibOrASixteenthOfTheDevice) {

@@ -13,6 +13,7 @@
 
 #include "gtest/gtest.h"
 #include "worker/cuda/cuda_util.h"
+#include "worker/cuda/test_util.h"
 #include "worker/cuda/gemm.h"
 #include "worker/engine/adamw.h"
 #include "worker/engine/attention.h"
@@ -27,78 +28,20 @@
 namespace forge::cuda {
 namespace {
 
-using Vec = std::vector<float>;
+using testing::Dev;
+using testing::ExpectClose;
+using testing::Random;
+using testing::Rounded;
+using testing::Vec;
 
 #define REQUIRE_CUDA_DEVICE()                                                         \
   do {                                                                                \
     if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device answers: skipped";   \
   } while (0)
 
-Vec Random(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> normal(0.0f, scale);
-  Vec v(n);
-  for (float& x : v) x = normal(gen);
-  return v;
-}
-
-// Host values as the kernel's T sees them (bf16 inputs are rounded first, so the CPU
-// reference computes on the same inputs).
-template <typename T>
-Vec Rounded(const Vec& v) {
-  if constexpr (std::is_same_v<T, float>) return v;
-  Vec out(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out[i] = __bfloat162float(__float2bfloat16(v[i]));
-  return out;
-}
-
-template <typename T>
-class Dev {
- public:
-  explicit Dev(size_t n) : buf_(*DeviceBuffer<T>::Allocate(n, "test")) {}
-  Dev(const Vec& host) : Dev(host.size()) { Upload(host); }
-  void Upload(const Vec& host) {
-    std::vector<T> tmp(host.size());
-    for (size_t i = 0; i < host.size(); ++i) tmp[i] = static_cast<T>(host[i]);
-    ASSERT_EQ(cudaMemcpy(buf_.get(), tmp.data(), tmp.size() * sizeof(T), cudaMemcpyHostToDevice),
-              cudaSuccess);
-  }
-  Vec Download() const {
-    std::vector<T> tmp(buf_.size());
-    EXPECT_EQ(cudaMemcpy(tmp.data(), buf_.get(), tmp.size() * sizeof(T), cudaMemcpyDeviceToHost),
-              cudaSuccess);
-    Vec out(tmp.size());
-    for (size_t i = 0; i < tmp.size(); ++i) out[i] = static_cast<float>(tmp[i]);
-    return out;
-  }
-  T* get() const { return buf_.get(); }
-
- private:
-  DeviceBuffer<T> buf_;
-};
-
 template <typename T>
 constexpr float Tolerance() {
   return std::is_same_v<T, float> ? 1e-5f : 1e-2f;
-}
-
-// |got - want| <= tol · (|want| + floor), floor = 0.1 · rms(want) so values near zero are
-// judged on the scale of the tensor.
-void ExpectClose(const Vec& got, const Vec& want, float tol, const char* what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  double sq = 0;
-  for (float w : want) sq += double{w} * w;
-  const float floor = 0.1f * static_cast<float>(std::sqrt(sq / std::max<size_t>(1, want.size())));
-  int bad = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const float err = std::abs(got[i] - want[i]);
-    if (!(err <= tol * (std::abs(want[i]) + floor))) {
-      if (++bad <= 5) {
-        ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << " want " << want[i];
-      }
-    }
-  }
-  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << got.size() << " elements off";
 }
 
 void Sync() { ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess); }
