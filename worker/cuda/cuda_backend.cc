@@ -400,7 +400,8 @@ absl::Status CudaGpt<T>::Init() {
   if (attention_ == CudaAttention::kAuto) {
     size_t free_bytes = 0, total_bytes = 0;
     FORGE_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
-    if (!kExact && FlashAttentionHeadSizeSupported(head_size)) {
+    if (!kExact && FlashAttentionHeadSizeSupported(head_size) &&
+        FlashAttentionSmemBytes(head_size) <= prop.sharedMemPerBlockOptin) {
       attention_ = CudaAttention::kFlash;
     } else if (gemm_scratch <= GemmAttentionBudget(prop.totalGlobalMem) &&
                gemm_scratch <= free_bytes / 2) {  // cuBLASLt, NCCL and others need room too
@@ -410,11 +411,11 @@ absl::Status CudaGpt<T>::Init() {
     }
   }
   if (attention_ == CudaAttention::kFlash &&
-      (kExact || !FlashAttentionHeadSizeSupported(head_size))) {
+      FlashAttentionSmemBytes(head_size) > prop.sharedMemPerBlockOptin) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "attention: the flash kernels run in bf16 with head sizes 16, 32, 64 and 128 (this "
-        "backend is ", kExact ? "fp32" : "bf16", ", head size ", head_size,
-        "): use the GEMM or fused attention"));
+        "attention: the flash kernels need ", FlashAttentionSmemBytes(head_size) >> 10,
+        " KiB of shared memory per block for head size ", head_size, "; ", prop.name,
+        " allows ", prop.sharedMemPerBlockOptin >> 10, " KiB: use the GEMM or fused attention"));
   }
   if (attention_ == CudaAttention::kFused && !AttentionHeadSizeSupported(head_size)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -724,6 +725,13 @@ absl::StatusOr<std::unique_ptr<engine::ModelBackend>> CreateCudaBackend(
     return absl::InvalidArgumentError(absl::StrCat(
         "model shape: every field must be >= 1 and heads must divide width (layers=", s.layers,
         " heads=", s.heads, " width=", s.width, " context=", s.context, " vocab=", s.vocab, ")"));
+  }
+  if (options.attention == CudaAttention::kFlash &&
+      (!options.bf16 || !FlashAttentionHeadSizeSupported(s.width / s.heads))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "attention: the flash kernels run in bf16 with head sizes 16, 32, 64 and 128 (this "
+        "backend is ", options.bf16 ? "bf16" : "fp32", ", head size ", s.width / s.heads,
+        "): use the GEMM or fused attention"));
   }
   if (options.attention == CudaAttention::kFused &&
       !AttentionHeadSizeSupported(s.width / s.heads)) {

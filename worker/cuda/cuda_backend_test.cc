@@ -228,8 +228,7 @@ TEST_P(CudaBackendTest, DescribeNamesTheAttention) {
   EXPECT_THAT(gpu->Describe(), HasSubstr(want));
 }
 
-TEST_P(CudaBackendTest, ExactModeWithFlashIsRefusedWithTheFix) {
-  if (GetParam() != CudaAttention::kFlash) GTEST_SKIP() << "flash only";
+TEST(CudaBackendArgsTest, ExactModeWithFlashIsRefusedWithTheFix) {
   CudaBackendOptions o;
   o.bf16 = false;
   o.attention = CudaAttention::kFlash;

@@ -1,6 +1,9 @@
 #include <mma.h>
 
 #include <cmath>
+#include <mutex>
+#include <set>
+#include <utility>
 
 #include "worker/cuda/flash_attention.h"
 #include "worker/cuda/flash_attention_body.h"
@@ -24,6 +27,7 @@ struct DeviceCtx {
   __device__ int tid() const { return threadIdx.x; }
   __device__ int block_x() const { return blockIdx.x; }
   __device__ int block_y() const { return blockIdx.y; }
+  __device__ int grid_x() const { return gridDim.x; }
   __device__ void sync() const { __syncthreads(); }
   __device__ void syncwarp() const { __syncwarp(); }
   __device__ float shfl_xor(float v, int mask) const {
@@ -79,12 +83,22 @@ __global__ void __launch_bounds__(flash::kThreads)
   flash::BackwardKeyBody<D>(ctx, dqkv, delta, dy, qkv, lse, Tq, C, H, scale);
 }
 
-// Raises the kernel's dynamic shared-memory limit to `bytes` (above the 48 KiB default);
-// once per kernel is enough, and the call is cheap.
+// Raises the kernel's dynamic shared-memory limit to `bytes` (above the 48 KiB default), once
+// per kernel and device: the attribute is per device, and setting it can wait for copies in
+// flight, so it is not repeated at every launch.
 template <typename K>
 cudaError_t AllowSmem(K kernel, size_t bytes) {
-  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              static_cast<int>(bytes));
+  int device = 0;
+  if (cudaError_t e = cudaGetDevice(&device); e != cudaSuccess) return e;
+  static std::mutex mu;
+  static std::set<std::pair<const void*, int>> done;
+  const std::pair<const void*, int> key(reinterpret_cast<const void*>(kernel), device);
+  std::lock_guard<std::mutex> lock(mu);
+  if (done.count(key) > 0) return cudaSuccess;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(bytes));
+  if (e == cudaSuccess) done.insert(key);
+  return e;
 }
 
 template <int D>
@@ -108,6 +122,7 @@ cudaError_t Backward(bf16* dqkv, const float* delta, const bf16* dy, const bf16*
   const float scale = 1.0f / sqrtf(static_cast<float>(D));
   FlashBackwardQueryKernel<D>
       <<<grid, flash::kThreads, bytes, stream>>>(dqkv, delta, dy, qkv, lse, Tq, C, H, scale);
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
   FlashBackwardKeyKernel<D>
       <<<grid, flash::kThreads, bytes, stream>>>(dqkv, delta, dy, qkv, lse, Tq, C, H, scale);
   return cudaGetLastError();
@@ -117,6 +132,22 @@ cudaError_t Backward(bf16* dqkv, const float* delta, const bf16* dy, const bf16*
 
 bool FlashAttentionHeadSizeSupported(int head_size) {
   return head_size == 16 || head_size == 32 || head_size == 64 || head_size == 128;
+}
+
+size_t FlashAttentionSmemBytes(int head_size) {
+  auto most = [](size_t a, size_t b) { return a > b ? a : b; };
+  switch (head_size) {
+    case 16:
+      return most(flash::ForwardSmem<16>::kBytes, flash::BackwardSmem<16>::kBytes);
+    case 32:
+      return most(flash::ForwardSmem<32>::kBytes, flash::BackwardSmem<32>::kBytes);
+    case 64:
+      return most(flash::ForwardSmem<64>::kBytes, flash::BackwardSmem<64>::kBytes);
+    case 128:
+      return most(flash::ForwardSmem<128>::kBytes, flash::BackwardSmem<128>::kBytes);
+    default:
+      return 0;
+  }
 }
 
 cudaError_t FlashAttentionForward(bf16* y, float* lse, const bf16* qkv, int B, int Tq, int C, int H,

@@ -17,9 +17,16 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
+
 namespace forge::cuda {
 
 bool FlashAttentionHeadSizeSupported(int head_size);
+
+// Shared memory per block the kernels need for this head size (the most of the three); the
+// device must allow it (cudaDeviceProp::sharedMemPerBlockOptin: 227 KiB on H100, less on some
+// consumer GPUs). 0 for an unsupported head size.
+size_t FlashAttentionSmemBytes(int head_size);
 
 cudaError_t FlashAttentionForward(__nv_bfloat16* y, float* lse, const __nv_bfloat16* qkv, int B,
                                   int Tq, int C, int H, cudaStream_t stream);

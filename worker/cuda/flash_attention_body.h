@@ -8,7 +8,8 @@
 // their documented semantics: whole-tile loads, products and stores) and timing.
 //
 // A Ctx provides:
-//   int tid(), block_x(), block_y()          thread and block indices (128 threads per block)
+//   int tid(), block_x(), block_y(), grid_x() thread and block indices, blocks along x
+//                                             (128 threads per block)
 //   void sync()                              __syncthreads
 //   void syncwarp()                          __syncwarp
 //   float shfl_xor(float v, int mask)        __shfl_xor_sync over the warp
@@ -129,15 +130,16 @@ FORGE_FLASH_FN void ProbsTimesTile(Ctx& ctx, typename Ctx::Acc* acc, const bf16*
   }
 }
 
-// Causal attention forward for the 64 queries of block (block_x, b·H + h): y and lse (the
-// log-sum-exp of the scaled scores, as kernels.h's AttentionForward).
+// Causal attention forward for the 64 queries of block (grid_x − 1 − block_x, b·H + h): y and
+// lse (the log-sum-exp of the scaled scores, as kernels.h's AttentionForward).
 template <int D, class Ctx>
 FORGE_FLASH_FN void ForwardBody(Ctx& ctx, bf16* y, float* lse, const bf16* qkv, int Tq, int C,
                                 int H, float scale) {
   using S = ForwardSmem<D>;
   constexpr int kX = Pitch<D>::kX, kS = Pitch<D>::kS, kP = Pitch<D>::kP, kO = Pitch<D>::kO;
   const int bh = ctx.block_y(), b = bh / H, h = bh % H;
-  const int q0 = ctx.block_x() * kBlockRows;
+  // The last query blocks have the most keys to visit: they go first (block 0 takes them).
+  const int q0 = (ctx.grid_x() - 1 - ctx.block_x()) * kBlockRows;
   const int warp = ctx.tid() / 32, lane = ctx.tid() % 32;
   const int r = lane / 2, half = lane % 2;  // this lane's row of the warp, and half of it
   const int qi = q0 + warp * kWarpRows + r;
@@ -171,12 +173,14 @@ FORGE_FLASH_FN void ForwardBody(Ctx& ctx, bf16* y, float* lse, const bf16* qkv, 
     }
     tile_max = fmaxf(tile_max, ctx.shfl_xor(tile_max, 1));
     const float m_new = fmaxf(m, tile_max);
-    // Every row has a key in every tile it visits (key k0 <= its query), so m_new is finite.
-    const float alpha = m == -INFINITY ? 0.0f : expf(m - m_new);
+    // Every row has a key in every tile it visits (key k0 <= its query), so m_new is finite;
+    // the guard keeps a row with none (a future padding mask) at zero instead of NaN.
+    const float alpha = (m == -INFINITY || m_new == -INFINITY) ? 0.0f : expf(m - m_new);
     float sum = 0.0f;
     for (int c = half * 32; c < half * 32 + 32; ++c) {
       const int key = k0 + c;
-      const float e = (key <= qi && key < Tq) ? expf(srow[c] * scale - m_new) : 0.0f;
+      const float e =
+          (key <= qi && key < Tq && m_new != -INFINITY) ? expf(srow[c] * scale - m_new) : 0.0f;
       p[r * kP + c] = __float2bfloat16(e);
       sum += e;
     }
@@ -193,11 +197,11 @@ FORGE_FLASH_FN void ForwardBody(Ctx& ctx, bf16* y, float* lse, const bf16* qkv, 
   }
   if (qi >= Tq) return;
   bf16* out = y + (static_cast<size_t>(b) * Tq + qi) * C + h * D;
-  const float inv = 1.0f / l;
+  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
   for (int d = half * (D / 2); d < half * (D / 2) + D / 2; ++d) {
     out[d] = __float2bfloat16(o[r * kO + d] * inv);
   }
-  if (half == 0) lse[static_cast<size_t>(bh) * Tq + qi] = m + logf(l);
+  if (half == 0) lse[static_cast<size_t>(bh) * Tq + qi] = l > 0.0f ? m + logf(l) : -INFINITY;
 }
 
 // Writes the warp's 16 x D accumulators (staged through `o`) as bf16 rows of dqkv at column
@@ -215,7 +219,7 @@ FORGE_FLASH_FN void WriteRows(Ctx& ctx, bf16* dqkv, const typename Ctx::Acc* acc
   }
 }
 
-// dq for the 64 queries of block (block_x, b·H + h): dq_i = sum_j dS_ij k_j, with
+// dq for the 64 queries of block (grid_x − 1 − block_x, b·H + h): dq_i = sum_j dS_ij k_j, with
 // dS = P ∘ (dP − delta) · scale, P = exp(scale · q k^T − lse), dP = dy v^T, over keys j <= i.
 template <int D, class Ctx>
 FORGE_FLASH_FN void BackwardQueryBody(Ctx& ctx, bf16* dqkv, const float* delta, const bf16* dy,
@@ -224,7 +228,7 @@ FORGE_FLASH_FN void BackwardQueryBody(Ctx& ctx, bf16* dqkv, const float* delta, 
   using S = BackwardSmem<D>;
   constexpr int kX = Pitch<D>::kX, kS = Pitch<D>::kS, kP = Pitch<D>::kP, kO = Pitch<D>::kO;
   const int bh = ctx.block_y(), b = bh / H, h = bh % H;
-  const int q0 = ctx.block_x() * kBlockRows;
+  const int q0 = (ctx.grid_x() - 1 - ctx.block_x()) * kBlockRows;  // the longest rows first
   const int warp = ctx.tid() / 32, lane = ctx.tid() % 32;
   const int r = lane / 2, half = lane % 2;
   const int row = warp * kWarpRows + r, qi = q0 + row;

@@ -42,7 +42,7 @@ struct HostBlock {
   std::vector<std::unique_ptr<std::barrier<>>> warp;
   std::vector<std::vector<float>> exchange;
   std::vector<char> smem;
-  int x = 0, y = 0;
+  int x = 0, y = 0, grid_x = 1;
   char* aligned_smem() {
     const uintptr_t p = reinterpret_cast<uintptr_t>(smem.data());
     return reinterpret_cast<char*>((p + 127) / 128 * 128);
@@ -65,6 +65,7 @@ class HostCtx {
   int tid() const { return tid_; }
   int block_x() const { return blk_->x; }
   int block_y() const { return blk_->y; }
+  int grid_x() const { return blk_->grid_x; }
   void sync() { blk_->block.arrive_and_wait(); }
   void syncwarp() { blk_->warp[tid_ / 32]->arrive_and_wait(); }
   float shfl_xor(float v, int mask) {
@@ -131,6 +132,7 @@ void RunGrid(int grid_x, int grid_y, size_t smem_bytes, const Body& body) {
       HostBlock blk(smem_bytes);
       blk.x = x;
       blk.y = y;
+      blk.grid_x = grid_x;
       std::vector<std::thread> threads;
       for (int t = 0; t < kThreads; ++t) {
         threads.emplace_back([&blk, &body, t] {
