@@ -189,7 +189,10 @@ class CommandsTest : public ::testing::Test {
     env_.out = &out_;
     env_.err = &err_;
     env_.clock = &clock_;
-    spec_path_ = ::testing::TempDir() + "/spec.yaml";
+    // A directory per test: ctest runs the tests of this file in parallel processes.
+    std::string dir = ::testing::TempDir() + "/commands-XXXXXX";
+    ASSERT_NE(mkdtemp(dir.data()), nullptr);
+    spec_path_ = dir + "/spec.yaml";
   }
   void TearDown() override { server_->Shutdown(); }
 
