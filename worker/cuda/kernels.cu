@@ -1,5 +1,7 @@
 #include "worker/cuda/kernels.h"
 
+#include "worker/cuda/launch.h"
+
 #include <cmath>
 
 namespace forge::cuda {
@@ -423,10 +425,10 @@ cudaError_t LaunchAttentionForward(T* y, float* lse, const T* qkv, int B, int Tq
   const dim3 grid((Tq + kRowTile - 1) / kRowTile, B * H);
   const dim3 block(kRowTile * kGroup);
   switch (hs) {
-    case 16: AttentionForwardKernel<T, 4><<<grid, block, 0, stream>>>(y, lse, qkv, Tq, C, H, scale); break;
-    case 32: AttentionForwardKernel<T, 8><<<grid, block, 0, stream>>>(y, lse, qkv, Tq, C, H, scale); break;
-    case 64: AttentionForwardKernel<T, 16><<<grid, block, 0, stream>>>(y, lse, qkv, Tq, C, H, scale); break;
-    case 128: AttentionForwardKernel<T, 32><<<grid, block, 0, stream>>>(y, lse, qkv, Tq, C, H, scale); break;
+    case 16: FORGE_LAUNCH(grid, block, 0, stream, AttentionForwardKernel<T, 4>)(y, lse, qkv, Tq, C, H, scale); break;
+    case 32: FORGE_LAUNCH(grid, block, 0, stream, AttentionForwardKernel<T, 8>)(y, lse, qkv, Tq, C, H, scale); break;
+    case 64: FORGE_LAUNCH(grid, block, 0, stream, AttentionForwardKernel<T, 16>)(y, lse, qkv, Tq, C, H, scale); break;
+    case 128: FORGE_LAUNCH(grid, block, 0, stream, AttentionForwardKernel<T, 32>)(y, lse, qkv, Tq, C, H, scale); break;
     default: return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
@@ -438,9 +440,9 @@ void LaunchAttentionBackwardKernels(T* dqkv, const float* delta, const T* dy, co
                                     cudaStream_t stream) {
   const dim3 grid((Tq + kRowTile - 1) / kRowTile, B * H);
   const dim3 block(kRowTile * kGroup);
-  AttentionBackwardQueryKernel<T, D><<<grid, block, 0, stream>>>(dqkv, delta, dy, qkv, lse, Tq, C,
+  FORGE_LAUNCH(grid, block, 0, stream, AttentionBackwardQueryKernel<T, D>)(dqkv, delta, dy, qkv, lse, Tq, C,
                                                                  H, scale);
-  AttentionBackwardKeyKernel<T, D><<<grid, block, 0, stream>>>(dqkv, delta, dy, qkv, lse, Tq, C, H,
+  FORGE_LAUNCH(grid, block, 0, stream, AttentionBackwardKeyKernel<T, D>)(dqkv, delta, dy, qkv, lse, Tq, C, H,
                                                                scale);
 }
 
@@ -647,7 +649,7 @@ template <typename T>
 cudaError_t EmbeddingForward(T* out, const int32_t* tokens, const float* wte, const float* wpe,
                              int B, int Tq, int C, cudaStream_t stream) {
   const size_t total = static_cast<size_t>(B) * Tq * C;
-  EmbeddingForwardKernel<T><<<Blocks(total), kThreads, 0, stream>>>(out, tokens, wte, wpe, Tq, C,
+  FORGE_LAUNCH(Blocks(total), kThreads, 0, stream, EmbeddingForwardKernel<T>)(out, tokens, wte, wpe, Tq, C,
                                                                       total);
   return cudaGetLastError();
 }
@@ -657,7 +659,7 @@ cudaError_t EmbeddingBackwardWte(float* dwte, const T* dx, const int32_t* order,
                                  const int32_t* start, const int32_t* bucket_token, int buckets,
                                  int C, cudaStream_t stream) {
   if (buckets == 0) return cudaSuccess;
-  EmbeddingBackwardWteKernel<T><<<buckets, kThreads, 0, stream>>>(dwte, dx, order, start,
+  FORGE_LAUNCH(buckets, kThreads, 0, stream, EmbeddingBackwardWteKernel<T>)(dwte, dx, order, start,
                                                                   bucket_token, C);
   return cudaGetLastError();
 }
@@ -665,7 +667,7 @@ cudaError_t EmbeddingBackwardWte(float* dwte, const T* dx, const int32_t* order,
 template <typename T>
 cudaError_t EmbeddingBackwardWpe(float* dwpe, const T* dx, int B, int Tq, int C,
                                  cudaStream_t stream) {
-  EmbeddingBackwardWpeKernel<T><<<Tq, kThreads, 0, stream>>>(dwpe, dx, B, Tq, C);
+  FORGE_LAUNCH(Tq, kThreads, 0, stream, EmbeddingBackwardWpeKernel<T>)(dwpe, dx, B, Tq, C);
   return cudaGetLastError();
 }
 
@@ -673,7 +675,7 @@ template <typename T>
 cudaError_t LayerNormForward(T* out, float* mean, float* rstd, const T* inp, const float* weight,
                              const float* bias, int N, int C, cudaStream_t stream) {
   const int rows_per_block = kThreads / kWarp;
-  LayerNormForwardKernel<T><<<(N + rows_per_block - 1) / rows_per_block, kThreads, 0, stream>>>(
+  FORGE_LAUNCH((N + rows_per_block - 1) / rows_per_block, kThreads, 0, stream, LayerNormForwardKernel<T>)(
       out, mean, rstd, inp, weight, bias, N, C);
   return cudaGetLastError();
 }
@@ -687,12 +689,11 @@ cudaError_t LayerNormBackward(T* dinp, float* dweight, float* dbias, float* scra
                               const T* dout, const T* inp, const float* weight, const float* mean,
                               const float* rstd, int N, int C, cudaStream_t stream) {
   const int rows_per_block = kThreads / kWarp;
-  LayerNormBackwardInputKernel<T>
-      <<<(N + rows_per_block - 1) / rows_per_block, kThreads, 0, stream>>>(dinp, dout, inp, weight,
+  FORGE_LAUNCH((N + rows_per_block - 1) / rows_per_block, kThreads, 0, stream, LayerNormBackwardInputKernel<T>)(dinp, dout, inp, weight,
                                                                            mean, rstd, N, C);
   const int parts = Parts(N);
-  ColumnPartialKernel<T><<<parts, kThreads, 0, stream>>>(scratch, dout, inp, mean, rstd, N, C);
-  ColumnFinishKernel<<<(C + kThreads - 1) / kThreads, kThreads, 0, stream>>>(dbias, dweight,
+  FORGE_LAUNCH(parts, kThreads, 0, stream, ColumnPartialKernel<T>)(scratch, dout, inp, mean, rstd, N, C);
+  FORGE_LAUNCH((C + kThreads - 1) / kThreads, kThreads, 0, stream, ColumnFinishKernel)(dbias, dweight,
                                                                              scratch, parts, C);
   return cudaGetLastError();
 }
@@ -701,22 +702,22 @@ template <typename T>
 cudaError_t BiasGrad(float* dbias, float* scratch, const T* dout, int N, int C,
                      cudaStream_t stream) {
   const int parts = Parts(N);
-  ColumnPartialKernel<T><<<parts, kThreads, 0, stream>>>(scratch, dout, nullptr, nullptr, nullptr,
+  FORGE_LAUNCH(parts, kThreads, 0, stream, ColumnPartialKernel<T>)(scratch, dout, nullptr, nullptr, nullptr,
                                                          N, C);
-  ColumnFinishKernel<<<(C + kThreads - 1) / kThreads, kThreads, 0, stream>>>(dbias, nullptr,
+  FORGE_LAUNCH((C + kThreads - 1) / kThreads, kThreads, 0, stream, ColumnFinishKernel)(dbias, nullptr,
                                                                              scratch, parts, C);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t GeluForward(T* out, const T* inp, size_t n, cudaStream_t stream) {
-  GeluForwardKernel<T><<<Blocks(n), kThreads, 0, stream>>>(out, inp, n);
+  FORGE_LAUNCH(Blocks(n), kThreads, 0, stream, GeluForwardKernel<T>)(out, inp, n);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t GeluBackward(T* dinp, const T* inp, const T* dout, size_t n, cudaStream_t stream) {
-  GeluBackwardKernel<T><<<Blocks(n), kThreads, 0, stream>>>(dinp, inp, dout, n);
+  FORGE_LAUNCH(Blocks(n), kThreads, 0, stream, GeluBackwardKernel<T>)(dinp, inp, dout, n);
   return cudaGetLastError();
 }
 
@@ -734,7 +735,7 @@ template <typename T>
 cudaError_t AttentionDelta(float* delta, const T* dy, const T* y, int B, int Tq, int C, int H,
                            cudaStream_t stream) {
   const size_t rows = static_cast<size_t>(B) * H * Tq;
-  AttentionDeltaKernel<T><<<Blocks(rows), kThreads, 0, stream>>>(delta, dy, y, B, Tq, C, H);
+  FORGE_LAUNCH(Blocks(rows), kThreads, 0, stream, AttentionDeltaKernel<T>)(delta, dy, y, B, Tq, C, H);
   return cudaGetLastError();
 }
 
@@ -742,7 +743,7 @@ template <typename T>
 cudaError_t AttentionSoftmax(T* probs, float* lse, const float* scores, int rows, int Tq,
                              int ld, float scale, cudaStream_t stream) {
   const int rows_per_block = kThreads / kWarp;
-  AttentionSoftmaxKernel<T><<<(rows + rows_per_block - 1) / rows_per_block, kThreads, 0, stream>>>(
+  FORGE_LAUNCH((rows + rows_per_block - 1) / rows_per_block, kThreads, 0, stream, AttentionSoftmaxKernel<T>)(
       probs, lse, scores, rows, Tq, ld, scale);
   return cudaGetLastError();
 }
@@ -753,7 +754,7 @@ cudaError_t AttentionSoftmaxBackward(T* probs, T* dscores, const float* scores,
                                      int rows, int Tq, int ld, float scale,
                                      cudaStream_t stream) {
   const size_t n = static_cast<size_t>(rows) * Tq;
-  AttentionSoftmaxBackwardKernel<T><<<Blocks(n), kThreads, 0, stream>>>(
+  FORGE_LAUNCH(Blocks(n), kThreads, 0, stream, AttentionSoftmaxBackwardKernel<T>)(
       probs, dscores, scores, dprobs, lse, delta, n, Tq, ld, scale);
   return cudaGetLastError();
 }
@@ -779,7 +780,7 @@ cudaError_t AttentionBackward(T* dqkv, float* delta, const T* dy, const T* qkv, 
 template <typename T>
 cudaError_t CrossEntropy(float* losses, T* dlogits, const T* logits, const int32_t* targets,
                          float scale, int N, int V, cudaStream_t stream) {
-  CrossEntropyKernel<T><<<N, kThreads, 0, stream>>>(losses, dlogits, logits, targets, scale, V);
+  FORGE_LAUNCH(N, kThreads, 0, stream, CrossEntropyKernel<T>)(losses, dlogits, logits, targets, scale, V);
   return cudaGetLastError();
 }
 
@@ -788,8 +789,8 @@ size_t GradNormScratchDoubles(size_t n) { return NormBlocks(n); }
 cudaError_t GradNorm(float* norm_out, double* scratch, const float* grads, size_t n,
                      float grad_scale, float max_norm, cudaStream_t stream) {
   const unsigned parts = NormBlocks(n);
-  SumSquaresKernel<<<parts, kThreads, 0, stream>>>(scratch, grads, n);
-  NormFinishKernel<<<1, 1, 0, stream>>>(norm_out, scratch, static_cast<int>(parts), grad_scale,
+  FORGE_LAUNCH(parts, kThreads, 0, stream, SumSquaresKernel)(scratch, grads, n);
+  FORGE_LAUNCH(1, 1, 0, stream, NormFinishKernel)(norm_out, scratch, static_cast<int>(parts), grad_scale,
                                         max_norm);
   return cudaGetLastError();
 }
@@ -799,7 +800,7 @@ cudaError_t AdamWUpdate(float* params, T* lowp, float* grads, float* m, float* v
                         const float* grad_factor, float lr, float b1, float b2, float eps,
                         float wd, float c1, float c2, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  AdamWKernel<T><<<Blocks(n), kThreads, 0, stream>>>(params, lowp, grads, m, v, n, grad_factor, lr,
+  FORGE_LAUNCH(Blocks(n), kThreads, 0, stream, AdamWKernel<T>)(params, lowp, grads, m, v, n, grad_factor, lr,
                                                      b1, b2, eps, wd, c1, c2);
   return cudaGetLastError();
 }
@@ -807,7 +808,7 @@ cudaError_t AdamWUpdate(float* params, T* lowp, float* grads, float* m, float* v
 template <typename T>
 cudaError_t CastFromFloat(T* out, const float* in, size_t n, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  CastKernel<T><<<Blocks(n), kThreads, 0, stream>>>(out, in, n);
+  FORGE_LAUNCH(Blocks(n), kThreads, 0, stream, CastKernel<T>)(out, in, n);
   return cudaGetLastError();
 }
 

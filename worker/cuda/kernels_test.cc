@@ -2,6 +2,11 @@
 // inputs. fp32 kernels must match within 1e-5 relative (plus a small absolute floor for values
 // near zero); bf16 kernels, whose inputs and outputs are rounded to 8 bits of mantissa, within
 // 1e-2. Also: every kernel gives the same bits when run twice. Skips without a CUDA device.
+//
+// Built twice: forge_cuda_kernels_test runs the kernels on the GPU (label gpu), and
+// forge_cuda_kernels_emulation_test runs the same kernels and launchers on CPU threads
+// (cuda_emulation.h; label unit), so their logic is checked in CI too. The cuBLASLt test is
+// GPU-only.
 #include "worker/cuda/kernels.h"
 
 #include <algorithm>
@@ -29,14 +34,16 @@ namespace forge::cuda {
 namespace {
 
 using testing::Dev;
+using testing::DevInts;
 using testing::ExpectClose;
+using testing::ExpectCloseInNorm;
 using testing::Random;
 using testing::Rounded;
 using testing::Vec;
 
 #define REQUIRE_CUDA_DEVICE()                                                         \
   do {                                                                                \
-    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device answers: skipped";   \
+    if (!testing::HaveDevice()) GTEST_SKIP() << "no CUDA device answers: skipped"; \
   } while (0)
 
 template <typename T>
@@ -44,7 +51,7 @@ constexpr float Tolerance() {
   return std::is_same_v<T, float> ? 1e-5f : 1e-2f;
 }
 
-void Sync() { ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess); }
+void Sync() { ASSERT_EQ(testing::Synchronize(), cudaSuccess); }
 
 template <typename T>
 class KernelTest : public ::testing::Test {
@@ -99,7 +106,10 @@ TYPED_TEST(KernelTest, GeluForwardAndBackward) {
   ASSERT_EQ(GeluBackward<T>(gdy.get(), gx.get(), gdy.get(), n, nullptr), cudaSuccess);  // in place
   Sync();
   ExpectClose(gout.Download(), out, Tolerance<T>(), "gelu");
-  ExpectClose(gdy.Download(), dinp, Tolerance<T>(), "gelu backward");
+  // The engine's tanh is an approximation (about 2e-7 absolute, fast_math.h), which the
+  // derivative's 1 + t and 1 - t^2 magnify where x is large; kernels use tanhf.
+  ExpectClose(gdy.Download(), dinp, Tolerance<T>(), "gelu backward",
+              std::is_same_v<T, float> ? 5e-6f : 0.0f);
 }
 
 struct AttentionShape {
@@ -132,7 +142,14 @@ TYPED_TEST(KernelTest, AttentionForwardAndBackward) {
               cudaSuccess);
     Sync();
     ExpectClose(gy.Download(), y, Tolerance<T>(), "y");
-    ExpectClose(gdqkv.Download(), dqkv, std::is_same_v<T, float> ? 2e-5f : 2e-2f, "dqkv");
+    // dS = P (dP - delta) cancels where dP is close to delta (delta comes from y, rounded to
+    // T): a few elements are off by far more than the tensor is, so the gradient is judged in
+    // norm, with a bound on its worst element (test_util.h).
+    if (std::is_same_v<T, float>) {
+      ExpectCloseInNorm(gdqkv.Download(), dqkv, 1e-5, 1e-3, "dqkv");
+    } else {
+      ExpectCloseInNorm(gdqkv.Download(), dqkv, 1e-2, 0.3, "dqkv");
+    }
   }
 }
 
@@ -150,9 +167,7 @@ TYPED_TEST(KernelTest, CrossEntropyLossAndGradient) {
                                       this->pool_);
   Dev<T> glogits(logits);
   Dev<float> glosses(N);
-  DeviceBuffer<int32_t> gt = *DeviceBuffer<int32_t>::Allocate(N, "targets");
-  ASSERT_EQ(cudaMemcpy(gt.get(), targets.data(), N * sizeof(int32_t), cudaMemcpyHostToDevice),
-            cudaSuccess);
+  DevInts gt(targets);
   // Loss only, then loss and gradient in place.
   ASSERT_EQ(CrossEntropy<T>(glosses.get(), nullptr, glogits.get(), gt.get(), scale, N, V, nullptr),
             cudaSuccess);
@@ -194,13 +209,7 @@ TYPED_TEST(KernelTest, EmbeddingsAndBiasGradient) {
     }
   }
   start.push_back(B * Tq);
-  auto upload = [](const std::vector<int32_t>& v) {
-    DeviceBuffer<int32_t> d = *DeviceBuffer<int32_t>::Allocate(v.size(), "ints");
-    EXPECT_EQ(cudaMemcpy(d.get(), v.data(), v.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
-    return d;
-  };
-  DeviceBuffer<int32_t> gtok = upload(tokens), gorder = upload(order), gstart = upload(start),
-                        gbucket = upload(bucket);
+  DevInts gtok(tokens), gorder(order), gstart(start), gbucket(bucket);
   Dev<float> gwte(wte), gwpe(wpe), gdwte(Vec(wte.size(), 0.25f)), gdwpe(Vec(wpe.size(), 0.0f));
   Dev<float> gdbias(Vec(C, 1.0f)), scratch(ColumnReduceScratchFloats(B * Tq, C));
   Dev<T> gout(out.size()), gdx(dx);
@@ -218,6 +227,7 @@ TYPED_TEST(KernelTest, EmbeddingsAndBiasGradient) {
   ExpectClose(gdbias.Download(), dbias, 1e-5f, "dbias");
 }
 
+#ifndef FORGE_CUDA_EMULATION  // cuBLASLt has no CPU emulation
 TYPED_TEST(KernelTest, DenseLayerOnCublasLt) {
   using T = TypeParam;
   const cudaDataType_t type = std::is_same_v<T, float> ? CUDA_R_32F : CUDA_R_16BF;
@@ -269,6 +279,8 @@ TYPED_TEST(KernelTest, DenseLayerOnCublasLt) {
   }
 }
 
+#endif
+
 TEST(OptimizerKernelTest, GradNormClipAndAdamWMatchTheCpu) {
   REQUIRE_CUDA_DEVICE();
   engine::ThreadPool pool(1);
@@ -292,7 +304,7 @@ TEST(OptimizerKernelTest, GradNormClipAndAdamWMatchTheCpu) {
 
   Dev<float> gg(grads), gp(params0), gm(m0), gv(v0), norm(2);
   Dev<bf16> lowp(n);
-  DeviceBuffer<double> scratch = *DeviceBuffer<double>::Allocate(GradNormScratchDoubles(n), "s");
+  Dev<double> scratch(GradNormScratchDoubles(n));
   ASSERT_EQ(GradNorm(norm.get(), scratch.get(), gg.get(), n, 0.25f, 1.0f, nullptr), cudaSuccess);
   const float c1 = 1.0f / (1.0f - static_cast<float>(std::pow(0.9, 3.0)));
   const float c2 = 1.0f / (1.0f - static_cast<float>(std::pow(0.95, 3.0)));
@@ -312,6 +324,10 @@ TEST(OptimizerKernelTest, GradNormClipAndAdamWMatchTheCpu) {
 
 TEST(DeterminismTest, AttentionBackwardGivesTheSameBitsTwice) {
   REQUIRE_CUDA_DEVICE();
+#ifdef FORGE_CUDA_EMULATION
+  GTEST_SKIP() << "the same bits twice is a property of the GPU's scheduling; the emulation "
+                  "runs threads in one order";
+#endif
   const int B = 2, Tq = 200, C = 256, H = 4;
   const size_t n3 = size_t{1} * B * Tq * 3 * C, n = size_t{1} * B * Tq * C;
   Dev<bf16> qkv(Random(n3, 30)), dy(Random(n, 31)), y(n), dqkv(n3);

@@ -1,6 +1,9 @@
 // Helpers of the CUDA tests: random inputs, rounding to what a bf16 kernel sees, device
 // buffers filled from and read back into host floats, and the comparison rules.
 //
+// With FORGE_CUDA_EMULATION (kernels_emulation_test: the kernels on CPU threads, see
+// cuda_emulation.h) the "device" buffers are host memory and a device is always present.
+//
 //   ExpectClose        every element: |got − want| <= tol · (|want| + 0.1 · rms(want)). For
 //                      kernels whose only bf16 rounding is of their inputs and outputs.
 //   ExpectCloseInNorm  the whole tensor: ||got − want|| / ||want|| <= rel_l2, and no element
@@ -17,16 +20,29 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <type_traits>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "worker/cuda/cuda_util.h"
+#ifdef FORGE_CUDA_EMULATION
+#include "worker/cuda/cuda_emulation.h"
+#endif
 
 namespace forge::cuda::testing {
 
 using Vec = std::vector<float>;
+
+#ifdef FORGE_CUDA_EMULATION
+inline bool HaveDevice() { return true; }
+inline cudaError_t Synchronize() { return cudaSuccess; }
+#else
+inline bool HaveDevice() { return CudaDeviceCount() > 0; }
+inline cudaError_t Synchronize() { return cudaDeviceSynchronize(); }
+#endif
 
 inline Vec Random(size_t n, uint32_t seed, float scale = 1.0f) {
   std::mt19937 gen(seed);
@@ -46,6 +62,35 @@ Vec Rounded(const Vec& v) {
   return out;
 }
 
+#ifdef FORGE_CUDA_EMULATION
+template <typename T>
+class Dev {  // host memory, which the emulated kernels use
+ public:
+  explicit Dev(size_t n) : buf_(n) {}
+  Dev(const Vec& host) : Dev(host.size()) { Upload(host); }
+  void Upload(const Vec& host) {
+    for (size_t i = 0; i < host.size(); ++i) buf_[i] = static_cast<T>(host[i]);
+  }
+  Vec Download() const {
+    Vec out(buf_.size());
+    for (size_t i = 0; i < buf_.size(); ++i) out[i] = static_cast<float>(buf_[i]);
+    return out;
+  }
+  T* get() const { return const_cast<T*>(buf_.data()); }
+
+ private:
+  std::vector<T> buf_;
+};
+
+class DevInts {
+ public:
+  explicit DevInts(const std::vector<int32_t>& v) : buf_(v) {}
+  int32_t* get() const { return const_cast<int32_t*>(buf_.data()); }
+
+ private:
+  std::vector<int32_t> buf_;
+};
+#else
 template <typename T>
 class Dev {
  public:
@@ -71,6 +116,21 @@ class Dev {
   DeviceBuffer<T> buf_;
 };
 
+// A device copy of ints.
+class DevInts {
+ public:
+  explicit DevInts(const std::vector<int32_t>& v)
+      : buf_(*DeviceBuffer<int32_t>::Allocate(v.size(), "test ints")) {
+    EXPECT_EQ(cudaMemcpy(buf_.get(), v.data(), v.size() * sizeof(int32_t), cudaMemcpyHostToDevice),
+              cudaSuccess);
+  }
+  int32_t* get() const { return buf_.get(); }
+
+ private:
+  DeviceBuffer<int32_t> buf_;
+};
+#endif
+
 // 0.1 · rms(want): the scale below which elements are judged absolutely.
 inline float Floor(const Vec& want) {
   double sq = 0;
@@ -78,13 +138,16 @@ inline float Floor(const Vec& want) {
   return 0.1f * static_cast<float>(std::sqrt(sq / std::max<size_t>(1, want.size())));
 }
 
-inline void ExpectClose(const Vec& got, const Vec& want, float tol, const char* what) {
+// `abs` (default 0) is added to the bound, for references that are themselves approximate
+// (the CPU engine's tanh is good to about 2e-7 absolute).
+inline void ExpectClose(const Vec& got, const Vec& want, float tol, const char* what,
+                        float abs = 0.0f) {
   ASSERT_EQ(got.size(), want.size()) << what;
   const float floor = Floor(want);
   int bad = 0;
   for (size_t i = 0; i < got.size(); ++i) {
     const float err = std::abs(got[i] - want[i]);
-    if (!(err <= tol * (std::abs(want[i]) + floor)) && ++bad <= 5) {
+    if (!(err <= tol * (std::abs(want[i]) + floor) + abs) && ++bad <= 5) {
       ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << " want " << want[i];
     }
   }
@@ -105,6 +168,9 @@ inline void ExpectCloseInNorm(const Vec& got, const Vec& want, double rel_l2, do
     if (!(rel <= max_rel)) max_rel = rel, at = i;  // NaN is the worst
   }
   const double l2 = std::sqrt(e2 / std::max(w2, 1e-300));
+  if (std::getenv("FORGE_TEST_STATS") != nullptr) {
+    std::fprintf(stderr, "stats %s: relative L2 %.3g, worst %.3g\n", what, l2, max_rel);
+  }
   EXPECT_LE(l2, rel_l2) << what << ": relative L2 error";
   EXPECT_LE(max_rel, worst) << what << "[" << at << "]: got " << got[at] << " want " << want[at];
 }
