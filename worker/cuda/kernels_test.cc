@@ -153,6 +153,59 @@ TYPED_TEST(KernelTest, AttentionForwardAndBackward) {
   }
 }
 
+// The GEMM attention's softmax steps (attention_gemm.h) on padded rows of scores, against
+// the same maths in double here: the forward's probabilities and log-sum-exp, the backward's
+// recomputed probabilities and score gradients; the padding is left alone.
+TYPED_TEST(KernelTest, AttentionSoftmaxStepsOnPaddedRows) {
+  using T = TypeParam;
+  const int H = 3, Tq = 37, ld = 40;  // rows 40 apart: 3 padding columns
+  const float scale = 0.125f;
+  const size_t n = size_t{1} * H * Tq * ld;
+  const Vec scores = Random(n, 21, 4.0f), dprobs = Random(n, 22), delta = Random(H * Tq, 23);
+  Vec want_p(n, 0.0f), want_ds(n, 0.0f), want_lse(H * Tq);
+  for (int r = 0; r < H * Tq; ++r) {
+    const int i = r % Tq;
+    double m = -INFINITY, sum = 0;
+    for (int j = 0; j <= i; ++j) m = std::max(m, double{scores[size_t{1} * r * ld + j]} * scale);
+    for (int j = 0; j <= i; ++j) sum += std::exp(double{scores[size_t{1} * r * ld + j]} * scale - m);
+    want_lse[r] = static_cast<float>(m + std::log(sum));
+    for (int j = 0; j <= i; ++j) {
+      const size_t e = size_t{1} * r * ld + j;
+      const double p = std::exp(double{scores[e]} * scale - want_lse[r]);
+      want_p[e] = static_cast<float>(p);
+      want_ds[e] = static_cast<float>(p * (double{dprobs[e]} - delta[r]) * scale);
+    }
+  }
+  const Vec sentinel(n, 7.0f);
+  Dev<float> gs(scores), gdp(dprobs), gdelta(delta), glse(H * Tq);
+  Dev<T> gp(sentinel), gds(sentinel);
+  ASSERT_EQ(AttentionSoftmax<T>(gp.get(), glse.get(), gs.get(), H * Tq, Tq, ld, scale, nullptr),
+            cudaSuccess);
+  Sync();
+  const Vec p = gp.Download();
+  ExpectClose(glse.Download(), want_lse, 1e-5f, "lse");
+  Vec p_rows(n, 0.0f), ds_rows(n, 0.0f), got_ds;
+  for (int r = 0; r < H * Tq; ++r) {
+    for (int j = Tq; j < ld; ++j) {
+      ASSERT_EQ(p[size_t{1} * r * ld + j], 7.0f) << "padding of row " << r << " written";
+    }
+    for (int j = 0; j < Tq; ++j) p_rows[size_t{1} * r * ld + j] = p[size_t{1} * r * ld + j];
+  }
+  ExpectClose(p_rows, want_p, Tolerance<T>(), "probabilities");
+  ASSERT_EQ(AttentionSoftmaxBackward<T>(gp.get(), gds.get(), gs.get(), gdp.get(), glse.get(),
+                                        gdelta.get(), H * Tq, Tq, ld, scale, nullptr),
+            cudaSuccess);
+  Sync();
+  got_ds = gds.Download();
+  for (int r = 0; r < H * Tq; ++r) {
+    for (int j = Tq; j < ld; ++j) {
+      ASSERT_EQ(got_ds[size_t{1} * r * ld + j], 7.0f) << "padding of row " << r << " written";
+    }
+    for (int j = 0; j < Tq; ++j) ds_rows[size_t{1} * r * ld + j] = got_ds[size_t{1} * r * ld + j];
+  }
+  ExpectClose(ds_rows, want_ds, Tolerance<T>(), "score gradients");
+}
+
 TYPED_TEST(KernelTest, CrossEntropyLossAndGradient) {
   using T = TypeParam;
   const int N = 37, V = 1000;
