@@ -1,6 +1,11 @@
 // The CUDA backend against the CPU engine: whole training steps (forward, backward, gradient
 // norm, AdamW) from the same initial weights on the same tokens; determinism; state round trip.
 // The tests that need a device skip without one; the argument checks run everywhere.
+//
+// Also built against the CUDA emulation (forge_cuda_cuda_backend_test_emulated, label unit):
+// the backend's own code unchanged, our kernels and the flash attention on CPU fibers,
+// cuda_runtime_emulated.cc in place of the runtime and cuBLASLt; a few of these tests run
+// there in CI (see CMakeLists.txt).
 #include "worker/cuda/cuda_backend.h"
 
 #include <cmath>
@@ -237,9 +242,16 @@ TEST(CudaBackendArgsTest, ExactModeWithFlashIsRefusedWithTheFix) {
   EXPECT_THAT(b.status().message(), HasSubstr("use the GEMM or fused attention"));
 }
 
-INSTANTIATE_TEST_SUITE_P(Attention, CudaBackendTest,
-                         ::testing::Values(CudaAttention::kFlash, CudaAttention::kGemm,
-                                           CudaAttention::kFused, CudaAttention::kAuto),
+#ifdef FORGE_CUDA_EMULATION
+// On the emulation (cuda_emulation.h) a training step takes about 10 s, and the fused CUDA-core
+// attention far longer (256 fibers, a shuffle per key): the emulated build runs the flash and
+// GEMM attentions, and CMake picks a few tests (kernels_test covers the fused kernels there).
+#define FORGE_ATTENTIONS CudaAttention::kFlash, CudaAttention::kGemm
+#else
+#define FORGE_ATTENTIONS \
+  CudaAttention::kFlash, CudaAttention::kGemm, CudaAttention::kFused, CudaAttention::kAuto
+#endif
+INSTANTIATE_TEST_SUITE_P(Attention, CudaBackendTest, ::testing::Values(FORGE_ATTENTIONS),
                          [](const ::testing::TestParamInfo<CudaAttention>& info) {
                            switch (info.param) {
                              case CudaAttention::kFlash: return "Flash";

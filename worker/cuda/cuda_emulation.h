@@ -86,6 +86,7 @@ inline void Arrive(int kind) {
 }
 
 inline void SyncThreads() { Arrive(1); }
+inline void SyncWarp() { Arrive(2); }
 
 template <typename T>
 T ShflXor(unsigned /*mask*/, T v, int lane_mask) {
@@ -121,13 +122,15 @@ inline void RunBlock(Block& b, unsigned threads, void (*entry)(), uintptr_t body
   b.block_arrived = 0;
   b.warp_live.assign(warps, 0);
   b.warp_arrived.assign(warps, 0);
+  ucontext_t base;
+  getcontext(&base);  // once per block: makecontext only needs an initialised context
   for (unsigned t = 0; t < threads; ++t) {
     Fiber& f = b.fibers[t];
     f.tid = t;
     f.done = false;
     f.waiting = 0;
     ++b.warp_live[t / 32];
-    getcontext(&f.context);
+    f.context = base;
     f.context.uc_stack.ss_sp = f.stack.get();
     f.context.uc_stack.ss_size = kStackBytes;
     f.context.uc_link = &b.scheduler;
@@ -208,7 +211,6 @@ auto Launch(dim3 grid, dim3 block, void (*kernel)(P...)) {
 #define gridDim ::forge::cuda::emu::g_grid_dim
 #define __syncthreads() ::forge::cuda::emu::SyncThreads()
 #define __shfl_xor_sync(mask, v, lane_mask) ::forge::cuda::emu::ShflXor(mask, v, lane_mask)
-#define cudaGetLastError() cudaSuccess
 #define FORGE_LAUNCH(grid, block, shared_bytes, stream, ...) \
   ::forge::cuda::emu::Launch(dim3(grid), dim3(block), __VA_ARGS__)
 

@@ -130,26 +130,6 @@ cudaError_t Backward(bf16* dqkv, const float* delta, const bf16* dy, const bf16*
 
 }  // namespace
 
-bool FlashAttentionHeadSizeSupported(int head_size) {
-  return head_size == 16 || head_size == 32 || head_size == 64 || head_size == 128;
-}
-
-size_t FlashAttentionSmemBytes(int head_size) {
-  auto most = [](size_t a, size_t b) { return a > b ? a : b; };
-  switch (head_size) {
-    case 16:
-      return most(flash::ForwardSmem<16>::kBytes, flash::BackwardSmem<16>::kBytes);
-    case 32:
-      return most(flash::ForwardSmem<32>::kBytes, flash::BackwardSmem<32>::kBytes);
-    case 64:
-      return most(flash::ForwardSmem<64>::kBytes, flash::BackwardSmem<64>::kBytes);
-    case 128:
-      return most(flash::ForwardSmem<128>::kBytes, flash::BackwardSmem<128>::kBytes);
-    default:
-      return 0;
-  }
-}
-
 cudaError_t FlashAttentionForward(bf16* y, float* lse, const bf16* qkv, int B, int Tq, int C, int H,
                                   cudaStream_t stream) {
   if (H < 1 || C % H != 0 || B * H > 65535) return cudaErrorInvalidValue;

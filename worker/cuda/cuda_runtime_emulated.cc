@@ -1,0 +1,290 @@
+// The CUDA runtime and cuBLASLt calls the CUDA backend makes, implemented on host memory for
+// the emulated backend (cuda_emulation.h; label unit): one "device" with an H100's
+// properties, streams and events that are already done (every call completes before it
+// returns), and matmuls computed here in fp32 from the operands' types, transposes, batch
+// strides, beta and bias epilogue. Linked instead of libcudart and libcublasLt, so the
+// backend's own code (buffers, offsets, the order of its calls) runs unchanged in CI.
+#ifndef FORGE_CUDA_EMULATION
+#error "build with FORGE_CUDA_EMULATION defined"
+#endif
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+int g_device = 0;
+int g_handles = 0;  // streams, events and cuBLASLt handles point here
+
+void* Handle() { return &g_handles; }
+
+}  // namespace
+
+extern "C" {
+
+cudaError_t cudaMalloc(void** p, size_t size) {
+  *p = std::aligned_alloc(256, (size + 255) / 256 * 256 + 256);
+  return *p == nullptr ? cudaErrorMemoryAllocation : cudaSuccess;
+}
+cudaError_t cudaFree(void* p) {
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMallocHost(void** p, size_t size) { return cudaMalloc(p, size); }
+cudaError_t cudaFreeHost(void* p) { return cudaFree(p); }
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind) {
+  std::memmove(dst, src, n);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind,
+                            cudaStream_t) {
+  return cudaMemcpy(dst, src, n, kind);
+}
+cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t) {
+  std::memset(p, value, n);
+  return cudaSuccess;
+}
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) {
+  if (device != 0) return cudaErrorInvalidDevice;
+  g_device = device;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* device) {
+  *device = g_device;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device != 0) return cudaErrorInvalidDevice;
+  *prop = cudaDeviceProp{};
+  std::strncpy(prop->name, "Emulated H100 (CPU)", sizeof(prop->name) - 1);
+  prop->totalGlobalMem = size_t{80} << 30;
+  prop->sharedMemPerBlockOptin = 227 << 10;
+  prop->major = 9;
+  prop->minor = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
+  *free_bytes = size_t{64} << 30;
+  *total = size_t{80} << 30;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetStreamPriorityRange(int* least, int* greatest) {
+  *least = 0;
+  *greatest = -1;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
+  *s = static_cast<cudaStream_t>(Handle());
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithPriority(cudaStream_t* s, unsigned, int) {
+  *s = static_cast<cudaStream_t>(Handle());
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
+  *e = static_cast<cudaEvent_t>(Handle());
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventDestroy(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaGetLastError() { return cudaSuccess; }
+const char* cudaGetErrorString(cudaError_t) { return "emulated CUDA error"; }
+const char* cudaGetErrorName(cudaError_t) { return "cudaErrorEmulated"; }
+
+}  // extern "C"
+
+// ------------------------------------------------------------------------------- cuBLASLt
+
+namespace {
+
+struct Desc {
+  cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N;
+  cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+  const void* bias = nullptr;
+  cudaDataType_t bias_type = CUDA_R_32F;
+};
+
+struct Layout {
+  cudaDataType_t type = CUDA_R_32F;
+  uint64_t rows = 0, cols = 0;
+  int64_t ld = 0;
+  int32_t batch = 1;
+  int64_t stride = 0;
+};
+
+float Load(const void* base, cudaDataType_t type, size_t i) {
+  if (type == CUDA_R_32F) return static_cast<const float*>(base)[i];
+  return __bfloat162float(static_cast<const __nv_bfloat16*>(base)[i]);
+}
+
+void Store(void* base, cudaDataType_t type, size_t i, float v) {
+  if (type == CUDA_R_32F) {
+    static_cast<float*>(base)[i] = v;
+  } else {
+    static_cast<__nv_bfloat16*>(base)[i] = __float2bfloat16(v);
+  }
+}
+
+size_t Bytes(cudaDataType_t type) { return type == CUDA_R_32F ? 4 : 2; }
+
+}  // namespace
+
+extern "C" {
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t* h) {
+  *h = reinterpret_cast<cublasLtHandle_t>(Handle());
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtDestroy(cublasLtHandle_t) { return CUBLAS_STATUS_SUCCESS; }
+
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* d, cublasComputeType_t compute,
+                                        cudaDataType_t scale) {
+  if (compute != CUBLAS_COMPUTE_32F || scale != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+  *d = reinterpret_cast<cublasLtMatmulDesc_t>(new Desc());
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
+  delete reinterpret_cast<Desc*>(d);
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d,
+                                              cublasLtMatmulDescAttributes_t attr, const void* buf,
+                                              size_t size) {
+  Desc* desc = reinterpret_cast<Desc*>(d);
+  switch (attr) {
+    case CUBLASLT_MATMUL_DESC_TRANSA:
+      std::memcpy(&desc->ta, buf, size);
+      break;
+    case CUBLASLT_MATMUL_DESC_TRANSB:
+      std::memcpy(&desc->tb, buf, size);
+      break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE:
+      std::memcpy(&desc->epilogue, buf, size);
+      break;
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
+      std::memcpy(&desc->bias, buf, size);
+      break;
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE:
+      std::memcpy(&desc->bias_type, buf, size);
+      break;
+    default:
+      return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* l, cudaDataType type,
+                                          uint64_t rows, uint64_t cols, int64_t ld) {
+  Layout* layout = new Layout();
+  layout->type = type;
+  layout->rows = rows;
+  layout->cols = cols;
+  layout->ld = ld;
+  *l = reinterpret_cast<cublasLtMatrixLayout_t>(layout);
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
+  delete reinterpret_cast<Layout*>(l);
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l,
+                                                cublasLtMatrixLayoutAttribute_t attr,
+                                                const void* buf, size_t size) {
+  Layout* layout = reinterpret_cast<Layout*>(l);
+  switch (attr) {
+    case CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT:
+      std::memcpy(&layout->batch, buf, size);
+      break;
+    case CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET:
+      std::memcpy(&layout->stride, buf, size);
+      break;
+    default:
+      return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* p) {
+  *p = reinterpret_cast<cublasLtMatmulPreference_t>(Handle());
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t) {
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t,
+                                                    cublasLtMatmulPreferenceAttributes_t,
+                                                    const void*, size_t) {
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t,
+                                              cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
+                                              cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
+                                              cublasLtMatmulPreference_t, int requested,
+                                              cublasLtMatmulHeuristicResult_t* results,
+                                              int* found) {
+  *found = requested > 0 ? 1 : 0;
+  if (requested > 0) results[0] = cublasLtMatmulHeuristicResult_t{};
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+// D = alpha · op(A) · op(B) + beta · C (+ bias per row of D), column-major, per batch.
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const void* alpha,
+                              const void* A, cublasLtMatrixLayout_t a_l, const void* B,
+                              cublasLtMatrixLayout_t b_l, const void* beta, const void* C,
+                              cublasLtMatrixLayout_t c_l, void* D, cublasLtMatrixLayout_t d_l,
+                              const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t) {
+  const Desc& desc = *reinterpret_cast<const Desc*>(d);
+  const Layout& la = *reinterpret_cast<const Layout*>(a_l);
+  const Layout& lb = *reinterpret_cast<const Layout*>(b_l);
+  const Layout& lc = *reinterpret_cast<const Layout*>(c_l);
+  const Layout& ld = *reinterpret_cast<const Layout*>(d_l);
+  const bool ta = desc.ta == CUBLAS_OP_T, tb = desc.tb == CUBLAS_OP_T;
+  const uint64_t m = ld.rows, n = ld.cols, k = ta ? la.rows : la.cols;
+  if ((ta ? la.cols : la.rows) != m || (tb ? lb.rows : lb.cols) != n ||
+      (tb ? lb.cols : lb.rows) != k || lc.rows != m || lc.cols != n) {
+    return CUBLAS_STATUS_INVALID_VALUE;
+  }
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  const bool bias = desc.epilogue == CUBLASLT_EPILOGUE_BIAS;
+  std::vector<float> acc(m);
+  for (int32_t p = 0; p < ld.batch; ++p) {
+    const char* a = static_cast<const char*>(A) + p * la.stride * Bytes(la.type);
+    const char* b = static_cast<const char*>(B) + p * lb.stride * Bytes(lb.type);
+    const char* c = static_cast<const char*>(C) + p * lc.stride * Bytes(lc.type);
+    char* out = static_cast<char*>(D) + p * ld.stride * Bytes(ld.type);
+    for (uint64_t j = 0; j < n; ++j) {
+      for (uint64_t i = 0; i < m; ++i) {
+        float s = 0.0f;
+        for (uint64_t q = 0; q < k; ++q) {
+          const float x = Load(a, la.type, ta ? q + i * la.ld : i + q * la.ld);
+          const float y = Load(b, lb.type, tb ? j + q * lb.ld : q + j * lb.ld);
+          s += x * y;
+        }
+        acc[i] = s;
+      }
+      for (uint64_t i = 0; i < m; ++i) {
+        float v = al * acc[i];
+        if (be != 0.0f) v += be * Load(c, lc.type, i + j * lc.ld);
+        if (bias) v += Load(desc.bias, desc.bias_type, i);
+        Store(out, ld.type, i + j * ld.ld, v);
+      }
+    }
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+}  // extern "C"
