@@ -33,6 +33,35 @@ __device__ __forceinline__ float WarpSum(float v) {
   return v;
 }
 
+// Online softmax statistics: (m, l) = (max of the values seen, sum of exp(value − m)).
+// Adds one value; -inf adds nothing (and -inf − -inf would be NaN).
+__device__ __forceinline__ void MaxSumAdd(float& m, float& l, float x) {
+  if (x == -INFINITY) return;
+  if (x > m) {
+    l = (m == -INFINITY ? 0.0f : l * expf(m - x)) + 1.0f;
+    m = x;
+  } else {
+    l += expf(x - m);
+  }
+}
+
+// Merges (m2, l2) into (m, l). Commutative in its two operands' bits.
+__device__ __forceinline__ void MaxSumMerge(float& m, float& l, float m2, float l2) {
+  const float mx = fmaxf(m, m2);
+  l = (m == -INFINITY ? 0.0f : l * expf(m - mx)) + (m2 == -INFINITY ? 0.0f : l2 * expf(m2 - mx));
+  m = mx;
+}
+
+// Merges every lane's (m, l) across the warp. Both lanes of each butterfly pair compute the
+// same commutative expression, so every lane ends with the same bits.
+__device__ __forceinline__ void WarpMaxSum(float& m, float& l) {
+  for (int o = kWarp / 2; o > 0; o >>= 1) {
+    const float m2 = __shfl_xor_sync(0xffffffffu, m, o);
+    const float l2 = __shfl_xor_sync(0xffffffffu, l, o);
+    MaxSumMerge(m, l, m2, l2);
+  }
+}
+
 // Sum over the kGroup lanes of a row group (lanes 4r .. 4r+3 of a warp).
 __device__ __forceinline__ float GroupSum(float v) {
   v += __shfl_xor_sync(0xffffffffu, v, 1);
@@ -449,19 +478,6 @@ void LaunchAttentionBackwardKernels(T* dqkv, const float* delta, const T* dy, co
 // --------------------------------------------------- attention on GEMMs: the softmax steps
 // Rows of one sequence's [H, T, T] score matrices (row r is query r % T of head r / T).
 
-// Combines per-lane (max, sum of exp(x − max)) pairs across the warp. Both lanes of each
-// butterfly pair compute the same commutative expression, so every lane ends with the same
-// bits.
-__device__ __forceinline__ void WarpMaxSum(float& m, float& l) {
-  for (int o = kWarp / 2; o > 0; o >>= 1) {
-    const float m2 = __shfl_xor_sync(0xffffffffu, m, o);
-    const float l2 = __shfl_xor_sync(0xffffffffu, l, o);
-    const float mx = fmaxf(m, m2);
-    l = (m == -INFINITY ? 0.0f : l * expf(m - mx)) + (m2 == -INFINITY ? 0.0f : l2 * expf(m2 - mx));
-    m = mx;
-  }
-}
-
 // One warp per row: lse = log sum_{j <= i} exp(scale · s_j); p_j = exp(scale · s_j − lse) for
 // j <= i and 0 for the masked rest of the row (the P·V product reads the whole row).
 template <typename T>
@@ -473,16 +489,7 @@ __global__ void AttentionSoftmaxKernel(T* probs, float* lse, const float* scores
   const int i = row % Tq;
   const float* s = scores + static_cast<size_t>(row) * ld;
   float m = -INFINITY, l = 0.0f;
-  for (int j = lane; j <= i; j += kWarp) {
-    const float x = s[j] * scale;
-    if (x == -INFINITY) continue;  // adds nothing (and -inf - -inf would be NaN)
-    if (x > m) {
-      l = (m == -INFINITY ? 0.0f : l * expf(m - x)) + 1.0f;
-      m = x;
-    } else {
-      l += expf(x - m);
-    }
-  }
+  for (int j = lane; j <= i; j += kWarp) MaxSumAdd(m, l, s[j] * scale);
   WarpMaxSum(m, l);
   const float row_lse = m + logf(l);
   T* p = probs + static_cast<size_t>(row) * ld;
@@ -528,23 +535,9 @@ __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
   // Read before anything may overwrite it (dlogits may alias logits).
   const float x_target = target >= 0 ? ToF(x[target]) : 0.0f;
   float m = -INFINITY, s = 0.0f;
-  for (int j = threadIdx.x; j < V; j += blockDim.x) {
-    const float v = ToF(x[j]);
-    if (v > m) {
-      s = s * expf(m - v) + 1.0f;
-      m = v;
-    } else {
-      s += expf(v - m);
-    }
-  }
+  for (int j = threadIdx.x; j < V; j += blockDim.x) MaxSumAdd(m, s, ToF(x[j]));
   // Warp tree, then warps in order.
-  for (int o = kWarp / 2; o > 0; o >>= 1) {
-    const float m2 = __shfl_xor_sync(0xffffffffu, m, o);
-    const float s2 = __shfl_xor_sync(0xffffffffu, s, o);
-    const float mm = fmaxf(m, m2);
-    s = (m == -INFINITY ? 0.0f : s * expf(m - mm)) + (m2 == -INFINITY ? 0.0f : s2 * expf(m2 - mm));
-    m = mm;
-  }
+  WarpMaxSum(m, s);
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   if (lane == 0) {
     sm[warp] = m;
@@ -553,12 +546,7 @@ __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
   __syncthreads();
   if (threadIdx.x == 0) {
     float M = sm[0], S = ss[0];
-    for (int w = 1; w < static_cast<int>(blockDim.x / kWarp); ++w) {
-      const float mm = fmaxf(M, sm[w]);
-      S = (M == -INFINITY ? 0.0f : S * expf(M - mm)) +
-          (sm[w] == -INFINITY ? 0.0f : ss[w] * expf(sm[w] - mm));
-      M = mm;
-    }
+    for (int w = 1; w < static_cast<int>(blockDim.x / kWarp); ++w) MaxSumMerge(M, S, sm[w], ss[w]);
     row_max = M;
     row_sum = S;
     losses[n] = target >= 0 ? logf(S) + M - x_target : 0.0f;
