@@ -101,25 +101,28 @@ cudaError_t AllowSmem(K kernel, size_t bytes) {
   return e;
 }
 
+}  // namespace
+
+namespace flash {
+
 template <int D>
-cudaError_t Forward(bf16* y, float* lse, const bf16* qkv, int B, int Tq, int C, int H,
-                    cudaStream_t stream) {
-  const size_t bytes = flash::ForwardSmem<D>::kBytes;
+cudaError_t LaunchForward(bf16* y, float* lse, const bf16* qkv, int B, int Tq, int C, int H,
+                          float scale, cudaStream_t stream) {
+  const size_t bytes = ForwardSmem<D>::kBytes;
   if (cudaError_t e = AllowSmem(FlashForwardKernel<D>, bytes); e != cudaSuccess) return e;
   const dim3 grid((Tq + flash::kBlockRows - 1) / flash::kBlockRows, B * H);
-  const float scale = 1.0f / sqrtf(static_cast<float>(D));
   FlashForwardKernel<D><<<grid, flash::kThreads, bytes, stream>>>(y, lse, qkv, Tq, C, H, scale);
   return cudaGetLastError();
 }
 
 template <int D>
-cudaError_t Backward(bf16* dqkv, const float* delta, const bf16* dy, const bf16* qkv,
-                     const float* lse, int B, int Tq, int C, int H, cudaStream_t stream) {
-  const size_t bytes = flash::BackwardSmem<D>::kBytes;
+cudaError_t LaunchBackward(bf16* dqkv, const float* delta, const bf16* dy, const bf16* qkv,
+                           const float* lse, int B, int Tq, int C, int H, float scale,
+                           cudaStream_t stream) {
+  const size_t bytes = BackwardSmem<D>::kBytes;
   if (cudaError_t e = AllowSmem(FlashBackwardQueryKernel<D>, bytes); e != cudaSuccess) return e;
   if (cudaError_t e = AllowSmem(FlashBackwardKeyKernel<D>, bytes); e != cudaSuccess) return e;
   const dim3 grid((Tq + flash::kBlockRows - 1) / flash::kBlockRows, B * H);
-  const float scale = 1.0f / sqrtf(static_cast<float>(D));
   FlashBackwardQueryKernel<D>
       <<<grid, flash::kThreads, bytes, stream>>>(dqkv, delta, dy, qkv, lse, Tq, C, H, scale);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
@@ -128,44 +131,10 @@ cudaError_t Backward(bf16* dqkv, const float* delta, const bf16* dy, const bf16*
   return cudaGetLastError();
 }
 
-}  // namespace
+FORGE_FLASH_INSTANTIATE(16)
+FORGE_FLASH_INSTANTIATE(32)
+FORGE_FLASH_INSTANTIATE(64)
+FORGE_FLASH_INSTANTIATE(128)
 
-cudaError_t FlashAttentionForward(bf16* y, float* lse, const bf16* qkv, int B, int Tq, int C, int H,
-                                  cudaStream_t stream) {
-  if (H < 1 || C % H != 0 || B * H > 65535) return cudaErrorInvalidValue;
-  switch (C / H) {
-    case 16:
-      return Forward<16>(y, lse, qkv, B, Tq, C, H, stream);
-    case 32:
-      return Forward<32>(y, lse, qkv, B, Tq, C, H, stream);
-    case 64:
-      return Forward<64>(y, lse, qkv, B, Tq, C, H, stream);
-    case 128:
-      return Forward<128>(y, lse, qkv, B, Tq, C, H, stream);
-    default:
-      return cudaErrorInvalidValue;
-  }
-}
-
-cudaError_t FlashAttentionBackward(bf16* dqkv, float* delta, const bf16* dy, const bf16* qkv,
-                                   const bf16* y, const float* lse, int B, int Tq, int C, int H,
-                                   cudaStream_t stream) {
-  if (H < 1 || C % H != 0 || B * H > 65535) return cudaErrorInvalidValue;
-  if (cudaError_t e = AttentionDelta<bf16>(delta, dy, y, B, Tq, C, H, stream); e != cudaSuccess) {
-    return e;
-  }
-  switch (C / H) {
-    case 16:
-      return Backward<16>(dqkv, delta, dy, qkv, lse, B, Tq, C, H, stream);
-    case 32:
-      return Backward<32>(dqkv, delta, dy, qkv, lse, B, Tq, C, H, stream);
-    case 64:
-      return Backward<64>(dqkv, delta, dy, qkv, lse, B, Tq, C, H, stream);
-    case 128:
-      return Backward<128>(dqkv, delta, dy, qkv, lse, B, Tq, C, H, stream);
-    default:
-      return cudaErrorInvalidValue;
-  }
-}
-
+}  // namespace flash
 }  // namespace forge::cuda

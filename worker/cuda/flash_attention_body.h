@@ -23,6 +23,7 @@
 #define FORGE_WORKER_CUDA_FLASH_ATTENTION_BODY_H_
 
 #include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
 
 #include <cmath>
 #include <cstddef>
@@ -54,6 +55,23 @@ struct Pitch {
 };
 
 constexpr size_t Round128(size_t bytes) { return (bytes + 127) / 128 * 128; }
+
+// One head size's kernels over a grid of (ceil(T / 64), B·H) blocks. Defined by
+// flash_attention.cu (the GPU) and flash_attention_emulated.cc (CPU fibers) for D = 16, 32,
+// 64 and 128; flash_attention.cc checks the arguments and picks D for both.
+template <int D>
+cudaError_t LaunchForward(bf16* y, float* lse, const bf16* qkv, int B, int Tq, int C, int H,
+                          float scale, cudaStream_t stream);
+template <int D>
+cudaError_t LaunchBackward(bf16* dqkv, const float* delta, const bf16* dy, const bf16* qkv,
+                           const float* lse, int B, int Tq, int C, int H, float scale,
+                           cudaStream_t stream);
+
+#define FORGE_FLASH_INSTANTIATE(D)                                                             \
+  template cudaError_t LaunchForward<D>(bf16*, float*, const bf16*, int, int, int, int, float, \
+                                        cudaStream_t);                                         \
+  template cudaError_t LaunchBackward<D>(bf16*, const float*, const bf16*, const bf16*,        \
+                                         const float*, int, int, int, int, float, cudaStream_t);
 
 // Shared-memory regions, as byte offsets from smem().
 template <int D>
