@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
@@ -15,8 +14,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/crypto.h"
 #include "common/dataset.h"
+#include "common/dataset_test_util.h"
 #include "common/file_util.h"
-#include "nlohmann/json.hpp"
 
 namespace forge::coordinator {
 namespace {
@@ -62,20 +61,10 @@ class ContaminationTest : public ::testing::Test {
   // Prepares `texts` (in order) as dataset `name`, holding out `heldout_fraction` by hash.
   const Dataset& Make(const std::string& name, const std::vector<std::string>& texts,
                       double heldout_fraction) {
-    const std::string dir = root_ + "/" + name;
-    EXPECT_TRUE(MakeDirs(dir).ok());
-    {
-      std::ofstream out(dir + "/input.jsonl");
-      for (const std::string& t : texts) out << nlohmann::json{{"text", t}}.dump() << "\n";
-    }
-    PrepareOptions po;
-    po.inputs = {dir + "/input.jsonl"};
-    po.name = name;
-    po.out_dir = dir + "/prepared";
-    po.heldout_fraction = heldout_fraction;
-    absl::StatusOr<PrepareSummary> summary = PrepareDataset(po);
+    const std::string dir = root_ + "/" + name + "/prepared";
+    absl::StatusOr<PrepareSummary> summary = PrepareTexts(name, texts, dir, heldout_fraction);
     EXPECT_TRUE(summary.ok()) << summary.status();
-    absl::StatusOr<Dataset> ds = Dataset::Open(po.out_dir, VerifyMode::kFull);
+    absl::StatusOr<Dataset> ds = Dataset::Open(dir, VerifyMode::kFull);
     EXPECT_TRUE(ds.ok()) << ds.status();
     datasets_.push_back(std::make_unique<Dataset>(*std::move(ds)));
     return *datasets_.back();

@@ -2,14 +2,13 @@
 
 #include <stdlib.h>
 
-#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/dataset.h"
+#include "common/dataset_test_util.h"
 #include "common/fake_clock.h"
 #include "common/file_util.h"
 #include "common/proto_time.h"
@@ -87,19 +86,10 @@ class ScheduleManagerTest : public ::testing::Test {
     b.put_datasets.push_back(d);
     ASSERT_TRUE(store_->CommitSync(std::move(b)).ok());
     if (texts.empty()) return;
-    const std::string in = absl::StrCat(dir_, "/in-", name);
-    ASSERT_TRUE(MakeDirs(in).ok());
-    {
-      std::ofstream out(in + "/docs.jsonl");
-      for (const std::string& t : texts) out << "{\"text\": \"" << t << "\"}\n";
-    }
-    PrepareOptions po;
-    po.inputs = {in + "/docs.jsonl"};
-    po.name = name;
-    po.out_dir = absl::StrCat(dir_, "/storage/tenants/", kTenant, "/datasets/", name);
-    po.heldout_fraction = heldout;
-    po.overwrite = true;
-    ASSERT_TRUE(PrepareDataset(po).ok());
+    ASSERT_TRUE(PrepareTexts(name, texts,
+                             absl::StrCat(dir_, "/storage/tenants/", kTenant, "/datasets/", name),
+                             heldout)
+                    .ok());
   }
   static forge::v1::JobSpec Spec() {
     forge::v1::JobSpec spec;

@@ -5,7 +5,6 @@
 
 #include <stdlib.h>
 
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <random>
@@ -13,7 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/dataset.h"
+#include "common/dataset_test_util.h"
 #include "common/file_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -51,19 +50,10 @@ class SubmissionChecksTest : public ::testing::Test {
 
   // Prepares `name` from `texts` in the gateway's tree (the check opens the files).
   void Prepare(const std::string& name, const std::vector<std::string>& texts, double heldout) {
-    const std::string in = absl::StrCat(dir_, "/in-", name);
-    ASSERT_TRUE(MakeDirs(in).ok());
-    {
-      std::ofstream out(in + "/docs.jsonl");
-      for (const std::string& t : texts) out << "{\"text\": \"" << t << "\"}\n";
-    }
-    PrepareOptions po;
-    po.inputs = {in + "/docs.jsonl"};
-    po.name = name;
-    po.out_dir = absl::StrCat(dir_, "/storage/tenants/", kTenant, "/datasets/", name);
-    po.heldout_fraction = heldout;
-    po.overwrite = true;
-    ASSERT_TRUE(PrepareDataset(po).ok());
+    ASSERT_TRUE(PrepareTexts(name, texts,
+                             absl::StrCat(dir_, "/storage/tenants/", kTenant, "/datasets/", name),
+                             heldout)
+                    .ok());
   }
 
   // n documents of pseudo-random words (seeded by topic), so documents share no long spans.
