@@ -20,8 +20,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
 #include <random>
 #include <type_traits>
 #include <vector>
@@ -168,9 +166,6 @@ inline void ExpectCloseInNorm(const Vec& got, const Vec& want, double rel_l2, do
     if (!(rel <= max_rel)) max_rel = rel, at = i;  // NaN is the worst
   }
   const double l2 = std::sqrt(e2 / std::max(w2, 1e-300));
-  if (std::getenv("FORGE_TEST_STATS") != nullptr) {
-    std::fprintf(stderr, "stats %s: relative L2 %.3g, worst %.3g\n", what, l2, max_rel);
-  }
   EXPECT_LE(l2, rel_l2) << what << ": relative L2 error";
   EXPECT_LE(max_rel, worst) << what << "[" << at << "]: got " << got[at] << " want " << want[at];
 }
