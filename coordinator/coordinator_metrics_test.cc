@@ -11,6 +11,7 @@
 #include "common/prometheus_text.h"
 #include "coordinator/fake_worker_connection.h"
 #include "coordinator/job_manager.h"
+#include "coordinator/test_store.h"
 #include "coordinator/worker_manager.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -23,13 +24,8 @@ using prometheus::FindValue;
 class CoordinatorMetricsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = ::testing::TempDir() + "/metrics_test_XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-    StoreOptions so;
-    so.path = dir_ + "/state.db";
-    so.synchronous_full = false;
-    store_ = *Store::Open(so);
+    dir_ = NewTestDir("metrics_test");
+    store_ = OpenTestStore(dir_);
     metrics_ = std::make_unique<CoordinatorMetrics>(&clock_);
     WorkerManagerOptions wo;
     workers_ = std::make_unique<WorkerManager>(store_.get(), &clock_, wo);

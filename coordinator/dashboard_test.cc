@@ -14,6 +14,7 @@
 #include "common/proto_time.h"
 #include "coordinator/dashboard_pages.h"
 #include "coordinator/fake_worker_connection.h"
+#include "coordinator/test_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -26,13 +27,8 @@ using ::testing::Not;
 class DashboardTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = ::testing::TempDir() + "/dashboard_test_XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-    StoreOptions so;
-    so.path = dir_ + "/state.db";
-    so.synchronous_full = false;
-    store_ = *Store::Open(so);
+    dir_ = NewTestDir("dashboard_test");
+    store_ = OpenTestStore(dir_);
     auth_ = std::make_unique<AuthManager>(store_.get(), &clock_);
     ASSERT_TRUE(auth_->Recover().ok());
     StorageGatewayOptions go;

@@ -12,6 +12,7 @@
 #include "common/fake_clock.h"
 #include "common/file_util.h"
 #include "common/proto_time.h"
+#include "coordinator/test_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -39,13 +40,9 @@ const absl::Time kSlot2 = kSlot1 + absl::Hours(24);
 class ScheduleManagerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = ::testing::TempDir() + "/sm-XXXXXX";
-    dir_ = mkdtemp(tmpl.data());
+    dir_ = NewTestDir("schedule_manager_test");
     clock_.Set(kCreated);
-    StoreOptions so;
-    so.path = dir_ + "/forge.db";
-    so.synchronous_full = false;
-    store_ = *Store::Open(so);
+    store_ = OpenTestStore(dir_);
     PutDataset("tickets", "sha-1");
     Restart();
   }

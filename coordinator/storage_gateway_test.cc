@@ -14,6 +14,7 @@
 #include "common/crypto.h"
 #include "common/dataset.h"
 #include "common/file_util.h"
+#include "coordinator/test_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -146,9 +147,7 @@ struct Download {
 class StorageGatewayTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = ::testing::TempDir() + "/storage_gateway_test_XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
+    dir_ = NewTestDir("storage_gateway_test");
     root_ = dir_ + "/storage";
     Reopen();
   }
@@ -162,12 +161,8 @@ class StorageGatewayTest : public ::testing::Test {
   void Reopen(int64_t max_dataset_bytes = int64_t{64} << 30) {
     gateway_.reset();
     store_.reset();
-    StoreOptions so;
-    so.path = dir_ + "/state.db";
-    so.synchronous_full = false;
-    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(so);
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = *std::move(store);
+    store_ = OpenTestStore(dir_);
+    ASSERT_NE(store_, nullptr);
     StorageGatewayOptions go;
     go.root = root_;
     go.chunk_bytes = 64;

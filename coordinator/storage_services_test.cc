@@ -20,6 +20,7 @@
 #include "coordinator/data_service.h"
 #include "coordinator/storage_gateway.h"
 #include "coordinator/store.h"
+#include "coordinator/test_store.h"
 #include "forge/v1/training.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -41,13 +42,8 @@ std::map<std::string, std::string> ReadDir(const std::string& dir) {
 class StorageServicesTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = ::testing::TempDir() + "/storage_services_test_XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-    StoreOptions so;
-    so.path = dir_ + "/state.db";
-    so.synchronous_full = false;
-    store_ = *Store::Open(so);
+    dir_ = NewTestDir("storage_services_test");
+    store_ = OpenTestStore(dir_);
     auth_ = std::make_unique<AuthManager>(store_.get(), RealClock());
     ASSERT_TRUE(auth_->Recover().ok());
     StorageGatewayOptions go;

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/dataset_test_util.h"
 #include "common/file_util.h"
+#include "coordinator/test_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -27,12 +28,8 @@ constexpr char kTenant[] = "acme";
 class SubmissionChecksTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = ::testing::TempDir() + "/sub-XXXXXX";
-    dir_ = mkdtemp(tmpl.data());
-    StoreOptions so;
-    so.path = dir_ + "/forge.db";
-    so.synchronous_full = false;
-    store_ = *Store::Open(so);
+    dir_ = NewTestDir("submission_test");
+    store_ = OpenTestStore(dir_);
     // The registrations (the gateway reads them at Open); the files come from Prepare.
     for (const char* name : {"general", "tickets"}) {
       forge::v1::DatasetInfo d;
