@@ -11,7 +11,7 @@
 #include "common/prometheus_text.h"
 #include "coordinator/fake_worker_connection.h"
 #include "coordinator/job_manager.h"
-#include "coordinator/test_store.h"
+#include "coordinator/test_util.h"
 #include "coordinator/worker_manager.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -55,12 +55,7 @@ class CoordinatorMetricsTest : public ::testing::Test {
     m->set_dataset("d");
     m->set_weight(1);
     req.mutable_spec()->set_max_restarts(max_restarts);
-    Principal p;
-    p.kind = forge::v1::TOKEN_KIND_TENANT;
-    p.tenant = tenant;
-    std::promise<absl::StatusOr<forge::v1::SubmitJobResponse>> done;
-    jobs_->Submit(p, std::move(req), [&](auto r) { done.set_value(std::move(r)); });
-    auto r = done.get_future().get();
+    auto r = SubmitAndWait(*jobs_, TenantPrincipal(tenant), std::move(req));
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? r->job().id() : "";
   }

@@ -14,7 +14,7 @@
 #include "common/proto_time.h"
 #include "coordinator/dashboard_pages.h"
 #include "coordinator/fake_worker_connection.h"
-#include "coordinator/test_store.h"
+#include "coordinator/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -96,12 +96,7 @@ class DashboardTest : public ::testing::Test {
     m2->set_dataset("tickets");
     m2->set_weight(3);
     req.mutable_spec()->mutable_train()->set_steps(100);
-    Principal p;
-    p.kind = forge::v1::TOKEN_KIND_TENANT;
-    p.tenant = tenant;
-    std::promise<absl::StatusOr<forge::v1::SubmitJobResponse>> done;
-    jobs_->Submit(p, std::move(req), [&](auto r) { done.set_value(std::move(r)); });
-    auto r = done.get_future().get();
+    auto r = SubmitAndWait(*jobs_, TenantPrincipal(tenant), std::move(req));
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? r->job().id() : "";
   }

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/fake_clock.h"
+#include "coordinator/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -69,9 +70,7 @@ class JobManagerTest : public ::testing::Test {
   }
   absl::StatusOr<forge::v1::SubmitJobResponse> Submit(const Principal& p,
                                                      forge::v1::SubmitJobRequest req) {
-    std::promise<absl::StatusOr<forge::v1::SubmitJobResponse>> done;
-    jobs_->Submit(p, std::move(req), [&](auto r) { done.set_value(std::move(r)); });
-    return done.get_future().get();
+    return SubmitAndWait(*jobs_, p, std::move(req));
   }
   absl::StatusOr<Job> Cancel(const Principal& p, const std::string& id) {
     std::promise<absl::StatusOr<Job>> done;

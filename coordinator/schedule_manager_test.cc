@@ -12,7 +12,7 @@
 #include "common/fake_clock.h"
 #include "common/file_util.h"
 #include "common/proto_time.h"
-#include "coordinator/test_store.h"
+#include "coordinator/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -20,7 +20,7 @@
 #include "coordinator/data_service.h"
 #include "coordinator/storage_gateway.h"
 #include "coordinator/store.h"
-#include "coordinator/test_store.h"
+#include "coordinator/test_util.h"
 #include "forge/v1/training.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

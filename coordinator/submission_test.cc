@@ -14,7 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/dataset_test_util.h"
 #include "common/file_util.h"
-#include "coordinator/test_store.h"
+#include "coordinator/test_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

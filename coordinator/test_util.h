@@ -1,0 +1,52 @@
+// Helpers of the coordinator's unit tests: a fresh directory under the test temp dir, a store
+// in it that does not wait for fsync (synchronous=NORMAL; opened again over the same file for
+// a "restart"), and JobManager::Submit waited for.
+#ifndef FORGE_COORDINATOR_TEST_UTIL_H_
+#define FORGE_COORDINATOR_TEST_UTIL_H_
+
+#include <stdlib.h>
+
+#include <future>
+#include <memory>
+#include <string>
+
+#include "coordinator/job_manager.h"
+#include "coordinator/store.h"
+#include "gtest/gtest.h"
+
+namespace forge::coordinator {
+
+inline std::string NewTestDir(const std::string& tag) {
+  std::string tmpl = ::testing::TempDir() + "/" + tag + "-XXXXXX";
+  EXPECT_NE(mkdtemp(tmpl.data()), nullptr) << tmpl;
+  return tmpl;
+}
+
+inline std::unique_ptr<Store> OpenTestStore(const std::string& dir) {
+  StoreOptions so;
+  so.path = dir + "/state.db";
+  so.synchronous_full = false;
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(so);
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? *std::move(store) : nullptr;
+}
+
+// JobManager::Submit, returning once the submission is answered (committed or refused).
+inline absl::StatusOr<forge::v1::SubmitJobResponse> SubmitAndWait(JobManager& jobs,
+                                                                  const Principal& caller,
+                                                                  forge::v1::SubmitJobRequest req) {
+  std::promise<absl::StatusOr<forge::v1::SubmitJobResponse>> done;
+  jobs.Submit(caller, std::move(req), [&](auto r) { done.set_value(std::move(r)); });
+  return done.get_future().get();
+}
+
+inline Principal TenantPrincipal(const std::string& tenant) {
+  Principal p;
+  p.kind = forge::v1::TOKEN_KIND_TENANT;
+  p.tenant = tenant;
+  return p;
+}
+
+}  // namespace forge::coordinator
+
+#endif  // FORGE_COORDINATOR_TEST_UTIL_H_
