@@ -400,7 +400,7 @@ absl::Status CudaGpt<T>::Init() {
   if (attention_ == CudaAttention::kAuto) {
     size_t free_bytes = 0, total_bytes = 0;
     FORGE_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
-    if (!kExact && FlashAttentionHeadSizeSupported(head_size) &&
+    if (!kExact && FlashAttentionHeadSizeSupported(head_size) && prop.major >= 8 &&
         FlashAttentionSmemBytes(head_size) <= prop.sharedMemPerBlockOptin) {
       attention_ = CudaAttention::kFlash;
     } else if (gemm_scratch <= GemmAttentionBudget(prop.totalGlobalMem) &&
@@ -409,6 +409,12 @@ absl::Status CudaGpt<T>::Init() {
     } else {
       attention_ = CudaAttention::kFused;
     }
+  }
+  if (attention_ == CudaAttention::kFlash && prop.major < 8) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "attention: the flash kernels need bf16 tensor-core instructions (compute capability 8.0 "
+        "or later); ", prop.name, " is ", prop.major, ".", prop.minor,
+        ": use the GEMM or fused attention"));
   }
   if (attention_ == CudaAttention::kFlash &&
       FlashAttentionSmemBytes(head_size) > prop.sharedMemPerBlockOptin) {

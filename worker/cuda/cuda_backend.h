@@ -2,8 +2,8 @@
 //
 //   matmuls        cuBLASLt (gemm.h), bf16 inputs and fp32 accumulation, bias and residual
 //                  fused into the call
-//   attention      flash attention on the tensor cores in bf16 (flash_attention.h: WMMA
-//                  fragments, online softmax, no T x T matrix); or the heads' score products
+//   attention      flash attention on the tensor cores in bf16 (flash_attention.h: mma.sync
+//                  fragments in registers, online softmax, no T x T matrix); or the heads' score products
 //                  as cuBLASLt strided batches with our softmax kernels (attention_gemm.h:
 //                  fp32 mode, other head sizes); or our fused CUDA-core kernels (kernels.h:
 //                  long contexts whose [H, T, T] scores would not fit). CudaAttention picks.

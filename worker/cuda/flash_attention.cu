@@ -1,6 +1,5 @@
-#include <mma.h>
-
 #include <cmath>
+#include <cstdint>
 #include <mutex>
 #include <set>
 #include <utility>
@@ -12,16 +11,10 @@
 namespace forge::cuda {
 namespace {
 
-namespace wmma = nvcuda::wmma;
 using flash::bf16;
 
 // The body's execution context on the GPU.
 struct DeviceCtx {
-  using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major>;
-  using FragBCol = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major>;
-  using FragBRow = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major>;
-  using Acc = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
-
   char* smem_ = nullptr;
 
   __device__ int tid() const { return threadIdx.x; }
@@ -29,31 +22,22 @@ struct DeviceCtx {
   __device__ int block_y() const { return blockIdx.y; }
   __device__ int grid_x() const { return gridDim.x; }
   __device__ void sync() const { __syncthreads(); }
-  __device__ void syncwarp() const { __syncwarp(); }
   __device__ float shfl_xor(float v, int mask) const {
     return __shfl_xor_sync(0xffffffffu, v, mask);
   }
   __device__ char* smem() const { return smem_; }
 
-  __device__ void fill(Acc& a, float x) const { wmma::fill_fragment(a, x); }
-  __device__ void load_a(FragA& f, const bf16* p, int ld) const {
-    wmma::load_matrix_sync(f, p, ld);
-  }
-  __device__ void load_b_col(FragBCol& f, const bf16* p, int ld) const {
-    wmma::load_matrix_sync(f, p, ld);
-  }
-  __device__ void load_b_row(FragBRow& f, const bf16* p, int ld) const {
-    wmma::load_matrix_sync(f, p, ld);
-  }
-  __device__ void load_acc(Acc& f, const float* p, int ld) const {
-    wmma::load_matrix_sync(f, p, ld, wmma::mem_row_major);
-  }
-  template <typename B>
-  __device__ void mma(Acc& d, const FragA& a, const B& b) const {
-    wmma::mma_sync(d, a, b, d);
-  }
-  __device__ void store(float* p, const Acc& f, int ld) const {
-    wmma::store_matrix_sync(p, f, ld, wmma::mem_row_major);
+  // d += A · B on the tensor cores (sm_80 and later; the build targets sm_90).
+  __device__ void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) const {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    __trap();  // no bf16 mma.sync before sm_80: a build for such a device has no flash attention
+#endif
   }
 };
 

@@ -1,16 +1,19 @@
-// Causal self-attention fused on the tensor cores, flash-attention style: each block of 64
-// queries streams tiles of 64 keys through shared memory, the score and value products run as
-// WMMA bf16 fragments with fp32 accumulation, the softmax is online, and no T x T matrix
-// exists anywhere. The backward recomputes the probabilities from the saved log-sum-exp in two
-// kernels, one owning each query's dq and one owning each key's dk and dv, so no gradient is
-// accumulated by more than one block and the results are deterministic.
+// Causal self-attention fused on the tensor cores, FlashAttention-2 style: each block of 64
+// queries streams tiles of 64 keys through shared memory; each warp computes its 16 rows'
+// scores with mma.sync (bf16 inputs, fp32 accumulation), keeps them, the online softmax and
+// its output accumulator in registers, and feeds the probabilities straight into the value
+// product. No T x T matrix exists anywhere. The backward recomputes the probabilities from the
+// saved log-sum-exp in two kernels, one owning each query's dq and one owning each key's dk
+// and dv, so no gradient is accumulated by more than one block and the results are
+// deterministic.
 //
-// bf16 only (WMMA has no fp32 inputs); head sizes 16, 32, 64 and 128. Same contract as the
-// fused CUDA-core kernels of kernels.h (qkv [B, T, 3C], y [B, T, C], lse [B, H, T]), which
-// remain for exact fp32 mode.
+// bf16 only (the tensor cores' bf16 products); head sizes 16, 32, 64 and 128. Same contract
+// as the fused CUDA-core kernels of kernels.h (qkv [B, T, 3C], y [B, T, C], lse [B, H, T]),
+// which remain for exact fp32 mode.
 //
 // The kernel bodies are in flash_attention_body.h; flash_attention_emulation_test.cc runs them
-// on CPU threads against the CPU engine, so their logic is tested where no GPU is present.
+// on the CUDA emulation against the CPU engine, so their logic is tested where no GPU is
+// present.
 #ifndef FORGE_WORKER_CUDA_FLASH_ATTENTION_H_
 #define FORGE_WORKER_CUDA_FLASH_ATTENTION_H_
 

@@ -1,21 +1,31 @@
 // The flash-attention kernels' bodies (flash_attention.h), written once against a small
-// execution context so that the same code runs on the GPU (flash_attention.cu: WMMA tensor-core
-// fragments, __syncthreads, warp shuffles) and, for tests on machines without a GPU, on CPU
-// threads (flash_attention_emulation_test.cc: one std::thread per CUDA thread, barriers for the
-// syncs, 16 x 16 tiles for the fragments). What the emulation checks: the tiling, the indexing,
-// the causal and length masks, the online softmax, the recomputation in the backward and the
-// placement of every sync. What it cannot: the WMMA fragments' hardware behaviour (it models
-// their documented semantics: whole-tile loads, products and stores) and timing.
+// execution context so that the same code runs on the GPU (flash_attention.cu: mma.sync tensor-
+// core instructions, __syncthreads, warp shuffles) and, for tests on machines without a GPU, on
+// the CUDA emulation's fibers (flash_attention_emulation.h: a fiber per CUDA thread, barriers
+// for the syncs, and mma.sync computed from its documented fragment layout). What the
+// emulation checks: the tiling, the indexing, the fragment layouts, the causal and length
+// masks, the online softmax, the recomputation in the backward and the placement of every
+// sync. What it cannot: timing, register and shared-memory limits, and the hardware itself.
+//
+// FlashAttention-2's structure: each warp owns 16 rows (queries, or keys in the dk/dv kernel);
+// its scores, probabilities and output accumulators live in registers as mma.m16n8k16
+// fragments, and a score fragment (fp32, 16 x 8 accumulator layout) becomes the left operand
+// of the next product (bf16, 16 x 16 A layout) without leaving the thread. Shared memory holds
+// only bf16 tiles of q, k, v and dy.
 //
 // A Ctx provides:
 //   int tid(), block_x(), block_y(), grid_x() thread and block indices, blocks along x
 //                                             (128 threads per block)
 //   void sync()                              __syncthreads
-//   void syncwarp()                          __syncwarp
 //   float shfl_xor(float v, int mask)        __shfl_xor_sync over the warp
 //   char* smem()                             the block's dynamic shared memory
-//   types FragA (16x16 bf16, row-major), FragBCol / FragBRow (16x16 bf16 of B stored
-//   column- or row-major), Acc (16x16 fp32) and their load_* / mma / fill / store functions.
+//   void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2])
+//       d += A · B, mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32: A 16 x 16 and B 16 x 8
+//       bf16 (two per 32-bit register, the lower column or row in the low half), d 16 x 8 fp32.
+//       Lane l holds, with g = l / 4 and c = 2 (l % 4):
+//         a[0] = A(g, c..c+1)   a[1] = A(g+8, c..c+1)   a[2] = A(g, c+8..c+9)  a[3] = A(g+8,
+//         c+8..c+9) b[0] = B(c..c+1, g)   b[1] = B(c+8..c+9, g) d[0..1] = D(g, c..c+1)   d[2..3] =
+//         D(g+8, c..c+1)
 //
 // Layouts are the fused kernels' (kernels.h): qkv [B, T, 3C], y and dy [B, T, C], lse and delta
 // [B, H, T]; head size D. Blocks of 64 rows (4 warps of 16), key or query tiles of 64.
@@ -27,12 +37,15 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 
 #ifdef __CUDACC__
 #define FORGE_FLASH_FN __device__ __forceinline__
+#define FORGE_UNROLL _Pragma("unroll")
 #else
 #define FORGE_FLASH_FN inline
+#define FORGE_UNROLL
 #endif
 
 namespace forge::cuda::flash {
@@ -43,18 +56,23 @@ constexpr int kThreads = 128;  // 4 warps
 constexpr int kWarpRows = 16;  // rows (queries, or keys in the dk/dv kernel) per warp
 constexpr int kBlockRows = 64;
 constexpr int kTile = 64;  // keys (or queries) per tile
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
 
-// Row pitches in shared memory, padded against bank conflicts; multiples of 8 bf16 or 4 floats
-// (16 bytes), as WMMA needs.
+// Row pitch of the bf16 tiles in shared memory: D + 8 elements, so that the eight rows and
+// four column pairs a fragment load touches fall in 32 different banks, and rows stay 16-byte
+// aligned for the tile loads.
 template <int D>
 struct Pitch {
-  static constexpr int kX = D + 8;      // bf16 tiles of 64 rows x D (q, k, v, dy)
-  static constexpr int kS = kTile + 4;  // fp32 score tiles, 16 x 64 per warp
-  static constexpr int kP = kTile + 8;  // bf16 probability tiles, 16 x 64 per warp
-  static constexpr int kO = D + 4;      // fp32 output staging, 16 x D per warp
+  static constexpr int kX = D + 8;
 };
 
 constexpr size_t Round128(size_t bytes) { return (bytes + 127) / 128 * 128; }
+
+template <int D>
+constexpr size_t TileBytes() {
+  return Round128(sizeof(bf16) * kTile * Pitch<D>::kX);
+}
 
 // One head size's kernels over a grid of (ceil(T / 64), B·H) blocks. Defined by
 // flash_attention.cu (the GPU) and flash_attention_emulated.cc (CPU fibers) for D = 16, 32,
@@ -73,34 +91,25 @@ cudaError_t LaunchBackward(bf16* dqkv, const float* delta, const bf16* dy, const
   template cudaError_t LaunchBackward<D>(bf16*, const float*, const bf16*, const bf16*,        \
                                          const float*, int, int, int, int, float, cudaStream_t);
 
-// Shared-memory regions, as byte offsets from smem().
+// Shared memory, as byte offsets from smem(). The forward: the block's q, and the key tile's k
+// and v. Both backward kernels: two tiles that stay (the block's own rows: q and dy, or k and
+// v), two that stream (k and v, or q and dy), and the streamed rows' lse and delta (used by
+// the dk/dv kernel).
 template <int D>
 struct ForwardSmem {
   static constexpr size_t kQ = 0;
-  static constexpr size_t kK = kQ + Round128(sizeof(bf16) * kBlockRows * Pitch<D>::kX);
-  static constexpr size_t kV = kK + Round128(sizeof(bf16) * kTile * Pitch<D>::kX);
-  static constexpr size_t kS = kV + Round128(sizeof(bf16) * kTile * Pitch<D>::kX);
-  static constexpr size_t kP = kS + Round128(sizeof(float) * 4 * kWarpRows * Pitch<D>::kS);
-  static constexpr size_t kO = kP + Round128(sizeof(bf16) * 4 * kWarpRows * Pitch<D>::kP);
-  static constexpr size_t kBytes = kO + Round128(sizeof(float) * 4 * kWarpRows * Pitch<D>::kO);
+  static constexpr size_t kK = kQ + TileBytes<D>();
+  static constexpr size_t kV = kK + TileBytes<D>();
+  static constexpr size_t kBytes = kV + TileBytes<D>();
 };
 
-// Both backward kernels: two 64-row bf16 tiles that stay (the block's own rows: q and dy, or
-// k and v), two that stream (k and v, or q and dy), per-warp fp32 tiles for scores and their
-// gradient, bf16 tiles for two products' left operands, staging, and 64 per-row floats twice
-// (lse and delta).
 template <int D>
 struct BackwardSmem {
   static constexpr size_t kOwn0 = 0;
-  static constexpr size_t kOwn1 = kOwn0 + Round128(sizeof(bf16) * kBlockRows * Pitch<D>::kX);
-  static constexpr size_t kTile0 = kOwn1 + Round128(sizeof(bf16) * kBlockRows * Pitch<D>::kX);
-  static constexpr size_t kTile1 = kTile0 + Round128(sizeof(bf16) * kTile * Pitch<D>::kX);
-  static constexpr size_t kS = kTile1 + Round128(sizeof(bf16) * kTile * Pitch<D>::kX);
-  static constexpr size_t kDp = kS + Round128(sizeof(float) * 4 * kWarpRows * Pitch<D>::kS);
-  static constexpr size_t kP0 = kDp + Round128(sizeof(float) * 4 * kWarpRows * Pitch<D>::kS);
-  static constexpr size_t kP1 = kP0 + Round128(sizeof(bf16) * 4 * kWarpRows * Pitch<D>::kP);
-  static constexpr size_t kO = kP1 + Round128(sizeof(bf16) * 4 * kWarpRows * Pitch<D>::kP);
-  static constexpr size_t kRow0 = kO + Round128(sizeof(float) * 4 * kWarpRows * Pitch<D>::kO);
+  static constexpr size_t kOwn1 = kOwn0 + TileBytes<D>();
+  static constexpr size_t kTile0 = kOwn1 + TileBytes<D>();
+  static constexpr size_t kTile1 = kTile0 + TileBytes<D>();
+  static constexpr size_t kRow0 = kTile1 + TileBytes<D>();
   static constexpr size_t kRow1 = kRow0 + Round128(sizeof(float) * kTile);
   static constexpr size_t kBytes = kRow1 + Round128(sizeof(float) * kTile);
 };
@@ -111,6 +120,46 @@ FORGE_FLASH_FN void Copy8(bf16* to, const bf16* from) {
   *reinterpret_cast<uint4*>(to) = *reinterpret_cast<const uint4*>(from);
 #else
   std::memcpy(to, from, 16);
+#endif
+}
+
+// Two consecutive bf16 (4-byte aligned) as one register, the first in the low half.
+FORGE_FLASH_FN uint32_t Load2(const bf16* p) {
+#ifdef __CUDA_ARCH__
+  return *reinterpret_cast<const uint32_t*>(p);
+#else
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+#endif
+}
+
+FORGE_FLASH_FN uint32_t Bits(bf16 x) {
+  uint16_t v;
+  std::memcpy(&v, &x, 2);
+  return v;
+}
+
+// Two bf16 in one register, `lo` in the low half.
+FORGE_FLASH_FN uint32_t Pack(bf16 lo, bf16 hi) { return Bits(lo) | (Bits(hi) << 16); }
+
+// Two floats rounded to bf16 (to nearest even) in one register, `lo` in the low half.
+FORGE_FLASH_FN uint32_t Pack(float lo, float hi) {
+#ifdef __CUDA_ARCH__
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+#else
+  return Pack(__float2bfloat16(lo), __float2bfloat16(hi));
+#endif
+}
+
+// Stores two floats as consecutive bf16 at p (4-byte aligned).
+FORGE_FLASH_FN void Store2(bf16* p, float lo, float hi) {
+  const uint32_t v = Pack(lo, hi);
+#ifdef __CUDA_ARCH__
+  *reinterpret_cast<uint32_t*>(p) = v;
+#else
+  std::memcpy(static_cast<void*>(p), &v, 4);
 #endif
 }
 
@@ -133,124 +182,201 @@ FORGE_FLASH_FN void LoadTile(Ctx& ctx, bf16* tile, const bf16* base, size_t ld, 
   }
 }
 
-// out[16 x 64] (fp32, pitch kS) = A[16 x D] (rows of a bf16 tile) · B^T, B the 64 x D rows of a
-// bf16 tile (so B^T is B read column-major).
-template <int D, class Ctx>
-FORGE_FLASH_FN void RowsTimesTileT(Ctx& ctx, float* out, const bf16* a, const bf16* b) {
-  for (int n = 0; n < kTile / 16; ++n) {
-    typename Ctx::Acc acc;
-    ctx.fill(acc, 0.0f);
-    for (int k = 0; k < D / 16; ++k) {
-      typename Ctx::FragA fa;
-      typename Ctx::FragBCol fb;
-      ctx.load_a(fa, a + k * 16, Pitch<D>::kX);
-      ctx.load_b_col(fb, b + n * 16 * Pitch<D>::kX + k * 16, Pitch<D>::kX);
-      ctx.mma(acc, fa, fb);
+// The A fragment of columns [k0, k0 + 16) of 16 rows of a row-major bf16 tile.
+template <class Ctx>
+FORGE_FLASH_FN void LoadA(Ctx& ctx, uint32_t (&a)[4], const bf16* rows, int ld, int k0) {
+  const int lane = ctx.tid() % 32;
+  const bf16* p = rows + (lane / 4) * ld + k0 + 2 * (lane % 4);
+  a[0] = Load2(p);
+  a[1] = Load2(p + 8 * ld);
+  a[2] = Load2(p + 8);
+  a[3] = Load2(p + 8 * ld + 8);
+}
+
+// The B fragment (k in [k0, k0 + 16), 8 columns n) of B(k, n) = nk[n * ld + k]: B is the
+// transpose of 8 rows of a row-major tile (scores: q k^T takes k's rows as B's columns).
+template <class Ctx>
+FORGE_FLASH_FN void LoadBTransposed(Ctx& ctx, uint32_t (&b)[2], const bf16* nk, int ld, int k0) {
+  const int lane = ctx.tid() % 32;
+  const bf16* p = nk + (lane / 4) * ld + k0 + 2 * (lane % 4);
+  b[0] = Load2(p);
+  b[1] = Load2(p + 8);
+}
+
+// The B fragment (k in [k0, k0 + 16), 8 columns n) of B(k, n) = kn[k * ld + n]: 8 columns of
+// 16 rows of a row-major tile (p v takes v as it is stored). A register's two elements are in
+// two rows, so each is loaded alone; with the pitch's padding the warp's loads are in distinct
+// banks or the same word.
+template <class Ctx>
+FORGE_FLASH_FN void LoadB(Ctx& ctx, uint32_t (&b)[2], const bf16* kn, int ld, int k0) {
+  const int lane = ctx.tid() % 32;
+  const bf16* p = kn + (k0 + 2 * (lane % 4)) * ld + lane / 4;
+  b[0] = Pack(p[0], p[ld]);
+  b[1] = Pack(p[8 * ld], p[9 * ld]);
+}
+
+// acc[j] (16 x 8, j < NJ) += A · B_j: A is 16 rows x K columns of a row-major tile, and B_j
+// the transpose of rows [8j, 8j + 8) of another (K columns): a 16 x 8·NJ block of A · X^T.
+template <int NJ, int K, class Ctx>
+FORGE_FLASH_FN void RowsTimesRowsT(Ctx& ctx, float (*acc)[4], const bf16* a, const bf16* x,
+                                   int ld) {
+  FORGE_UNROLL
+  for (int k0 = 0; k0 < K; k0 += 16) {
+    uint32_t fa[4];
+    LoadA(ctx, fa, a, ld, k0);
+    FORGE_UNROLL
+    for (int j = 0; j < NJ; ++j) {
+      uint32_t fb[2];
+      LoadBTransposed(ctx, fb, x + 8 * j * ld, ld, k0);
+      ctx.mma(acc[j], fa, fb);
     }
-    ctx.store(out + n * 16, acc, Pitch<D>::kS);
   }
 }
 
-// acc[n] += P[16 x 64] (bf16, pitch kP) · X[64 x D] (a bf16 tile), for the D/16 column tiles.
-template <int D, class Ctx>
-FORGE_FLASH_FN void ProbsTimesTile(Ctx& ctx, typename Ctx::Acc* acc, const bf16* p, const bf16* x) {
-  for (int n = 0; n < D / 16; ++n) {
-    for (int k = 0; k < kTile / 16; ++k) {
-      typename Ctx::FragA fa;
-      typename Ctx::FragBRow fb;
-      ctx.load_a(fa, p + k * 16, Pitch<D>::kP);
-      ctx.load_b_row(fb, x + k * 16 * Pitch<D>::kX + n * 16, Pitch<D>::kX);
+// acc[n] (16 x 8, n < D/8) += P · X: P is 16 x K, held as K/8 accumulator fragments p (fp32,
+// rounded to bf16 here), X is K rows x D columns of a row-major tile. An accumulator pair
+// (columns 8j.. and 8j + 8..) is exactly an A fragment's registers, so P never leaves the
+// thread.
+template <int K, int D, class Ctx>
+FORGE_FLASH_FN void RegsTimesRows(Ctx& ctx, float (*acc)[4], const float (*p)[4], const bf16* x,
+                                  int ld) {
+  FORGE_UNROLL
+  for (int kk = 0; kk < K / 16; ++kk) {
+    const uint32_t fa[4] = {Pack(p[2 * kk][0], p[2 * kk][1]), Pack(p[2 * kk][2], p[2 * kk][3]),
+                            Pack(p[2 * kk + 1][0], p[2 * kk + 1][1]),
+                            Pack(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+    FORGE_UNROLL
+    for (int n = 0; n < D / 8; ++n) {
+      uint32_t fb[2];
+      LoadB(ctx, fb, x + 8 * n, ld, 16 * kk);
       ctx.mma(acc[n], fa, fb);
     }
   }
 }
 
+template <int N>
+FORGE_FLASH_FN void Zero(float (*acc)[4]) {
+  FORGE_UNROLL
+  for (int j = 0; j < N; ++j) {
+    FORGE_UNROLL
+    for (int e = 0; e < 4; ++e) acc[j][e] = 0.0f;
+  }
+}
+
+// Writes a warp's 16 x D accumulators, row r scaled by row_scale[r >= 8], as bf16 into rows
+// row0.. (those below Tq) of a [Tq, ld] matrix at column `col`.
+template <int D, class Ctx>
+FORGE_FLASH_FN void WriteRows(Ctx& ctx, bf16* out, const float (*acc)[4],
+                              const float (&row_scale)[2], int row0, int Tq, size_t ld, int col) {
+  const int lane = ctx.tid() % 32;
+  FORGE_UNROLL
+  for (int half = 0; half < 2; ++half) {
+    const int row = row0 + lane / 4 + 8 * half;
+    if (row >= Tq) continue;
+    bf16* p = out + static_cast<size_t>(row) * ld + col + 2 * (lane % 4);
+    FORGE_UNROLL
+    for (int n = 0; n < D / 8; ++n) {
+      Store2(p + 8 * n, acc[n][2 * half] * row_scale[half], acc[n][2 * half + 1] * row_scale[half]);
+    }
+  }
+}
+
 // Causal attention forward for the 64 queries of block (grid_x − 1 − block_x, b·H + h): y and
-// lse (the log-sum-exp of the scaled scores, as kernels.h's AttentionForward).
+// lse (the natural log-sum-exp of the scaled scores, as kernels.h's AttentionForward). Scores
+// are kept in base 2 (scaled by log2 e) so that each exponential is one exp2.
 template <int D, class Ctx>
 FORGE_FLASH_FN void ForwardBody(Ctx& ctx, bf16* y, float* lse, const bf16* qkv, int Tq, int C,
                                 int H, float scale) {
   using S = ForwardSmem<D>;
-  constexpr int kX = Pitch<D>::kX, kS = Pitch<D>::kS, kP = Pitch<D>::kP, kO = Pitch<D>::kO;
+  constexpr int kX = Pitch<D>::kX;
   const int bh = ctx.block_y(), b = bh / H, h = bh % H;
   // The last query blocks have the most keys to visit: they go first (block 0 takes them).
   const int q0 = (ctx.grid_x() - 1 - ctx.block_x()) * kBlockRows;
   const int warp = ctx.tid() / 32, lane = ctx.tid() % 32;
-  const int r = lane / 2, half = lane % 2;  // this lane's row of the warp, and half of it
-  const int qi = q0 + warp * kWarpRows + r;
+  const int row0 = q0 + warp * kWarpRows;  // the warp's first query
   char* smem = ctx.smem();
   bf16* q = reinterpret_cast<bf16*>(smem + S::kQ);
   bf16* k = reinterpret_cast<bf16*>(smem + S::kK);
   bf16* v = reinterpret_cast<bf16*>(smem + S::kV);
-  float* s = reinterpret_cast<float*>(smem + S::kS) + warp * kWarpRows * kS;
-  bf16* p = reinterpret_cast<bf16*>(smem + S::kP) + warp * kWarpRows * kP;
-  float* o = reinterpret_cast<float*>(smem + S::kO) + warp * kWarpRows * kO;
   const size_t C3 = static_cast<size_t>(3) * C;
   const bf16* base = qkv + static_cast<size_t>(b) * Tq * C3;
+  const float scale2 = scale * kLog2e;
 
   LoadTile<D>(ctx, q, base, C3, h * D, q0, Tq);
-  for (int e = lane; e < kWarpRows * D; e += 32) o[(e / D) * kO + e % D] = 0.0f;
-  float m = -INFINITY, l = 0.0f;
+  float o[D / 8][4];
+  Zero<D / 8>(o);
+  // Per row half (rows lane/4 and lane/4 + 8): the running maximum (base 2), and this lane's
+  // part of the running sum of exponentials (its quad's four parts add up at the end).
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   const int last_key = (Tq - 1 < q0 + kBlockRows - 1) ? Tq - 1 : q0 + kBlockRows - 1;
   for (int k0 = 0; k0 <= last_key; k0 += kTile) {
     ctx.sync();  // every warp is done with the previous k and v
     LoadTile<D>(ctx, k, base, C3, C + h * D, k0, Tq);
     LoadTile<D>(ctx, v, base, C3, 2 * C + h * D, k0, Tq);
-    ctx.sync();
-    RowsTimesTileT<D>(ctx, s, q + warp * kWarpRows * kX, k);
-    ctx.syncwarp();
-    // Online softmax over this row's half of the tile (two lanes per row).
-    const float* srow = s + r * kS;
-    float tile_max = -INFINITY;
-    for (int c = half * 32; c < half * 32 + 32; ++c) {
-      const int key = k0 + c;
-      if (key <= qi && key < Tq) tile_max = fmaxf(tile_max, srow[c] * scale);
+    ctx.sync();  // also publishes q on the first pass
+    float s[kTile / 8][4];
+    Zero<kTile / 8>(s);
+    RowsTimesRowsT<kTile / 8, D>(ctx, s, q + warp * kWarpRows * kX, k, kX);
+    float tile_max[2] = {-INFINITY, -INFINITY};
+    FORGE_UNROLL
+    for (int j = 0; j < kTile / 8; ++j) {
+      FORGE_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const int qi = row0 + lane / 4 + 8 * (e / 2), key = k0 + 8 * j + 2 * (lane % 4) + e % 2;
+        s[j][e] = (key <= qi && key < Tq) ? s[j][e] * scale2 : -INFINITY;
+        tile_max[e / 2] = fmaxf(tile_max[e / 2], s[j][e]);
+      }
     }
-    tile_max = fmaxf(tile_max, ctx.shfl_xor(tile_max, 1));
-    const float m_new = fmaxf(m, tile_max);
-    // Every row has a key in every tile it visits (key k0 <= its query), so m_new is finite;
-    // the guard keeps a row with none (a future padding mask) at zero instead of NaN.
-    const float alpha = (m == -INFINITY || m_new == -INFINITY) ? 0.0f : expf(m - m_new);
-    float sum = 0.0f;
-    for (int c = half * 32; c < half * 32 + 32; ++c) {
-      const int key = k0 + c;
-      const float e =
-          (key <= qi && key < Tq && m_new != -INFINITY) ? expf(srow[c] * scale - m_new) : 0.0f;
-      p[r * kP + c] = __float2bfloat16(e);
-      sum += e;
+    float alpha[2];
+    FORGE_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      tile_max[r] = fmaxf(tile_max[r], ctx.shfl_xor(tile_max[r], 1));
+      tile_max[r] = fmaxf(tile_max[r], ctx.shfl_xor(tile_max[r], 2));
+      const float m_new = fmaxf(m[r], tile_max[r]);
+      // Every row has a key in every tile it visits (key k0 <= its query), so m_new is finite;
+      // the guards keep a row with none (a future padding mask) at zero instead of NaN.
+      alpha[r] = m_new == -INFINITY ? 0.0f : exp2f(m[r] - m_new);
+      m[r] = m_new;
     }
-    sum += ctx.shfl_xor(sum, 1);
-    l = l * alpha + sum;
-    m = m_new;
-    for (int d = half * (D / 2); d < half * (D / 2) + D / 2; ++d) o[r * kO + d] *= alpha;
-    ctx.syncwarp();
-    typename Ctx::Acc acc[D / 16];
-    for (int n = 0; n < D / 16; ++n) ctx.load_acc(acc[n], o + n * 16, kO);
-    ProbsTimesTile<D>(ctx, acc, p, v);
-    for (int n = 0; n < D / 16; ++n) ctx.store(o + n * 16, acc[n], kO);
-    ctx.syncwarp();
+    FORGE_UNROLL
+    for (int j = 0; j < kTile / 8; ++j) {
+      FORGE_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const float mr = m[e / 2];
+        s[j][e] = mr == -INFINITY ? 0.0f : exp2f(s[j][e] - mr);  // exp2(-inf) = 0: masked
+      }
+    }
+    FORGE_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      float sum = 0.0f;
+      FORGE_UNROLL
+      for (int j = 0; j < kTile / 8; ++j) sum += s[j][2 * r] + s[j][2 * r + 1];
+      l[r] = l[r] * alpha[r] + sum;
+    }
+    FORGE_UNROLL
+    for (int n = 0; n < D / 8; ++n) {
+      FORGE_UNROLL
+      for (int e = 0; e < 4; ++e) o[n][e] *= alpha[e / 2];
+    }
+    RegsTimesRows<kTile, D>(ctx, o, s, v, kX);
   }
-  if (qi >= Tq) return;
-  bf16* out = y + (static_cast<size_t>(b) * Tq + qi) * C + h * D;
-  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-  for (int d = half * (D / 2); d < half * (D / 2) + D / 2; ++d) {
-    out[d] = __float2bfloat16(o[r * kO + d] * inv);
+  float inv[2];
+  FORGE_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    l[r] += ctx.shfl_xor(l[r], 1);
+    l[r] += ctx.shfl_xor(l[r], 2);
+    inv[r] = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
   }
-  if (half == 0) lse[static_cast<size_t>(bh) * Tq + qi] = l > 0.0f ? m + logf(l) : -INFINITY;
-}
-
-// Writes the warp's 16 x D accumulators (staged through `o`) as bf16 rows of dqkv at column
-// `col`, for the rows below Tq.
-template <int D, class Ctx>
-FORGE_FLASH_FN void WriteRows(Ctx& ctx, bf16* dqkv, const typename Ctx::Acc* acc, float* o,
-                              int row0, int Tq, size_t ld, int col) {
-  constexpr int kO = Pitch<D>::kO;
-  for (int n = 0; n < D / 16; ++n) ctx.store(o + n * 16, acc[n], kO);
-  ctx.syncwarp();
-  const int lane = ctx.tid() % 32;
-  for (int e = lane; e < kWarpRows * D; e += 32) {
-    const int r = e / D, d = e % D, row = row0 + r;
-    if (row < Tq) dqkv[static_cast<size_t>(row) * ld + col + d] = __float2bfloat16(o[r * kO + d]);
+  WriteRows<D>(ctx, y + static_cast<size_t>(b) * Tq * C, o, inv, row0, Tq, C, h * D);
+  if (lane % 4 == 0) {
+    FORGE_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      const int qi = row0 + lane / 4 + 8 * r;
+      if (qi < Tq) {
+        lse[static_cast<size_t>(bh) * Tq + qi] =
+            l[r] > 0.0f ? (m[r] + log2f(l[r])) * kLn2 : -INFINITY;
+      }
+    }
   }
 }
 
@@ -261,128 +387,133 @@ FORGE_FLASH_FN void BackwardQueryBody(Ctx& ctx, bf16* dqkv, const float* delta, 
                                       const bf16* qkv, const float* lse, int Tq, int C, int H,
                                       float scale) {
   using S = BackwardSmem<D>;
-  constexpr int kX = Pitch<D>::kX, kS = Pitch<D>::kS, kP = Pitch<D>::kP, kO = Pitch<D>::kO;
+  constexpr int kX = Pitch<D>::kX;
   const int bh = ctx.block_y(), b = bh / H, h = bh % H;
   const int q0 = (ctx.grid_x() - 1 - ctx.block_x()) * kBlockRows;  // the longest rows first
   const int warp = ctx.tid() / 32, lane = ctx.tid() % 32;
-  const int r = lane / 2, half = lane % 2;
-  const int row = warp * kWarpRows + r, qi = q0 + row;
+  const int row0 = q0 + warp * kWarpRows;
   char* smem = ctx.smem();
   bf16* q = reinterpret_cast<bf16*>(smem + S::kOwn0);
   bf16* g = reinterpret_cast<bf16*>(smem + S::kOwn1);  // dy rows
   bf16* k = reinterpret_cast<bf16*>(smem + S::kTile0);
   bf16* v = reinterpret_cast<bf16*>(smem + S::kTile1);
-  float* s = reinterpret_cast<float*>(smem + S::kS) + warp * kWarpRows * kS;
-  float* dp = reinterpret_cast<float*>(smem + S::kDp) + warp * kWarpRows * kS;
-  bf16* ds = reinterpret_cast<bf16*>(smem + S::kP0) + warp * kWarpRows * kP;
-  float* o = reinterpret_cast<float*>(smem + S::kO) + warp * kWarpRows * kO;
-  float* row_lse = reinterpret_cast<float*>(smem + S::kRow0);
-  float* row_delta = reinterpret_cast<float*>(smem + S::kRow1);
   const size_t C3 = static_cast<size_t>(3) * C;
   const bf16* base = qkv + static_cast<size_t>(b) * Tq * C3;
+  const float scale2 = scale * kLog2e;
 
   LoadTile<D>(ctx, q, base, C3, h * D, q0, Tq);
   LoadTile<D>(ctx, g, dy + static_cast<size_t>(b) * Tq * C, C, h * D, q0, Tq);
-  for (int e = ctx.tid(); e < kBlockRows; e += kThreads) {
-    const int i = q0 + e;
-    row_lse[e] = i < Tq ? lse[static_cast<size_t>(bh) * Tq + i] : 0.0f;
-    row_delta[e] = i < Tq ? delta[static_cast<size_t>(bh) * Tq + i] : 0.0f;
+  float row_lse[2], row_delta[2];  // base 2
+  FORGE_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    const int qi = row0 + lane / 4 + 8 * r;
+    row_lse[r] = qi < Tq ? lse[static_cast<size_t>(bh) * Tq + qi] * kLog2e : 0.0f;
+    row_delta[r] = qi < Tq ? delta[static_cast<size_t>(bh) * Tq + qi] : 0.0f;
   }
-  typename Ctx::Acc dq[D / 16];
-  for (int n = 0; n < D / 16; ++n) ctx.fill(dq[n], 0.0f);
+  float dq[D / 8][4];
+  Zero<D / 8>(dq);
   const int last_key = (Tq - 1 < q0 + kBlockRows - 1) ? Tq - 1 : q0 + kBlockRows - 1;
   for (int k0 = 0; k0 <= last_key; k0 += kTile) {
     ctx.sync();
     LoadTile<D>(ctx, k, base, C3, C + h * D, k0, Tq);
     LoadTile<D>(ctx, v, base, C3, 2 * C + h * D, k0, Tq);
-    ctx.sync();  // also publishes q, dy, lse and delta on the first pass
-    RowsTimesTileT<D>(ctx, s, q + warp * kWarpRows * kX, k);
-    RowsTimesTileT<D>(ctx, dp, g + warp * kWarpRows * kX, v);
-    ctx.syncwarp();
-    const float li = row_lse[row], di = row_delta[row];
-    for (int c = half * 32; c < half * 32 + 32; ++c) {
-      const int key = k0 + c;
-      float d = 0.0f;
-      if (key <= qi && key < Tq && qi < Tq) {
-        const float pe = expf(s[r * kS + c] * scale - li);
-        d = pe * (dp[r * kS + c] - di) * scale;
+    ctx.sync();  // also publishes q and dy on the first pass
+    float s[kTile / 8][4], dp[kTile / 8][4];
+    Zero<kTile / 8>(s);
+    Zero<kTile / 8>(dp);
+    RowsTimesRowsT<kTile / 8, D>(ctx, s, q + warp * kWarpRows * kX, k, kX);
+    RowsTimesRowsT<kTile / 8, D>(ctx, dp, g + warp * kWarpRows * kX, v, kX);
+    FORGE_UNROLL
+    for (int j = 0; j < kTile / 8; ++j) {
+      FORGE_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const int r = e / 2, qi = row0 + lane / 4 + 8 * r;
+        const int key = k0 + 8 * j + 2 * (lane % 4) + e % 2;
+        float d = 0.0f;
+        if (key <= qi && key < Tq && qi < Tq) {
+          d = exp2f(s[j][e] * scale2 - row_lse[r]) * (dp[j][e] - row_delta[r]) * scale;
+        }
+        s[j][e] = d;  // dS
       }
-      ds[r * kP + c] = __float2bfloat16(d);
     }
-    ctx.syncwarp();
-    ProbsTimesTile<D>(ctx, dq, ds, k);
+    RegsTimesRows<kTile, D>(ctx, dq, s, k, kX);
   }
-  WriteRows<D>(ctx, dqkv + static_cast<size_t>(b) * Tq * C3, dq, o, q0 + warp * kWarpRows, Tq, C3,
-               h * D);
+  const float one[2] = {1.0f, 1.0f};
+  WriteRows<D>(ctx, dqkv + static_cast<size_t>(b) * Tq * C3, dq, one, row0, Tq, C3, h * D);
 }
 
 // dk and dv for the 64 keys of block (block_x, b·H + h): dv_j = sum_i P_ij dy_i and
 // dk_j = sum_i dS_ij q_i over queries i >= j (the transposed products of BackwardQueryBody).
+// Queries go in sub-tiles of kSub, which bounds the registers the scores take next to dk
+// and dv.
 template <int D, class Ctx>
 FORGE_FLASH_FN void BackwardKeyBody(Ctx& ctx, bf16* dqkv, const float* delta, const bf16* dy,
                                     const bf16* qkv, const float* lse, int Tq, int C, int H,
                                     float scale) {
   using S = BackwardSmem<D>;
-  constexpr int kX = Pitch<D>::kX, kS = Pitch<D>::kS, kP = Pitch<D>::kP, kO = Pitch<D>::kO;
+  constexpr int kX = Pitch<D>::kX;
+  constexpr int kSub = D <= 64 ? kTile : kTile / 4;
   const int bh = ctx.block_y(), b = bh / H, h = bh % H;
   const int j0 = ctx.block_x() * kBlockRows;
   const int warp = ctx.tid() / 32, lane = ctx.tid() % 32;
-  const int r = lane / 2, half = lane % 2;
-  const int kj = j0 + warp * kWarpRows + r;  // this lane's key
+  const int row0 = j0 + warp * kWarpRows;  // the warp's first key
   char* smem = ctx.smem();
   bf16* k = reinterpret_cast<bf16*>(smem + S::kOwn0);
   bf16* v = reinterpret_cast<bf16*>(smem + S::kOwn1);
   bf16* q = reinterpret_cast<bf16*>(smem + S::kTile0);
-  bf16* g = reinterpret_cast<bf16*>(smem + S::kTile1);  // dy rows
-  float* st = reinterpret_cast<float*>(smem + S::kS) + warp * kWarpRows * kS;
-  float* dpt = reinterpret_cast<float*>(smem + S::kDp) + warp * kWarpRows * kS;
-  bf16* pt = reinterpret_cast<bf16*>(smem + S::kP0) + warp * kWarpRows * kP;
-  bf16* dst = reinterpret_cast<bf16*>(smem + S::kP1) + warp * kWarpRows * kP;
-  float* o = reinterpret_cast<float*>(smem + S::kO) + warp * kWarpRows * kO;
-  float* col_lse = reinterpret_cast<float*>(smem + S::kRow0);
+  bf16* g = reinterpret_cast<bf16*>(smem + S::kTile1);         // dy rows
+  float* col_lse = reinterpret_cast<float*>(smem + S::kRow0);  // base 2
   float* col_delta = reinterpret_cast<float*>(smem + S::kRow1);
   const size_t C3 = static_cast<size_t>(3) * C;
   const bf16* base = qkv + static_cast<size_t>(b) * Tq * C3;
   const bf16* dyb = dy + static_cast<size_t>(b) * Tq * C;
+  const float scale2 = scale * kLog2e;
 
   LoadTile<D>(ctx, k, base, C3, C + h * D, j0, Tq);
   LoadTile<D>(ctx, v, base, C3, 2 * C + h * D, j0, Tq);
-  typename Ctx::Acc dk[D / 16], dv[D / 16];
-  for (int n = 0; n < D / 16; ++n) {
-    ctx.fill(dk[n], 0.0f);
-    ctx.fill(dv[n], 0.0f);
-  }
+  float dk[D / 8][4], dv[D / 8][4];
+  Zero<D / 8>(dk);
+  Zero<D / 8>(dv);
   for (int i0 = j0; i0 < Tq; i0 += kTile) {
     ctx.sync();
     LoadTile<D>(ctx, q, base, C3, h * D, i0, Tq);
     LoadTile<D>(ctx, g, dyb, C, h * D, i0, Tq);
     for (int e = ctx.tid(); e < kTile; e += kThreads) {
       const int i = i0 + e;
-      col_lse[e] = i < Tq ? lse[static_cast<size_t>(bh) * Tq + i] : 0.0f;
+      col_lse[e] = i < Tq ? lse[static_cast<size_t>(bh) * Tq + i] * kLog2e : 0.0f;
       col_delta[e] = i < Tq ? delta[static_cast<size_t>(bh) * Tq + i] : 0.0f;
     }
-    ctx.sync();
-    RowsTimesTileT<D>(ctx, st, k + warp * kWarpRows * kX, q);   // S^T: keys x queries
-    RowsTimesTileT<D>(ctx, dpt, v + warp * kWarpRows * kX, g);  // dP^T
-    ctx.syncwarp();
-    for (int c = half * 32; c < half * 32 + 32; ++c) {
-      const int qi = i0 + c;
-      float pe = 0.0f, d = 0.0f;
-      if (qi >= kj && qi < Tq && kj < Tq) {
-        pe = expf(st[r * kS + c] * scale - col_lse[c]);
-        d = pe * (dpt[r * kS + c] - col_delta[c]) * scale;
+    ctx.sync();  // also publishes k and v on the first pass
+    FORGE_UNROLL
+    for (int c0 = 0; c0 < kTile; c0 += kSub) {
+      float st[kSub / 8][4], dst[kSub / 8][4];  // S^T and dP^T, then P^T and dS^T: keys x queries
+      Zero<kSub / 8>(st);
+      Zero<kSub / 8>(dst);
+      RowsTimesRowsT<kSub / 8, D>(ctx, st, k + warp * kWarpRows * kX, q + c0 * kX, kX);
+      RowsTimesRowsT<kSub / 8, D>(ctx, dst, v + warp * kWarpRows * kX, g + c0 * kX, kX);
+      FORGE_UNROLL
+      for (int j = 0; j < kSub / 8; ++j) {
+        FORGE_UNROLL
+        for (int e = 0; e < 4; ++e) {
+          const int kj = row0 + lane / 4 + 8 * (e / 2);
+          const int c = c0 + 8 * j + 2 * (lane % 4) + e % 2, qi = i0 + c;
+          float pe = 0.0f, d = 0.0f;
+          if (qi >= kj && qi < Tq && kj < Tq) {
+            pe = exp2f(st[j][e] * scale2 - col_lse[c]);
+            d = pe * (dst[j][e] - col_delta[c]) * scale;
+          }
+          st[j][e] = pe;
+          dst[j][e] = d;
+        }
       }
-      pt[r * kP + c] = __float2bfloat16(pe);
-      dst[r * kP + c] = __float2bfloat16(d);
+      RegsTimesRows<kSub, D>(ctx, dv, st, g + c0 * kX, kX);
+      RegsTimesRows<kSub, D>(ctx, dk, dst, q + c0 * kX, kX);
     }
-    ctx.syncwarp();
-    ProbsTimesTile<D>(ctx, dv, pt, g);
-    ProbsTimesTile<D>(ctx, dk, dst, q);
   }
   bf16* out = dqkv + static_cast<size_t>(b) * Tq * C3;
-  WriteRows<D>(ctx, out, dk, o, j0 + warp * kWarpRows, Tq, C3, C + h * D);
-  ctx.syncwarp();  // the staging is reused
-  WriteRows<D>(ctx, out, dv, o, j0 + warp * kWarpRows, Tq, C3, 2 * C + h * D);
+  const float one[2] = {1.0f, 1.0f};
+  WriteRows<D>(ctx, out, dk, one, row0, Tq, C3, C + h * D);
+  WriteRows<D>(ctx, out, dv, one, row0, Tq, C3, 2 * C + h * D);
 }
 
 }  // namespace forge::cuda::flash

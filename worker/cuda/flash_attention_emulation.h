@@ -1,12 +1,14 @@
 // The flash-attention bodies (flash_attention_body.h) on the CUDA emulation's fibers
-// (cuda_emulation.h): FiberCtx is the execution context, with 16 x 16 tiles for the WMMA
-// fragments (every lane holds the whole tile, as the fragments' documented semantics allow;
-// lane 0 stores, and the bodies sync the warp before any lane reads), and RunFlash runs a
-// body over a grid with shared memory that starts as NaNs in every block, as garbage would on
-// a GPU, so a read of anything the body did not write shows. Host compilation only.
+// (cuda_emulation.h): FiberCtx is the execution context, and RunFlash runs a body over a grid
+// with shared memory that starts as NaNs in every block, as garbage would on a GPU, so a read
+// of anything the body did not write shows. mma.sync is computed from the PTX ISA's fragment
+// layout for m16n8k16 (the table in flash_attention_body.h): each lane publishes its
+// registers in its warp's slots, the warp syncs, each lane computes its own four outputs from
+// the lanes that hold their rows and columns, and the warp syncs again. Host compilation only.
 #ifndef FORGE_WORKER_CUDA_FLASH_ATTENTION_EMULATION_H_
 #define FORGE_WORKER_CUDA_FLASH_ATTENTION_EMULATION_H_
 
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -15,78 +17,68 @@
 
 namespace forge::cuda::flash {
 
-struct Tile {
-  float v[256];  // 16 x 16, [row][col] of the logical matrix (A: m x k, B: k x n, Acc: m x n)
+// One lane's operand registers, as published for its warp's mma.
+struct MmaSlot {
+  uint32_t a[4];
+  uint32_t b[2];
 };
 
 class FiberCtx {
  public:
-  using FragA = Tile;
-  using FragBCol = Tile;
-  using FragBRow = Tile;
-  using Acc = Tile;
-
-  explicit FiberCtx(char* smem) : smem_(smem) {}
+  FiberCtx(char* smem, MmaSlot* slots) : smem_(smem), slots_(slots) {}
   int tid() const { return static_cast<int>(emu::g_thread_idx.x); }
   int block_x() const { return static_cast<int>(emu::g_block_idx.x); }
   int block_y() const { return static_cast<int>(emu::g_block_idx.y); }
   int grid_x() const { return static_cast<int>(emu::g_grid_dim.x); }
   void sync() { emu::SyncThreads(); }
-  void syncwarp() { emu::SyncWarp(); }
   float shfl_xor(float v, int mask) { return emu::ShflXor(0xffffffffu, v, mask); }
   char* smem() { return smem_; }
 
-  void fill(Acc& a, float x) {
-    for (float& e : a.v) e = x;
-  }
-  void load_a(FragA& f, const bf16* p, int ld) {
-    for (int m = 0; m < 16; ++m) {
-      for (int k = 0; k < 16; ++k) f.v[m * 16 + k] = __bfloat162float(p[m * ld + k]);
+  void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    const int lane = tid() % 32;
+    MmaSlot* warp = slots_ + (tid() / 32) * 32;
+    std::memcpy(warp[lane].a, a, sizeof(a));
+    std::memcpy(warp[lane].b, b, sizeof(b));
+    emu::SyncWarp();
+    const int g = lane / 4, c = 2 * (lane % 4);
+    for (int i = 0; i < 4; ++i) {
+      const int row = g + 8 * (i / 2), col = c + i % 2;
+      float acc = d[i];
+      for (int k = 0; k < 16; ++k) acc += A(warp, row, k) * B(warp, k, col);
+      d[i] = acc;
     }
-  }
-  void load_b_col(FragBCol& f, const bf16* p, int ld) {  // element (k, n) at p[n * ld + k]
-    for (int k = 0; k < 16; ++k) {
-      for (int n = 0; n < 16; ++n) f.v[k * 16 + n] = __bfloat162float(p[n * ld + k]);
-    }
-  }
-  void load_b_row(FragBRow& f, const bf16* p, int ld) {  // element (k, n) at p[k * ld + n]
-    for (int k = 0; k < 16; ++k) {
-      for (int n = 0; n < 16; ++n) f.v[k * 16 + n] = __bfloat162float(p[k * ld + n]);
-    }
-  }
-  void load_acc(Acc& f, const float* p, int ld) {
-    for (int m = 0; m < 16; ++m) {
-      for (int n = 0; n < 16; ++n) f.v[m * 16 + n] = p[m * ld + n];
-    }
-  }
-  void mma(Acc& d, const Tile& a, const Tile& b) {
-    for (int m = 0; m < 16; ++m) {
-      for (int n = 0; n < 16; ++n) {
-        float acc = d.v[m * 16 + n];
-        for (int k = 0; k < 16; ++k) acc += a.v[m * 16 + k] * b.v[k * 16 + n];
-        d.v[m * 16 + n] = acc;
-      }
-    }
-  }
-  void store(float* p, const Acc& f, int ld) {
-    if (tid() % 32 != 0) return;
-    for (int m = 0; m < 16; ++m) {
-      for (int n = 0; n < 16; ++n) p[m * ld + n] = f.v[m * 16 + n];
-    }
+    emu::SyncWarp();  // every lane has read the slots before any overwrites them
   }
 
  private:
+  static float Half(uint32_t reg, int which) {
+    const uint32_t bits = (which == 0 ? reg & 0xffffu : reg >> 16) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  }
+  // A(row, k): lane (row % 8)·4 + (k % 8)/2, register (row >= 8) + 2 (k >= 8), half k % 2.
+  static float A(const MmaSlot* warp, int row, int k) {
+    return Half(warp[(row % 8) * 4 + (k % 8) / 2].a[(row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k % 2);
+  }
+  // B(k, n): lane n·4 + (k % 8)/2, register k >= 8, half k % 2.
+  static float B(const MmaSlot* warp, int k, int n) {
+    return Half(warp[n * 4 + (k % 8) / 2].b[k >= 8 ? 1 : 0], k % 2);
+  }
+
   char* smem_;
+  MmaSlot* slots_;
 };
 
 // Runs body(ctx) for every thread of a (grid_x, grid_y) grid of kThreads-thread blocks.
 template <typename Body>
 void RunFlash(int grid_x, int grid_y, size_t smem_bytes, const Body& body) {
   std::vector<char> smem(smem_bytes + 128);
+  std::vector<MmaSlot> slots(kThreads);
   char* base =
       reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(smem.data()) + 127) / 128 * 128);
   emu::RunGrid(dim3(grid_x, grid_y), dim3(kThreads), [&] {
-    FiberCtx ctx(base);
+    FiberCtx ctx(base, slots.data());
     if (ctx.tid() == 0) std::memset(base, 0xff, smem_bytes);  // NaNs, every block
     ctx.sync();
     body(ctx);

@@ -1,13 +1,15 @@
 // The flash-attention kernel bodies (flash_attention_body.h) on the CUDA emulation's fibers
 // (flash_attention_emulation.h: one fiber per CUDA thread, barriers for __syncthreads and
-// __syncwarp, the warp's slots for the shuffles, whole 16 x 16 tiles for the WMMA fragments,
-// shared memory that starts as NaNs). Compared with the CPU engine on shapes that are not
+// __syncwarp, the warp's slots for the shuffles and for mma.sync's fragments, shared memory
+// that starts as NaNs). Compared with the CPU engine on shapes that are not
 // multiples of the tiles, at the bf16 attention rule of test_util.h (1e-2 in relative L2 norm,
 // no element off by more than 30 %). Needs no GPU (CTest label unit); the GPU tests run the
 // same bodies on the tensor cores.
 #include "worker/cuda/flash_attention_emulation.h"
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -103,6 +105,50 @@ void CheckAgainstTheCpuEngine(const Shape& s) {
                        s.C, s.H, scale);
   });
   ExpectCloseInNorm(ToFloat(dqkv), want_dqkv, 1e-2, 0.3, "dqkv");
+}
+
+// The emulated mma.sync against a plain product, with each lane's registers filled element by
+// element from the PTX ISA's formulas for m16n8k16 (groupID = lane >> 2, threadID_in_group =
+// lane % 4; A element i: row groupID (+8 for i in {2, 3, 6, 7}), column 2·threadID_in_group +
+// (i & 1) (+8 for i >= 4); B element i: row 2·threadID_in_group + (i & 1) (+8 for i >= 2),
+// column groupID; C element i: row groupID (+8 for i >= 2), column 2·threadID_in_group +
+// (i & 1)), a second spelling of the table FiberCtx and the kernel bodies use. Element 2r of
+// a register is its low half.
+TEST(FlashAttentionEmulationTest, MmaFollowsThePtxFragmentLayout) {
+  const Vec a = Random(16 * 16, 3), b = Random(16 * 8, 4), c = Random(16 * 8, 5);
+  std::vector<float> got(16 * 8, NAN);
+  auto bits = [](float x) {
+    const bf16 h = __float2bfloat16(x);
+    uint16_t v;
+    std::memcpy(&v, &h, 2);
+    return uint32_t{v};
+  };
+  RunFlash(1, 1, 0, [&](FiberCtx& ctx) {
+    if (ctx.tid() >= 32) return;  // one warp
+    const int lane = ctx.tid(), group = lane >> 2, tig = lane % 4;
+    uint32_t ra[4] = {0, 0, 0, 0}, rb[2] = {0, 0};
+    float d[4];
+    for (int i = 0; i < 8; ++i) {
+      const bool low_row = i < 2 || (i >= 4 && i < 6);
+      const int row = group + (low_row ? 0 : 8), col = 2 * tig + (i & 1) + (i >= 4 ? 8 : 0);
+      ra[i / 2] |= bits(a[row * 16 + col]) << (16 * (i % 2));
+    }
+    for (int i = 0; i < 4; ++i) {
+      const int row = 2 * tig + (i & 1) + (i >= 2 ? 8 : 0), col = group;
+      rb[i / 2] |= bits(b[row * 8 + col]) << (16 * (i % 2));
+    }
+    for (int i = 0; i < 4; ++i) d[i] = c[(group + (i >= 2 ? 8 : 0)) * 8 + 2 * tig + (i & 1)];
+    ctx.mma(d, ra, rb);
+    for (int i = 0; i < 4; ++i) got[(group + (i >= 2 ? 8 : 0)) * 8 + 2 * tig + (i & 1)] = d[i];
+  });
+  for (int m = 0; m < 16; ++m) {
+    for (int n = 0; n < 8; ++n) {
+      double want = c[m * 8 + n];
+      for (int k = 0; k < 16; ++k) want += double{a[m * 16 + k]} * b[k * 8 + n];
+      EXPECT_NEAR(got[m * 8 + n], want, 1e-5 * (1 + std::abs(want)))
+          << "D(" << m << ", " << n << ")";
+    }
+  }
 }
 
 // Lengths below, at and across the 64-row tiles (the causal diagonal, the padding rows).
