@@ -11,11 +11,13 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/cuda/cuda_util.h"
+#include "worker/cuda/nccl_communicator.h"
 #include "worker/engine/model_backend.h"
 
 namespace forge::cuda {
@@ -260,6 +262,119 @@ INSTANTIATE_TEST_SUITE_P(Attention, CudaBackendTest, ::testing::Values(FORGE_ATT
                              default: return "Auto";
                            }
                          });
+
+#ifdef FORGE_CUDA_EMULATION
+// Data parallelism on the emulation (nccl_communicator_emulated.cc: the ranks are in one
+// process and run in turn). Two ranks, two micro-batches each: after FinishGradients both
+// ranks hold, bit for bit, the sum of what the CPU engine computes for each rank's batches. So
+// every parameter range is all-reduced exactly once (one reduced twice would double, one
+// never reduced would stay the rank's own), only after the last micro-batch, and the backward
+// wrote nothing into a range after handing it to NCCL (the emulation reports that as a race).
+// After one optimizer step the ranks' weights are identical. On GPUs this needs two devices,
+// which the lent machines do not have, so it runs only here.
+TEST(CudaBackendDataParallelTest, TwoRanksHoldTheSumOfTheirGradients) {
+  constexpr int kRanks = 2;
+  auto batch = [](int rank, int micro) { return RandomBatch(2, 48, 200 + 2 * rank + micro); };
+  std::vector<double> want;
+  for (int r = 0; r < kRanks; ++r) {
+    auto cpu = *engine::CreateCpuBackend(Config());
+    ASSERT_TRUE(cpu->InitRandom(7).ok());
+    ASSERT_TRUE(cpu->ZeroGrad().ok());
+    for (int micro = 0; micro < 2; ++micro) {
+      const Batch b = batch(r, micro);
+      ASSERT_TRUE(cpu->ForwardBackward(b.tokens.data(), b.targets.data(), 2, 48, micro == 1).ok());
+    }
+    const std::vector<float> g = Grads(*cpu);
+    want.resize(g.size(), 0.0);
+    for (size_t i = 0; i < g.size(); ++i) want[i] += g[i];
+  }
+
+  std::vector<std::unique_ptr<NcclCommunicator>> comms;
+  std::vector<std::unique_ptr<engine::ModelBackend>> ranks;
+  for (int r = 0; r < kRanks; ++r) {
+    absl::StatusOr<std::unique_ptr<NcclCommunicator>> comm = NcclCommunicator::Create(
+        {.rank = r, .world_size = kRanks, .key = "data-parallel-test"});
+    ASSERT_TRUE(comm.ok()) << comm.status();
+    comms.push_back(*std::move(comm));
+    engine::BackendConfig config = Config();
+    config.rank = r;
+    config.world_size = kRanks;
+    CudaBackendOptions o;
+    o.bf16 = false;
+    o.attention = CudaAttention::kGemm;
+    o.nccl = comms.back().get();
+    absl::StatusOr<std::unique_ptr<engine::ModelBackend>> b = CreateCudaBackend(config, o);
+    ASSERT_TRUE(b.ok()) << b.status();
+    ranks.push_back(*std::move(b));
+    ASSERT_TRUE(ranks.back()->InitRandom(7).ok());
+    ASSERT_TRUE(ranks.back()->ZeroGrad().ok());
+  }
+  for (int r = 0; r < kRanks; ++r) {
+    for (int micro = 0; micro < 2; ++micro) {
+      const Batch b = batch(r, micro);
+      absl::StatusOr<double> loss =
+          ranks[r]->ForwardBackward(b.tokens.data(), b.targets.data(), 2, 48, micro == 1);
+      ASSERT_TRUE(loss.ok()) << loss.status();
+    }
+  }
+  for (int r = 0; r < kRanks; ++r) {
+    absl::Status s = ranks[r]->FinishGradients();
+    ASSERT_TRUE(s.ok()) << s;
+  }
+  const std::vector<float> g0 = Grads(*ranks[0]), g1 = Grads(*ranks[1]);
+  ASSERT_EQ(g0.size(), want.size());
+  EXPECT_EQ(std::memcmp(g0.data(), g1.data(), g0.size() * sizeof(float)), 0);
+  const Diff d = Compare(g0, std::vector<float>(want.begin(), want.end()));
+  EXPECT_LT(d.rel_max, 1e-3);
+  EXPECT_GT(d.cosine, 0.99999);
+  for (auto& m : ranks) {
+    absl::StatusOr<double> norm = m->OptimizerStep(1.0f / kRanks, 1.0, 3e-3f);
+    ASSERT_TRUE(norm.ok()) << norm.status();
+  }
+  const std::vector<float> p0 = Params(*ranks[0]), p1 = Params(*ranks[1]);
+  EXPECT_EQ(std::memcmp(p0.data(), p1.data(), p0.size() * sizeof(float)), 0);
+}
+
+// The emulated communicator itself: what a real NCCL would turn into a race or a hang is
+// reported, and the communicator is broken afterwards.
+TEST(EmulatedNcclTest, ReportsWritesAfterEnqueueMismatchesAndMissingRanks) {
+  auto make = [](int rank, const std::string& key) {
+    return *NcclCommunicator::Create({.rank = rank, .world_size = 2, .key = key});
+  };
+  {  // a write into a buffer handed to an all-reduce
+    auto a = make(0, "race"), b = make(1, "race");
+    std::vector<float> x(4, 1.0f), y(4, 2.0f);
+    ASSERT_TRUE(a->AllReduceSumAsync(x.data(), 4, nullptr).ok());
+    ASSERT_TRUE(b->AllReduceSumAsync(y.data(), 4, nullptr).ok());
+    y[2] = 5.0f;
+    absl::Status s = a->Synchronize(nullptr);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+    EXPECT_THAT(s.message(), HasSubstr("element 2 of collective 0"));
+    EXPECT_EQ(a->Synchronize(nullptr).code(), absl::StatusCode::kFailedPrecondition);
+  }
+  {  // counts that differ
+    auto a = make(0, "mismatch"), b = make(1, "mismatch");
+    std::vector<float> x(4, 1.0f);
+    ASSERT_TRUE(a->AllReduceSumAsync(x.data(), 4, nullptr).ok());
+    absl::Status s = b->AllReduceSumAsync(x.data(), 3, nullptr);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+    EXPECT_THAT(s.message(), HasSubstr("must match across ranks"));
+  }
+  {  // a rank that never joins; then a good sum
+    auto a = make(0, "missing"), b = make(1, "missing");
+    std::vector<float> x = {1, 2}, y = {10, 20};
+    ASSERT_TRUE(a->AllReduceSumAsync(x.data(), 2, nullptr).ok());
+    EXPECT_EQ(a->Synchronize(nullptr).code(), absl::StatusCode::kDeadlineExceeded);
+    auto c = make(0, "sum"), d = make(1, "sum");
+    ASSERT_TRUE(c->AllReduceSumAsync(x.data(), 2, nullptr).ok());
+    ASSERT_TRUE(d->AllReduceSumAsync(y.data(), 2, nullptr).ok());
+    ASSERT_TRUE(d->Synchronize(nullptr).ok());
+    ASSERT_TRUE(c->Synchronize(nullptr).ok());
+    EXPECT_EQ(x, (std::vector<float>{11, 22}));
+    EXPECT_EQ(y, (std::vector<float>{11, 22}));
+  }
+}
+#endif  // FORGE_CUDA_EMULATION
 
 TEST(GemmAttentionBudgetTest, TwoGibOrASixteenthOfTheDevice) {
   EXPECT_EQ(GemmAttentionBudget(size_t{80} << 30), size_t{2} << 30);
