@@ -600,7 +600,7 @@ void JobManager::TransitionLocked(Entry& e, JobState state, std::string message,
       after(s);
     };
   }
-  CommitJobLocked(e.job, std::move(after), std::move(channels));
+  CommitJobLocked(e.job, std::move(after), std::move(channels), from);
 }
 
 void JobManager::FailAttemptLocked(Entry& e, std::string why, Outbox* outbox) {
@@ -632,7 +632,7 @@ void JobManager::FailAttemptLocked(Entry& e, std::string why, Outbox* outbox) {
         if (s.ok()) notify(job, forge::v1::JOB_STATE_RESTARTING, absl::ZeroDuration());
       };
     }
-    CommitJobLocked(e.job, std::move(after));
+    CommitJobLocked(e.job, std::move(after), {}, forge::v1::JOB_STATE_RESTARTING);
   } else {
     TransitionLocked(e, next, message, [](absl::Status) {});
   }
@@ -691,10 +691,19 @@ void JobManager::SendAll(const Outbox& msgs) {
 }
 
 void JobManager::CommitJobLocked(const Job& job, std::function<void(absl::Status)> after,
-                                 std::vector<ChannelRecord> channels) {
+                                 std::vector<ChannelRecord> channels,
+                                 std::optional<JobState> from) {
   WriteBatch batch;
   batch.put_jobs.push_back(job);
   batch.put_channels = std::move(channels);
+  if (from.has_value() && options_.transition_rows) {
+    if (std::function<void(absl::Status)> then = options_.transition_rows(job, *from, &batch)) {
+      after = [then = std::move(then), after = std::move(after)](absl::Status s) {
+        then(s);
+        after(s);
+      };
+    }
+  }
   store_->Commit(std::move(batch), [id = job.id(), after = std::move(after)](absl::Status s) {
     if (!s.ok()) FORGE_LOG(ERROR) << "event=job_commit_failed job=" << id << " error=" << s;
     after(s);

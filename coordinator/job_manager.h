@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,14 @@ struct JobManagerOptions {
   std::function<void(const forge::v1::Job& job, forge::v1::JobState from,
                      absl::Duration queued_for)>
       on_transition;
+  // Rows committed in the same batch as a state change (an alert's outbox row), so that the
+  // change and what it must cause are durable together or not at all. Called for the changes
+  // on_transition hears of, except new jobs, as their batch is built: under the JobManager's
+  // lock, so it must be quick and must not call the JobManager. Returns what to run once the
+  // batch is committed (with its status), or nullptr. May be null.
+  std::function<std::function<void(absl::Status)>(const forge::v1::Job& job,
+                                                  forge::v1::JobState from, WriteBatch* batch)>
+      transition_rows;
 };
 
 // What a job's `base` resolved to at submission (the service resolves it against the model
@@ -228,8 +237,11 @@ class JobManager {
   void EndAttemptLocked(Entry& e, absl::string_view reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sends without mu_ held, then wakes the scheduler if anything was freed.
   void SendAll(const Outbox& msgs);
+  // Commits the job row (with `channels`); `after` runs once it is durable. With `from`, the
+  // commit is a state change from that state: options_.transition_rows adds its rows.
   void CommitJobLocked(const forge::v1::Job& job, std::function<void(absl::Status)> after,
-                       std::vector<ChannelRecord> channels = {})
+                       std::vector<ChannelRecord> channels = {},
+                       std::optional<forge::v1::JobState> from = std::nullopt)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Store* const store_;

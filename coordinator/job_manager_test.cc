@@ -16,6 +16,8 @@ namespace {
 using forge::v1::CoordinatorMessage;
 using forge::v1::Job;
 using ::testing::HasSubstr;
+using ::testing::ElementsAre;
+using ::testing::UnorderedElementsAreArray;
 
 forge::v1::SubmitJobRequest Request(int ranks = 2, const std::string& request_id = "") {
   forge::v1::SubmitJobRequest req;
@@ -65,6 +67,23 @@ class JobManagerTest : public ::testing::Test {
       return true;
     };
     o.ack_timeout = absl::Seconds(30);
+    // Each state change's rows (as the coordinator's alert outbox): one per change, in its
+    // batch, and noted once committed.
+    o.transition_rows = [this](const Job& job, forge::v1::JobState from,
+                               WriteBatch* batch) -> std::function<void(absl::Status)> {
+      const std::string change = absl::StrCat(job.id(), " ", forge::v1::JobState_Name(from), " ",
+                                              forge::v1::JobState_Name(job.state()));
+      EXPECT_EQ(batch->put_jobs.size(), 1u) << change;
+      if (!batch->put_jobs.empty()) EXPECT_EQ(batch->put_jobs[0].state(), job.state()) << change;
+      batch->put_alerts.push_back(
+          {.id = absl::StrCat("row-", job.id(), "-", job.update_time().seconds(), "-",
+                              job.update_time().nanos(), "-", job.restarts(), "-", job.state()),
+           .body = change});
+      return [this, change](absl::Status s) {
+        std::lock_guard<std::mutex> lock(sent_mu_);
+        if (s.ok()) changes_.push_back(change);
+      };
+    };
     jobs_ = std::make_unique<JobManager>(store_.get(), &clock_, o);
     ASSERT_TRUE(jobs_->Recover().ok());
   }
@@ -99,6 +118,7 @@ class JobManagerTest : public ::testing::Test {
   std::unique_ptr<JobManager> jobs_;
   std::mutex sent_mu_;
   std::vector<std::pair<std::string, CoordinatorMessage>> sent_;
+  std::vector<std::string> changes_;  // committed state changes, as transition_rows saw them
 };
 
 TEST_F(JobManagerTest, SubmitStoresDefaultsAndScopesByTenant) {
@@ -207,6 +227,21 @@ TEST_F(JobManagerTest, LostWorkerRestartsThenFails) {
   EXPECT_TRUE(jobs_->PendingQueue().empty());
   jobs_->OnWorkerLost("wa", "again");  // a terminal job is left alone
   EXPECT_EQ(Get(id).state(), forge::v1::JOB_STATE_FAILED);
+  Flush();
+  // Each change's rows were committed in its own batch (so durable with it): one row per
+  // change, none for the submission.
+  {
+    std::lock_guard<std::mutex> lock(sent_mu_);
+    EXPECT_THAT(changes_, ElementsAre(id + " JOB_STATE_QUEUED JOB_STATE_RUNNING",
+                                      id + " JOB_STATE_RUNNING JOB_STATE_RESTARTING",
+                                      id + " JOB_STATE_RESTARTING JOB_STATE_RUNNING",
+                                      id + " JOB_STATE_RUNNING JOB_STATE_FAILED"));
+  }
+  absl::StatusOr<std::vector<AlertRecord>> rows = store_->LoadAlerts();
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  std::vector<std::string> bodies;
+  for (const AlertRecord& r : *rows) bodies.push_back(r.body);
+  EXPECT_THAT(bodies, UnorderedElementsAreArray(changes_));
 }
 
 TEST_F(JobManagerTest, CancelFreesDevicesAndStopsRanks) {

@@ -235,7 +235,10 @@ std::optional<ScheduleRun> ScheduleManager::Decide(
     run.set_message(std::move(message));
     WriteBatch batch;
     batch.insert_schedule_runs.push_back(run);
+    std::function<void(absl::Status)> then =
+        options_.on_skipped ? options_.on_skipped(schedule, run, &batch) : nullptr;
     absl::Status s = store_->CommitSync(std::move(batch));
+    if (then) then(s);
     if (absl::IsAlreadyExists(s)) return std::nullopt;
     if (!s.ok()) {
       FORGE_LOG(ERROR) << "event=schedule_run_commit_failed schedule=" << schedule.id()
@@ -245,7 +248,6 @@ std::optional<ScheduleRun> ScheduleManager::Decide(
     FORGE_LOG(INFO) << "event=schedule_run schedule=" << schedule.id()
                     << " slot=" << FormatSlot(slot) << " outcome=" << OutcomeName(outcome)
                     << " message=\"" << run.message() << "\"";
-    if (options_.on_skipped) options_.on_skipped(schedule, run);
     return run;
   };
   // Another decider (another process on this database) recorded the slot: its row.

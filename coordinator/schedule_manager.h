@@ -47,9 +47,14 @@ namespace forge::coordinator {
 struct ScheduleManagerOptions {
   // How often the ticker thread (Start) looks for due slots.
   absl::Duration tick_interval = absl::Seconds(1);
-  // Told of each run row this manager committed that did not submit a job (skipped for no new
-  // data, or the submission refused), after the commit. May be null.
-  std::function<void(const forge::v1::Schedule& schedule, const forge::v1::ScheduleRun& run)>
+  // Told of each run row this manager records that does not submit a job (skipped for no new
+  // data, or the submission refused) as its batch is built: it may add rows to commit with it
+  // (an alert's outbox row), must be quick, and must not call the ScheduleManager. Returns
+  // what to run once that batch is committed (with its status: ALREADY_EXISTS when another
+  // decider recorded the slot first), or nullptr. May be null.
+  std::function<std::function<void(absl::Status)>(const forge::v1::Schedule& schedule,
+                                                  const forge::v1::ScheduleRun& run,
+                                                  WriteBatch* batch)>
       on_skipped;
 };
 

@@ -129,8 +129,8 @@ class Coordinator::Impl {
     WorkerManagerOptions wo;
     wo.heartbeat_interval = o.heartbeat_interval;
     wo.grace = o.heartbeat_grace;
-    wo.on_lost = [this](const forge::v1::Worker& w, absl::Duration silent) {
-      Alert(WithLink(WorkerLostAlert(w, silent), "/workers"));
+    wo.on_lost = [this](const forge::v1::Worker& w, absl::Duration silent, WriteBatch* batch) {
+      return StageAlert(WithLink(WorkerLostAlert(w, silent), "/workers"), batch);
     };
     workers_ = std::make_unique<WorkerManager>(store_.get(), o.clock, std::move(wo));
     RETURN_IF_ERROR(workers_->Recover());
@@ -150,9 +150,14 @@ class Coordinator::Impl {
     jo.on_transition = [this](const forge::v1::Job& job, forge::v1::JobState from,
                               absl::Duration queued_for) {
       metrics_->OnJobTransition(job, from, queued_for);
-      if (std::optional<AlertEvent> a = AlertForTransition(job, from)) {
-        Alert(WithLink(*std::move(a), absl::StrCat("/jobs/", job.id())));
-      }
+    };
+    // A job's alert is committed with its state change: a crash cannot keep one without the
+    // other.
+    jo.transition_rows = [this](const forge::v1::Job& job, forge::v1::JobState from,
+                                WriteBatch* batch) -> std::function<void(absl::Status)> {
+      std::optional<AlertEvent> a = AlertForTransition(job, from);
+      if (!a) return nullptr;
+      return StageAlert(WithLink(*std::move(a), absl::StrCat("/jobs/", job.id())), batch);
     };
     jo.rank_token = [this](const std::string& job, int attempt, int rank) {
       return rank_tokens_->TokenFor(job, attempt, rank);
@@ -168,8 +173,10 @@ class Coordinator::Impl {
     schedules_ = std::make_unique<ScheduleManager>(
         store_.get(), o.clock, jobs_.get(), storage_.get(), catalog_.get(),
         ScheduleManagerOptions{o.schedule_tick_interval, [this](const forge::v1::Schedule& sch,
-                                                                const forge::v1::ScheduleRun& run) {
-                                 Alert(WithLink(ScheduleSkippedAlert(sch, run), "/schedules"));
+                                                                const forge::v1::ScheduleRun& run,
+                                                                WriteBatch* batch) {
+                                 return StageAlert(
+                                     WithLink(ScheduleSkippedAlert(sch, run), "/schedules"), batch);
                                }});
     RETURN_IF_ERROR(schedules_->Recover());
 
@@ -321,23 +328,29 @@ class Coordinator::Impl {
   int http_port_ = 0;
 
  private:
-  // Puts the event in the store's alert outbox and, once that is durable, hands it to the
-  // dispatcher, which deletes the row when every webhook has it (or gave up); a restart sends
-  // what is left. Called from manager hooks (often the store's writer thread): never blocks.
-  void Alert(AlertEvent e) {
-    if (!alerts_ || !alerts_->Wants(e.type)) return;
+  // Adds the event to `batch`, the batch that records what it reports (a job's state change,
+  // a worker declared dead, a schedule run), as a row of the store's alert outbox, so a crash
+  // keeps both or neither. Returns what hands it to the dispatcher once that batch is
+  // committed; nullptr when no webhook wants it. The dispatcher deletes the row when every
+  // webhook has it (or gave up); a restart sends what is left. Called from manager hooks,
+  // under their locks: never blocks.
+  std::function<void(absl::Status)> StageAlert(AlertEvent e, WriteBatch* batch) {
+    if (!alerts_ || !alerts_->Wants(e.type)) return nullptr;
     absl::StatusOr<std::string> raw = SecureRandomBytes(12);
     e.id = absl::StrCat("al-",
                         raw.ok() ? HexEncode(*raw) : absl::StrCat(absl::ToUnixNanos(absl::Now())));
     e.time = clock_->Now();
-    WriteBatch b;
-    b.put_alerts.push_back(ToRecord(e));
-    store_->Commit(std::move(b), [this, e = std::move(e)](absl::Status s) mutable {
+    batch->put_alerts.push_back(ToRecord(e));
+    return [this, e = std::move(e)](absl::Status s) mutable {
+      // Not committed: neither is the event it reports (or another coordinator recorded it,
+      // and alerts it), so nothing is sent.
       if (!s.ok()) {
-        FORGE_LOG(ERROR) << "event=alert_outbox_write_failed id=" << e.id << " error=" << s;
+        FORGE_LOG(ERROR) << "event=alert_not_sent id=" << e.id << " type=" << e.type
+                         << " reason=\"its event was not committed: " << s << "\"";
+        return;
       }
-      alerts_->Emit(std::move(e));  // sent either way; only a restart needs the row
-    });
+      alerts_->Emit(std::move(e));
+    };
   }
 
   // Sends again what the last run did not settle (oldest first). Rows of event types no

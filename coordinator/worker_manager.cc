@@ -134,26 +134,27 @@ void WorkerManager::Disconnected(const std::string& worker_id, uint64_t generati
 std::vector<std::string> WorkerManager::ExpireSilent() {
   std::vector<std::string> dead;
   std::vector<std::shared_ptr<WorkerConnection>> to_close;
-  std::vector<std::pair<forge::v1::Worker, absl::Duration>> lost;
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = clock_->Now();
     for (auto& [id, e] : workers_) {
       if (e.worker.state() != forge::v1::WORKER_STATE_ALIVE) continue;
       if (now - e.last_heartbeat <= options_.grace) continue;
-      if (options_.on_lost) lost.emplace_back(e.worker, now - e.last_heartbeat);
+      const forge::v1::Worker last_seen = e.worker;
       e.worker.set_state(forge::v1::WORKER_STATE_DEAD);
       e.worker.clear_ranks();
       FORGE_LOG(WARNING) << "event=worker_dead worker=" << id << " silent="
                          << absl::FormatDuration(
                                 absl::Trunc(now - e.last_heartbeat, absl::Milliseconds(1)));
       if (e.conn) to_close.push_back(std::move(e.conn));
-      PersistLocked(e);
+      const absl::Duration silent = now - e.last_heartbeat;
+      PersistLocked(e, [&](WriteBatch* batch) -> std::function<void(absl::Status)> {
+        return options_.on_lost ? options_.on_lost(last_seen, silent, batch) : nullptr;
+      });
       dead.push_back(id);
     }
   }
   for (auto& c : to_close) c->Close("declared dead: no heartbeat within the grace");
-  for (const auto& [worker, silent] : lost) options_.on_lost(worker, silent);
   return dead;
 }
 
@@ -208,15 +209,18 @@ WorkerManager::Counts WorkerManager::counts() const {
   return c;
 }
 
-void WorkerManager::PersistLocked(const Entry& e) {
+void WorkerManager::PersistLocked(
+    const Entry& e, const std::function<std::function<void(absl::Status)>(WriteBatch*)>& extra) {
   // The fleet registry is for recovery only: a lost write costs a grace period, not a job,
   // so nobody waits for it.
   WriteBatch batch;
   Worker w = e.worker;
   w.clear_ranks();
   batch.put_workers.push_back(std::move(w));
-  store_->Commit(std::move(batch), [id = e.worker.id()](absl::Status s) {
+  std::function<void(absl::Status)> then = extra ? extra(&batch) : nullptr;
+  store_->Commit(std::move(batch), [id = e.worker.id(), then = std::move(then)](absl::Status s) {
     if (!s.ok()) FORGE_LOG(ERROR) << "event=worker_commit_failed worker=" << id << " error=" << s;
+    if (then) then(s);
   });
 }
 

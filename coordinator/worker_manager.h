@@ -42,8 +42,13 @@ struct WorkerManagerOptions {
   absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration grace = absl::Seconds(3);
   // Told of each worker ExpireSilent declares dead (the worker as it was last seen, ranks
-  // included, and how long it was silent), without mu_ held. May be null.
-  std::function<void(const forge::v1::Worker& worker, absl::Duration silent)> on_lost;
+  // included, and how long it was silent) as the batch that records it dead is built, under
+  // mu_: it may add rows to commit with it (an alert's outbox row), must be quick, and must
+  // not call the WorkerManager. Returns what to run once that batch is committed (with its
+  // status), or nullptr. May be null.
+  std::function<std::function<void(absl::Status)>(const forge::v1::Worker& worker,
+                                                  absl::Duration silent, WriteBatch* batch)>
+      on_lost;
 };
 
 class WorkerManager {
@@ -85,7 +90,11 @@ class WorkerManager {
     std::shared_ptr<WorkerConnection> conn;
     uint64_t generation = 0;
   };
-  void PersistLocked(const Entry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Commits the worker's row, with what `extra` adds to the batch; `extra` returns what to run
+  // after the commit (or nullptr).
+  void PersistLocked(const Entry& e,
+                     const std::function<std::function<void(absl::Status)>(WriteBatch*)>& extra =
+                         nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Store* const store_;
   Clock* const clock_;

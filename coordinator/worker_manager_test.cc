@@ -154,11 +154,24 @@ TEST(WorkerManagerLostTest, AWorkerDeadBeforeARestartIsNotReportedLostAgain) {
   StoreOptions so;
   so.path = dir + "/forge.db";
   FakeClock clock;
-  std::vector<std::string> lost;
-  WorkerManagerOptions o{absl::Seconds(1), absl::Seconds(3),
-                         [&](const forge::v1::Worker& w, absl::Duration) {
-                           lost.push_back(w.id());
-                         }};
+  std::vector<std::string> lost, committed;
+  // What the hook adds goes in the batch that records the worker dead (an alert's outbox row
+  // in the coordinator), and what it returns runs once that batch is committed.
+  WorkerManagerOptions o{
+      absl::Seconds(1), absl::Seconds(3),
+      [&](const forge::v1::Worker& w, absl::Duration,
+          WriteBatch* batch) -> std::function<void(absl::Status)> {
+        lost.push_back(w.id());
+        EXPECT_EQ(w.state(), forge::v1::WORKER_STATE_ALIVE) << "the worker as last seen";
+        EXPECT_EQ(batch->put_workers.size(), 1u);
+        if (!batch->put_workers.empty()) {
+          EXPECT_EQ(batch->put_workers[0].state(), forge::v1::WORKER_STATE_DEAD);
+        }
+        batch->put_alerts.push_back({.id = "al-" + w.id(), .body = "{}"});
+        return [&committed, id = w.id()](absl::Status s) {
+          if (s.ok()) committed.push_back(id);
+        };
+      }};
   {
     auto store = *Store::Open(so);
     WorkerManager m(store.get(), &clock, o);
@@ -171,6 +184,11 @@ TEST(WorkerManagerLostTest, AWorkerDeadBeforeARestartIsNotReportedLostAgain) {
     EXPECT_THAT(m.ExpireSilent(), ElementsAre("wa"));
     EXPECT_THAT(lost, ElementsAre("wa"));
     ASSERT_TRUE(store->CommitSync({}).ok());
+    EXPECT_THAT(committed, ElementsAre("wa"));
+    absl::StatusOr<std::vector<AlertRecord>> alerts = store->LoadAlerts();
+    ASSERT_TRUE(alerts.ok()) << alerts.status();
+    ASSERT_EQ(alerts->size(), 1u);
+    EXPECT_EQ((*alerts)[0].id, "al-wa");
   }
   // A restart: wb (alive at the stop) gets one grace to reconnect; wa stays dead.
   auto store = *Store::Open(so);
