@@ -307,6 +307,10 @@ int RunForgeCli(int argc, const char* const* argv, std::ostream& out, std::ostre
   schedule_history->add_option("ID", schedule_id, "schedule id (s-...)")
       ->type_name("ID")
       ->required();
+  int history_limit = 1000;
+  schedule_history->add_option("--limit", history_limit, "the newest N runs (1..10000)")
+      ->type_name("N")
+      ->default_val(1000);
   AddOutputOption(schedule_history, &output);
 
   // Fleet.
@@ -461,7 +465,7 @@ int RunForgeCli(int argc, const char* const* argv, std::ostream& out, std::ostre
   } else if (*schedule_delete) {
     result = RunScheduleDelete(env, schedule_id);
   } else if (*schedule_history) {
-    result = RunScheduleHistory(env, schedule_id, format);
+    result = RunScheduleHistory(env, schedule_id, history_limit, format);
   } else if (*export_cmd) {
     result = RunExport(env, checkpoint_id, export_dir, force);
   } else if (*workers) {

@@ -171,7 +171,7 @@ absl::Status RunScheduleList(const CommandEnv& env, OutputFormat format);
 // forge schedule delete ID.
 absl::Status RunScheduleDelete(const CommandEnv& env, const std::string& schedule_id);
 // forge schedule history ID: SLOT OUTCOME JOB MESSAGE, newest slot first.
-absl::Status RunScheduleHistory(const CommandEnv& env, const std::string& schedule_id,
+absl::Status RunScheduleHistory(const CommandEnv& env, const std::string& schedule_id, int limit,
                                 OutputFormat format);
 
 }  // namespace forge::cli

@@ -102,12 +102,16 @@ absl::Status RunScheduleDelete(const CommandEnv& env, const std::string& schedul
   return absl::OkStatus();
 }
 
-absl::Status RunScheduleHistory(const CommandEnv& env, const std::string& schedule_id,
+absl::Status RunScheduleHistory(const CommandEnv& env, const std::string& schedule_id, int limit,
                                 OutputFormat format) {
   if (schedule_id.empty()) return UsageError("ID is empty; forge schedule list shows them");
+  if (limit < 1 || limit > 10000) {
+    return UsageError(absl::StrCat("--limit must be in 1..10000 (got ", limit, ")"));
+  }
   ASSIGN_OR_RETURN(CoordinatorClient * client, env.client());
   forge::v1::ListScheduleRunsRequest request;
   request.set_schedule_id(schedule_id);
+  request.set_limit(limit);
   forge::v1::ListScheduleRunsResponse response;
   auto context = client->NewContext();
   RETURN_IF_ERROR(client->Finish(

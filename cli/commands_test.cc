@@ -237,8 +237,11 @@ TEST_F(CommandsTest, SubmitGivesUpAfterTheRetryWindow) {
   WriteSpec("name: j\n");
   fake_.FailNextSubmits(1000);
   SubmitOptions options;
-  options.retry_for = absl::Milliseconds(50);
+  // A window well past one call (the first connects, which takes long on a loaded machine),
+  // so that the test sees retries; the capped backoff keeps it short.
+  options.retry_for = absl::Milliseconds(400);
   options.first_backoff = absl::Milliseconds(10);
+  options.max_backoff = absl::Milliseconds(40);
   const absl::Status status = RunSubmit(env_, spec_path_, options);
   EXPECT_EQ(ExitCodeFor(status), kExitUnreachable);
   EXPECT_THAT(std::string(status.message()), HasSubstr("starting up"));

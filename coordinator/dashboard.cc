@@ -294,10 +294,8 @@ std::string Dashboard::Route(const httplib::Request& req, httplib::Response& res
     if (src_.schedules != nullptr) {
       for (forge::v1::Schedule& sch : src_.schedules->List(p)) {
         ScheduleView v;
-        if (auto runs = src_.schedules->Runs(p, sch.id()); runs.ok()) {
-          v.runs = *std::move(runs);
-          if (v.runs.size() > 10) v.runs.resize(10);
-        }
+        // The ten newest: the page stays small however long a schedule has run.
+        if (auto runs = src_.schedules->Runs(p, sch.id(), 10); runs.ok()) v.runs = *std::move(runs);
         v.schedule = std::move(sch);
         views.push_back(std::move(v));
       }

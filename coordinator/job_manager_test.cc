@@ -74,7 +74,9 @@ class JobManagerTest : public ::testing::Test {
       const std::string change = absl::StrCat(job.id(), " ", forge::v1::JobState_Name(from), " ",
                                               forge::v1::JobState_Name(job.state()));
       EXPECT_EQ(batch->put_jobs.size(), 1u) << change;
-      if (!batch->put_jobs.empty()) EXPECT_EQ(batch->put_jobs[0].state(), job.state()) << change;
+      if (!batch->put_jobs.empty()) {
+        EXPECT_EQ(batch->put_jobs[0].state(), job.state()) << change;
+      }
       batch->put_alerts.push_back(
           {.id = absl::StrCat("row-", job.id(), "-", job.update_time().seconds(), "-",
                               job.update_time().nanos(), "-", job.restarts(), "-", job.state()),

@@ -169,7 +169,7 @@ absl::Status ScheduleManager::Delete(const Principal& caller, const std::string&
 }
 
 absl::StatusOr<std::vector<ScheduleRun>> ScheduleManager::Runs(
-    const Principal& caller, const std::string& schedule_id) const {
+    const Principal& caller, const std::string& schedule_id, int limit) const {
   {
     absl::MutexLock lock(&mu_);
     auto it = schedules_.find(schedule_id);
@@ -178,7 +178,7 @@ absl::StatusOr<std::vector<ScheduleRun>> ScheduleManager::Runs(
                                               " not found (forge schedule list shows yours)"));
     }
   }
-  ASSIGN_OR_RETURN(std::vector<ScheduleRun> runs, store_->LoadScheduleRuns(schedule_id));
+  ASSIGN_OR_RETURN(std::vector<ScheduleRun> runs, store_->LoadScheduleRuns(schedule_id, limit));
   std::reverse(runs.begin(), runs.end());
   return runs;
 }

@@ -77,9 +77,11 @@ class ScheduleManager {
   std::vector<forge::v1::Schedule> List(const Principal& caller) const;
   // NOT_FOUND for unknown schedules and other tenants'.
   absl::Status Delete(const Principal& caller, const std::string& schedule_id);
-  // The schedule's runs, newest slot first (NOT_FOUND for other tenants'; admins see all).
+  // The schedule's newest `limit` runs (all of them for 0), newest slot first (NOT_FOUND for
+  // other tenants'; admins see all).
   absl::StatusOr<std::vector<forge::v1::ScheduleRun>> Runs(const Principal& caller,
-                                                           const std::string& schedule_id) const;
+                                                           const std::string& schedule_id,
+                                                           int limit = 0) const;
 
   // Decides every schedule's due slot (see the file comment) and returns once those
   // decisions are committed (or refused). Safe to call from several threads at once.

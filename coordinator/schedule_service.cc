@@ -50,8 +50,13 @@ class ScheduleServiceImpl final : public forge::v1::ScheduleService::CallbackSer
                                              forge::v1::ListScheduleRunsResponse* resp) override {
     grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
     absl::StatusOr<Principal> p = Caller(*ctx);
+    const int limit = req->limit() == 0 ? 1000 : req->limit();
     absl::StatusOr<std::vector<forge::v1::ScheduleRun>> runs =
-        p.ok() ? schedules_->Runs(*p, req->schedule_id()) : p.status();
+        !p.ok() ? p.status()
+        : limit < 1 || limit > 10000
+            ? absl::InvalidArgumentError(
+                  absl::StrCat("limit must be in 1..10000 (got ", req->limit(), ")"))
+            : schedules_->Runs(*p, req->schedule_id(), limit);
     if (runs.ok()) {
       for (auto& r : *runs) *resp->add_runs() = std::move(r);
     }

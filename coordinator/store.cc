@@ -925,10 +925,12 @@ absl::StatusOr<std::vector<forge::v1::Schedule>> Store::LoadSchedules() {
 }
 
 absl::StatusOr<std::vector<forge::v1::ScheduleRun>> Store::LoadScheduleRuns(
-    const std::string& schedule_id) {
+    const std::string& schedule_id, int limit) {
   std::vector<forge::v1::ScheduleRun> runs;
+  // Newest first (LIMIT -1 is no limit in SQLite), reversed below.
   RETURN_IF_ERROR(impl_->Query(
-      "SELECT slot_ns, run FROM schedule_runs WHERE schedule_id = ?1 ORDER BY slot_ns",
+      "SELECT slot_ns, run FROM schedule_runs WHERE schedule_id = ?1 ORDER BY slot_ns DESC "
+      "LIMIT ?2",
       absl::StrCat("load runs of schedule ", schedule_id),
       [&](const Stmt& row) -> absl::Status {
         forge::v1::ScheduleRun& r = runs.emplace_back();
@@ -938,7 +940,11 @@ absl::StatusOr<std::vector<forge::v1::ScheduleRun>> Store::LoadScheduleRuns(
         }
         return absl::OkStatus();
       },
-      [&](Stmt& stmt) { stmt.BindText(1, schedule_id); }));
+      [&](Stmt& stmt) {
+        stmt.BindText(1, schedule_id);
+        stmt.BindInt(2, limit > 0 ? limit : -1);
+      }));
+  std::reverse(runs.begin(), runs.end());
   return runs;
 }
 

@@ -147,10 +147,11 @@ class Store {
   // Ordered by (tenant, name, stage) and (tenant, channel).
   absl::StatusOr<std::vector<ModelRecord>> LoadModels();
   absl::StatusOr<std::vector<ChannelRecord>> LoadChannels();
-  // Schedules by id; the runs of one schedule by slot time (oldest first).
+  // Schedules by id; the runs of one schedule by slot time (oldest first): all of them, or
+  // with limit > 0 the newest `limit`.
   absl::StatusOr<std::vector<forge::v1::Schedule>> LoadSchedules();
   absl::StatusOr<std::vector<forge::v1::ScheduleRun>> LoadScheduleRuns(
-      const std::string& schedule_id);
+      const std::string& schedule_id, int limit = 0);
 
   // The committed metric points of `job_id` with step > after_step, ordered by (step,
   // attempt). Callable at any time from any thread: it reads on its own connection and never

@@ -450,6 +450,11 @@ TEST_F(StoreTest, ScheduleRunIsInsertedOncePerSlotWithItsBatch) {
   ASSERT_EQ(runs->size(), 2u);  // oldest slot first
   EXPECT_EQ((*runs)[0].outcome(), forge::v1::SCHEDULE_RUN_SUBMITTED);
   EXPECT_EQ((*runs)[1].outcome(), forge::v1::SCHEDULE_RUN_SKIPPED_NO_NEW_DATA);
+  runs = store->LoadScheduleRuns("s-1", 1);  // the newest only
+  ASSERT_TRUE(runs.ok());
+  ASSERT_EQ(runs->size(), 1u);
+  EXPECT_EQ((*runs)[0].outcome(), forge::v1::SCHEDULE_RUN_SKIPPED_NO_NEW_DATA);
+  EXPECT_EQ(store->LoadScheduleRuns("s-1", 5)->size(), 2u);
 
   WriteBatch del;
   del.delete_schedules.push_back("s-1");

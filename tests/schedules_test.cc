@@ -158,6 +158,13 @@ TEST_F(SchedulesTest, OneRunPerSlotAcrossAKilledCoordinatorThenSkipsWithoutNewDa
   EXPECT_THAT(r.out, HasSubstr("SLOT"));
   EXPECT_THAT(r.out, HasSubstr("SKIPPED_NO_NEW_DATA"));
   EXPECT_THAT(r.out, HasSubstr(first.job_id()));
+  r = Cli({"schedule", "history", id, "--limit", "1"});  // the newest slot only
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("SKIPPED_NO_NEW_DATA"));
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr(first.job_id())));
+  r = Cli({"schedule", "history", id, "--limit", "0"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("--limit must be in 1..10000"));
   r = Cli({"schedule", "list"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("NEXT RUN"));
