@@ -247,10 +247,9 @@ void CoordinatorMetrics::Collect(metrics::ExpositionWriter& w) const {
 
     std::vector<std::pair<Labels, double>> info, step, total, loss, lr, tps, eta, attempt,
         source_tokens;
-    for (const forge::v1::Job& j : snap.active) {
-      // Per-job series for jobs that have started (running or restarting): a queue of
-      // thousands of waiting jobs must not become thousands of series; forge_jobs counts them.
-      if (j.state() == forge::v1::JOB_STATE_QUEUED) continue;
+    // Per-job series for jobs that have started (running or restarting): a queue of thousands
+    // of waiting jobs must not become thousands of series; forge_jobs counts them.
+    for (const forge::v1::Job& j : snap.started) {
       const Labels jl{{"job_id", j.id()}, {"tenant", j.tenant()}};
       info.push_back({Labels{{"job_id", j.id()},
                              {"name", j.spec().name()},

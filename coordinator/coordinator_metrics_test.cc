@@ -60,6 +60,11 @@ class CoordinatorMetricsTest : public ::testing::Test {
     return r.ok() ? r->job().id() : "";
   }
   void Flush() { ASSERT_TRUE(store_->CommitSync({}).ok()); }
+  forge::v1::Job Get(const std::string& id) {
+    absl::StatusOr<forge::v1::Job> j = jobs_->Get(TenantPrincipal("acme"), id);
+    EXPECT_TRUE(j.ok()) << j.status();
+    return j.ok() ? *j : forge::v1::Job();
+  }
 
   std::vector<prometheus::Family> Scrape() {
     const std::string text = metrics_->Render();
@@ -113,6 +118,13 @@ TEST_F(CoordinatorMetricsTest, JobsQueueRestartsAndFailuresAreCounted) {
   EXPECT_EQ(FindValue(f, "forge_queue_wait_seconds_sum", {{"reason", "submitted"}}), 7);
   EXPECT_EQ(FindValue(f, "forge_jobs", {{"state", "running"}}), 1);
   EXPECT_EQ(FindValue(f, "forge_job_attempt", {{"job_id", a}, {"tenant", "acme"}}), 1);
+  // The snapshot the scrape takes is trimmed to these fields: each still shows.
+  EXPECT_EQ(FindValue(f, "forge_job_info",
+                      {{"job_id", a}, {"name", "job"}, {"state", "running"}, {"tenant", "acme"}}),
+            1);
+  EXPECT_EQ(FindValue(f, "forge_job_total_steps", {{"job_id", a}, {"tenant", "acme"}}),
+            Get(a).spec().train().steps());
+  EXPECT_EQ(FindValue(f, "forge_job_step", {{"job_id", a}, {"tenant", "acme"}}), 0);
 
   // w1 dies twice: one restart allowed, then the job fails.
   jobs_->OnWorkerLost("w1", "test");

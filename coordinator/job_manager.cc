@@ -568,7 +568,16 @@ JobManager::StateSnapshot JobManager::Snapshot() const {
   StateSnapshot s;
   for (const auto& [id, e] : jobs_) {
     ++s.by_state[e.job.state()];
-    if (!IsTerminal(e.job.state())) s.active.push_back(e.job);
+    const Job& j = e.job;
+    if (IsTerminal(j.state()) || j.state() == forge::v1::JOB_STATE_QUEUED) continue;
+    Job& t = s.started.emplace_back();
+    t.set_id(j.id());
+    t.set_tenant(j.tenant());
+    t.set_state(j.state());
+    t.set_attempt(j.attempt());
+    *t.mutable_progress() = j.progress();
+    t.mutable_spec()->set_name(j.spec().name());
+    t.mutable_spec()->mutable_train()->set_steps(j.spec().train().steps());
   }
   return s;
 }

@@ -189,10 +189,13 @@ class JobManager {
   // How many of the jobs `caller` may see are in each state.
   std::map<forge::v1::JobState, int64_t> CountByState(const Principal& caller) const;
 
-  // For /metrics: how many jobs are in each state, and the non-terminal jobs themselves.
+  // For /metrics: how many jobs are in each state, and the started, unfinished jobs (running
+  // or restarting) trimmed to what /metrics reports: id, tenant, state, attempt, progress,
+  // spec.name and spec.train.steps. Queued jobs are only counted, and nothing else of a job
+  // (its spec's data, attempts, contamination report) is copied under the lock.
   struct StateSnapshot {
     std::map<forge::v1::JobState, int64_t> by_state;
-    std::vector<forge::v1::Job> active;
+    std::vector<forge::v1::Job> started;
   };
   StateSnapshot Snapshot() const;
 
