@@ -27,6 +27,16 @@ struct DeviceCtx {
   }
   __device__ char* smem() const { return smem_; }
 
+  // Four transposed 8 x 8 matrices of shared memory (flash_attention_body.h states the layout).
+  // The "memory" clobber keeps the compiler from moving it across the stores it reads.
+  __device__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* row) const {
+    const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+  }
+
   // d += A · B on the tensor cores (sm_80 and later; the build targets sm_90).
   __device__ void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) const {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800

@@ -19,6 +19,12 @@
 //   void sync()                              __syncthreads
 //   float shfl_xor(float v, int mask)        __shfl_xor_sync over the warp
 //   char* smem()                             the block's dynamic shared memory
+//   void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* row)
+//       ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16: four 8 x 8 bf16 matrices of shared
+//       memory; lanes 8i..8i+7 give the addresses of matrix i's rows 0..7 (16 bytes each,
+//       16-byte aligned), and lane l receives in r[i] the elements (2 (l % 4), l / 4) and
+//       (2 (l % 4) + 1, l / 4) of matrix i (the transpose of the plain load's (l / 4, 2 (l % 4)
+//       and 2 (l % 4) + 1)), the first in the low half.
 //   void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2])
 //       d += A · B, mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32: A 16 x 16 and B 16 x 8
 //       bf16 (two per 32-bit register, the lower column or row in the low half), d 16 x 8 fp32.
@@ -203,16 +209,48 @@ FORGE_FLASH_FN void LoadBTransposed(Ctx& ctx, uint32_t (&b)[2], const bf16* nk, 
   b[1] = Load2(p + 8);
 }
 
-// The B fragment (k in [k0, k0 + 16), 8 columns n) of B(k, n) = kn[k * ld + n]: 8 columns of
-// 16 rows of a row-major tile (p v takes v as it is stored). A register's two elements are in
-// two rows, so each is loaded alone; with the pitch's padding the warp's loads are in distinct
-// banks or the same word.
+// The B fragments of two adjacent groups of 8 columns (n in [0, 8) and [8, 16); k in [k0,
+// k0 + 16)) of B(k, n) = kn[k * ld + n], 16 rows of a row-major tile (p v takes v as it is
+// stored), with one ldmatrix.x4.trans: lane l gives the address of row l % 8 of 8 x 8 matrix
+// l / 8, where matrices 0 and 1 are rows k0.. and k0 + 8.. of columns 0..7, and 2 and 3 the
+// same rows of columns 8..15; the transposing load hands lane l elements (2 (l % 4), l / 4)
+// and (2 (l % 4) + 1, l / 4) of each, which is B's fragment layout. Rows are 16-byte aligned
+// (pitch and column offsets are multiples of 8 elements) and the pitch's padding puts a
+// matrix's 8 rows in distinct banks.
 template <class Ctx>
-FORGE_FLASH_FN void LoadB(Ctx& ctx, uint32_t (&b)[2], const bf16* kn, int ld, int k0) {
-  const int lane = ctx.tid() % 32;
-  const bf16* p = kn + (k0 + 2 * (lane % 4)) * ld + lane / 4;
-  b[0] = Pack(p[0], p[ld]);
-  b[1] = Pack(p[8 * ld], p[9 * ld]);
+FORGE_FLASH_FN void LoadBPair(Ctx& ctx, uint32_t (&b0)[2], uint32_t (&b1)[2], const bf16* kn,
+                              int ld, int k0) {
+  const int lane = ctx.tid() % 32, m = lane / 8;
+  uint32_t r[4];
+  ctx.ldmatrix_x4_trans(r, kn + (k0 + (m % 2) * 8 + lane % 8) * ld + (m / 2) * 8);
+  b0[0] = r[0];
+  b0[1] = r[1];
+  b1[0] = r[2];
+  b1[1] = r[3];
+}
+
+// The A fragments of 16 rows x K columns of a row-major tile, kept in registers by the caller
+// for FragsTimesRowsT.
+template <int K, class Ctx>
+FORGE_FLASH_FN void LoadRows(Ctx& ctx, uint32_t (*fa)[4], const bf16* a, int ld) {
+  FORGE_UNROLL
+  for (int kk = 0; kk < K / 16; ++kk) LoadA(ctx, fa[kk], a, ld, 16 * kk);
+}
+
+// acc[j] (16 x 8, j < NJ) += A · B_j with A's fragments already loaded (LoadRows), B_j the
+// transpose of rows [8j, 8j + 8) of a row-major tile (K columns).
+template <int NJ, int K, class Ctx>
+FORGE_FLASH_FN void FragsTimesRowsT(Ctx& ctx, float (*acc)[4], const uint32_t (*fa)[4],
+                                    const bf16* x, int ld) {
+  FORGE_UNROLL
+  for (int kk = 0; kk < K / 16; ++kk) {
+    FORGE_UNROLL
+    for (int j = 0; j < NJ; ++j) {
+      uint32_t fb[2];
+      LoadBTransposed(ctx, fb, x + 8 * j * ld, ld, 16 * kk);
+      ctx.mma(acc[j], fa[kk], fb);
+    }
+  }
 }
 
 // acc[j] (16 x 8, j < NJ) += A · B_j: A is 16 rows x K columns of a row-major tile, and B_j
@@ -246,10 +284,11 @@ FORGE_FLASH_FN void RegsTimesRows(Ctx& ctx, float (*acc)[4], const float (*p)[4]
                             Pack(p[2 * kk + 1][0], p[2 * kk + 1][1]),
                             Pack(p[2 * kk + 1][2], p[2 * kk + 1][3])};
     FORGE_UNROLL
-    for (int n = 0; n < D / 8; ++n) {
-      uint32_t fb[2];
-      LoadB(ctx, fb, x + 8 * n, ld, 16 * kk);
-      ctx.mma(acc[n], fa, fb);
+    for (int n = 0; n < D / 8; n += 2) {  // D / 8 is even (D >= 16)
+      uint32_t fb0[2], fb1[2];
+      LoadBPair(ctx, fb0, fb1, x + 8 * n, ld, 16 * kk);
+      ctx.mma(acc[n], fa, fb0);
+      ctx.mma(acc[n + 1], fa, fb1);
     }
   }
 }
@@ -303,6 +342,9 @@ FORGE_FLASH_FN void ForwardBody(Ctx& ctx, bf16* y, float* lse, const bf16* qkv, 
   const float scale2 = scale * kLog2e;
 
   LoadTile<D>(ctx, q, base, C3, h * D, q0, Tq);
+  ctx.sync();
+  uint32_t qf[D / 16][4];  // the warp's 16 queries, for every key tile
+  LoadRows<D>(ctx, qf, q + warp * kWarpRows * kX, kX);
   float o[D / 8][4];
   Zero<D / 8>(o);
   // Per row half (rows lane/4 and lane/4 + 8): the running maximum (base 2), and this lane's
@@ -313,10 +355,10 @@ FORGE_FLASH_FN void ForwardBody(Ctx& ctx, bf16* y, float* lse, const bf16* qkv, 
     ctx.sync();  // every warp is done with the previous k and v
     LoadTile<D>(ctx, k, base, C3, C + h * D, k0, Tq);
     LoadTile<D>(ctx, v, base, C3, 2 * C + h * D, k0, Tq);
-    ctx.sync();  // also publishes q on the first pass
+    ctx.sync();
     float s[kTile / 8][4];
     Zero<kTile / 8>(s);
-    RowsTimesRowsT<kTile / 8, D>(ctx, s, q + warp * kWarpRows * kX, k, kX);
+    FragsTimesRowsT<kTile / 8, D>(ctx, s, qf, k, kX);
     float tile_max[2] = {-INFINITY, -INFINITY};
     FORGE_UNROLL
     for (int j = 0; j < kTile / 8; ++j) {
@@ -410,6 +452,16 @@ FORGE_FLASH_FN void BackwardQueryBody(Ctx& ctx, bf16* dqkv, const float* delta, 
     row_lse[r] = qi < Tq ? lse[static_cast<size_t>(bh) * Tq + qi] * kLog2e : 0.0f;
     row_delta[r] = qi < Tq ? delta[static_cast<size_t>(bh) * Tq + qi] : 0.0f;
   }
+  // The warp's q and dy fragments stay in registers where that costs little (head size <= 32);
+  // at 64 they would make ptxas spill (168 registers), so from 64 up they are read from shared
+  // memory for each tile (128 registers at 64).
+  constexpr bool kKeepRows = D <= 32;
+  uint32_t qf[kKeepRows ? D / 16 : 1][4], gf[kKeepRows ? D / 16 : 1][4];
+  if constexpr (kKeepRows) {
+    ctx.sync();
+    LoadRows<D>(ctx, qf, q + warp * kWarpRows * kX, kX);
+    LoadRows<D>(ctx, gf, g + warp * kWarpRows * kX, kX);
+  }
   float dq[D / 8][4];
   Zero<D / 8>(dq);
   const int last_key = (Tq - 1 < q0 + kBlockRows - 1) ? Tq - 1 : q0 + kBlockRows - 1;
@@ -421,8 +473,13 @@ FORGE_FLASH_FN void BackwardQueryBody(Ctx& ctx, bf16* dqkv, const float* delta, 
     float s[kTile / 8][4], dp[kTile / 8][4];
     Zero<kTile / 8>(s);
     Zero<kTile / 8>(dp);
-    RowsTimesRowsT<kTile / 8, D>(ctx, s, q + warp * kWarpRows * kX, k, kX);
-    RowsTimesRowsT<kTile / 8, D>(ctx, dp, g + warp * kWarpRows * kX, v, kX);
+    if constexpr (kKeepRows) {
+      FragsTimesRowsT<kTile / 8, D>(ctx, s, qf, k, kX);
+      FragsTimesRowsT<kTile / 8, D>(ctx, dp, gf, v, kX);
+    } else {
+      RowsTimesRowsT<kTile / 8, D>(ctx, s, q + warp * kWarpRows * kX, k, kX);
+      RowsTimesRowsT<kTile / 8, D>(ctx, dp, g + warp * kWarpRows * kX, v, kX);
+    }
     FORGE_UNROLL
     for (int j = 0; j < kTile / 8; ++j) {
       FORGE_UNROLL

@@ -9,6 +9,8 @@
 #define FORGE_WORKER_CUDA_FLASH_ATTENTION_EMULATION_H_
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -21,6 +23,7 @@ namespace forge::cuda::flash {
 struct MmaSlot {
   uint32_t a[4];
   uint32_t b[2];
+  const bf16* row;  // ldmatrix: the row address this lane gives
 };
 
 class FiberCtx {
@@ -33,6 +36,24 @@ class FiberCtx {
   void sync() { emu::SyncThreads(); }
   float shfl_xor(float v, int mask) { return emu::ShflXor(0xffffffffu, v, mask); }
   char* smem() { return smem_; }
+
+  // ldmatrix.x4.trans from the PTX ISA's description: lanes 8i..8i+7 give matrix i's row
+  // addresses; lane l receives elements (2 (l % 4), l / 4) and (2 (l % 4) + 1, l / 4).
+  void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* row) {
+    const int lane = tid() % 32;
+    MmaSlot* warp = slots_ + (tid() / 32) * 32;
+    if (reinterpret_cast<uintptr_t>(row) % 16 != 0) {
+      std::fprintf(stderr, "ldmatrix: lane %d's row address is not 16-byte aligned\n", lane);
+      std::abort();
+    }
+    warp[lane].row = row;
+    emu::SyncWarp();
+    const int pair = 2 * (lane % 4), col = lane / 4;
+    for (int i = 0; i < 4; ++i) {
+      r[i] = Pack(warp[8 * i + pair].row[col], warp[8 * i + pair + 1].row[col]);
+    }
+    emu::SyncWarp();
+  }
 
   void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
     const int lane = tid() % 32;
