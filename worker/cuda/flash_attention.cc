@@ -4,6 +4,7 @@
 #include "worker/cuda/flash_attention.h"
 
 #include <cmath>
+#include <cstdint>
 
 #include "worker/cuda/flash_attention_body.h"
 #include "worker/cuda/kernels.h"
@@ -12,6 +13,9 @@ namespace forge::cuda {
 namespace {
 
 bool Valid(int B, int C, int H) { return H >= 1 && C % H == 0 && B * H <= 65535; }
+
+// The kernels read qkv and dy 16 bytes at a time and write y and dqkv 4 bytes at a time.
+bool Aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 float Scale(int head_size) { return 1.0f / std::sqrt(static_cast<float>(head_size)); }
 
@@ -40,6 +44,7 @@ size_t FlashAttentionSmemBytes(int head_size) {
 cudaError_t FlashAttentionForward(bf16* y, float* lse, const bf16* qkv, int B, int Tq, int C, int H,
                                   cudaStream_t stream) {
   if (!Valid(B, C, H) || !FlashAttentionHeadSizeSupported(C / H)) return cudaErrorInvalidValue;
+  if (!Aligned(qkv, 16) || !Aligned(y, 4)) return cudaErrorMisalignedAddress;
   const int D = C / H;
   switch (D) {
     case 16:
@@ -57,6 +62,9 @@ cudaError_t FlashAttentionBackward(bf16* dqkv, float* delta, const bf16* dy, con
                                    const bf16* y, const float* lse, int B, int Tq, int C, int H,
                                    cudaStream_t stream) {
   if (!Valid(B, C, H) || !FlashAttentionHeadSizeSupported(C / H)) return cudaErrorInvalidValue;
+  if (!Aligned(qkv, 16) || !Aligned(dy, 16) || !Aligned(dqkv, 4)) {
+    return cudaErrorMisalignedAddress;
+  }
   if (cudaError_t e = AttentionDelta<bf16>(delta, dy, y, B, Tq, C, H, stream); e != cudaSuccess) {
     return e;
   }

@@ -31,6 +31,9 @@ bool FlashAttentionHeadSizeSupported(int head_size);
 // consumer GPUs). 0 for an unsupported head size.
 size_t FlashAttentionSmemBytes(int head_size);
 
+// qkv and dy must be 16-byte aligned and y and dqkv 4-byte aligned (cudaMalloc and the
+// backend's arenas are 256-byte aligned); otherwise cudaErrorMisalignedAddress and nothing
+// runs.
 cudaError_t FlashAttentionForward(__nv_bfloat16* y, float* lse, const __nv_bfloat16* qkv, int B,
                                   int Tq, int C, int H, cudaStream_t stream);
 

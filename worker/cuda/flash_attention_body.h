@@ -159,6 +159,19 @@ FORGE_FLASH_FN uint32_t Pack(float lo, float hi) {
 #endif
 }
 
+// 2^x by the special-function unit (ex2.approx.ftz: about 2 ulp, subnormal results flushed to
+// zero, 2^-inf = 0). exp2f adds instructions around the same approximation for subnormals,
+// which a softmax weight never needs.
+FORGE_FLASH_FN float Exp2(float x) {
+#ifdef __CUDA_ARCH__
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#else
+  return exp2f(x);
+#endif
+}
+
 // Stores two floats as consecutive bf16 at p (4-byte aligned).
 FORGE_FLASH_FN void Store2(bf16* p, float lo, float hi) {
   const uint32_t v = Pack(lo, hi);
@@ -359,13 +372,16 @@ FORGE_FLASH_FN void ForwardBody(Ctx& ctx, bf16* y, float* lse, const bf16* qkv, 
     float s[kTile / 8][4];
     Zero<kTile / 8>(s);
     FragsTimesRowsT<kTile / 8, D>(ctx, s, qf, k, kX);
+    // Only a tile with keys past the warp's first query, or past Tq, needs the causal and
+    // length mask (the same for the whole warp).
+    const bool masked = k0 + kTile - 1 > row0 || k0 + kTile > Tq;
     float tile_max[2] = {-INFINITY, -INFINITY};
     FORGE_UNROLL
     for (int j = 0; j < kTile / 8; ++j) {
       FORGE_UNROLL
       for (int e = 0; e < 4; ++e) {
         const int qi = row0 + lane / 4 + 8 * (e / 2), key = k0 + 8 * j + 2 * (lane % 4) + e % 2;
-        s[j][e] = (key <= qi && key < Tq) ? s[j][e] * scale2 : -INFINITY;
+        s[j][e] = !masked || (key <= qi && key < Tq) ? s[j][e] * scale2 : -INFINITY;
         tile_max[e / 2] = fmaxf(tile_max[e / 2], s[j][e]);
       }
     }
@@ -377,7 +393,7 @@ FORGE_FLASH_FN void ForwardBody(Ctx& ctx, bf16* y, float* lse, const bf16* qkv, 
       const float m_new = fmaxf(m[r], tile_max[r]);
       // Every row has a key in every tile it visits (key k0 <= its query), so m_new is finite;
       // the guards keep a row with none (a future padding mask) at zero instead of NaN.
-      alpha[r] = m_new == -INFINITY ? 0.0f : exp2f(m[r] - m_new);
+      alpha[r] = m_new == -INFINITY ? 0.0f : Exp2(m[r] - m_new);
       m[r] = m_new;
     }
     FORGE_UNROLL
@@ -385,7 +401,7 @@ FORGE_FLASH_FN void ForwardBody(Ctx& ctx, bf16* y, float* lse, const bf16* qkv, 
       FORGE_UNROLL
       for (int e = 0; e < 4; ++e) {
         const float mr = m[e / 2];
-        s[j][e] = mr == -INFINITY ? 0.0f : exp2f(s[j][e] - mr);  // exp2(-inf) = 0: masked
+        s[j][e] = mr == -INFINITY ? 0.0f : Exp2(s[j][e] - mr);  // exp2(-inf) = 0: masked
       }
     }
     FORGE_UNROLL
@@ -488,7 +504,7 @@ FORGE_FLASH_FN void BackwardQueryBody(Ctx& ctx, bf16* dqkv, const float* delta, 
         const int key = k0 + 8 * j + 2 * (lane % 4) + e % 2;
         float d = 0.0f;
         if (key <= qi && key < Tq && qi < Tq) {
-          d = exp2f(s[j][e] * scale2 - row_lse[r]) * (dp[j][e] - row_delta[r]) * scale;
+          d = Exp2(s[j][e] * scale2 - row_lse[r]) * (dp[j][e] - row_delta[r]) * scale;
         }
         s[j][e] = d;  // dS
       }
@@ -556,7 +572,7 @@ FORGE_FLASH_FN void BackwardKeyBody(Ctx& ctx, bf16* dqkv, const float* delta, co
           const int c = c0 + 8 * j + 2 * (lane % 4) + e % 2, qi = i0 + c;
           float pe = 0.0f, d = 0.0f;
           if (qi >= kj && qi < Tq && kj < Tq) {
-            pe = exp2f(st[j][e] * scale2 - col_lse[c]);
+            pe = Exp2(st[j][e] * scale2 - col_lse[c]);
             d = pe * (dst[j][e] - col_delta[c]) * scale;
           }
           st[j][e] = pe;

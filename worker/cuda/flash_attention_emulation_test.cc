@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "worker/cuda/flash_attention.h"
 #include "worker/cuda/test_util.h"
 #include "worker/engine/attention.h"
 #include "worker/engine/thread_pool.h"
@@ -151,11 +152,29 @@ TEST(FlashAttentionEmulationTest, MmaFollowsThePtxFragmentLayout) {
   }
 }
 
+// The entry points (flash_attention.cc) refuse buffers the kernels' 16- and 4-byte accesses
+// cannot use, before anything is launched (so this needs no device).
+TEST(FlashAttentionEmulationTest, MisalignedBuffersAreRefusedBeforeAnyLaunch) {
+  alignas(16) static bf16 qkv[3 * 64 + 16], y[64 + 16], dqkv[3 * 64 + 16], dy[64 + 16];
+  alignas(16) static float lse[8], delta[8];
+  EXPECT_EQ(FlashAttentionForward(y, lse, qkv + 1, 1, 1, 64, 1, nullptr),
+            cudaErrorMisalignedAddress);
+  EXPECT_EQ(FlashAttentionForward(y + 1, lse, qkv, 1, 1, 64, 1, nullptr),
+            cudaErrorMisalignedAddress);
+  EXPECT_EQ(FlashAttentionBackward(dqkv, delta, dy + 4, qkv, y, lse, 1, 1, 64, 1, nullptr),
+            cudaErrorMisalignedAddress);
+  EXPECT_EQ(FlashAttentionBackward(dqkv + 1, delta, dy, qkv, y, lse, 1, 1, 64, 1, nullptr),
+            cudaErrorMisalignedAddress);
+}
+
 // Lengths below, at and across the 64-row tiles (the causal diagonal, the padding rows).
 TEST(FlashAttentionEmulationTest, HeadSize64MatchesTheCpuEngine) {
   CheckAgainstTheCpuEngine<64>({1, 77, 128, 2});
   CheckAgainstTheCpuEngine<64>({2, 64, 64, 1});
   CheckAgainstTheCpuEngine<64>({1, 5, 64, 1});
+  // Long enough for key tiles away from the diagonal and the end, where the forward skips
+  // the mask.
+  CheckAgainstTheCpuEngine<64>({1, 200, 64, 1});
 }
 
 TEST(FlashAttentionEmulationTest, HeadSizes16And32And128MatchTheCpuEngine) {
