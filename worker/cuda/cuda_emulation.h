@@ -10,9 +10,11 @@
 //   threadIdx etc.     the running fiber's; 1-D blocks (what the kernels use)
 // A barrier that some threads never reach (divergent __syncthreads) aborts with a message
 // instead of hanging. Memory is host memory: the pointers a test passes are host pointers.
+// Schedule: the lowest-numbered runnable thread always runs (RunBlock), so lower warps run
+// ahead of higher ones up to each __syncthreads, which exposes a missing one between warps.
 // What this cannot show: timing, coalescing, hardware limits (registers, shared memory), and
-// interleavings other than "run until the next barrier"; the GPU tests (label gpu) run the
-// same code on a device.
+// other interleavings (a thread is only switched out at a barrier); the GPU tests (label
+// gpu) run the same code on a device.
 //
 // Include only in host compilation, after the CUDA headers: it defines macros named like
 // CUDA's builtins.
@@ -48,6 +50,7 @@ struct Block {
   ucontext_t scheduler;
   std::vector<Fiber> fibers;
   unsigned current = 0;
+  unsigned lowest = 0;  // no fiber below this index is runnable (the scheduler's scan start)
   unsigned live = 0, block_arrived = 0;
   std::vector<unsigned> warp_live, warp_arrived;
   std::vector<double> exchange;  // 32 slots per warp
@@ -65,12 +68,14 @@ inline void MaybeRelease(int kind, unsigned warp) {
       if (f.waiting == 1) f.waiting = 0;
     }
     b.block_arrived = 0;
+    b.lowest = 0;
   }
   if (kind == 2 && b.warp_arrived[warp] == b.warp_live[warp] && b.warp_live[warp] > 0) {
     for (Fiber& f : b.fibers) {
       if (f.waiting == 2 && f.tid / 32 == warp) f.waiting = 0;
     }
     b.warp_arrived[warp] = 0;
+    b.lowest = std::min(b.lowest, warp * 32);
   }
 }
 
@@ -115,7 +120,11 @@ struct Entry {
   }
 };
 
-// Runs one block: every thread a fiber, round robin until each waits at a barrier or returns.
+// Runs one block: every thread a fiber. The scheduler always resumes the lowest-numbered
+// runnable fiber, so warp 0 runs ahead of the others as far as the barriers let it (until a
+// __syncthreads), then warp 1, and so on: the most skewed legal schedule, under which a
+// missing __syncthreads between warps shows as a wrong result (a round robin keeps warps in
+// step and hides it).
 inline void RunBlock(Block& b, unsigned threads, void (*entry)(), uintptr_t body) {
   const unsigned warps = (threads + 31) / 32;
   b.live = threads;
@@ -137,20 +146,21 @@ inline void RunBlock(Block& b, unsigned threads, void (*entry)(), uintptr_t body
     makecontext(&f.context, entry, 2, static_cast<unsigned>(body & 0xffffffffu),
                 static_cast<unsigned>(body >> 32));
   }
+  b.lowest = 0;
   for (;;) {
-    bool ran = false, all_done = true;
-    for (unsigned t = 0; t < threads; ++t) {
-      Fiber& f = b.fibers[t];
-      if (f.done) continue;
-      all_done = false;
-      if (f.waiting != 0) continue;
-      ran = true;
+    unsigned t = b.lowest;
+    while (t < threads && (b.fibers[t].done || b.fibers[t].waiting != 0)) ++t;
+    if (t < threads) {
+      b.lowest = t;  // lowered again by a release (MaybeRelease) while the fiber runs
       b.current = t;
       g_thread_idx = dim3(t, 0, 0);
-      swapcontext(&b.scheduler, &f.context);
+      swapcontext(&b.scheduler, &b.fibers[t].context);
+      continue;
     }
+    bool all_done = true;
+    for (const Fiber& f : b.fibers) all_done = all_done && f.done;
     if (all_done) return;
-    if (!ran) {
+    {
       std::fprintf(stderr,
                    "cuda emulation: block (%u, %u, %u) is stuck: a barrier that not every live "
                    "thread reaches (divergent __syncthreads or shuffle)\n",
