@@ -27,6 +27,20 @@ struct DeviceCtx {
   }
   __device__ char* smem() const { return smem_; }
 
+  // 16 bytes from global to shared memory without passing through registers; src-size 0
+  // zero-fills the destination and reads nothing.
+  __device__ void copy16_async(bf16* smem_dst, const bf16* global_src, bool valid) const {
+    const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+                 :
+                 : "r"(dst), "l"(global_src), "r"(valid ? 16 : 0)
+                 : "memory");
+  }
+  __device__ void async_commit() const { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+  __device__ void async_wait_prior() const {
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+  }
+
   // Four transposed 8 x 8 matrices of shared memory (flash_attention_body.h states the layout).
   // The "memory" clobber keeps the compiler from moving it across the stores it reads.
   __device__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* row) const {

@@ -25,6 +25,10 @@
 //       16-byte aligned), and lane l receives in r[i] the elements (2 (l % 4), l / 4) and
 //       (2 (l % 4) + 1, l / 4) of matrix i (the transpose of the plain load's (l / 4, 2 (l % 4)
 //       and 2 (l % 4) + 1)), the first in the low half.
+//   void copy16_async(bf16* smem_dst, const bf16* global_src, bool valid)
+//       cp.async.cg.shared.global of 16 bytes (both 16-byte aligned), zero-filled when !valid
+//   void async_commit()        cp.async.commit_group
+//   void async_wait_prior()    cp.async.wait_group 1: all but the latest group have landed
 //   void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2])
 //       d += A · B, mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32: A 16 x 16 and B 16 x 8
 //       bf16 (two per 32-bit register, the lower column or row in the low half), d 16 x 8 fp32.
@@ -104,9 +108,9 @@ cudaError_t LaunchBackward(bf16* dqkv, const float* delta, const bf16* dy, const
 template <int D>
 struct ForwardSmem {
   static constexpr size_t kQ = 0;
-  static constexpr size_t kK = kQ + TileBytes<D>();
-  static constexpr size_t kV = kK + TileBytes<D>();
-  static constexpr size_t kBytes = kV + TileBytes<D>();
+  static constexpr size_t kK = kQ + TileBytes<D>();  // two k tiles, then two v tiles
+  static constexpr size_t kV = kK + 2 * TileBytes<D>();
+  static constexpr size_t kBytes = kV + 2 * TileBytes<D>();
 };
 
 template <int D>
@@ -198,6 +202,21 @@ FORGE_FLASH_FN void LoadTile(Ctx& ctx, bf16* tile, const bf16* base, size_t ld, 
     } else {
       for (int i = 0; i < 8; ++i) to[i] = zero;
     }
+  }
+}
+
+// LoadTile with asynchronous copies (cp.async, 16 bytes each; rows past Tq are zero-filled):
+// the caller commits them as a group and waits for the group before a sync publishes the tile.
+template <int D, class Ctx>
+FORGE_FLASH_FN void LoadTileAsync(Ctx& ctx, bf16* tile, const bf16* base, size_t ld, int col,
+                                  int r0, int Tq) {
+  constexpr int kChunks = D / 8;
+  for (int e = ctx.tid(); e < kTile * kChunks; e += kThreads) {
+    const int r = e / kChunks, d = (e % kChunks) * 8, row = r0 + r;
+    const bool valid = row < Tq;
+    // A zero-filled copy reads nothing, but its source stays a valid address: row 0.
+    ctx.copy16_async(tile + r * Pitch<D>::kX + d,
+                     base + static_cast<size_t>(valid ? row : 0) * ld + col + d, valid);
   }
 }
 
@@ -348,12 +367,20 @@ FORGE_FLASH_FN void ForwardBody(Ctx& ctx, bf16* y, float* lse, const bf16* qkv, 
   const int row0 = q0 + warp * kWarpRows;  // the warp's first query
   char* smem = ctx.smem();
   bf16* q = reinterpret_cast<bf16*>(smem + S::kQ);
-  bf16* k = reinterpret_cast<bf16*>(smem + S::kK);
-  bf16* v = reinterpret_cast<bf16*>(smem + S::kV);
+  // Two k tiles, then two v tiles; tile t uses buffer t % 2 of each.
+  bf16* const ks = reinterpret_cast<bf16*>(smem + S::kK);
+  bf16* const vs = reinterpret_cast<bf16*>(smem + S::kV);
+  constexpr int kBuf = static_cast<int>(TileBytes<D>() / sizeof(bf16));
   const size_t C3 = static_cast<size_t>(3) * C;
   const bf16* base = qkv + static_cast<size_t>(b) * Tq * C3;
   const float scale2 = scale * kLog2e;
+  const int last_key = (Tq - 1 < q0 + kBlockRows - 1) ? Tq - 1 : q0 + kBlockRows - 1;
+  const int tiles = last_key / kTile + 1;
 
+  // Key tiles are double-buffered: tile t + 1's copies fly while tile t is computed.
+  LoadTileAsync<D>(ctx, ks, base, C3, C + h * D, 0, Tq);
+  LoadTileAsync<D>(ctx, vs, base, C3, 2 * C + h * D, 0, Tq);
+  ctx.async_commit();
   LoadTile<D>(ctx, q, base, C3, h * D, q0, Tq);
   ctx.sync();
   uint32_t qf[D / 16][4];  // the warp's 16 queries, for every key tile
@@ -363,12 +390,19 @@ FORGE_FLASH_FN void ForwardBody(Ctx& ctx, bf16* y, float* lse, const bf16* qkv, 
   // Per row half (rows lane/4 and lane/4 + 8): the running maximum (base 2), and this lane's
   // part of the running sum of exponentials (its quad's four parts add up at the end).
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-  const int last_key = (Tq - 1 < q0 + kBlockRows - 1) ? Tq - 1 : q0 + kBlockRows - 1;
-  for (int k0 = 0; k0 <= last_key; k0 += kTile) {
-    ctx.sync();  // every warp is done with the previous k and v
-    LoadTile<D>(ctx, k, base, C3, C + h * D, k0, Tq);
-    LoadTile<D>(ctx, v, base, C3, 2 * C + h * D, k0, Tq);
-    ctx.sync();
+  for (int t = 0; t < tiles; ++t) {
+    const int k0 = t * kTile;
+    const bf16* k = ks + (t % 2) * kBuf;
+    const bf16* v = vs + (t % 2) * kBuf;
+    // The other buffers were last read in tile t - 1, which every warp has finished (the
+    // sync at the end of the loop).
+    if (t + 1 < tiles) {
+      LoadTileAsync<D>(ctx, ks + ((t + 1) % 2) * kBuf, base, C3, C + h * D, k0 + kTile, Tq);
+      LoadTileAsync<D>(ctx, vs + ((t + 1) % 2) * kBuf, base, C3, 2 * C + h * D, k0 + kTile, Tq);
+    }
+    ctx.async_commit();      // (an empty group on the last tile keeps the count uniform)
+    ctx.async_wait_prior();  // this thread's copies of tile t have landed...
+    ctx.sync();              // ...and everyone's are visible
     float s[kTile / 8][4];
     Zero<kTile / 8>(s);
     FragsTimesRowsT<kTile / 8, D>(ctx, s, qf, k, kX);
@@ -417,6 +451,7 @@ FORGE_FLASH_FN void ForwardBody(Ctx& ctx, bf16* y, float* lse, const bf16* qkv, 
       for (int e = 0; e < 4; ++e) o[n][e] *= alpha[e / 2];
     }
     RegsTimesRows<kTile, D>(ctx, o, s, v, kX);
+    ctx.sync();  // every warp is done with k and v before tile t + 2 is loaded over them
   }
   float inv[2];
   FORGE_UNROLL

@@ -37,6 +37,18 @@ class FiberCtx {
   float shfl_xor(float v, int mask) { return emu::ShflXor(0xffffffffu, v, mask); }
   char* smem() { return smem_; }
 
+  // cp.async completes at once here (so the emulation cannot show a missing wait; the GPU's
+  // compute-sanitizer racecheck can).
+  void copy16_async(bf16* smem_dst, const bf16* global_src, bool valid) {
+    if (valid) {
+      std::memcpy(static_cast<void*>(smem_dst), global_src, 16);
+    } else {
+      std::memset(static_cast<void*>(smem_dst), 0, 16);
+    }
+  }
+  void async_commit() {}
+  void async_wait_prior() {}
+
   // ldmatrix.x4.trans from the PTX ISA's description: lanes 8i..8i+7 give matrix i's row
   // addresses; lane l receives elements (2 (l % 4), l / 4) and (2 (l % 4) + 1, l / 4).
   void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* row) {
