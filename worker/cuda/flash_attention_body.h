@@ -117,9 +117,9 @@ template <int D>
 struct BackwardSmem {
   static constexpr size_t kOwn0 = 0;
   static constexpr size_t kOwn1 = kOwn0 + TileBytes<D>();
-  static constexpr size_t kTile0 = kOwn1 + TileBytes<D>();
-  static constexpr size_t kTile1 = kTile0 + TileBytes<D>();
-  static constexpr size_t kRow0 = kTile1 + TileBytes<D>();
+  static constexpr size_t kTile0 = kOwn1 + TileBytes<D>();       // two buffers
+  static constexpr size_t kTile1 = kTile0 + 2 * TileBytes<D>();  // two buffers
+  static constexpr size_t kRow0 = kTile1 + 2 * TileBytes<D>();
   static constexpr size_t kRow1 = kRow0 + Round128(sizeof(float) * kTile);
   static constexpr size_t kBytes = kRow1 + Round128(sizeof(float) * kTile);
 };
@@ -488,12 +488,19 @@ FORGE_FLASH_FN void BackwardQueryBody(Ctx& ctx, bf16* dqkv, const float* delta, 
   char* smem = ctx.smem();
   bf16* q = reinterpret_cast<bf16*>(smem + S::kOwn0);
   bf16* g = reinterpret_cast<bf16*>(smem + S::kOwn1);  // dy rows
-  bf16* k = reinterpret_cast<bf16*>(smem + S::kTile0);
-  bf16* v = reinterpret_cast<bf16*>(smem + S::kTile1);
+  // Key and value tiles, double-buffered as in the forward: tile t in buffer t % 2.
+  bf16* const ks = reinterpret_cast<bf16*>(smem + S::kTile0);
+  bf16* const vs = reinterpret_cast<bf16*>(smem + S::kTile1);
+  constexpr int kBuf = static_cast<int>(TileBytes<D>() / sizeof(bf16));
   const size_t C3 = static_cast<size_t>(3) * C;
   const bf16* base = qkv + static_cast<size_t>(b) * Tq * C3;
   const float scale2 = scale * kLog2e;
+  const int last_key = (Tq - 1 < q0 + kBlockRows - 1) ? Tq - 1 : q0 + kBlockRows - 1;
+  const int tiles = last_key / kTile + 1;
 
+  LoadTileAsync<D>(ctx, ks, base, C3, C + h * D, 0, Tq);
+  LoadTileAsync<D>(ctx, vs, base, C3, 2 * C + h * D, 0, Tq);
+  ctx.async_commit();
   LoadTile<D>(ctx, q, base, C3, h * D, q0, Tq);
   LoadTile<D>(ctx, g, dy + static_cast<size_t>(b) * Tq * C, C, h * D, q0, Tq);
   float row_lse[2], row_delta[2];  // base 2
@@ -515,12 +522,17 @@ FORGE_FLASH_FN void BackwardQueryBody(Ctx& ctx, bf16* dqkv, const float* delta, 
   }
   float dq[D / 8][4];
   Zero<D / 8>(dq);
-  const int last_key = (Tq - 1 < q0 + kBlockRows - 1) ? Tq - 1 : q0 + kBlockRows - 1;
-  for (int k0 = 0; k0 <= last_key; k0 += kTile) {
-    ctx.sync();
-    LoadTile<D>(ctx, k, base, C3, C + h * D, k0, Tq);
-    LoadTile<D>(ctx, v, base, C3, 2 * C + h * D, k0, Tq);
-    ctx.sync();  // also publishes q and dy on the first pass
+  for (int t = 0; t < tiles; ++t) {
+    const int k0 = t * kTile;
+    const bf16* k = ks + (t % 2) * kBuf;
+    const bf16* v = vs + (t % 2) * kBuf;
+    if (t + 1 < tiles) {  // into the buffers tile t - 1 used (every warp is done with them)
+      LoadTileAsync<D>(ctx, ks + ((t + 1) % 2) * kBuf, base, C3, C + h * D, k0 + kTile, Tq);
+      LoadTileAsync<D>(ctx, vs + ((t + 1) % 2) * kBuf, base, C3, 2 * C + h * D, k0 + kTile, Tq);
+    }
+    ctx.async_commit();
+    ctx.async_wait_prior();
+    ctx.sync();  // tile t visible; also publishes q and dy on the first pass
     float s[kTile / 8][4], dp[kTile / 8][4];
     Zero<kTile / 8>(s);
     Zero<kTile / 8>(dp);
@@ -545,6 +557,7 @@ FORGE_FLASH_FN void BackwardQueryBody(Ctx& ctx, bf16* dqkv, const float* delta, 
       }
     }
     RegsTimesRows<kTile, D>(ctx, dq, s, k, kX);
+    ctx.sync();  // every warp is done with tile t's buffers before tile t + 2 is loaded
   }
   const float one[2] = {1.0f, 1.0f};
   WriteRows<D>(ctx, dqkv + static_cast<size_t>(b) * Tq * C3, dq, one, row0, Tq, C3, h * D);
@@ -568,8 +581,10 @@ FORGE_FLASH_FN void BackwardKeyBody(Ctx& ctx, bf16* dqkv, const float* delta, co
   char* smem = ctx.smem();
   bf16* k = reinterpret_cast<bf16*>(smem + S::kOwn0);
   bf16* v = reinterpret_cast<bf16*>(smem + S::kOwn1);
-  bf16* q = reinterpret_cast<bf16*>(smem + S::kTile0);
-  bf16* g = reinterpret_cast<bf16*>(smem + S::kTile1);         // dy rows
+  // Query and dy tiles, double-buffered: tile t in buffer t % 2.
+  bf16* const qs = reinterpret_cast<bf16*>(smem + S::kTile0);
+  bf16* const gs = reinterpret_cast<bf16*>(smem + S::kTile1);  // dy rows
+  constexpr int kBuf = static_cast<int>(TileBytes<D>() / sizeof(bf16));
   float* col_lse = reinterpret_cast<float*>(smem + S::kRow0);  // base 2
   float* col_delta = reinterpret_cast<float*>(smem + S::kRow1);
   const size_t C3 = static_cast<size_t>(3) * C;
@@ -577,21 +592,30 @@ FORGE_FLASH_FN void BackwardKeyBody(Ctx& ctx, bf16* dqkv, const float* delta, co
   const bf16* dyb = dy + static_cast<size_t>(b) * Tq * C;
   const float scale2 = scale * kLog2e;
 
+  LoadTileAsync<D>(ctx, qs, base, C3, h * D, j0, Tq);
+  LoadTileAsync<D>(ctx, gs, dyb, C, h * D, j0, Tq);
+  ctx.async_commit();
   LoadTile<D>(ctx, k, base, C3, C + h * D, j0, Tq);
   LoadTile<D>(ctx, v, base, C3, 2 * C + h * D, j0, Tq);
   float dk[D / 8][4], dv[D / 8][4];
   Zero<D / 8>(dk);
   Zero<D / 8>(dv);
-  for (int i0 = j0; i0 < Tq; i0 += kTile) {
-    ctx.sync();
-    LoadTile<D>(ctx, q, base, C3, h * D, i0, Tq);
-    LoadTile<D>(ctx, g, dyb, C, h * D, i0, Tq);
+  for (int i0 = j0, t = 0; i0 < Tq; i0 += kTile, ++t) {
+    const bf16* q = qs + (t % 2) * kBuf;
+    const bf16* g = gs + (t % 2) * kBuf;
+    if (i0 + kTile < Tq) {  // into the buffers tile t - 1 used (every warp is done with them)
+      LoadTileAsync<D>(ctx, qs + ((t + 1) % 2) * kBuf, base, C3, h * D, i0 + kTile, Tq);
+      LoadTileAsync<D>(ctx, gs + ((t + 1) % 2) * kBuf, dyb, C, h * D, i0 + kTile, Tq);
+    }
+    ctx.async_commit();
+    // lse and delta of tile t: single-buffered, written after every warp left tile t - 1.
     for (int e = ctx.tid(); e < kTile; e += kThreads) {
       const int i = i0 + e;
       col_lse[e] = i < Tq ? lse[static_cast<size_t>(bh) * Tq + i] * kLog2e : 0.0f;
       col_delta[e] = i < Tq ? delta[static_cast<size_t>(bh) * Tq + i] : 0.0f;
     }
-    ctx.sync();  // also publishes k and v on the first pass
+    ctx.async_wait_prior();
+    ctx.sync();  // tile t, its lse and delta visible; also k and v on the first pass
     FORGE_UNROLL
     for (int c0 = 0; c0 < kTile; c0 += kSub) {
       float st[kSub / 8][4], dst[kSub / 8][4];  // S^T and dP^T, then P^T and dS^T: keys x queries
@@ -617,6 +641,7 @@ FORGE_FLASH_FN void BackwardKeyBody(Ctx& ctx, bf16* dqkv, const float* delta, co
       RegsTimesRows<kSub, D>(ctx, dv, st, g + c0 * kX, kX);
       RegsTimesRows<kSub, D>(ctx, dk, dst, q + c0 * kX, kX);
     }
+    ctx.sync();  // every warp is done with tile t before tile t + 2 and its lse are loaded
   }
   bf16* out = dqkv + static_cast<size_t>(b) * Tq * C3;
   const float one[2] = {1.0f, 1.0f};
