@@ -226,6 +226,51 @@ FORGE_FLASH_FN void LoadTileAsync(Ctx& ctx, bf16* tile, const bf16* base, size_t
   }
 }
 
+// Two streams of 64-row tiles (k and v, or q and dy) through shared memory, double-buffered
+// with cp.async: tile t is in buffer t % 2 of each stream while tile t + 1 is copied into the
+// other buffer. Per tile t the kernel calls Advance, computes on tile0(t) and tile1(t), then
+// syncs, so that no warp still reads them when tile t + 2 is copied over them.
+struct RowSource {  // a sequence's [Tq, ld] bf16 matrix, the head slice at column `col`
+  const bf16* base;
+  size_t ld;
+  int col;
+};
+
+template <int D>
+struct TileStreams {
+  static constexpr int kBuf = static_cast<int>(TileBytes<D>() / sizeof(bf16));
+  bf16* buf0;  // two tiles each
+  bf16* buf1;
+  RowSource src0, src1;
+  int Tq;
+
+  FORGE_FLASH_FN const bf16* tile0(int t) const { return buf0 + (t % 2) * kBuf; }
+  FORGE_FLASH_FN const bf16* tile1(int t) const { return buf1 + (t % 2) * kBuf; }
+
+  // Starts copying tile t (rows r0 .. r0 + 63 of both streams) into buffer t % 2, as one
+  // cp.async group.
+  template <class Ctx>
+  FORGE_FLASH_FN void Start(Ctx& ctx, int t, int r0) const {
+    LoadTileAsync<D>(ctx, buf0 + (t % 2) * kBuf, src0.base, src0.ld, src0.col, r0, Tq);
+    LoadTileAsync<D>(ctx, buf1 + (t % 2) * kBuf, src1.base, src1.ld, src1.col, r0, Tq);
+    ctx.async_commit();
+  }
+
+  // Before computing tile t: starts tile t + 1 (rows from next_r0) when `has_next`, into the
+  // buffers tile t - 1 used, then waits until tile t is visible to every warp (along with
+  // whatever the block stored before this call).
+  template <class Ctx>
+  FORGE_FLASH_FN void Advance(Ctx& ctx, int t, bool has_next, int next_r0) const {
+    if (has_next) {
+      Start(ctx, t + 1, next_r0);
+    } else {
+      ctx.async_commit();  // an empty group keeps wait_group's count the same
+    }
+    ctx.async_wait_prior();  // this thread's copies of tile t have landed...
+    ctx.sync();              // ...and everyone's are visible
+  }
+};
+
 // The A fragment of columns [k0, k0 + 16) of 16 rows of a row-major bf16 tile.
 template <class Ctx>
 FORGE_FLASH_FN void LoadA(Ctx& ctx, uint32_t (&a)[4], const bf16* rows, int ld, int k0) {
@@ -293,19 +338,15 @@ FORGE_FLASH_FN void FragsTimesRowsT(Ctx& ctx, float (*acc)[4], const uint32_t (*
 
 // acc[j] (16 x 8, j < NJ) += A · B_j: A is 16 rows x K columns of a row-major tile, and B_j
 // the transpose of rows [8j, 8j + 8) of another (K columns): a 16 x 8·NJ block of A · X^T.
+// A's fragments are loaded one 16-column slice at a time, so only one is live.
 template <int NJ, int K, class Ctx>
 FORGE_FLASH_FN void RowsTimesRowsT(Ctx& ctx, float (*acc)[4], const bf16* a, const bf16* x,
                                    int ld) {
   FORGE_UNROLL
   for (int k0 = 0; k0 < K; k0 += 16) {
-    uint32_t fa[4];
-    LoadA(ctx, fa, a, ld, k0);
-    FORGE_UNROLL
-    for (int j = 0; j < NJ; ++j) {
-      uint32_t fb[2];
-      LoadBTransposed(ctx, fb, x + 8 * j * ld, ld, k0);
-      ctx.mma(acc[j], fa, fb);
-    }
+    uint32_t fa[1][4];
+    LoadA(ctx, fa[0], a, ld, k0);
+    FragsTimesRowsT<NJ, 16>(ctx, acc, fa, x + k0, ld);
   }
 }
 
@@ -373,20 +414,18 @@ FORGE_FLASH_FN void ForwardBody(Ctx& ctx, bf16* y, float* lse, const bf16* qkv, 
   const int row0 = q0 + warp * kWarpRows;  // the warp's first query
   char* smem = ctx.smem();
   bf16* q = reinterpret_cast<bf16*>(smem + S::kQ);
-  // Two k tiles, then two v tiles; tile t uses buffer t % 2 of each.
-  bf16* const ks = reinterpret_cast<bf16*>(smem + S::kK);
-  bf16* const vs = reinterpret_cast<bf16*>(smem + S::kV);
-  constexpr int kBuf = static_cast<int>(TileBytes<D>() / sizeof(bf16));
   const size_t C3 = static_cast<size_t>(3) * C;
   const bf16* base = qkv + static_cast<size_t>(b) * Tq * C3;
   const float scale2 = scale * kLog2e;
   const int last_key = (Tq - 1 < q0 + kBlockRows - 1) ? Tq - 1 : q0 + kBlockRows - 1;
   const int tiles = last_key / kTile + 1;
+  const TileStreams<D> kv{reinterpret_cast<bf16*>(smem + S::kK),
+                          reinterpret_cast<bf16*>(smem + S::kV),
+                          {base, C3, C + h * D},
+                          {base, C3, 2 * C + h * D},
+                          Tq};
 
-  // Key tiles are double-buffered: tile t + 1's copies fly while tile t is computed.
-  LoadTileAsync<D>(ctx, ks, base, C3, C + h * D, 0, Tq);
-  LoadTileAsync<D>(ctx, vs, base, C3, 2 * C + h * D, 0, Tq);
-  ctx.async_commit();
+  kv.Start(ctx, 0, 0);
   LoadTile<D>(ctx, q, base, C3, h * D, q0, Tq);
   ctx.sync();
   uint32_t qf[D / 16][4];  // the warp's 16 queries, for every key tile
@@ -398,17 +437,9 @@ FORGE_FLASH_FN void ForwardBody(Ctx& ctx, bf16* y, float* lse, const bf16* qkv, 
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   for (int t = 0; t < tiles; ++t) {
     const int k0 = t * kTile;
-    const bf16* k = ks + (t % 2) * kBuf;
-    const bf16* v = vs + (t % 2) * kBuf;
-    // The other buffers were last read in tile t - 1, which every warp has finished (the
-    // sync at the end of the loop).
-    if (t + 1 < tiles) {
-      LoadTileAsync<D>(ctx, ks + ((t + 1) % 2) * kBuf, base, C3, C + h * D, k0 + kTile, Tq);
-      LoadTileAsync<D>(ctx, vs + ((t + 1) % 2) * kBuf, base, C3, 2 * C + h * D, k0 + kTile, Tq);
-    }
-    ctx.async_commit();      // (an empty group on the last tile keeps the count uniform)
-    ctx.async_wait_prior();  // this thread's copies of tile t have landed...
-    ctx.sync();              // ...and everyone's are visible
+    kv.Advance(ctx, t, t + 1 < tiles, k0 + kTile);
+    const bf16* k = kv.tile0(t);
+    const bf16* v = kv.tile1(t);
     float s[kTile / 8][4];
     Zero<kTile / 8>(s);
     FragsTimesRowsT<kTile / 8, D>(ctx, s, qf, k, kX);
@@ -494,19 +525,18 @@ FORGE_FLASH_FN void BackwardQueryBody(Ctx& ctx, bf16* dqkv, const float* delta, 
   char* smem = ctx.smem();
   bf16* q = reinterpret_cast<bf16*>(smem + S::kOwn0);
   bf16* g = reinterpret_cast<bf16*>(smem + S::kOwn1);  // dy rows
-  // Key and value tiles, double-buffered as in the forward: tile t in buffer t % 2.
-  bf16* const ks = reinterpret_cast<bf16*>(smem + S::kTile0);
-  bf16* const vs = reinterpret_cast<bf16*>(smem + S::kTile1);
-  constexpr int kBuf = static_cast<int>(TileBytes<D>() / sizeof(bf16));
   const size_t C3 = static_cast<size_t>(3) * C;
   const bf16* base = qkv + static_cast<size_t>(b) * Tq * C3;
   const float scale2 = scale * kLog2e;
   const int last_key = (Tq - 1 < q0 + kBlockRows - 1) ? Tq - 1 : q0 + kBlockRows - 1;
   const int tiles = last_key / kTile + 1;
+  const TileStreams<D> kv{reinterpret_cast<bf16*>(smem + S::kTile0),
+                          reinterpret_cast<bf16*>(smem + S::kTile1),
+                          {base, C3, C + h * D},
+                          {base, C3, 2 * C + h * D},
+                          Tq};
 
-  LoadTileAsync<D>(ctx, ks, base, C3, C + h * D, 0, Tq);
-  LoadTileAsync<D>(ctx, vs, base, C3, 2 * C + h * D, 0, Tq);
-  ctx.async_commit();
+  kv.Start(ctx, 0, 0);
   LoadTile<D>(ctx, q, base, C3, h * D, q0, Tq);
   LoadTile<D>(ctx, g, dy + static_cast<size_t>(b) * Tq * C, C, h * D, q0, Tq);
   float row_lse[2], row_delta[2];  // base 2
@@ -516,39 +546,18 @@ FORGE_FLASH_FN void BackwardQueryBody(Ctx& ctx, bf16* dqkv, const float* delta, 
     row_lse[r] = qi < Tq ? lse[static_cast<size_t>(bh) * Tq + qi] * kLog2e : 0.0f;
     row_delta[r] = qi < Tq ? delta[static_cast<size_t>(bh) * Tq + qi] : 0.0f;
   }
-  // The warp's q and dy fragments stay in registers where that costs little (head size <= 32);
-  // at 64 they would make ptxas spill (168 registers), so from 64 up they are read from shared
-  // memory for each tile (128 registers at 64).
-  constexpr bool kKeepRows = D <= 32;
-  uint32_t qf[kKeepRows ? D / 16 : 1][4], gf[kKeepRows ? D / 16 : 1][4];
-  if constexpr (kKeepRows) {
-    ctx.sync();
-    LoadRows<D>(ctx, qf, q + warp * kWarpRows * kX, kX);
-    LoadRows<D>(ctx, gf, g + warp * kWarpRows * kX, kX);
-  }
   float dq[D / 8][4];
   Zero<D / 8>(dq);
   for (int t = 0; t < tiles; ++t) {
     const int k0 = t * kTile;
-    const bf16* k = ks + (t % 2) * kBuf;
-    const bf16* v = vs + (t % 2) * kBuf;
-    if (t + 1 < tiles) {  // into the buffers tile t - 1 used (every warp is done with them)
-      LoadTileAsync<D>(ctx, ks + ((t + 1) % 2) * kBuf, base, C3, C + h * D, k0 + kTile, Tq);
-      LoadTileAsync<D>(ctx, vs + ((t + 1) % 2) * kBuf, base, C3, 2 * C + h * D, k0 + kTile, Tq);
-    }
-    ctx.async_commit();
-    ctx.async_wait_prior();
-    ctx.sync();  // tile t visible; also publishes q and dy on the first pass
+    kv.Advance(ctx, t, t + 1 < tiles, k0 + kTile);  // on the first pass also publishes q, dy
+    const bf16* k = kv.tile0(t);
+    const bf16* v = kv.tile1(t);
     float s[kTile / 8][4], dp[kTile / 8][4];
     Zero<kTile / 8>(s);
     Zero<kTile / 8>(dp);
-    if constexpr (kKeepRows) {
-      FragsTimesRowsT<kTile / 8, D>(ctx, s, qf, k, kX);
-      FragsTimesRowsT<kTile / 8, D>(ctx, dp, gf, v, kX);
-    } else {
-      RowsTimesRowsT<kTile / 8, D>(ctx, s, q + warp * kWarpRows * kX, k, kX);
-      RowsTimesRowsT<kTile / 8, D>(ctx, dp, g + warp * kWarpRows * kX, v, kX);
-    }
+    RowsTimesRowsT<kTile / 8, D>(ctx, s, q + warp * kWarpRows * kX, k, kX);
+    RowsTimesRowsT<kTile / 8, D>(ctx, dp, g + warp * kWarpRows * kX, v, kX);
     FORGE_UNROLL
     for (int j = 0; j < kTile / 8; ++j) {
       FORGE_UNROLL
@@ -587,10 +596,6 @@ FORGE_FLASH_FN void BackwardKeyBody(Ctx& ctx, bf16* dqkv, const float* delta, co
   char* smem = ctx.smem();
   bf16* k = reinterpret_cast<bf16*>(smem + S::kOwn0);
   bf16* v = reinterpret_cast<bf16*>(smem + S::kOwn1);
-  // Query and dy tiles, double-buffered: tile t in buffer t % 2.
-  bf16* const qs = reinterpret_cast<bf16*>(smem + S::kTile0);
-  bf16* const gs = reinterpret_cast<bf16*>(smem + S::kTile1);  // dy rows
-  constexpr int kBuf = static_cast<int>(TileBytes<D>() / sizeof(bf16));
   float* col_lse = reinterpret_cast<float*>(smem + S::kRow0);  // base 2
   float* col_delta = reinterpret_cast<float*>(smem + S::kRow1);
   const size_t C3 = static_cast<size_t>(3) * C;
@@ -598,30 +603,29 @@ FORGE_FLASH_FN void BackwardKeyBody(Ctx& ctx, bf16* dqkv, const float* delta, co
   const bf16* dyb = dy + static_cast<size_t>(b) * Tq * C;
   const float scale2 = scale * kLog2e;
 
-  LoadTileAsync<D>(ctx, qs, base, C3, h * D, j0, Tq);
-  LoadTileAsync<D>(ctx, gs, dyb, C, h * D, j0, Tq);
-  ctx.async_commit();
+  const TileStreams<D> qg{reinterpret_cast<bf16*>(smem + S::kTile0),
+                          reinterpret_cast<bf16*>(smem + S::kTile1),
+                          {base, C3, h * D},
+                          {dyb, static_cast<size_t>(C), h * D},
+                          Tq};  // q and dy rows
+
+  qg.Start(ctx, 0, j0);
   LoadTile<D>(ctx, k, base, C3, C + h * D, j0, Tq);
   LoadTile<D>(ctx, v, base, C3, 2 * C + h * D, j0, Tq);
   float dk[D / 8][4], dv[D / 8][4];
   Zero<D / 8>(dk);
   Zero<D / 8>(dv);
   for (int i0 = j0, t = 0; i0 < Tq; i0 += kTile, ++t) {
-    const bf16* q = qs + (t % 2) * kBuf;
-    const bf16* g = gs + (t % 2) * kBuf;
-    if (i0 + kTile < Tq) {  // into the buffers tile t - 1 used (every warp is done with them)
-      LoadTileAsync<D>(ctx, qs + ((t + 1) % 2) * kBuf, base, C3, h * D, i0 + kTile, Tq);
-      LoadTileAsync<D>(ctx, gs + ((t + 1) % 2) * kBuf, dyb, C, h * D, i0 + kTile, Tq);
-    }
-    ctx.async_commit();
-    // lse and delta of tile t: single-buffered, written after every warp left tile t - 1.
+    // lse and delta of tile t: single-buffered, written after every warp left tile t - 1, and
+    // published (with k and v on the first pass) by Advance's sync.
     for (int e = ctx.tid(); e < kTile; e += kThreads) {
       const int i = i0 + e;
       col_lse[e] = i < Tq ? lse[static_cast<size_t>(bh) * Tq + i] * kLog2e : 0.0f;
       col_delta[e] = i < Tq ? delta[static_cast<size_t>(bh) * Tq + i] : 0.0f;
     }
-    ctx.async_wait_prior();
-    ctx.sync();  // tile t, its lse and delta visible; also k and v on the first pass
+    qg.Advance(ctx, t, i0 + kTile < Tq, i0 + kTile);
+    const bf16* q = qg.tile0(t);
+    const bf16* g = qg.tile1(t);
     FORGE_UNROLL
     for (int c0 = 0; c0 < kTile; c0 += kSub) {
       float st[kSub / 8][4], dst[kSub / 8][4];  // S^T and dP^T, then P^T and dS^T: keys x queries
