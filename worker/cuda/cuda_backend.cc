@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -74,6 +75,22 @@ struct LayerActs {  // offsets into acts_ (T) and stats_ (float)
   size_t ln1, qkv, atty, res2, ln2, fch, fch_gelu, res3;
   size_t ln1_mean, ln1_rstd, ln2_mean, ln2_rstd, lse;
 };
+
+// Why this device cannot run the flash kernels for `head_size` (a supported one); empty when
+// it can. The one test both auto and an explicit choice apply.
+std::string FlashRefusal(const cudaDeviceProp& prop, int head_size) {
+  if (prop.major < 8) {
+    return absl::StrCat("the flash kernels need bf16 tensor-core instructions (compute "
+                        "capability 8.0 or later); ", prop.name, " is ", prop.major, ".",
+                        prop.minor);
+  }
+  if (FlashAttentionSmemBytes(head_size) > prop.sharedMemPerBlockOptin) {
+    return absl::StrCat("the flash kernels need ", FlashAttentionSmemBytes(head_size) >> 10,
+                        " KiB of shared memory per block for head size ", head_size, "; ",
+                        prop.name, " allows ", prop.sharedMemPerBlockOptin >> 10, " KiB");
+  }
+  return "";
+}
 
 // A run of consecutive tensors with the same weight-decay setting: one AdamW launch.
 struct DecayRun {
@@ -400,8 +417,8 @@ absl::Status CudaGpt<T>::Init() {
   if (attention_ == CudaAttention::kAuto) {
     size_t free_bytes = 0, total_bytes = 0;
     FORGE_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
-    if (!kExact && FlashAttentionHeadSizeSupported(head_size) && prop.major >= 8 &&
-        FlashAttentionSmemBytes(head_size) <= prop.sharedMemPerBlockOptin) {
+    if (!kExact && FlashAttentionHeadSizeSupported(head_size) &&
+        FlashRefusal(prop, head_size).empty()) {
       attention_ = CudaAttention::kFlash;
     } else if (gemm_scratch <= GemmAttentionBudget(prop.totalGlobalMem) &&
                gemm_scratch <= free_bytes / 2) {  // cuBLASLt, NCCL and others need room too
@@ -410,18 +427,11 @@ absl::Status CudaGpt<T>::Init() {
       attention_ = CudaAttention::kFused;
     }
   }
-  if (attention_ == CudaAttention::kFlash && prop.major < 8) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "attention: the flash kernels need bf16 tensor-core instructions (compute capability 8.0 "
-        "or later); ", prop.name, " is ", prop.major, ".", prop.minor,
-        ": use the GEMM or fused attention"));
-  }
-  if (attention_ == CudaAttention::kFlash &&
-      FlashAttentionSmemBytes(head_size) > prop.sharedMemPerBlockOptin) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "attention: the flash kernels need ", FlashAttentionSmemBytes(head_size) >> 10,
-        " KiB of shared memory per block for head size ", head_size, "; ", prop.name,
-        " allows ", prop.sharedMemPerBlockOptin >> 10, " KiB: use the GEMM or fused attention"));
+  if (attention_ == CudaAttention::kFlash) {
+    if (std::string why = FlashRefusal(prop, head_size); !why.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("attention: ", why, ": use the GEMM or fused attention"));
+    }
   }
   if (attention_ == CudaAttention::kFused && !AttentionHeadSizeSupported(head_size)) {
     return absl::InvalidArgumentError(absl::StrCat(
