@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "gloo/rendezvous/hash_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/cuda/cuda_util.h"
@@ -289,11 +290,12 @@ TEST(CudaBackendDataParallelTest, TwoRanksHoldTheSumOfTheirGradients) {
     for (size_t i = 0; i < g.size(); ++i) want[i] += g[i];
   }
 
+  gloo::rendezvous::HashStore store;  // checked for, not used, by the emulation
   std::vector<std::unique_ptr<NcclCommunicator>> comms;
   std::vector<std::unique_ptr<engine::ModelBackend>> ranks;
   for (int r = 0; r < kRanks; ++r) {
     absl::StatusOr<std::unique_ptr<NcclCommunicator>> comm = NcclCommunicator::Create(
-        {.rank = r, .world_size = kRanks, .key = "data-parallel-test"});
+        {.rank = r, .world_size = kRanks, .store = &store, .key = "data-parallel-test"});
     ASSERT_TRUE(comm.ok()) << comm.status();
     comms.push_back(*std::move(comm));
     engine::BackendConfig config = Config();
@@ -338,9 +340,17 @@ TEST(CudaBackendDataParallelTest, TwoRanksHoldTheSumOfTheirGradients) {
 // The emulated communicator itself: what a real NCCL would turn into a race or a hang is
 // reported, and the communicator is broken afterwards.
 TEST(EmulatedNcclTest, ReportsWritesAfterEnqueueMismatchesAndMissingRanks) {
-  auto make = [](int rank, const std::string& key) {
-    return *NcclCommunicator::Create({.rank = rank, .world_size = 2, .key = key});
+  gloo::rendezvous::HashStore store;
+  auto make = [&store](int rank, const std::string& key) {
+    return *NcclCommunicator::Create(
+        {.rank = rank, .world_size = 2, .store = &store, .key = key});
   };
+  {  // the GPU build's option checks (CheckNcclOptions), e.g. a missing store
+    absl::StatusOr<std::unique_ptr<NcclCommunicator>> c =
+        NcclCommunicator::Create({.rank = 0, .world_size = 2, .key = "no-store"});
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(c.status().message(), HasSubstr("needs a rendezvous store"));
+  }
   {  // a write into a buffer handed to an all-reduce
     auto a = make(0, "race"), b = make(1, "race");
     std::vector<float> x(4, 1.0f), y(4, 2.0f);

@@ -83,6 +83,10 @@ struct NcclOptions {
   absl::Duration timeout = absl::Seconds(60);
 };
 
+// The checks of `options` that need no GPU (ranks, timeout, store and key), shared by the
+// GPU build and the emulated one: InvalidArgument naming the field, or OK.
+absl::Status CheckNcclOptions(const NcclOptions& options);
+
 class NcclCommunicator {
  public:
   // Validates `options` (before touching CUDA), selects the device, rendezvouses and

@@ -1,5 +1,6 @@
 // NcclCommunicator on the CUDA emulation, for the emulated backend's data-parallel tests: the
-// ranks of a job are communicators in one process, created under the same key (no store), and
+// ranks of a job are communicators in one process, created under the same key (the options
+// are checked as on a GPU, but the rendezvous store is not used), and
 // driven in turn from one thread. The emulated kernels run when launched, so a collective's
 // input is final when it is enqueued; the emulation records each rank's buffer with a copy of
 // it, and Synchronize sums every collective all ranks have enqueued, in rank order, into every
@@ -92,18 +93,7 @@ absl::Status Enqueue(Group& g, int rank, int root, float* data, size_t count) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(NcclOptions options) {
-  if (options.world_size < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("nccl communicator: world_size must be >= 1 (got ", options.world_size, ")"));
-  }
-  if (options.rank < 0 || options.rank >= options.world_size) {
-    return absl::InvalidArgumentError(absl::StrCat("nccl communicator: rank must be in [0, ",
-                                                   options.world_size, ") (got ", options.rank,
-                                                   ")"));
-  }
-  if (options.key.empty()) {
-    return absl::InvalidArgumentError("nccl communicator: key must be non-empty");
-  }
+  RETURN_IF_ERROR(CheckNcclOptions(options));  // the store itself is not used here
   std::lock_guard<std::mutex> lock(RegistryMutex());
   std::shared_ptr<Group>& g = Registry()[options.key];
   if (g == nullptr) {
