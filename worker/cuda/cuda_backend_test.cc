@@ -9,7 +9,6 @@
 #include "worker/cuda/cuda_backend.h"
 
 #include <cmath>
-#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -19,12 +18,14 @@
 #include "gtest/gtest.h"
 #include "worker/cuda/cuda_util.h"
 #include "worker/cuda/nccl_communicator.h"
+#include "worker/cuda/test_util.h"
 #include "worker/engine/model_backend.h"
 
 namespace forge::cuda {
 namespace {
 
 using ::testing::HasSubstr;
+using testing::ExpectSameBits;
 
 engine::BackendConfig Config() {
   engine::BackendConfig c;
@@ -183,7 +184,7 @@ TEST_P(CudaBackendTest, SameInputsGiveTheSameBits) {
   ASSERT_NE(b, nullptr);
   EXPECT_EQ(Train(*a), Train(*b));
   const std::vector<float> pa = Params(*a), pb = Params(*b);
-  EXPECT_EQ(std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)), 0);
+  ExpectSameBits(pb, pa, "parameters, second backend");
 }
 
 TEST_P(CudaBackendTest, LoadStateRestoresWhatCopyStateSaw) {
@@ -203,7 +204,7 @@ TEST_P(CudaBackendTest, LoadStateRestoresWhatCopyStateSaw) {
     ASSERT_TRUE(x->OptimizerStep(1.0f, 1.0, 1e-3f).ok());
   }
   const std::vector<float> pa = Params(*a), pb = Params(*b);
-  EXPECT_EQ(std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)), 0);
+  ExpectSameBits(pb, pa, "parameters after the restored step");
 }
 
 TEST_P(CudaBackendTest, ForwardLossesMatchTheCpuEngine) {
@@ -325,7 +326,7 @@ TEST(CudaBackendDataParallelTest, TwoRanksHoldTheSumOfTheirGradients) {
   }
   const std::vector<float> g0 = Grads(*ranks[0]), g1 = Grads(*ranks[1]);
   ASSERT_EQ(g0.size(), want.size());
-  EXPECT_EQ(std::memcmp(g0.data(), g1.data(), g0.size() * sizeof(float)), 0);
+  ExpectSameBits(g1, g0, "rank 1's gradients vs rank 0's");
   const Diff d = Compare(g0, std::vector<float>(want.begin(), want.end()));
   EXPECT_LT(d.rel_max, 1e-3);
   EXPECT_GT(d.cosine, 0.99999);
@@ -334,7 +335,7 @@ TEST(CudaBackendDataParallelTest, TwoRanksHoldTheSumOfTheirGradients) {
     ASSERT_TRUE(norm.ok()) << norm.status();
   }
   const std::vector<float> p0 = Params(*ranks[0]), p1 = Params(*ranks[1]);
-  EXPECT_EQ(std::memcmp(p0.data(), p1.data(), p0.size() * sizeof(float)), 0);
+  ExpectSameBits(p1, p0, "rank 1's weights vs rank 0's");
 }
 
 // The emulated communicator itself: what a real NCCL would turn into a race or a hang is

@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <random>
 #include <type_traits>
 #include <vector>
@@ -37,6 +36,7 @@ using testing::Dev;
 using testing::DevInts;
 using testing::ExpectClose;
 using testing::ExpectCloseInNorm;
+using testing::ExpectSameBits;
 using testing::Random;
 using testing::Rounded;
 using testing::Vec;
@@ -400,7 +400,7 @@ TEST(DeterminismTest, AttentionBackwardGivesTheSameBitsTwice) {
     if (run == 0) {
       first = got;
     } else {
-      EXPECT_EQ(std::memcmp(first.data(), got.data(), got.size() * sizeof(float)), 0);
+      ExpectSameBits(got, first, "second run");
     }
   }
 }

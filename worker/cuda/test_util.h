@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <type_traits>
 #include <vector>
@@ -168,6 +169,19 @@ inline void ExpectCloseInNorm(const Vec& got, const Vec& want, double rel_l2, do
   const double l2 = std::sqrt(e2 / std::max(w2, 1e-300));
   EXPECT_LE(l2, rel_l2) << what << ": relative L2 error";
   EXPECT_LE(max_rel, worst) << what << "[" << at << "]: got " << got[at] << " want " << want[at];
+}
+
+// Bit-for-bit equality (deterministic code run twice, or ranks that must agree); the first
+// element that differs is named.
+inline void ExpectSameBits(const Vec& got, const Vec& want, const char* what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (std::memcmp(&got[i], &want[i], sizeof(float)) != 0) {
+      ADD_FAILURE() << what << ": not the same bits; first at [" << i << "]: " << got[i]
+                    << " vs " << want[i];
+      return;
+    }
+  }
 }
 
 }  // namespace forge::cuda::testing
