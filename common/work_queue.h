@@ -2,7 +2,7 @@
 // the tasks waiting, for work that must not run on a gRPC callback thread (a job submission's
 // contamination check reads every training token).
 //
-//   WorkQueue q({.threads = 2, .max_pending = 64, .name = "submissions"});
+//   WorkQueue q({.threads = 2, .max_pending = 64});
 //   if (!q.Post([=] { ... reactor->Finish(...); })) reactor->Finish(busy);
 //
 // Shutdown (or the destructor) refuses new tasks, lets the threads finish every task already
@@ -15,7 +15,6 @@
 #include <cstddef>
 #include <deque>
 #include <functional>
-#include <string>
 #include <thread>
 #include <vector>
 
@@ -27,7 +26,6 @@ namespace forge {
 struct WorkQueueOptions {
   int threads = 1;          // >= 1
   size_t max_pending = 64;  // tasks posted but not started; Post refuses beyond it
-  std::string name = "work";
 };
 
 class WorkQueue {

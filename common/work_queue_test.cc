@@ -13,7 +13,7 @@ namespace {
 TEST(WorkQueueTest, OneThreadRunsTasksInPostingOrder) {
   std::vector<int> order;
   {
-    WorkQueue q({.threads = 1, .max_pending = 100, .name = "t"});
+    WorkQueue q({.threads = 1, .max_pending = 100});
     for (int i = 0; i < 50; ++i) ASSERT_TRUE(q.Post([&order, i] { order.push_back(i); }));
   }  // the destructor runs what was posted
   ASSERT_EQ(order.size(), 50u);
@@ -21,7 +21,7 @@ TEST(WorkQueueTest, OneThreadRunsTasksInPostingOrder) {
 }
 
 TEST(WorkQueueTest, TasksRunOffTheCallersThreadAndConcurrently) {
-  WorkQueue q({.threads = 2, .max_pending = 8, .name = "t"});
+  WorkQueue q({.threads = 2, .max_pending = 8});
   absl::Notification first_started, release;
   std::atomic<bool> second_ran{false};
   ASSERT_TRUE(q.Post([&] {
@@ -41,7 +41,7 @@ TEST(WorkQueueTest, TasksRunOffTheCallersThreadAndConcurrently) {
 }
 
 TEST(WorkQueueTest, RefusesPastTheBoundAndAfterShutdown) {
-  WorkQueue q({.threads = 1, .max_pending = 2, .name = "t"});
+  WorkQueue q({.threads = 1, .max_pending = 2});
   absl::Notification started, release;
   ASSERT_TRUE(q.Post([&] {
     started.Notify();

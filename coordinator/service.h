@@ -67,7 +67,7 @@ class JobServiceImpl final : public forge::v1::JobService::CallbackService {
   // A submission's checks (the contamination check reads every training token) run here,
   // not on a gRPC callback thread. Declared last: destroyed first, after it has run what it
   // accepted (the server's Wait already waited for those calls to finish).
-  WorkQueue submissions_{{.threads = 2, .max_pending = 256, .name = "submissions"}};
+  WorkQueue submissions_{{.threads = 2, .max_pending = 256}};
 };
 
 class WorkerServiceImpl final : public forge::v1::WorkerService::CallbackService {
