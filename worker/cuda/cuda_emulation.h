@@ -221,8 +221,8 @@ auto Launch(dim3 grid, dim3 block, void (*kernel)(P...)) {
 #define gridDim ::forge::cuda::emu::g_grid_dim
 #define __syncthreads() ::forge::cuda::emu::SyncThreads()
 #define __shfl_xor_sync(mask, v, lane_mask) ::forge::cuda::emu::ShflXor(mask, v, lane_mask)
-#define FORGE_LAUNCH(grid, block, shared_bytes, stream, ...) \
-  ::forge::cuda::emu::Launch(dim3(grid), dim3(block), __VA_ARGS__)
+#define FORGE_LAUNCH(kernel, grid, block, shared_bytes, stream, ...) \
+  ::forge::cuda::emu::Launch(dim3(grid), dim3(block), kernel)(__VA_ARGS__)
 
 using std::max;
 using std::min;

@@ -1,8 +1,8 @@
 #include "worker/cuda/kernels.h"
 
-#include "worker/cuda/launch.h"
-
 #include <cmath>
+
+#include "worker/cuda/launch.h"
 
 namespace forge::cuda {
 namespace {
@@ -454,10 +454,22 @@ cudaError_t LaunchAttentionForward(T* y, float* lse, const T* qkv, int B, int Tq
   const dim3 grid((Tq + kRowTile - 1) / kRowTile, B * H);
   const dim3 block(kRowTile * kGroup);
   switch (hs) {
-    case 16: FORGE_LAUNCH(grid, block, 0, stream, AttentionForwardKernel<T, 4>)(y, lse, qkv, Tq, C, H, scale); break;
-    case 32: FORGE_LAUNCH(grid, block, 0, stream, AttentionForwardKernel<T, 8>)(y, lse, qkv, Tq, C, H, scale); break;
-    case 64: FORGE_LAUNCH(grid, block, 0, stream, AttentionForwardKernel<T, 16>)(y, lse, qkv, Tq, C, H, scale); break;
-    case 128: FORGE_LAUNCH(grid, block, 0, stream, AttentionForwardKernel<T, 32>)(y, lse, qkv, Tq, C, H, scale); break;
+    case 16:
+      FORGE_LAUNCH((AttentionForwardKernel<T, 4>), grid, block, 0, stream, y, lse, qkv, Tq, C, H,
+                   scale);
+      break;
+    case 32:
+      FORGE_LAUNCH((AttentionForwardKernel<T, 8>), grid, block, 0, stream, y, lse, qkv, Tq, C, H,
+                   scale);
+      break;
+    case 64:
+      FORGE_LAUNCH((AttentionForwardKernel<T, 16>), grid, block, 0, stream, y, lse, qkv, Tq, C, H,
+                   scale);
+      break;
+    case 128:
+      FORGE_LAUNCH((AttentionForwardKernel<T, 32>), grid, block, 0, stream, y, lse, qkv, Tq, C, H,
+                   scale);
+      break;
     default: return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
@@ -469,10 +481,10 @@ void LaunchAttentionBackwardKernels(T* dqkv, const float* delta, const T* dy, co
                                     cudaStream_t stream) {
   const dim3 grid((Tq + kRowTile - 1) / kRowTile, B * H);
   const dim3 block(kRowTile * kGroup);
-  FORGE_LAUNCH(grid, block, 0, stream, AttentionBackwardQueryKernel<T, D>)(dqkv, delta, dy, qkv, lse, Tq, C,
-                                                                 H, scale);
-  FORGE_LAUNCH(grid, block, 0, stream, AttentionBackwardKeyKernel<T, D>)(dqkv, delta, dy, qkv, lse, Tq, C, H,
-                                                               scale);
+  FORGE_LAUNCH((AttentionBackwardQueryKernel<T, D>), grid, block, 0, stream, dqkv, delta, dy, qkv,
+               lse, Tq, C, H, scale);
+  FORGE_LAUNCH((AttentionBackwardKeyKernel<T, D>), grid, block, 0, stream, dqkv, delta, dy, qkv,
+               lse, Tq, C, H, scale);
 }
 
 // --------------------------------------------------- attention on GEMMs: the softmax steps
@@ -637,8 +649,8 @@ template <typename T>
 cudaError_t EmbeddingForward(T* out, const int32_t* tokens, const float* wte, const float* wpe,
                              int B, int Tq, int C, cudaStream_t stream) {
   const size_t total = static_cast<size_t>(B) * Tq * C;
-  FORGE_LAUNCH(Blocks(total), kThreads, 0, stream, EmbeddingForwardKernel<T>)(out, tokens, wte, wpe, Tq, C,
-                                                                      total);
+  FORGE_LAUNCH(EmbeddingForwardKernel<T>, Blocks(total), kThreads, 0, stream, out, tokens, wte, wpe,
+               Tq, C, total);
   return cudaGetLastError();
 }
 
@@ -647,15 +659,15 @@ cudaError_t EmbeddingBackwardWte(float* dwte, const T* dx, const int32_t* order,
                                  const int32_t* start, const int32_t* bucket_token, int buckets,
                                  int C, cudaStream_t stream) {
   if (buckets == 0) return cudaSuccess;
-  FORGE_LAUNCH(buckets, kThreads, 0, stream, EmbeddingBackwardWteKernel<T>)(dwte, dx, order, start,
-                                                                  bucket_token, C);
+  FORGE_LAUNCH(EmbeddingBackwardWteKernel<T>, buckets, kThreads, 0, stream, dwte, dx, order, start,
+               bucket_token, C);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t EmbeddingBackwardWpe(float* dwpe, const T* dx, int B, int Tq, int C,
                                  cudaStream_t stream) {
-  FORGE_LAUNCH(Tq, kThreads, 0, stream, EmbeddingBackwardWpeKernel<T>)(dwpe, dx, B, Tq, C);
+  FORGE_LAUNCH(EmbeddingBackwardWpeKernel<T>, Tq, kThreads, 0, stream, dwpe, dx, B, Tq, C);
   return cudaGetLastError();
 }
 
@@ -663,8 +675,8 @@ template <typename T>
 cudaError_t LayerNormForward(T* out, float* mean, float* rstd, const T* inp, const float* weight,
                              const float* bias, int N, int C, cudaStream_t stream) {
   const int rows_per_block = kThreads / kWarp;
-  FORGE_LAUNCH((N + rows_per_block - 1) / rows_per_block, kThreads, 0, stream, LayerNormForwardKernel<T>)(
-      out, mean, rstd, inp, weight, bias, N, C);
+  FORGE_LAUNCH(LayerNormForwardKernel<T>, (N + rows_per_block - 1) / rows_per_block, kThreads, 0,
+               stream, out, mean, rstd, inp, weight, bias, N, C);
   return cudaGetLastError();
 }
 
@@ -677,12 +689,13 @@ cudaError_t LayerNormBackward(T* dinp, float* dweight, float* dbias, float* scra
                               const T* dout, const T* inp, const float* weight, const float* mean,
                               const float* rstd, int N, int C, cudaStream_t stream) {
   const int rows_per_block = kThreads / kWarp;
-  FORGE_LAUNCH((N + rows_per_block - 1) / rows_per_block, kThreads, 0, stream, LayerNormBackwardInputKernel<T>)(dinp, dout, inp, weight,
-                                                                           mean, rstd, N, C);
+  FORGE_LAUNCH(LayerNormBackwardInputKernel<T>, (N + rows_per_block - 1) / rows_per_block, kThreads,
+               0, stream, dinp, dout, inp, weight, mean, rstd, N, C);
   const int parts = Parts(N);
-  FORGE_LAUNCH(parts, kThreads, 0, stream, ColumnPartialKernel<T>)(scratch, dout, inp, mean, rstd, N, C);
-  FORGE_LAUNCH((C + kThreads - 1) / kThreads, kThreads, 0, stream, ColumnFinishKernel)(dbias, dweight,
-                                                                             scratch, parts, C);
+  FORGE_LAUNCH(ColumnPartialKernel<T>, parts, kThreads, 0, stream, scratch, dout, inp, mean, rstd,
+               N, C);
+  FORGE_LAUNCH(ColumnFinishKernel, (C + kThreads - 1) / kThreads, kThreads, 0, stream, dbias,
+               dweight, scratch, parts, C);
   return cudaGetLastError();
 }
 
@@ -690,22 +703,22 @@ template <typename T>
 cudaError_t BiasGrad(float* dbias, float* scratch, const T* dout, int N, int C,
                      cudaStream_t stream) {
   const int parts = Parts(N);
-  FORGE_LAUNCH(parts, kThreads, 0, stream, ColumnPartialKernel<T>)(scratch, dout, nullptr, nullptr, nullptr,
-                                                         N, C);
-  FORGE_LAUNCH((C + kThreads - 1) / kThreads, kThreads, 0, stream, ColumnFinishKernel)(dbias, nullptr,
-                                                                             scratch, parts, C);
+  FORGE_LAUNCH(ColumnPartialKernel<T>, parts, kThreads, 0, stream, scratch, dout, nullptr, nullptr,
+               nullptr, N, C);
+  FORGE_LAUNCH(ColumnFinishKernel, (C + kThreads - 1) / kThreads, kThreads, 0, stream, dbias,
+               nullptr, scratch, parts, C);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t GeluForward(T* out, const T* inp, size_t n, cudaStream_t stream) {
-  FORGE_LAUNCH(Blocks(n), kThreads, 0, stream, GeluForwardKernel<T>)(out, inp, n);
+  FORGE_LAUNCH(GeluForwardKernel<T>, Blocks(n), kThreads, 0, stream, out, inp, n);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t GeluBackward(T* dinp, const T* inp, const T* dout, size_t n, cudaStream_t stream) {
-  FORGE_LAUNCH(Blocks(n), kThreads, 0, stream, GeluBackwardKernel<T>)(dinp, inp, dout, n);
+  FORGE_LAUNCH(GeluBackwardKernel<T>, Blocks(n), kThreads, 0, stream, dinp, inp, dout, n);
   return cudaGetLastError();
 }
 
@@ -723,7 +736,8 @@ template <typename T>
 cudaError_t AttentionDelta(float* delta, const T* dy, const T* y, int B, int Tq, int C, int H,
                            cudaStream_t stream) {
   const size_t rows = static_cast<size_t>(B) * H * Tq;
-  FORGE_LAUNCH(Blocks(rows), kThreads, 0, stream, AttentionDeltaKernel<T>)(delta, dy, y, B, Tq, C, H);
+  FORGE_LAUNCH(AttentionDeltaKernel<T>, Blocks(rows), kThreads, 0, stream, delta, dy, y, B, Tq, C,
+               H);
   return cudaGetLastError();
 }
 
@@ -731,8 +745,8 @@ template <typename T>
 cudaError_t AttentionSoftmax(T* probs, float* lse, const float* scores, int rows, int Tq,
                              int ld, float scale, cudaStream_t stream) {
   const int rows_per_block = kThreads / kWarp;
-  FORGE_LAUNCH((rows + rows_per_block - 1) / rows_per_block, kThreads, 0, stream, AttentionSoftmaxKernel<T>)(
-      probs, lse, scores, rows, Tq, ld, scale);
+  FORGE_LAUNCH(AttentionSoftmaxKernel<T>, (rows + rows_per_block - 1) / rows_per_block, kThreads, 0,
+               stream, probs, lse, scores, rows, Tq, ld, scale);
   return cudaGetLastError();
 }
 
@@ -742,8 +756,8 @@ cudaError_t AttentionSoftmaxBackward(T* probs, T* dscores, const float* scores,
                                      int rows, int Tq, int ld, float scale,
                                      cudaStream_t stream) {
   const size_t n = static_cast<size_t>(rows) * Tq;
-  FORGE_LAUNCH(Blocks(n), kThreads, 0, stream, AttentionSoftmaxBackwardKernel<T>)(
-      probs, dscores, scores, dprobs, lse, delta, n, Tq, ld, scale);
+  FORGE_LAUNCH(AttentionSoftmaxBackwardKernel<T>, Blocks(n), kThreads, 0, stream, probs, dscores,
+               scores, dprobs, lse, delta, n, Tq, ld, scale);
   return cudaGetLastError();
 }
 
@@ -768,7 +782,8 @@ cudaError_t AttentionBackward(T* dqkv, float* delta, const T* dy, const T* qkv, 
 template <typename T>
 cudaError_t CrossEntropy(float* losses, T* dlogits, const T* logits, const int32_t* targets,
                          float scale, int N, int V, cudaStream_t stream) {
-  FORGE_LAUNCH(N, kThreads, 0, stream, CrossEntropyKernel<T>)(losses, dlogits, logits, targets, scale, V);
+  FORGE_LAUNCH(CrossEntropyKernel<T>, N, kThreads, 0, stream, losses, dlogits, logits, targets,
+               scale, V);
   return cudaGetLastError();
 }
 
@@ -777,9 +792,9 @@ size_t GradNormScratchDoubles(size_t n) { return NormBlocks(n); }
 cudaError_t GradNorm(float* norm_out, double* scratch, const float* grads, size_t n,
                      float grad_scale, float max_norm, cudaStream_t stream) {
   const unsigned parts = NormBlocks(n);
-  FORGE_LAUNCH(parts, kThreads, 0, stream, SumSquaresKernel)(scratch, grads, n);
-  FORGE_LAUNCH(1, 1, 0, stream, NormFinishKernel)(norm_out, scratch, static_cast<int>(parts), grad_scale,
-                                        max_norm);
+  FORGE_LAUNCH(SumSquaresKernel, parts, kThreads, 0, stream, scratch, grads, n);
+  FORGE_LAUNCH(NormFinishKernel, 1, 1, 0, stream, norm_out, scratch, static_cast<int>(parts),
+               grad_scale, max_norm);
   return cudaGetLastError();
 }
 
@@ -788,15 +803,15 @@ cudaError_t AdamWUpdate(float* params, T* lowp, float* grads, float* m, float* v
                         const float* grad_factor, float lr, float b1, float b2, float eps,
                         float wd, float c1, float c2, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  FORGE_LAUNCH(Blocks(n), kThreads, 0, stream, AdamWKernel<T>)(params, lowp, grads, m, v, n, grad_factor, lr,
-                                                     b1, b2, eps, wd, c1, c2);
+  FORGE_LAUNCH(AdamWKernel<T>, Blocks(n), kThreads, 0, stream, params, lowp, grads, m, v, n,
+               grad_factor, lr, b1, b2, eps, wd, c1, c2);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t CastFromFloat(T* out, const float* in, size_t n, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  FORGE_LAUNCH(Blocks(n), kThreads, 0, stream, CastKernel<T>)(out, in, n);
+  FORGE_LAUNCH(CastKernel<T>, Blocks(n), kThreads, 0, stream, out, in, n);
   return cudaGetLastError();
 }
 
