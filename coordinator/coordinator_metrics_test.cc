@@ -124,7 +124,15 @@ TEST_F(CoordinatorMetricsTest, JobsQueueRestartsAndFailuresAreCounted) {
             1);
   EXPECT_EQ(FindValue(f, "forge_job_total_steps", {{"job_id", a}, {"tenant", "acme"}}),
             Get(a).spec().train().steps());
-  EXPECT_EQ(FindValue(f, "forge_job_step", {{"job_id", a}, {"tenant", "acme"}}), 0);
+  // Rank 0 reports step 5: the trimmed snapshot keeps the progress.
+  EXPECT_FALSE(jobs_->OnProgress(ProgressReportFor(Get(a), 0, 5, /*world_size=*/1)).stop());
+  Flush();
+  f = Scrape();
+  EXPECT_EQ(FindValue(f, "forge_job_step", {{"job_id", a}, {"tenant", "acme"}}), 5);
+  EXPECT_EQ(FindValue(f, "forge_job_loss", {{"job_id", a}, {"tenant", "acme"}}), 2.5);
+  EXPECT_EQ(FindValue(f, "forge_job_source_tokens",
+                      {{"job_id", a}, {"source", "d"}, {"tenant", "acme"}}),
+            5 * 512);
 
   // w1 dies twice: one restart allowed, then the job fails.
   jobs_->OnWorkerLost("w1", "test");

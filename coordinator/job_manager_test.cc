@@ -327,27 +327,12 @@ TEST_F(JobManagerTest, ReconcileStopsStaleResendsUnackedAndFailsLost) {
 namespace forge::coordinator {
 namespace {
 
-forge::v1::ProgressReport Report(const Job& job, int rank, int64_t step) {
-  forge::v1::ProgressReport r;
-  r.mutable_rank()->set_job_id(job.id());
-  r.mutable_rank()->set_attempt(job.attempt());
-  r.mutable_rank()->set_rank(rank);
-  r.set_step(step);
-  r.set_total_steps(100);
-  r.set_loss(2.5);
-  r.set_phase("training");
-  r.set_tokens_per_second(1000);
-  r.set_world_size(2);
-  (*r.mutable_tokens_per_source())["d"] = step * 512;
-  return r;
-}
-
 TEST_F(JobManagerTest, ProgressFinishAndMetrics) {
   const std::string id = Submit(Tenant("acme"), Request(2))->job().id();
   Place(id, {"wa", "wb"});
   Job job = Get(id);
-  EXPECT_FALSE(jobs_->OnProgress(Report(job, 0, 5)).stop());
-  EXPECT_FALSE(jobs_->OnProgress(Report(job, 1, 5)).stop());
+  EXPECT_FALSE(jobs_->OnProgress(ProgressReportFor(job, 0, 5)).stop());
+  EXPECT_FALSE(jobs_->OnProgress(ProgressReportFor(job, 1, 5)).stop());
   Flush();
   job = Get(id);
   EXPECT_TRUE(job.trainer_attached());
@@ -368,7 +353,7 @@ TEST_F(JobManagerTest, ProgressFinishAndMetrics) {
 
   // Only rank 0 of the running attempt may finish the job.
   forge::v1::FinishJobRequest finish;
-  *finish.mutable_rank() = Report(job, 1, 5).rank();
+  *finish.mutable_rank() = ProgressReportFor(job, 1, 5).rank();
   finish.set_final_checkpoint("c-1");
   std::promise<absl::Status> refused;
   jobs_->Finish(finish, [&](absl::Status s) { refused.set_value(s); });
@@ -384,14 +369,14 @@ TEST_F(JobManagerTest, ProgressFinishAndMetrics) {
   EXPECT_EQ(job.attempts(0).end_reason(), "succeeded");
   EXPECT_TRUE(jobs_->BusyDevices().empty());
   // A report from the finished attempt is told to stop.
-  EXPECT_TRUE(jobs_->OnProgress(Report(job, 0, 5)).stop());
+  EXPECT_TRUE(jobs_->OnProgress(ProgressReportFor(job, 0, 5)).stop());
 }
 
 TEST_F(JobManagerTest, RankFailureRestartsAndRecordsLostSteps) {
   const std::string id = Submit(Tenant("acme"), Request(2))->job().id();
   Place(id, {"wa", "wb"});
   Job job = Get(id);
-  jobs_->OnProgress(Report(job, 0, 12));
+  jobs_->OnProgress(ProgressReportFor(job, 0, 12));
   forge::v1::CheckpointInfo cp;
   cp.set_id("c-10");
   cp.set_job_id(id);
@@ -423,7 +408,7 @@ TEST_F(JobManagerTest, RankFailureRestartsAndRecordsLostSteps) {
   job = Get(id);
   ASSERT_EQ(job.attempt(), 2);
   clock_.Advance(absl::Seconds(2));
-  jobs_->OnProgress(Report(job, 0, 11));
+  jobs_->OnProgress(ProgressReportFor(job, 0, 11));
   job = Get(id);
   ASSERT_EQ(job.attempts_size(), 2);
   EXPECT_DOUBLE_EQ(job.attempts(1).recover_seconds(), 9);
@@ -450,10 +435,10 @@ TEST_F(JobManagerTest, SilentRankFailsItsAttemptAfterTheStepTimeout) {
   const std::string id = Submit(Tenant("acme"), Request(2))->job().id();
   Place(id, {"wa", "wb"});
   Job job = Get(id);
-  jobs_->OnProgress(Report(job, 0, 1));
-  jobs_->OnProgress(Report(job, 1, 1));
+  jobs_->OnProgress(ProgressReportFor(job, 0, 1));
+  jobs_->OnProgress(ProgressReportFor(job, 1, 1));
   clock_.Advance(absl::Seconds(100));
-  jobs_->OnProgress(Report(job, 0, 2));  // rank 1 is silent
+  jobs_->OnProgress(ProgressReportFor(job, 0, 2));  // rank 1 is silent
   jobs_->CheckStepTimeouts();
   EXPECT_EQ(Get(id).state(), forge::v1::JOB_STATE_RUNNING);  // 100 s < 120 s default
   clock_.Advance(absl::Seconds(30));
@@ -468,8 +453,8 @@ TEST_F(JobManagerTest, RankThatFinishedItsPartIsNotTimedOut) {
   const std::string id = Submit(Tenant("acme"), Request(2))->job().id();
   Place(id, {"wa", "wb"});
   Job job = Get(id);
-  jobs_->OnProgress(Report(job, 0, 100));
-  jobs_->OnProgress(Report(job, 1, 100));
+  jobs_->OnProgress(ProgressReportFor(job, 0, 100));
+  jobs_->OnProgress(ProgressReportFor(job, 1, 100));
   forge::v1::RankExited exited;
   exited.set_job_id(id);
   exited.set_attempt(1);
@@ -477,7 +462,7 @@ TEST_F(JobManagerTest, RankThatFinishedItsPartIsNotTimedOut) {
   exited.set_exit_code(0);  // rank 1 is done; rank 0 uploads and evaluates for a long time
   jobs_->OnRankExited("wb", exited);
   clock_.Advance(absl::Seconds(200));
-  jobs_->OnProgress(Report(job, 0, 100));  // rank 0's keepalive
+  jobs_->OnProgress(ProgressReportFor(job, 0, 100));  // rank 0's keepalive
   jobs_->CheckStepTimeouts();
   EXPECT_EQ(Get(id).state(), forge::v1::JOB_STATE_RUNNING);
 }

@@ -1,6 +1,6 @@
 // Helpers of the coordinator's unit tests: a fresh directory under the test temp dir, a store
 // in it that does not wait for fsync (synchronous=NORMAL; opened again over the same file for
-// a "restart"), and JobManager::Submit waited for.
+// a "restart"), JobManager::Submit waited for, and a rank's progress report.
 #ifndef FORGE_COORDINATOR_TEST_UTIL_H_
 #define FORGE_COORDINATOR_TEST_UTIL_H_
 
@@ -38,6 +38,24 @@ inline absl::StatusOr<forge::v1::SubmitJobResponse> SubmitAndWait(JobManager& jo
   std::promise<absl::StatusOr<forge::v1::SubmitJobResponse>> done;
   jobs.Submit(caller, std::move(req), [&](auto r) { done.set_value(std::move(r)); });
   return done.get_future().get();
+}
+
+// A rank's progress report for `job`'s current attempt at `step`: loss 2.5, 1000 tokens/s,
+// 512 tokens per step from dataset "d", 100 steps in all.
+inline forge::v1::ProgressReport ProgressReportFor(const forge::v1::Job& job, int rank,
+                                                   int64_t step, int world_size = 2) {
+  forge::v1::ProgressReport r;
+  r.mutable_rank()->set_job_id(job.id());
+  r.mutable_rank()->set_attempt(job.attempt());
+  r.mutable_rank()->set_rank(rank);
+  r.set_step(step);
+  r.set_total_steps(100);
+  r.set_loss(2.5);
+  r.set_phase("training");
+  r.set_tokens_per_second(1000);
+  r.set_world_size(world_size);
+  (*r.mutable_tokens_per_source())["d"] = step * 512;
+  return r;
 }
 
 inline Principal TenantPrincipal(const std::string& tenant) {
