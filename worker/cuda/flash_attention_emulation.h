@@ -4,7 +4,8 @@
 // of anything the body did not write shows. mma.sync is computed from the PTX ISA's fragment
 // layout for m16n8k16 (the table in flash_attention_body.h): each lane publishes its
 // registers in its warp's slots, the warp syncs, each lane computes its own four outputs from
-// the lanes that hold their rows and columns, and the warp syncs again. Host compilation only.
+// the lanes that hold their rows and columns, and the warp syncs again. cp.async copies land
+// only at the wait that covers them (FiberCtx::copy16_async). Host compilation only.
 #ifndef FORGE_WORKER_CUDA_FLASH_ATTENTION_EMULATION_H_
 #define FORGE_WORKER_CUDA_FLASH_ATTENTION_EMULATION_H_
 
@@ -12,6 +13,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <utility>
 #include <vector>
 
 #include "worker/cuda/cuda_emulation.h"
@@ -37,17 +40,31 @@ class FiberCtx {
   float shfl_xor(float v, int mask) { return emu::ShflXor(0xffffffffu, v, mask); }
   char* smem() { return smem_; }
 
-  // cp.async completes at once here (so the emulation cannot show a missing wait; the GPU's
-  // compute-sanitizer racecheck can).
+  // cp.async as late as the PTX ISA allows: a copy lands only when a cp.async.wait_group
+  // that covers its group runs in the issuing thread (wait_group 1: every committed group
+  // but the latest; copies not yet committed are not waited for), and until then its
+  // destination holds NaNs. So a read of a tile before its wait, a missing commit (the empty
+  // group the last tile needs), or a copy over a tile another warp still reads (no sync
+  // before it) gives NaNs in the results. The source is read at issue (inputs do not change
+  // during a kernel).
   void copy16_async(bf16* smem_dst, const bf16* global_src, bool valid) {
-    if (valid) {
-      std::memcpy(static_cast<void*>(smem_dst), global_src, 16);
-    } else {
-      std::memset(static_cast<void*>(smem_dst), 0, 16);
+    PendingCopy c{smem_dst, {}};
+    if (valid) std::memcpy(c.bytes, global_src, 16);
+    std::memset(static_cast<void*>(smem_dst), 0xff, 16);
+    uncommitted_.push_back(c);
+  }
+  void async_commit() {
+    committed_.push_back(std::move(uncommitted_));
+    uncommitted_.clear();
+  }
+  void async_wait_prior() {
+    while (committed_.size() > 1) {
+      for (const PendingCopy& c : committed_.front()) {
+        std::memcpy(static_cast<void*>(c.dst), c.bytes, 16);
+      }
+      committed_.pop_front();
     }
   }
-  void async_commit() {}
-  void async_wait_prior() {}
 
   // ldmatrix.x4.trans from the PTX ISA's description: lanes 8i..8i+7 give matrix i's row
   // addresses; lane l receives elements (2 (l % 4), l / 4) and (2 (l % 4) + 1, l / 4).
@@ -99,8 +116,15 @@ class FiberCtx {
     return Half(warp[n * 4 + (k % 8) / 2].b[k >= 8 ? 1 : 0], k % 2);
   }
 
+  struct PendingCopy {
+    bf16* dst;
+    unsigned char bytes[16];  // zeros for a zero-filling copy
+  };
+
   char* smem_;
   MmaSlot* slots_;
+  std::vector<PendingCopy> uncommitted_;
+  std::deque<std::vector<PendingCopy>> committed_;  // oldest first
 };
 
 // Runs body(ctx) for every thread of a (grid_x, grid_y) grid of kThreads-thread blocks.
