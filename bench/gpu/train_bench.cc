@@ -3,7 +3,7 @@
 // the same model in PyTorch (eager and torch.compile) and prints them side by side.
 //
 //   forge-bench-gpu-train --preset gpt2-124m-shape --batch 8 --seq 1024 --steps 20
-//       [--attention=auto|flash|gemm|fused]
+//       [--attention=auto|flash|gemm|fused] [--nogelu_epilogue]
 //
 // MFU = achieved FLOP/s / the GPU's dense bf16 peak, with nanoGPT's estimate (estimate_mfu):
 // FLOPs per token = 6·N + 12·L·H·Q·T, N the parameters less wpe, Q = width / heads, T = seq.
@@ -39,6 +39,9 @@ ABSL_FLAG(std::string, attention, "auto",
           "auto | flash (tensor cores, fused, bf16) | gemm (tensor-core products, [H, T, T] "
           "scores in memory) | fused (CUDA-core kernels, no T x T matrix)");
 ABSL_FLAG(double, peak_tflops, 0, "dense bf16 peak of the GPU; 0 = from the device name");
+ABSL_FLAG(bool, gelu_epilogue, true,
+          "bf16: GELU and its derivative in the MLP matmuls' cuBLASLt epilogues (false: our "
+          "GELU kernels; for measuring the difference)");
 
 namespace forge::cuda {
 namespace {
@@ -89,6 +92,7 @@ int Run() {
   CudaBackendOptions options;
   options.device = absl::GetFlag(FLAGS_device);
   options.bf16 = precision == "bf16";
+  options.gelu_epilogue = absl::GetFlag(FLAGS_gelu_epilogue);
   options.attention = attention == "flash"   ? CudaAttention::kFlash
                       : attention == "gemm"  ? CudaAttention::kGemm
                       : attention == "fused" ? CudaAttention::kFused

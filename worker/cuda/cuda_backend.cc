@@ -119,7 +119,14 @@ class CudaGpt final : public engine::ModelBackend {
 
   absl::Status Init();
 
-  std::string Describe() const override { return description_; }
+  std::string Describe() const override {
+    if (kExact) return description_;
+    if (!gelu_epilogue_) return absl::StrCat(description_, ", GELU: kernels");
+    if (!gelu_fell_back_) return absl::StrCat(description_, ", GELU: matmul epilogues");
+    return absl::StrCat(description_,
+                        ", GELU: matmul epilogues, and kernels where cuBLASLt "
+                        "had no epilogue algorithm for the shape");
+  }
   const std::vector<ParamInfo>& Parameters() const override { return layout_; }
   size_t num_params() const override { return offsets_.total; }
 
@@ -194,8 +201,10 @@ class CudaGpt final : public engine::ModelBackend {
   T* LayerInput(int l) const { return l == 0 ? A(encoded_) : A(layer_acts_[l - 1].res3); }
   static cudaDataType_t Type() { return kExact ? CUDA_R_32F : CUDA_R_16BF; }
 
+  // out = inp · weight (+ bias) (+ residual); with `gelu_pre`, out = gelu(that) and gelu_pre
+  // the pre-activation (UNIMPLEMENTED when cuBLASLt has no such epilogue for the shape).
   absl::Status Dense(T* out, const T* inp, const T* weight, WeightLayout layout, const T* bias,
-                     const T* residual, int M, int K, int N) {
+                     const T* residual, int M, int K, int N, T* gelu_pre = nullptr) {
     const GemmCall g = engine::ForwardGemm(layout, M, K, N);
     GemmOperands ops;
     ops.a = weight;
@@ -206,7 +215,28 @@ class CudaGpt final : public engine::ModelBackend {
       ops.c = residual;
       ops.beta = 1.0f;
     }
+    if (gelu_pre != nullptr) {
+      ops.gelu = GemmGelu::kForward;
+      ops.aux = gelu_pre;
+    }
     return matmul_->Run(g, Type(), Type(), ops, stream_);
+  }
+
+  // The MLP's first layer and its GELU: fch = ln2 · fc_w + fc_b, fch_gelu = gelu(fch), in one
+  // matmul where the epilogue allows.
+  absl::Status MlpUp(const LayerActs& a, const GptLayerOffsets& w, int N) {
+    const int C = config_.shape.width;
+    if (gelu_epilogue_) {
+      const absl::Status s = Dense(A(a.fch_gelu), A(a.ln2), W(w.fc_w), WeightLayout::kInOut,
+                                   W(w.fc_b), nullptr, N, C, 4 * C, A(a.fch));
+      if (!absl::IsUnimplemented(s)) return s;
+      gelu_fell_back_ = true;
+    }
+    RETURN_IF_ERROR(Dense(A(a.fch), A(a.ln2), W(w.fc_w), WeightLayout::kInOut, W(w.fc_b), nullptr,
+                          N, C, 4 * C));
+    FORGE_CUDA_RETURN_IF_ERROR(
+        GeluForward<T>(A(a.fch_gelu), A(a.fch), static_cast<size_t>(N) * 4 * C, stream_));
+    return absl::OkStatus();
   }
 
   // The attention Init chose (attention_), forward and backward.
@@ -242,8 +272,11 @@ class CudaGpt final : public engine::ModelBackend {
     return absl::OkStatus();
   }
 
+  // dinp = dout · weight^T; with `gelu_pre` (the input was gelu(gelu_pre)), dinp is the
+  // gradient of gelu_pre instead: times gelu'(gelu_pre), in the epilogue where it allows.
   absl::Status DenseBackward(T* dinp, float* dweight, float* dbias, const T* dout, const T* inp,
-                             const T* weight, WeightLayout layout, int M, int K, int N) {
+                             const T* weight, WeightLayout layout, int M, int K, int N,
+                             const T* gelu_pre = nullptr) {
     auto pick = [&](GemmOperand o) -> const void* {
       return o == GemmOperand::kWeight ? static_cast<const void*>(weight)
              : o == GemmOperand::kInput ? static_cast<const void*>(inp)
@@ -255,7 +288,23 @@ class CudaGpt final : public engine::ModelBackend {
       ops.a = pick(g.a);
       ops.b = pick(g.b);
       ops.d = dinp;
-      RETURN_IF_ERROR(matmul_->Run(g, Type(), Type(), ops, stream_));
+      bool gelu_done = false;
+      if (gelu_pre != nullptr && gelu_epilogue_) {
+        GemmOperands fused = ops;
+        fused.gelu = GemmGelu::kBackward;
+        fused.aux = const_cast<T*>(gelu_pre);  // read only, in the backward epilogue
+        const absl::Status s = matmul_->Run(g, Type(), Type(), fused, stream_);
+        if (!s.ok() && !absl::IsUnimplemented(s)) return s;
+        gelu_done = s.ok();
+        if (!gelu_done) gelu_fell_back_ = true;
+      }
+      if (!gelu_done) {
+        RETURN_IF_ERROR(matmul_->Run(g, Type(), Type(), ops, stream_));
+        if (gelu_pre != nullptr) {
+          FORGE_CUDA_RETURN_IF_ERROR(
+              GeluBackward<T>(dinp, gelu_pre, dinp, static_cast<size_t>(M) * K, stream_));
+        }
+      }
     }
     const GemmCall g = engine::WeightGradGemm(layout, M, K, N);
     GemmOperands ops;
@@ -302,6 +351,8 @@ class CudaGpt final : public engine::ModelBackend {
   size_t reduce_calls_ = 0;  // all-reduces started by this backward (picks their events)
   int64_t adam_step_ = 0;
   bool reducing_ = false;  // an all-reduce was started and FinishGradients has not waited
+  const bool gelu_epilogue_ = !kExact && options_.gelu_epilogue;
+  bool gelu_fell_back_ = false;  // a product ran with the GELU kernels (no epilogue algorithm)
 };
 
 template <typename T>
@@ -560,10 +611,7 @@ absl::StatusOr<int> CudaGpt<T>::Forward(const int32_t* tokens, const int32_t* ta
     FORGE_CUDA_RETURN_IF_ERROR(LayerNormForward<T>(A(a.ln2), S(a.ln2_mean), S(a.ln2_rstd),
                                                    A(a.res2), P(w.ln2_w), P(w.ln2_b), N, C,
                                                    stream_));
-    RETURN_IF_ERROR(Dense(A(a.fch), A(a.ln2), W(w.fc_w), WeightLayout::kInOut, W(w.fc_b), nullptr,
-                          N, C, 4 * C));
-    FORGE_CUDA_RETURN_IF_ERROR(
-        GeluForward<T>(A(a.fch_gelu), A(a.fch), static_cast<size_t>(N) * 4 * C, stream_));
+    RETURN_IF_ERROR(MlpUp(a, w, N));
     RETURN_IF_ERROR(Dense(A(a.res3), A(a.fch_gelu), W(w.fc_proj_w), WeightLayout::kInOut,
                           W(w.fc_proj_b), A(a.res2), N, 4 * C, C));
   }
@@ -611,10 +659,9 @@ absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
   for (int l = s.layers - 1; l >= 0; --l) {
     const GptLayerOffsets& w = offsets_.layers[l];
     const LayerActs& a = layer_acts_[l];
+    // d4c: the gradient of the GELU's input (fch).
     RETURN_IF_ERROR(DenseBackward(d4c, G(w.fc_proj_w), G(w.fc_proj_b), dres, A(a.fch_gelu),
-                                  W(w.fc_proj_w), WeightLayout::kInOut, N, 4 * C, C));
-    FORGE_CUDA_RETURN_IF_ERROR(
-        GeluBackward<T>(d4c, A(a.fch), d4c, static_cast<size_t>(N) * 4 * C, stream_));
+                                  W(w.fc_proj_w), WeightLayout::kInOut, N, 4 * C, C, A(a.fch)));
     RETURN_IF_ERROR(DenseBackward(dc, G(w.fc_w), G(w.fc_b), d4c, A(a.ln2), W(w.fc_w),
                                   WeightLayout::kInOut, N, C, 4 * C));
     FORGE_CUDA_RETURN_IF_ERROR(LayerNormBackward<T>(dres, G(w.ln2_w), G(w.ln2_b),

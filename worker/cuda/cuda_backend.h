@@ -3,11 +3,13 @@
 //   matmuls        cuBLASLt (gemm.h), bf16 inputs and fp32 accumulation, bias and residual
 //                  fused into the call
 //   attention      flash attention on the tensor cores in bf16 (flash_attention.h: mma.sync
-//                  fragments in registers, online softmax, no T x T matrix); or the heads' score products
-//                  as cuBLASLt strided batches with our softmax kernels (attention_gemm.h:
+//                  fragments in registers, online softmax, no T x T matrix); or the heads' score
+//                  products as cuBLASLt strided batches with our softmax kernels (attention_gemm.h:
 //                  fp32 mode, other head sizes); or our fused CUDA-core kernels (kernels.h:
 //                  long contexts whose [H, T, T] scores would not fit). CudaAttention picks.
-//   everything     our kernels (kernels.h): embeddings, LayerNorm, GELU, cross-entropy,
+//   GELU           in the MLP matmuls' cuBLASLt epilogues in bf16 (gelu_epilogue); else
+//                  our kernels
+//   everything     our kernels (kernels.h): embeddings, LayerNorm, cross-entropy,
 //   else           gradient norm, AdamW
 //   precision      bf16 activations and a bf16 copy of the weights for the matmuls; fp32
 //                  master weights, gradients and AdamW moments (the checkpoint's buffers)
@@ -50,6 +52,10 @@ struct CudaBackendOptions {
   int device = 0;     // CUDA device index (of the devices this process sees)
   bool bf16 = true;   // false: fp32 activations and matmuls
   CudaAttention attention = CudaAttention::kAuto;
+  // bf16: GELU in the MLP's first matmul's cuBLASLt epilogue and its derivative in the
+  // epilogue of the matmul that produces its input gradient (no separate GELU kernels), where
+  // cuBLASLt offers an algorithm for them; our GELU kernels otherwise (and in fp32 mode).
+  bool gelu_epilogue = true;
   // Gradient all-reduce; required when world_size > 1, and its rank and world size must
   // match the backend's. Not owned; must outlive the backend.
   NcclCommunicator* nccl = nullptr;

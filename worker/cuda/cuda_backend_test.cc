@@ -9,6 +9,7 @@
 #include "worker/cuda/cuda_backend.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -24,8 +25,9 @@
 namespace forge::cuda {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::ExpectSameBits;
+using ::testing::HasSubstr;
+using ::testing::Not;
 
 engine::BackendConfig Config() {
   engine::BackendConfig c;
@@ -236,6 +238,74 @@ TEST_P(CudaBackendTest, DescribeNamesTheAttention) {
                                                           : "attention: flash";
   EXPECT_THAT(gpu->Describe(), HasSubstr(want));
 }
+
+// One micro-batch (forward, backward) from InitRandom(7); returns the loss.
+double OneMicroBatch(engine::ModelBackend& m) {
+  EXPECT_TRUE(m.InitRandom(7).ok());
+  EXPECT_TRUE(m.ZeroGrad().ok());
+  const Batch b = RandomBatch(4, 48, 31);
+  absl::StatusOr<double> loss = m.ForwardBackward(b.tokens.data(), b.targets.data(), 4, 48, true);
+  EXPECT_TRUE(loss.ok()) << loss.status();
+  return loss.value_or(0);
+}
+
+std::unique_ptr<engine::ModelBackend> CudaWith(const CudaBackendOptions& o) {
+  absl::StatusOr<std::unique_ptr<engine::ModelBackend>> b = CreateCudaBackend(Config(), o);
+  EXPECT_TRUE(b.ok()) << b.status();
+  return b.ok() ? *std::move(b) : nullptr;
+}
+
+// GELU in the MLP matmuls' epilogues (bf16's default) and in our kernels is the same step, up
+// to rounding: the epilogue applies GELU (and, backward, its derivative) to the fp32 product
+// before rounding to bf16; the kernels to the rounded product. A missing or misplaced GELU
+// or derivative would move the MLP's gradients far more.
+TEST_P(CudaBackendTest, GeluEpilogueMatchesTheGeluKernels) {
+  CudaBackendOptions o;
+  o.attention = GetParam();
+  auto epilogue = CudaWith(o);
+  o.gelu_epilogue = false;
+  auto kernels = CudaWith(o);
+  ASSERT_NE(epilogue, nullptr);
+  ASSERT_NE(kernels, nullptr);
+  EXPECT_THAT(epilogue->Describe(), HasSubstr("GELU: matmul epilogues"));
+  EXPECT_THAT(epilogue->Describe(), Not(HasSubstr("kernels where")));
+  EXPECT_THAT(kernels->Describe(), HasSubstr("GELU: kernels"));
+  const double want = OneMicroBatch(*kernels), got = OneMicroBatch(*epilogue);
+  EXPECT_NEAR(got, want, 1e-2 * want);
+  // Per tensor: the MLP's are small next to the embeddings'.
+  const std::vector<float> g_epilogue = Grads(*epilogue), g_kernels = Grads(*kernels);
+  for (const engine::ParamInfo& p : kernels->Parameters()) {
+    const auto slice = [&p](const std::vector<float>& v) {
+      return std::vector<float>(v.begin() + p.offset, v.begin() + p.offset + p.count);
+    };
+    const Diff d = Compare(slice(g_epilogue), slice(g_kernels));
+    EXPECT_GT(d.cosine, 0.999) << p.name;
+    EXPECT_LT(d.rel_max, 5e-2) << p.name;
+  }
+}
+
+#ifdef FORGE_CUDA_EMULATION
+// Where cuBLASLt offers no algorithm with a GELU epilogue (the emulation's switch), the
+// backend runs the products and our GELU kernels instead: the same bits as choosing the
+// kernels, and Describe says so.
+TEST_P(CudaBackendTest, WithoutAGeluEpilogueAlgorithmTheKernelsRunInstead) {
+  CudaBackendOptions o;
+  o.attention = GetParam();
+  o.gelu_epilogue = false;
+  auto kernels = CudaWith(o);
+  ASSERT_NE(kernels, nullptr);
+  OneMicroBatch(*kernels);
+  setenv("FORGE_EMULATED_CUBLASLT_NO_GELU", "1", 1);
+  o.gelu_epilogue = true;
+  auto fallback = CudaWith(o);
+  ASSERT_NE(fallback, nullptr);
+  OneMicroBatch(*fallback);
+  unsetenv("FORGE_EMULATED_CUBLASLT_NO_GELU");
+  EXPECT_THAT(fallback->Describe(),
+              HasSubstr("GELU: matmul epilogues, and kernels where cuBLASLt had no epilogue"));
+  ExpectSameBits(Grads(*kernels), Grads(*fallback), "gradients with the fallback");
+}
+#endif
 
 TEST(CudaBackendArgsTest, ExactModeWithFlashIsRefusedWithTheFix) {
   CudaBackendOptions o;

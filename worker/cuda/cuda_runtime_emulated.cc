@@ -2,8 +2,8 @@
 // the emulated backend (cuda_emulation.h; label unit): one "device" with an H100's
 // properties, streams and events that are already done (every call completes before it
 // returns), and matmuls computed here in fp32 from the operands' types, transposes, batch
-// strides, beta and bias epilogue. Linked instead of libcudart and libcublasLt, so the
-// backend's own code (buffers, offsets, the order of its calls) runs unchanged in CI.
+// strides, beta and the bias and GELU epilogues. Linked instead of libcudart and libcublasLt,
+// so the backend's own code (buffers, offsets, the order of its calls) runs unchanged in CI.
 #ifndef FORGE_CUDA_EMULATION
 #error "build with FORGE_CUDA_EMULATION defined"
 #endif
@@ -12,6 +12,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -116,7 +117,27 @@ struct Desc {
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   const void* bias = nullptr;
   cudaDataType_t bias_type = CUDA_R_32F;
+  void* aux = nullptr;  // GELU's pre-activation (D's type)
+  int64_t aux_ld = 0;
 };
+
+bool HasBias(cublasLtEpilogue_t e) {
+  return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+}
+bool GeluForward(cublasLtEpilogue_t e) {
+  return e == CUBLASLT_EPILOGUE_GELU_AUX || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+}
+
+// GELU's tanh form and its derivative (worker/engine/gelu.cc), in float as an epilogue would.
+float Gelu(float x) {
+  const float t = std::tanh(0.7978845608f * (x + 0.044715f * x * x * x));
+  return 0.5f * x * (1.0f + t);
+}
+float GeluGrad(float x) {
+  const float t = std::tanh(0.7978845608f * (x + 0.044715f * x * x * x));
+  const float dt = 0.7978845608f * (1.0f + 3 * 0.044715f * x * x);
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * dt;
+}
 
 struct Layout {
   cudaDataType_t type = CUDA_R_32F;
@@ -181,6 +202,12 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d,
     case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE:
       std::memcpy(&desc->bias_type, buf, size);
       break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER:
+      std::memcpy(&desc->aux, buf, size);
+      break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD:
+      std::memcpy(&desc->aux_ld, buf, size);
+      break;
     default:
       return CUBLAS_STATUS_NOT_SUPPORTED;
   }
@@ -230,12 +257,25 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t,
                                                     const void*, size_t) {
   return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t,
+// Offers one algorithm, except for a GELU epilogue that breaks cuBLASLt's documented rules
+// for the pre-activation (pointer set, leading dimension a multiple of 8 and at least D's
+// rows), or any GELU epilogue when FORGE_EMULATED_CUBLASLT_NO_GELU is set (for testing the
+// callers' fallback).
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t d,
                                               cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
-                                              cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
+                                              cublasLtMatrixLayout_t, cublasLtMatrixLayout_t d_l,
                                               cublasLtMatmulPreference_t, int requested,
                                               cublasLtMatmulHeuristicResult_t* results,
                                               int* found) {
+  const Desc& desc = *reinterpret_cast<const Desc*>(d);
+  const Layout& ld = *reinterpret_cast<const Layout*>(d_l);
+  if (GeluForward(desc.epilogue) || desc.epilogue == CUBLASLT_EPILOGUE_DGELU) {
+    if (std::getenv("FORGE_EMULATED_CUBLASLT_NO_GELU") != nullptr || desc.aux == nullptr ||
+        desc.aux_ld % 8 != 0 || desc.aux_ld < static_cast<int64_t>(ld.rows)) {
+      *found = 0;
+      return CUBLAS_STATUS_SUCCESS;
+    }
+  }
   *found = requested > 0 ? 1 : 0;
   if (requested > 0) results[0] = cublasLtMatmulHeuristicResult_t{};
   return CUBLAS_STATUS_SUCCESS;
@@ -259,7 +299,14 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
     return CUBLAS_STATUS_INVALID_VALUE;
   }
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
-  const bool bias = desc.epilogue == CUBLASLT_EPILOGUE_BIAS;
+  const bool bias = HasBias(desc.epilogue), gelu = GeluForward(desc.epilogue),
+             dgelu = desc.epilogue == CUBLASLT_EPILOGUE_DGELU;
+  if (desc.epilogue != CUBLASLT_EPILOGUE_DEFAULT && !bias && !gelu && !dgelu) {
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  if ((gelu || dgelu) && (desc.aux == nullptr || ld.batch != 1)) {
+    return CUBLAS_STATUS_INVALID_VALUE;
+  }
   std::vector<float> acc(m);
   for (int32_t p = 0; p < ld.batch; ++p) {
     const char* a = static_cast<const char*>(A) + p * la.stride * Bytes(la.type);
@@ -280,6 +327,12 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
         float v = al * acc[i];
         if (be != 0.0f) v += be * Load(c, lc.type, i + j * lc.ld);
         if (bias) v += Load(desc.bias, desc.bias_type, i);
+        if (gelu) {
+          Store(desc.aux, ld.type, i + j * desc.aux_ld, v);
+          v = Gelu(v);
+        } else if (dgelu) {
+          v *= GeluGrad(Load(desc.aux, ld.type, i + j * desc.aux_ld));
+        }
         Store(out, ld.type, i + j * ld.ld, v);
       }
     }

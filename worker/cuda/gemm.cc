@@ -1,5 +1,7 @@
 #include "worker/cuda/gemm.h"
 
+#include <string>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
@@ -39,6 +41,7 @@ struct Matmul::Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr, d = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  bool found = false;  // false: the heuristic offered no algorithm
   ~Plan() {
     if (desc != nullptr) cublasLtMatmulDescDestroy(desc);
     for (cublasLtMatrixLayout_t l : {a, b, c, d}) {
@@ -60,13 +63,21 @@ Matmul::~Matmul() {
 }
 
 absl::StatusOr<Matmul::Plan*> Matmul::GetPlan(const engine::GemmCall& g, cudaDataType_t ab_type,
-                                              cudaDataType_t cd_type, bool bias, bool has_c,
-                                              const uint32_t align[4]) {
-  const std::string key = absl::StrCat(g.trans_a, ",", g.trans_b, ",", g.m, ",", g.n, ",", g.k,
-                                       ",", g.lda, ",", g.ldb, ",", g.ldc, ",", ab_type, ",",
-                                       cd_type, ",", bias, ",", has_c, ",", align[0], ",",
-                                       align[1], ",", align[2], ",", align[3], ",", g.batch, ",",
-                                       g.stride_a, ",", g.stride_b, ",", g.stride_c);
+                                              cudaDataType_t cd_type, const GemmOperands& ops) {
+  const bool has_c = ops.beta != 0.0f;
+  const uint32_t align[4] = {BatchAlignment(ops.a, g.stride_a, ab_type),
+                             BatchAlignment(ops.b, g.stride_b, ab_type),
+                             BatchAlignment(has_c ? ops.c : ops.d, g.stride_c, cd_type),
+                             BatchAlignment(ops.d, g.stride_c, cd_type)};
+  // cuBLASLt takes the bias and aux pointers' alignment from the values set when the
+  // heuristic runs, so those alignments are part of the key as well.
+  const uint32_t bias_align = ops.bias != nullptr ? Alignment(ops.bias) : 0;
+  const uint32_t aux_align = ops.gelu != GemmGelu::kNone ? Alignment(ops.aux) : 0;
+  const std::string key =
+      absl::StrCat(g.trans_a, ",", g.trans_b, ",", g.m, ",", g.n, ",", g.k, ",", g.lda, ",", g.ldb,
+                   ",", g.ldc, ",", ab_type, ",", cd_type, ",", has_c, ",", align[0], ",", align[1],
+                   ",", align[2], ",", align[3], ",", bias_align, ",", static_cast<int>(ops.gelu),
+                   ",", aux_align, ",", g.batch, ",", g.stride_a, ",", g.stride_b, ",", g.stride_c);
   if (auto it = plans_.find(key); it != plans_.end()) return it->second.get();
   auto plan = std::make_unique<Plan>();
   FORGE_CUBLAS_RETURN_IF_ERROR(
@@ -77,12 +88,28 @@ absl::StatusOr<Matmul::Plan*> Matmul::GetPlan(const engine::GemmCall& g, cudaDat
       plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
   FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
       plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
-  const cublasLtEpilogue_t epilogue = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  const bool bias = ops.bias != nullptr;
+  cublasLtEpilogue_t epilogue = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+  if (ops.gelu == GemmGelu::kForward) {
+    epilogue = bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+  } else if (ops.gelu == GemmGelu::kBackward) {
+    epilogue = CUBLASLT_EPILOGUE_DGELU;
+  }
   FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
       plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
   if (bias) {
     FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
         plan->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &cd_type, sizeof(cd_type)));
+    FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ops.bias, sizeof(ops.bias)));
+  }
+  if (ops.gelu != GemmGelu::kNone) {
+    // The pre-activation has D's shape and type (the default aux type: D's).
+    const int64_t aux_ld = g.ldc;
+    FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof(aux_ld)));
+    FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &ops.aux, sizeof(ops.aux)));
   }
   // Stored shapes (before op): A is m x k or k x m, B is k x n or n x k; column-major.
   FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(
@@ -114,12 +141,15 @@ absl::StatusOr<Matmul::Plan*> Matmul::GetPlan(const engine::GemmCall& g, cudaDat
                                         pref, 1, &result, &found);
   }
   cublasLtMatmulPreferenceDestroy(pref);
-  FORGE_CUBLAS_RETURN_IF_ERROR(st);
-  if (found == 0) {
-    return absl::InternalError(absl::StrCat("cuBLASLt has no algorithm for the matmul ", key,
-                                            " (m,n,k = ", g.m, ",", g.n, ",", g.k, ")"));
+  // An epilogue this cuBLASLt cannot run on this device and shape is answered with
+  // NOT_SUPPORTED or with no algorithm: both mean "none" for a GELU epilogue.
+  if (ops.gelu != GemmGelu::kNone && st == CUBLAS_STATUS_NOT_SUPPORTED) {
+    st = CUBLAS_STATUS_SUCCESS;
+    found = 0;
   }
-  plan->algo = result.algo;
+  FORGE_CUBLAS_RETURN_IF_ERROR(st);
+  plan->found = found > 0;
+  if (plan->found) plan->algo = result.algo;
   Plan* out = plan.get();
   plans_[key] = std::move(plan);
   return out;
@@ -127,24 +157,49 @@ absl::StatusOr<Matmul::Plan*> Matmul::GetPlan(const engine::GemmCall& g, cudaDat
 
 absl::Status Matmul::Run(const engine::GemmCall& call, cudaDataType_t ab_type,
                          cudaDataType_t cd_type, const GemmOperands& ops, cudaStream_t stream) {
-  const bool has_c = ops.beta != 0.0f;
-  const void* c = has_c ? ops.c : ops.d;
-  const uint32_t align[4] = {BatchAlignment(ops.a, call.stride_a, ab_type),
-                             BatchAlignment(ops.b, call.stride_b, ab_type),
-                             BatchAlignment(c, call.stride_c, cd_type),
-                             BatchAlignment(ops.d, call.stride_c, cd_type)};
   if (ops.bias != nullptr && Alignment(ops.bias) < 16) {
     return absl::InvalidArgumentError("matmul: the bias vector must be 16-byte aligned");
   }
   if (ops.bias != nullptr && call.batch != 1) {
     return absl::InvalidArgumentError("matmul: a bias is not supported on a batched product");
   }
-  ASSIGN_OR_RETURN(Plan * plan,
-                   GetPlan(call, ab_type, cd_type, ops.bias != nullptr, has_c, align));
+  if (ops.gelu != GemmGelu::kNone) {
+    if (call.batch != 1 || ops.aux == nullptr) {
+      return absl::InvalidArgumentError(
+          "matmul: a GELU epilogue needs an unbatched product and its aux buffer");
+    }
+    if (ops.gelu == GemmGelu::kBackward && ops.bias != nullptr) {
+      return absl::InvalidArgumentError("matmul: the GELU backward epilogue takes no bias");
+    }
+    // cuBLASLt's rule for the pre-activation's leading dimension; otherwise the caller runs
+    // the product and the GELU kernel separately.
+    if (call.ldc % 8 != 0 || Alignment(ops.aux) < 16) {
+      return absl::UnimplementedError(
+          absl::StrCat("matmul: no GELU epilogue for leading dimension ", call.ldc,
+                       " (cuBLASLt needs a "
+                       "multiple of 8 and a 16-byte aligned pre-activation)"));
+    }
+  }
+  ASSIGN_OR_RETURN(Plan * plan, GetPlan(call, ab_type, cd_type, ops));
+  if (!plan->found) {
+    const std::string what = absl::StrCat("m,n,k = ", call.m, ",", call.n, ",", call.k);
+    if (ops.gelu != GemmGelu::kNone) {
+      return absl::UnimplementedError(
+          absl::StrCat("cuBLASLt has no algorithm with a GELU epilogue for ", what));
+    }
+    return absl::InternalError(absl::StrCat("cuBLASLt has no algorithm for the matmul ", what,
+                                            " (batch ", call.batch, ")"));
+  }
   if (ops.bias != nullptr) {
     FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
         plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ops.bias, sizeof(ops.bias)));
   }
+  if (ops.gelu != GemmGelu::kNone) {
+    FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &ops.aux, sizeof(ops.aux)));
+  }
+  const bool has_c = ops.beta != 0.0f;
+  const void* c = has_c ? ops.c : ops.d;
   const float alpha = 1.0f;
   FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle_, plan->desc, &alpha, ops.a, plan->a, ops.b,
                                               plan->b, &ops.beta, c, plan->c, ops.d, plan->d,
