@@ -110,6 +110,11 @@ class CudaGpt final : public engine::ModelBackend {
         offsets_(engine::GptParameterOffsets(config.shape)) {}
 
   ~CudaGpt() override {
+    cudaSetDevice(options_.device);
+    // An all-reduce still queued (a step that failed after starting it): wait for it through
+    // the communicator, whose timeout aborts it if a peer is gone, rather than on the stream,
+    // which could wait forever.
+    if (reducing_ && options_.nccl != nullptr) options_.nccl->Synchronize(comm_stream_).IgnoreError();
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
     if (comm_stream_ != nullptr) cudaStreamSynchronize(comm_stream_);
     for (cudaEvent_t e : events_) cudaEventDestroy(e);

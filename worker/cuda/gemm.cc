@@ -16,6 +16,11 @@ uint32_t Alignment(const void* p) {
   return align;
 }
 
+// How cuBLASLt says it cannot do what was asked (as opposed to failing while doing it).
+bool Refused(cublasStatus_t st) {
+  return st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE;
+}
+
 size_t ElementBytes(cudaDataType_t type) { return type == CUDA_R_32F ? 4 : 2; }
 
 // The alignment every matrix of a strided batch has: the base's, capped by the stride's.
@@ -142,13 +147,16 @@ absl::StatusOr<Matmul::Plan*> Matmul::GetPlan(const engine::GemmCall& g, cudaDat
   }
   cublasLtMatmulPreferenceDestroy(pref);
   // An epilogue this cuBLASLt cannot run on this device and shape is answered with
-  // NOT_SUPPORTED or with no algorithm: both mean "none" for a GELU epilogue.
-  if (ops.gelu != GemmGelu::kNone && st == CUBLAS_STATUS_NOT_SUPPORTED) {
+  // NOT_SUPPORTED, INVALID_VALUE or no algorithm: all mean "none" for a GELU epilogue (the
+  // caller falls back to the GELU kernels).
+  if (ops.gelu != GemmGelu::kNone && Refused(st)) {
     st = CUBLAS_STATUS_SUCCESS;
     found = 0;
   }
   FORGE_CUBLAS_RETURN_IF_ERROR(st);
-  plan->found = found > 0;
+  // A result's fields are valid only when its state is SUCCESS.
+  plan->found = found > 0 && result.state == CUBLAS_STATUS_SUCCESS &&
+                result.workspaceSize <= workspace_.bytes();
   if (plan->found) plan->algo = result.algo;
   Plan* out = plan.get();
   plans_[key] = std::move(plan);
@@ -201,10 +209,19 @@ absl::Status Matmul::Run(const engine::GemmCall& call, cudaDataType_t ab_type,
   const bool has_c = ops.beta != 0.0f;
   const void* c = has_c ? ops.c : ops.d;
   const float alpha = 1.0f;
-  FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(handle_, plan->desc, &alpha, ops.a, plan->a, ops.b,
-                                              plan->b, &ops.beta, c, plan->c, ops.d, plan->d,
-                                              &plan->algo, workspace_.get(), workspace_.bytes(),
-                                              stream));
+  const cublasStatus_t st =
+      cublasLtMatmul(handle_, plan->desc, &alpha, ops.a, plan->a, ops.b, plan->b, &ops.beta, c,
+                     plan->c, ops.d, plan->d, &plan->algo, workspace_.get(),
+                     workspace_.bytes(), stream);
+  if (ops.gelu != GemmGelu::kNone && Refused(st)) {
+    // Refused before anything was queued: this plan is not used again, and the caller runs
+    // the plain product and the GELU kernel.
+    plan->found = false;
+    return absl::UnimplementedError(absl::StrCat(
+        "cuBLASLt refused the GELU epilogue for m,n,k = ", call.m, ",", call.n, ",", call.k,
+        " (cuBLAS status ", static_cast<int>(st), ")"));
+  }
+  FORGE_CUBLAS_RETURN_IF_ERROR(st);
   return absl::OkStatus();
 }
 
