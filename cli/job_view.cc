@@ -12,6 +12,7 @@
 #include "cli/exit_codes.h"
 #include "cli/output.h"
 #include "cli/progress_view.h"
+#include "common/guard_spec.h"
 #include "common/spec_names.h"
 
 namespace forge::cli {
@@ -192,7 +193,7 @@ std::string JobDetails(const Job& job, absl::Time now) {
   if (job.has_guard()) {
     absl::StrAppend(&out, "\nguard: ", job.guard().message(), "\n");
   } else if (job.spec().has_guard()) {
-    absl::StrAppend(&out, "\nguard: ", job.spec().guard().suite(), " within ",
+    absl::StrAppend(&out, "\nguard: ", GuardedSuitesText(job.spec().guard()), " within ",
                     absl::StrFormat("%+.2f%%", 100 * job.spec().guard().max_regression()),
                     " of the base; verdict when the job ends\n");
   }

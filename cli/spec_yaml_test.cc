@@ -110,6 +110,16 @@ TEST(SpecYamlTest, DesignExampleParsesToTheExpectedProto) {
   EXPECT_EQ(spec->priority(), 0);
 }
 
+TEST(SpecYamlTest, GuardTakesSeveralSuites) {
+  absl::StatusOr<forge::v1::JobSpec> spec =
+      Parse("name: j\nguard: {suites: [general-english, general-code], max_regression: 0.03}\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_EQ(spec->guard().suites_size(), 2);
+  EXPECT_EQ(spec->guard().suites(1), "general-code");
+  EXPECT_TRUE(spec->guard().suite().empty());
+  EXPECT_DOUBLE_EQ(spec->guard().max_regression(), 0.03);
+}
+
 TEST(SpecYamlTest, OptionalFieldsAreSetExactlyWhenPresent) {
   absl::StatusOr<forge::v1::JobSpec> spec =
       Parse("name: j\ntrain: {steps: 10, lr: 0}\nmax_restarts: 0\npriority: -5\n");

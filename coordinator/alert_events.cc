@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/guard_spec.h"
 #include "common/proto_time.h"
 #include "coordinator/job_state.h"
 
@@ -73,6 +74,7 @@ std::optional<AlertEvent> AlertForTransition(const forge::v1::Job& job, forge::v
                                    : absl::StrCat(" to ", job.spec().promote().channel()),
                                ": ", job.guard().message());
       e.details["guard"] = {{"suite", job.guard().suite()},
+                            {"suites", GuardedSuites(job.spec().guard())},
                             {"base_loss", job.guard().base_loss()},
                             {"loss", job.guard().loss()},
                             {"regression", job.guard().regression()},

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/guard_spec.h"
 #include "common/proto_time.h"
 #include "common/spec_names.h"
 #include "coordinator/job_state.h"
@@ -461,7 +462,7 @@ std::string EvalSection(const Job& j) {
           "</div>");
     } else {
       absl::StrAppend(&out, "<div id=\"guard\" class=\"msg\">Guard on ",
-                      Escape(j.spec().guard().suite()), ": at most +",
+                      Escape(GuardedSuitesText(j.spec().guard())), ": at most +",
                       absl::StrFormat("%.1f", 100 * j.spec().guard().max_regression()),
                       " % against the base; the verdict comes when the job ends.</div>");
     }

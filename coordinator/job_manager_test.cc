@@ -506,5 +506,50 @@ TEST(GuardVerdictTest, ComparesTheGuardedSuiteWithTheBaseWithinTheBudget) {
   EXPECT_THAT(v.message(), ::testing::HasSubstr("no base held-out result"));
 }
 
+// Several guarded suites: each within the budget, or the job is blocked; the headline fields
+// are the worst suite's.
+TEST(GuardVerdictTest, EveryGuardedSuiteMustBeWithinTheBudget) {
+  forge::v1::Job job;
+  forge::v1::GuardSpec* g = job.mutable_spec()->mutable_guard();
+  g->add_suites("general");
+  g->add_suites("code");
+  g->set_max_regression(0.02);
+  *job.add_base_evals() = Eval("general", 2.0);
+  *job.add_base_evals() = Eval("code", 1.0);
+  *job.add_evals() = Eval("general", 2.02);  // +1 %
+  *job.add_evals() = Eval("code", 0.99);     // -1 %
+  forge::v1::GuardVerdict v = JobManager::GuardVerdictFor(job);
+  EXPECT_TRUE(v.passed()) << v.message();
+  ASSERT_EQ(v.suites_size(), 2);
+  EXPECT_EQ(v.suites(0).suite(), "general");
+  EXPECT_TRUE(v.suites(0).measured());
+  EXPECT_TRUE(v.suites(1).passed());
+  EXPECT_NEAR(v.suites(1).regression(), -0.01, 1e-12);
+  EXPECT_EQ(v.suite(), "general");  // the larger regression
+  EXPECT_NEAR(v.regression(), 0.01, 1e-12);
+  EXPECT_EQ(v.message(),
+            "passed: general held-out loss 2.0200 vs base 2.0000 (+1.00%, within); code "
+            "held-out loss 0.9900 vs base 1.0000 (-1.00%, within); budget +2.00% each");
+
+  job.mutable_evals(1)->set_loss(1.03);  // code +3 %: blocked, though general is within
+  v = JobManager::GuardVerdictFor(job);
+  EXPECT_FALSE(v.passed());
+  EXPECT_TRUE(v.suites(0).passed());
+  EXPECT_FALSE(v.suites(1).passed());
+  EXPECT_EQ(v.suite(), "code");
+  EXPECT_EQ(v.loss(), 1.03);
+  EXPECT_THAT(v.message(), ::testing::StartsWith("blocked: "));
+  EXPECT_THAT(v.message(), ::testing::HasSubstr("code held-out loss 1.0300 vs base 1.0000 "
+                                                "(+3.00%, over)"));
+
+  job.mutable_evals()->RemoveLast();  // code never measured at the end: blocked
+  job.mutable_evals(0)->set_loss(2.0);
+  v = JobManager::GuardVerdictFor(job);
+  EXPECT_FALSE(v.passed());
+  EXPECT_FALSE(v.suites(1).measured());
+  EXPECT_EQ(v.suite(), "code");  // an unmeasured suite is the headline
+  EXPECT_THAT(v.message(), ::testing::HasSubstr("no final held-out result for suite code"));
+}
+
 }  // namespace
 }  // namespace forge::coordinator

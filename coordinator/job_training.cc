@@ -1,10 +1,14 @@
 // JobManager: what trainer ranks report (progress, checkpoints, exits, the finish) and the
 // step timeout. The placement half of the class is in job_manager.cc.
 #include <algorithm>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/guard_spec.h"
 #include "common/log.h"
 #include "common/proto_time.h"
 #include "coordinator/job_manager.h"
@@ -246,30 +250,60 @@ void JobManager::Finish(const forge::v1::FinishJobRequest& request,
 forge::v1::GuardVerdict JobManager::GuardVerdictFor(const forge::v1::Job& job) {
   const forge::v1::GuardSpec& g = job.spec().guard();
   forge::v1::GuardVerdict v;
-  v.set_suite(g.suite());
   v.set_max_regression(g.max_regression());
-  const forge::v1::EvalResult* base = nullptr;
-  const forge::v1::EvalResult* final = nullptr;
-  for (const auto& r : job.base_evals()) {
-    if (r.suite() == g.suite()) base = &r;
+  auto find = [](const auto& results, const std::string& suite) {
+    const forge::v1::EvalResult* found = nullptr;
+    for (const auto& r : results) {
+      if (r.suite() == suite) found = &r;
+    }
+    return found;
+  };
+  const std::vector<std::string> suites = GuardedSuites(g);
+  const bool several = suites.size() > 1;
+  bool passed = true;
+  const forge::v1::SuiteRegression* worst = nullptr;  // the verdict's headline suite
+  std::vector<std::string> parts;
+  for (const std::string& suite : suites) {
+    forge::v1::SuiteRegression* r = v.add_suites();
+    r->set_suite(suite);
+    const forge::v1::EvalResult* base = find(job.base_evals(), suite);
+    const forge::v1::EvalResult* final = find(job.evals(), suite);
+    if (base == nullptr || final == nullptr || base->loss() <= 0) {
+      passed = false;
+      parts.push_back(absl::StrCat("no ", base == nullptr ? "base" : "final",
+                                   " held-out result for suite ", suite,
+                                   ", so the regression cannot be measured"));
+      if (worst == nullptr || worst->measured()) worst = r;
+      continue;
+    }
+    r->set_measured(true);
+    r->set_base_loss(base->loss());
+    r->set_loss(final->loss());
+    r->set_regression((final->loss() - base->loss()) / base->loss());
+    r->set_passed(r->regression() <= g.max_regression());
+    passed = passed && r->passed();
+    if (worst == nullptr || (worst->measured() && r->regression() > worst->regression())) {
+      worst = r;
+    }
+    const std::string budget = several
+                                   ? (r->passed() ? "within" : "over")
+                                   : absl::StrFormat("budget %+.2f%%", 100 * g.max_regression());
+    parts.push_back(absl::StrFormat("%s held-out loss %.4f vs base %.4f (%+.2f%%, %s)", suite,
+                                    final->loss(), base->loss(), 100 * r->regression(), budget));
   }
-  for (const auto& r : job.evals()) {
-    if (r.suite() == g.suite()) final = &r;
+  v.set_passed(passed);
+  if (worst != nullptr) {
+    v.set_suite(worst->suite());
+    v.set_base_loss(worst->base_loss());
+    v.set_loss(worst->loss());
+    v.set_regression(worst->regression());
   }
-  if (base == nullptr || final == nullptr || base->loss() <= 0) {
-    v.set_passed(false);
-    v.set_message(absl::StrCat("blocked: no ", base == nullptr ? "base" : "final",
-                               " held-out result for suite ", g.suite(),
-                               ", so the regression cannot be measured"));
-    return v;
+  std::string message =
+      absl::StrCat(passed ? "passed" : "blocked", ": ", absl::StrJoin(parts, "; "));
+  if (several) {
+    absl::StrAppend(&message, absl::StrFormat("; budget %+.2f%% each", 100 * g.max_regression()));
   }
-  v.set_base_loss(base->loss());
-  v.set_loss(final->loss());
-  v.set_regression((final->loss() - base->loss()) / base->loss());
-  v.set_passed(v.regression() <= g.max_regression());
-  v.set_message(absl::StrFormat("%s: %s held-out loss %.4f vs base %.4f (%+.2f%%, budget %+.2f%%)",
-                                v.passed() ? "passed" : "blocked", g.suite(), final->loss(),
-                                base->loss(), 100 * v.regression(), 100 * g.max_regression()));
+  v.set_message(std::move(message));
   return v;
 }
 

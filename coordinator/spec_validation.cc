@@ -433,13 +433,40 @@ void CheckGuardAndPromote(JobSpec* spec, Problems* problems) {
   if (spec->has_guard()) {
     forge::v1::GuardSpec* guard = spec->mutable_guard();
     const auto& suites = spec->eval().suites();
-    if (guard->suite().empty()) {
+    auto check_suite = [&](const std::string& path, const std::string& suite) {
+      if (std::find(suites.begin(), suites.end(), suite) == suites.end()) {
+        problems->Add(absl::StrCat(path, " ", Quoted(suite), " is not one of eval.suites ",
+                                   ShortList(suites), "; add it to eval.suites"));
+      }
+    };
+    if (guard->suites_size() > 0) {
+      if (!guard->suite().empty()) {
+        problems->Add(absl::StrCat("guard has both suite (", Quoted(guard->suite()),
+                                   ") and suites; give one: suites lists every guarded suite"));
+      }
+      if (guard->suites_size() > kMaxEvalSuites) {
+        problems->Add(absl::StrCat("guard.suites has ", guard->suites_size(),
+                                   " suites; the limit is ", kMaxEvalSuites));
+      }
+      absl::flat_hash_map<absl::string_view, int> index_of;
+      for (int i = 0; i < guard->suites_size(); ++i) {
+        const std::string path = absl::StrCat("guard.suites[", i, "]");
+        auto [it, inserted] = index_of.emplace(guard->suites(i), i);
+        if (!inserted) {
+          problems->Add(absl::StrCat(path, " ", Quoted(guard->suites(i)),
+                                     " is already guard.suites[", it->second,
+                                     "]; list each suite once"));
+        } else {
+          check_suite(path, guard->suites(i));
+        }
+      }
+    } else if (guard->suite().empty()) {
       problems->Add(
-          absl::StrCat("guard.suite is required; name one of eval.suites ", ShortList(suites)));
-    } else if (std::find(suites.begin(), suites.end(), guard->suite()) == suites.end()) {
-      problems->Add(absl::StrCat("guard.suite ", Quoted(guard->suite()),
-                                 " is not one of eval.suites ", ShortList(suites),
-                                 "; add it to eval.suites"));
+          absl::StrCat("guard.suite is required (or guard.suites for several); name "
+                       "one of eval.suites ",
+                       ShortList(suites)));
+    } else {
+      check_suite("guard.suite", guard->suite());
     }
     if (!guard->has_max_regression()) guard->set_max_regression(kDefaultMaxRegression);
     problems->DoubleInRange("guard.max_regression", guard->max_regression(), 0,

@@ -561,7 +561,31 @@ const RuleCase kRuleCases[] = {
      "eval.suites"},
     {"GuardSuiteRequired",
      [] { return Fresh([](JobSpec* s) { s->mutable_guard()->clear_suite(); }); },
-     "guard.suite is required; name one of eval.suites [general-english, acme-tickets]"},
+     "guard.suite is required (or guard.suites for several); name one of eval.suites "
+     "[general-english, acme-tickets]"},
+    {"GuardSuiteOrSuites",
+     [] { return Fresh([](JobSpec* s) { s->mutable_guard()->add_suites("acme-tickets"); }); },
+     "guard has both suite (\"general-english\") and suites; give one: suites lists every "
+     "guarded suite"},
+    {"GuardSuitesInEvalSuites",
+     [] {
+       return Fresh([](JobSpec* s) {
+         s->mutable_guard()->clear_suite();
+         s->mutable_guard()->add_suites("general-english");
+         s->mutable_guard()->add_suites("code");
+       });
+     },
+     "guard.suites[1] \"code\" is not one of eval.suites [general-english, acme-tickets]; add "
+     "it to eval.suites"},
+    {"GuardSuitesUnique",
+     [] {
+       return Fresh([](JobSpec* s) {
+         s->mutable_guard()->clear_suite();
+         s->mutable_guard()->add_suites("acme-tickets");
+         s->mutable_guard()->add_suites("acme-tickets");
+       });
+     },
+     "guard.suites[1] \"acme-tickets\" is already guard.suites[0]; list each suite once"},
     {"GuardMaxRegressionRange",
      [] { return Fresh([](JobSpec* s) { s->mutable_guard()->set_max_regression(10.5); }); },
      "guard.max_regression must be in 0..10 (got 10.5)"},

@@ -145,11 +145,16 @@ TEST_F(ModelsTest, ABaseModelAtAStageIsContinuedFromItsWeights) {
   EXPECT_THAT(list.out, HasSubstr(mid.final_checkpoint()));
 
   // A run that wrecks the model (a huge learning rate) succeeds as a job, but the guard
-  // blocks it and the channel keeps the previous checkpoint.
-  const std::string bad = Submit(
-      Spec("wreck", "base: {model: acme-base, stage: pre-training}\n", 10, "0.5", guarded));
+  // blocks it and the channel keeps the previous checkpoint. (Its guard is the list form.)
+  const std::string bad =
+      Submit(Spec("wreck", "base: {model: acme-base, stage: pre-training}\n", 10, "0.5",
+                  "guard: {suites: [general], max_regression: 0.02}\n"
+                  "promote: {channel: acme-prod}\n"));
   forge::v1::Job wrecked = WaitTerminal(bad);
   ASSERT_EQ(wrecked.state(), forge::v1::JOB_STATE_SUCCEEDED) << wrecked.message();
+  ASSERT_EQ(wrecked.guard().suites_size(), 1);
+  EXPECT_TRUE(wrecked.guard().suites(0).measured());
+  EXPECT_FALSE(wrecked.guard().suites(0).passed());
   EXPECT_FALSE(wrecked.guard().passed()) << wrecked.guard().message();
   EXPECT_GT(wrecked.guard().regression(), 0.02);
   EXPECT_TRUE(wrecked.guard().promoted_to().empty());
