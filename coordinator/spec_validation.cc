@@ -270,13 +270,24 @@ void CheckData(const forge::v1::DataSpec& data, Problems* problems) {
 }
 
 // Returns the number of ranks when valid.
-std::optional<int> CheckResources(forge::v1::ResourceSpec* resources, Problems* problems) {
+std::optional<int> CheckResources(forge::v1::ResourceSpec* resources, const ModelInfo& model,
+                                  Problems* problems) {
   if (resources->ranks() == 0) resources->set_ranks(kDefaultRanks);
   if (resources->device() == forge::v1::DEVICE_KIND_UNSPECIFIED) {
     resources->set_device(forge::v1::DEVICE_KIND_CPU);
   } else if (!forge::v1::DeviceKind_IsValid(resources->device())) {
     problems->Add(
         absl::StrCat("resources.device must be cpu or cuda (got ", resources->device(), ")"));
+  }
+  if (resources->device() == forge::v1::DEVICE_KIND_CUDA && model.shape.has_value() &&
+      model.shape->width % kCudaWidthMultiple != 0) {
+    const int below = model.shape->width / kCudaWidthMultiple * kCudaWidthMultiple;
+    problems->Add(absl::StrCat("model.width must be a multiple of ", kCudaWidthMultiple,
+                               " with resources.device: cuda (got ", model.shape->width,
+                               "; the GPU matmuls need 16-byte aligned rows): use width ",
+                               below >= kMinWidth ? absl::StrCat(below, " or ") : "",
+                               below + kCudaWidthMultiple,
+                               " (heads must still divide it), or resources.device: cpu"));
   }
   if (!problems->IntInRange("resources.ranks", resources->ranks(), 1, kMaxRanks)) {
     return std::nullopt;
@@ -490,7 +501,7 @@ absl::Status ValidateAndFillDefaults(JobSpec* spec) {
   problems.AddIfError(ValidateIdentifier("name", out.name(), kMaxNameLength));
   const ModelInfo model = CheckBaseOrModel(&out, &problems);
   CheckData(out.data(), &problems);
-  const std::optional<int> ranks = CheckResources(out.mutable_resources(), &problems);
+  const std::optional<int> ranks = CheckResources(out.mutable_resources(), model, &problems);
   const std::optional<int64_t> steps = CheckTrain(out.mutable_train(), model, ranks, &problems);
   CheckCheckpointAndEval(&out, steps, &problems);
   CheckGuardAndPromote(&out, &problems);

@@ -252,6 +252,15 @@ TEST(SpecValidationTest, WithBaseSeqLenIsNotCheckedAgainstAnUnknownContext) {
   EXPECT_EQ(InvalidMessage(spec), "job spec: train.seq_len must be in 1..65536 (got 65537)");
 }
 
+TEST(SpecValidationTest, AWidthTheGpuCannotTakeIsFineOnCpu) {
+  JobSpec spec = FreshSpec();
+  spec.mutable_model()->set_width(260);
+  spec.mutable_resources()->set_device(forge::v1::DEVICE_KIND_CPU);
+  EXPECT_TRUE(ValidateAndFillDefaults(&spec).ok());
+  spec.mutable_resources()->set_device(forge::v1::DEVICE_KIND_CUDA);
+  EXPECT_FALSE(ValidateAndFillDefaults(&spec).ok());
+}
+
 TEST(SpecValidationTest, ACheckpointBaseNeedsNoStage) {
   JobSpec spec = FullBaseSpec();
   spec.mutable_base()->Clear();
@@ -524,6 +533,16 @@ const RuleCase kRuleCases[] = {
      "resources.ranks must be in 1..4096 (got -1)"},
     {"RanksMax", [] { return Fresh([](JobSpec* s) { s->mutable_resources()->set_ranks(4097); }); },
      "resources.ranks must be in 1..4096 (got 4097)"},
+    {"CudaWidthMultipleOfEight",
+     [] {
+       return Fresh([](JobSpec* s) {
+         s->mutable_model()->set_width(260);  // heads 4 divide it; 260 % 8 == 4
+         s->mutable_resources()->set_device(forge::v1::DEVICE_KIND_CUDA);
+       });
+     },
+     "model.width must be a multiple of 8 with resources.device: cuda (got 260; the GPU "
+     "matmuls need 16-byte aligned rows): use width 256 or 264 (heads must still divide it), "
+     "or resources.device: cpu"},
     {"DeviceOutOfEnum",
      [] {
        return Fresh([](JobSpec* s) {

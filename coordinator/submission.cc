@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/model_presets.h"
 #include "common/status_macros.h"
 #include "coordinator/contamination.h"
 
@@ -130,6 +131,13 @@ absl::StatusOr<ResolvedBase> SubmissionChecks::ResolveBase(const std::string& te
         "job spec: base: checkpoint ", checkpoint_id,
         " records no model shape (it predates the catalog's lineage); start from a newer "
         "checkpoint"));
+  }
+  if (spec.resources().device() == forge::v1::DEVICE_KIND_CUDA &&
+      info->shape().width() % kCudaWidthMultiple != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job spec: resources.device: cuda needs a model width that is a multiple of ",
+                     kCudaWidthMultiple, "; the base, checkpoint ", checkpoint_id, ", has width ",
+                     info->shape().width(), ": train it with resources.device: cpu"));
   }
   ResolvedBase r;
   r.checkpoint = checkpoint_id;

@@ -1,6 +1,7 @@
 // SubmissionChecks' held-out check over a real store, gateway and prepared datasets: a clean
 // job's report, the cache answering a resubmission without scanning again, and new data (a
-// new manifest) being scanned afresh rather than answered from the cache.
+// new manifest) being scanned afresh rather than answered from the cache; and a base
+// checkpoint's width checked against a cuda job.
 #include "coordinator/submission.h"
 
 #include <stdlib.h>
@@ -24,6 +25,16 @@ namespace {
 using ::testing::HasSubstr;
 
 constexpr char kTenant[] = "acme";
+
+forge::v1::ModelSpec ShapeProto(int layers, int heads, int width) {
+  forge::v1::ModelSpec s;
+  s.set_layers(layers);
+  s.set_heads(heads);
+  s.set_width(width);
+  s.set_context(64);
+  s.set_vocab(256);
+  return s;
+}
 
 class SubmissionChecksTest : public ::testing::Test {
  protected:
@@ -105,6 +116,41 @@ TEST_F(SubmissionChecksTest, ReportsAreCachedByManifestAndNewDataIsScannedAgain)
   EXPECT_EQ(leak.status().code(), absl::StatusCode::kFailedPrecondition) << leak.status();
   EXPECT_THAT(leak.status().message(), HasSubstr("contaminated"));
   EXPECT_EQ(checks.contamination_scans(), 2);
+}
+
+TEST_F(SubmissionChecksTest, ACudaJobNeedsABaseWhoseWidthTheGpuTakes) {
+  for (int width : {64, 60}) {
+    forge::v1::CheckpointInfo c;
+    c.set_id(absl::StrCat("c-width", width));
+    c.set_tenant(kTenant);
+    c.set_job_id(absl::StrCat("j-width", width));
+    c.set_step(10);
+    c.set_path(absl::StrCat("tenants/acme/checkpoints/j-width", width, "/10"));
+    *c.mutable_shape() = ShapeProto(2, 2, width);
+    WriteBatch b;
+    b.put_checkpoints.push_back(c);
+    ASSERT_TRUE(store_->CommitSync(std::move(b)).ok());
+  }
+  StorageGatewayOptions go;
+  go.root = dir_ + "/storage";
+  storage_ = *StorageGateway::Open(go, store_.get());  // reads the rows
+  SubmissionChecks checks(storage_.get(), nullptr);
+  forge::v1::JobSpec spec;
+  spec.mutable_resources()->set_device(forge::v1::DEVICE_KIND_CUDA);
+  spec.mutable_base()->set_checkpoint("c-width64");
+  absl::StatusOr<ResolvedBase> fine = checks.ResolveBase(kTenant, spec);
+  ASSERT_TRUE(fine.ok()) << fine.status();
+  EXPECT_EQ(fine->shape.width(), 64);
+
+  spec.mutable_base()->set_checkpoint("c-width60");
+  absl::StatusOr<ResolvedBase> refused = checks.ResolveBase(kTenant, spec);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("resources.device: cuda needs a model width that is a multiple of 8; "
+                        "the base, checkpoint c-width60, has width 60: train it with "
+                        "resources.device: cpu"));
+  spec.mutable_resources()->set_device(forge::v1::DEVICE_KIND_CPU);
+  EXPECT_TRUE(checks.ResolveBase(kTenant, spec).ok());
 }
 
 TEST_F(SubmissionChecksTest, TheCacheIsBounded) {

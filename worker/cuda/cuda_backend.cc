@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/model_presets.h"
 #include "common/status_macros.h"
 #include "worker/cuda/attention_gemm.h"
 #include "worker/cuda/cuda_util.h"
@@ -793,6 +794,14 @@ absl::StatusOr<std::unique_ptr<engine::ModelBackend>> CreateCudaBackend(
     return absl::InvalidArgumentError(absl::StrCat(
         "model shape: every field must be >= 1 and heads must divide width (layers=", s.layers,
         " heads=", s.heads, " width=", s.width, " context=", s.context, " vocab=", s.vocab, ")"));
+  }
+  if (s.width % kCudaWidthMultiple != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model shape: the cuda backend needs a width that is a multiple of ",
+                     kCudaWidthMultiple, " (got ", s.width,
+                     "; cuBLASLt reads the bias vectors 16-byte aligned, and each starts at "
+                     "a multiple of width in the parameter buffer): train this model with "
+                     "resources.device: cpu"));
   }
   if (options.attention == CudaAttention::kFlash &&
       (!options.bf16 || !FlashAttentionHeadSizeSupported(s.width / s.heads))) {

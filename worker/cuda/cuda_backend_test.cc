@@ -92,6 +92,21 @@ TEST(CudaBackendArgsTest, HeadSizeTheFusedKernelsLackIsRefusedWithTheFix) {
   EXPECT_THAT(b.status().message(), HasSubstr("GEMM attention"));
 }
 
+TEST(CudaBackendArgsTest, WidthNotAMultipleOfEightIsRefusedWithTheFix) {
+  for (bool bf16 : {true, false}) {
+    engine::BackendConfig c = Config();
+    c.shape.heads = 3;
+    c.shape.width = 60;  // head size 20: the GEMM attention would take it
+    CudaBackendOptions o;
+    o.bf16 = bf16;
+    o.attention = CudaAttention::kGemm;
+    absl::StatusOr<std::unique_ptr<engine::ModelBackend>> b = CreateCudaBackend(c, o);
+    ASSERT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument) << b.status();
+    EXPECT_THAT(b.status().message(), HasSubstr("width that is a multiple of 8 (got 60"));
+    EXPECT_THAT(b.status().message(), HasSubstr("resources.device: cpu"));
+  }
+}
+
 TEST(CudaBackendArgsTest, WithoutADeviceCreateSaysSoAndSuggestsCpu) {
   if (CudaDeviceCount() > 0) GTEST_SKIP() << "a CUDA device is present";
   absl::StatusOr<std::unique_ptr<engine::ModelBackend>> b = CreateCudaBackend(Config(), {});
