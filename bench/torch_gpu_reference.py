@@ -20,7 +20,9 @@ step time, tokens/s and MFU (nanoGPT's estimate_mfu formula, printed with the re
 
 On the lent GPU machine, from the repository root (`python3` there has PyTorch with CUDA):
 
-    # optional, for the side-by-side: build Forge's GPU bench (needs nvcc)
+    # optional, for the side-by-side: build Forge's GPU bench (needs nvcc and Forge's
+    # libraries; where they are missing, scripts/gpu-check torch runs this script with the
+    # bench from a bundle made by scripts/gpu-bundle)
     cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j16 \\
         --target forge-bench-gpu-train
     # PyTorch eager + torch.compile, and Forge when build/bin/forge-bench-gpu-train exists

@@ -56,7 +56,12 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::string& out_path,
 
 }  // namespace
 
-std::string BinDir() { return FORGE_BIN_DIR; }
+std::string BinDir() {
+  // The environment's first: scripts/gpu-check runs these tests from a bundle, elsewhere than
+  // the build that compiled them.
+  const char* dir = getenv("FORGE_BIN_DIR");
+  return dir != nullptr && *dir != '\0' ? dir : FORGE_BIN_DIR;
+}
 
 bool WaitFor(const std::function<bool()>& pred, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;

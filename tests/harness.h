@@ -23,6 +23,7 @@
 
 namespace forge::testing {
 
+// Where the built programs are: $FORGE_BIN_DIR when set, else the build's bin/.
 std::string BinDir();
 
 // A child process with stdout/stderr in files.
