@@ -35,8 +35,8 @@ inline constexpr int kMinVocab = 2, kMaxVocab = 1048576;
 
 // The GPU backend's matmuls (cuBLASLt) need 16-byte aligned bias vectors, and every bias in the
 // packed parameter buffer starts at a multiple of width: in bf16 that takes a width that is a
-// multiple of 8. Validation refuses a cuda job with a fresh model of another width; the backend
-// refuses it too (a base checkpoint's shape is known only there).
+// multiple of 8. A cuda job of another width is refused at submission (a fresh model's by
+// spec validation, a base checkpoint's once it is resolved) and by the backend itself.
 inline constexpr int kCudaWidthMultiple = 8;
 
 // The preset names, in a fixed order: {"tiny", "gpt2-124m-shape"}.

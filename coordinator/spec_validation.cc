@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <string>
@@ -404,6 +405,29 @@ bool CheckEvery(absl::string_view path, int64_t every, std::optional<int64_t> st
   return false;
 }
 
+// A list of suites (`field`, e.g. "eval.suites"): at most kMaxEvalSuites `noun`, each named
+// once. `check(path, suite)` checks an entry on its own and says whether it may be compared
+// with the others (a badly formed name is reported once, not also as a duplicate).
+void CheckSuiteList(
+    absl::string_view field, const google::protobuf::RepeatedPtrField<std::string>& list,
+    absl::string_view noun, Problems* problems,
+    const std::function<bool(const std::string& path, const std::string& suite)>& check) {
+  if (list.size() > kMaxEvalSuites) {
+    problems->Add(
+        absl::StrCat(field, " has ", list.size(), " ", noun, "; the limit is ", kMaxEvalSuites));
+  }
+  absl::flat_hash_map<absl::string_view, int> index_of;
+  for (int i = 0; i < list.size(); ++i) {
+    const std::string path = absl::StrCat(field, "[", i, "]");
+    if (!check(path, list[i])) continue;
+    auto [it, inserted] = index_of.emplace(list[i], i);
+    if (!inserted) {
+      problems->Add(absl::StrCat(path, " ", Quoted(list[i]), " is already ", field, "[", it->second,
+                                 "]; list each suite once"));
+    }
+  }
+}
+
 void CheckCheckpointAndEval(JobSpec* spec, std::optional<int64_t> steps, Problems* problems) {
   forge::v1::CheckpointSpec* checkpoint = spec->mutable_checkpoint();
   if (!checkpoint->has_every_steps() && steps.has_value()) {
@@ -422,22 +446,12 @@ void CheckCheckpointAndEval(JobSpec* spec, std::optional<int64_t> steps, Problem
   if (eval->has_every_steps()) {
     CheckEvery("eval.every_steps", eval->every_steps(), steps, problems);
   }
-  if (eval->suites_size() > kMaxEvalSuites) {
-    problems->Add(absl::StrCat("eval.suites has ", eval->suites_size(), " datasets; the limit is ",
-                               kMaxEvalSuites));
-  }
-  absl::flat_hash_map<absl::string_view, int> index_of;
-  for (int i = 0; i < eval->suites_size(); ++i) {
-    const std::string path = absl::StrCat("eval.suites[", i, "]");
-    absl::Status name = ValidateResourceName(path, eval->suites(i));
-    problems->AddIfError(name);
-    if (!name.ok()) continue;
-    auto [it, inserted] = index_of.emplace(eval->suites(i), i);
-    if (!inserted) {
-      problems->Add(absl::StrCat(path, " ", Quoted(eval->suites(i)), " is already eval.suites[",
-                                 it->second, "]; list each suite once"));
-    }
-  }
+  CheckSuiteList("eval.suites", eval->suites(), "datasets", problems,
+                 [&](const std::string& path, const std::string& suite) {
+                   absl::Status name = ValidateResourceName(path, suite);
+                   problems->AddIfError(name);
+                   return name.ok();
+                 });
 }
 
 void CheckGuardAndPromote(JobSpec* spec, Problems* problems) {
@@ -455,22 +469,11 @@ void CheckGuardAndPromote(JobSpec* spec, Problems* problems) {
         problems->Add(absl::StrCat("guard has both suite (", Quoted(guard->suite()),
                                    ") and suites; give one: suites lists every guarded suite"));
       }
-      if (guard->suites_size() > kMaxEvalSuites) {
-        problems->Add(absl::StrCat("guard.suites has ", guard->suites_size(),
-                                   " suites; the limit is ", kMaxEvalSuites));
-      }
-      absl::flat_hash_map<absl::string_view, int> index_of;
-      for (int i = 0; i < guard->suites_size(); ++i) {
-        const std::string path = absl::StrCat("guard.suites[", i, "]");
-        auto [it, inserted] = index_of.emplace(guard->suites(i), i);
-        if (!inserted) {
-          problems->Add(absl::StrCat(path, " ", Quoted(guard->suites(i)),
-                                     " is already guard.suites[", it->second,
-                                     "]; list each suite once"));
-        } else {
-          check_suite(path, guard->suites(i));
-        }
-      }
+      CheckSuiteList("guard.suites", guard->suites(), "suites", problems,
+                     [&](const std::string& path, const std::string& suite) {
+                       check_suite(path, suite);
+                       return true;
+                     });
     } else if (guard->suite().empty()) {
       problems->Add(
           absl::StrCat("guard.suite is required (or guard.suites for several); name "

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "gloo/rendezvous/hash_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -312,12 +313,16 @@ TEST_P(CudaBackendTest, WithoutAGeluEpilogueAlgorithmTheKernelsRunInstead) {
   auto kernels = CudaWith(o);
   ASSERT_NE(kernels, nullptr);
   OneMicroBatch(*kernels);
-  setenv("FORGE_EMULATED_CUBLASLT_NO_GELU", "1", 1);
-  o.gelu_epilogue = true;
-  auto fallback = CudaWith(o);
-  ASSERT_NE(fallback, nullptr);
-  OneMicroBatch(*fallback);
-  unsetenv("FORGE_EMULATED_CUBLASLT_NO_GELU");
+  std::unique_ptr<engine::ModelBackend> fallback;
+  {
+    // Unset on every way out, so no later test runs without GELU epilogue algorithms.
+    setenv("FORGE_EMULATED_CUBLASLT_NO_GELU", "1", 1);
+    absl::Cleanup unset = [] { unsetenv("FORGE_EMULATED_CUBLASLT_NO_GELU"); };
+    o.gelu_epilogue = true;
+    fallback = CudaWith(o);
+    ASSERT_NE(fallback, nullptr);
+    OneMicroBatch(*fallback);
+  }
   EXPECT_THAT(fallback->Describe(),
               HasSubstr("GELU: matmul epilogues, and kernels where cuBLASLt had no epilogue"));
   ExpectSameBits(Grads(*kernels), Grads(*fallback), "gradients with the fallback");

@@ -12,11 +12,12 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
-#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
+
+#include "worker/cuda/gelu_math.h"
 
 namespace {
 
@@ -126,17 +127,6 @@ bool HasBias(cublasLtEpilogue_t e) {
 }
 bool GeluForward(cublasLtEpilogue_t e) {
   return e == CUBLASLT_EPILOGUE_GELU_AUX || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
-}
-
-// GELU's tanh form and its derivative (worker/engine/gelu.cc), in float as an epilogue would.
-float Gelu(float x) {
-  const float t = std::tanh(0.7978845608f * (x + 0.044715f * x * x * x));
-  return 0.5f * x * (1.0f + t);
-}
-float GeluGrad(float x) {
-  const float t = std::tanh(0.7978845608f * (x + 0.044715f * x * x * x));
-  const float dt = 0.7978845608f * (1.0f + 3 * 0.044715f * x * x);
-  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * dt;
 }
 
 struct Layout {
@@ -329,9 +319,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
         if (bias) v += Load(desc.bias, desc.bias_type, i);
         if (gelu) {
           Store(desc.aux, ld.type, i + j * desc.aux_ld, v);
-          v = Gelu(v);
+          v = forge::cuda::GeluOf(v);
         } else if (dgelu) {
-          v *= GeluGrad(Load(desc.aux, ld.type, i + j * desc.aux_ld));
+          v *= forge::cuda::GeluGradOf(Load(desc.aux, ld.type, i + j * desc.aux_ld));
         }
         Store(out, ld.type, i + j * ld.ld, v);
       }

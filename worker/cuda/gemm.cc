@@ -21,6 +21,20 @@ bool Refused(cublasStatus_t st) {
   return st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE;
 }
 
+// The bias and GELU pre-activation pointers of `ops` into `desc`: before the heuristic (it
+// reads their alignment) and before every call (a cached plan serves many buffers).
+absl::Status SetEpiloguePointers(cublasLtMatmulDesc_t desc, const GemmOperands& ops) {
+  if (ops.bias != nullptr) {
+    FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ops.bias, sizeof(ops.bias)));
+  }
+  if (ops.gelu != GemmGelu::kNone) {
+    FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &ops.aux, sizeof(ops.aux)));
+  }
+  return absl::OkStatus();
+}
+
 size_t ElementBytes(cudaDataType_t type) { return type == CUDA_R_32F ? 4 : 2; }
 
 // The alignment every matrix of a strided batch has: the base's, capped by the stride's.
@@ -105,17 +119,14 @@ absl::StatusOr<Matmul::Plan*> Matmul::GetPlan(const engine::GemmCall& g, cudaDat
   if (bias) {
     FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
         plan->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &cd_type, sizeof(cd_type)));
-    FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-        plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ops.bias, sizeof(ops.bias)));
   }
   if (ops.gelu != GemmGelu::kNone) {
     // The pre-activation has D's shape and type (the default aux type: D's).
     const int64_t aux_ld = g.ldc;
     FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
         plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof(aux_ld)));
-    FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-        plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &ops.aux, sizeof(ops.aux)));
   }
+  RETURN_IF_ERROR(SetEpiloguePointers(plan->desc, ops));
   // Stored shapes (before op): A is m x k or k x m, B is k x n or n x k; column-major.
   FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(
       &plan->a, ab_type, g.trans_a ? g.k : g.m, g.trans_a ? g.m : g.k, g.lda));
@@ -198,14 +209,7 @@ absl::Status Matmul::Run(const engine::GemmCall& call, cudaDataType_t ab_type,
     return absl::InternalError(absl::StrCat("cuBLASLt has no algorithm for the matmul ", what,
                                             " (batch ", call.batch, ")"));
   }
-  if (ops.bias != nullptr) {
-    FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-        plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ops.bias, sizeof(ops.bias)));
-  }
-  if (ops.gelu != GemmGelu::kNone) {
-    FORGE_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-        plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &ops.aux, sizeof(ops.aux)));
-  }
+  RETURN_IF_ERROR(SetEpiloguePointers(plan->desc, ops));  // this call's (the plan is shared)
   const bool has_c = ops.beta != 0.0f;
   const void* c = has_c ? ops.c : ops.d;
   const float alpha = 1.0f;

@@ -1,7 +1,7 @@
-#include "worker/cuda/kernels.h"
-
 #include <cmath>
 
+#include "worker/cuda/gelu_math.h"
+#include "worker/cuda/kernels.h"
 #include "worker/cuda/launch.h"
 
 namespace forge::cuda {
@@ -200,16 +200,11 @@ int Parts(int N) { return (N + kRowsPerPartial - 1) / kRowsPerPartial; }
 
 // ---------------------------------------------------------------------------- GELU
 
-constexpr float kSqrt2OverPi = 0.7978845608028654f;
-constexpr float kCubic = 0.044715f;
-
 template <typename T>
 __global__ void GeluForwardKernel(T* out, const T* inp, size_t n) {
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
        i += size_t{gridDim.x} * blockDim.x) {
-    const float x = ToF(inp[i]);
-    const float t = tanhf(kSqrt2OverPi * (x + kCubic * x * x * x));
-    out[i] = FromF<T>(0.5f * x * (1.0f + t));
+    out[i] = FromF<T>(GeluOf(ToF(inp[i])));
   }
 }
 
@@ -217,11 +212,7 @@ template <typename T>
 __global__ void GeluBackwardKernel(T* dinp, const T* inp, const T* dout, size_t n) {
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
        i += size_t{gridDim.x} * blockDim.x) {
-    const float x = ToF(inp[i]);
-    const float t = tanhf(kSqrt2OverPi * (x + kCubic * x * x * x));
-    const float dt = kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
-    const float grad = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * dt;
-    dinp[i] = FromF<T>(grad * ToF(dout[i]));
+    dinp[i] = FromF<T>(GeluGradOf(ToF(inp[i])) * ToF(dout[i]));
   }
 }
 
