@@ -209,9 +209,11 @@ class CudaGpt final : public engine::ModelBackend {
 
   // out = inp · weight (+ bias) (+ residual); with `gelu_pre`, out = gelu(that) and gelu_pre
   // the pre-activation (UNIMPLEMENTED when cuBLASLt has no such epilogue for the shape).
+  // `out_ld` (0: N) is out's row pitch (gemm_layout.h).
   absl::Status Dense(T* out, const T* inp, const T* weight, WeightLayout layout, const T* bias,
-                     const T* residual, int M, int K, int N, T* gelu_pre = nullptr) {
-    const GemmCall g = engine::ForwardGemm(layout, M, K, N);
+                     const T* residual, int M, int K, int N, T* gelu_pre = nullptr,
+                     int out_ld = 0) {
+    const GemmCall g = engine::ForwardGemm(layout, M, K, N, out_ld);
     GemmOperands ops;
     ops.a = weight;
     ops.b = inp;
@@ -280,16 +282,20 @@ class CudaGpt final : public engine::ModelBackend {
 
   // dinp = dout · weight^T; with `gelu_pre` (the input was gelu(gelu_pre)), dinp is the
   // gradient of gelu_pre instead: times gelu'(gelu_pre), in the epilogue where it allows.
+  // `out_ld` (0: N) is dout's row pitch; the bias gradient needs unpadded rows.
   absl::Status DenseBackward(T* dinp, float* dweight, float* dbias, const T* dout, const T* inp,
                              const T* weight, WeightLayout layout, int M, int K, int N,
-                             const T* gelu_pre = nullptr) {
+                             const T* gelu_pre = nullptr, int out_ld = 0) {
+    if (dbias != nullptr && out_ld != 0 && out_ld != N) {
+      return absl::InternalError("cuda backend: a bias gradient of padded rows");
+    }
     auto pick = [&](GemmOperand o) -> const void* {
       return o == GemmOperand::kWeight ? static_cast<const void*>(weight)
              : o == GemmOperand::kInput ? static_cast<const void*>(inp)
                                         : static_cast<const void*>(dout);
     };
     if (dinp != nullptr) {
-      const GemmCall g = engine::InputGradGemm(layout, M, K, N);
+      const GemmCall g = engine::InputGradGemm(layout, M, K, N, out_ld);
       GemmOperands ops;
       ops.a = pick(g.a);
       ops.b = pick(g.b);
@@ -312,7 +318,7 @@ class CudaGpt final : public engine::ModelBackend {
         }
       }
     }
-    const GemmCall g = engine::WeightGradGemm(layout, M, K, N);
+    const GemmCall g = engine::WeightGradGemm(layout, M, K, N, out_ld);
     GemmOperands ops;
     ops.a = pick(g.a);
     ops.b = pick(g.b);
@@ -351,6 +357,7 @@ class CudaGpt final : public engine::ModelBackend {
 
   std::vector<LayerActs> layer_acts_;
   size_t encoded_ = 0, lnf_ = 0, logits_ = 0;                   // in acts_
+  int logits_ld_ = 0;  // the logits' row pitch: the vocabulary rounded up to a multiple of 8
   size_t lnf_mean_ = 0, lnf_rstd_ = 0, losses_ = 0, delta_ = 0;  // in stats_
   size_t dres_ = 0, dc_ = 0, d3c_ = 0, d4c_ = 0;                 // in grad_acts_
   int buckets_ = 0;
@@ -422,7 +429,11 @@ absl::Status CudaGpt<T>::Init() {
     layer_acts_.push_back(la);
   }
   lnf_ = a.Take(N * C, sizeof(T));
-  logits_ = a.Take(N * V, sizeof(T));
+  // Rows padded to a multiple of 8 elements, so each starts 16-byte aligned whatever the
+  // vocabulary (GPT-2's 50257 included): the classifier's matmul and its two gradients run
+  // cuBLASLt's aligned kernels. The padding is never read.
+  logits_ld_ = static_cast<int>((V + 7) / 8 * 8);
+  logits_ = a.Take(N * logits_ld_, sizeof(T));
   lnf_mean_ = f.Take(N, 4);
   lnf_rstd_ = f.Take(N, 4);
   losses_ = f.Take(N, 4);
@@ -625,10 +636,11 @@ absl::StatusOr<int> CudaGpt<T>::Forward(const int32_t* tokens, const int32_t* ta
                                                  LayerInput(s.layers), P(offsets_.lnf_w),
                                                  P(offsets_.lnf_b), N, C, stream_));
   RETURN_IF_ERROR(Dense(A(logits_), A(lnf_), W(offsets_.wte), WeightLayout::kOutIn, nullptr,
-                        nullptr, N, C, V));
+                        nullptr, N, C, V, nullptr, logits_ld_));
   const float scale = count == 0 ? 0.0f : 1.0f / static_cast<float>(count);
   FORGE_CUDA_RETURN_IF_ERROR(CrossEntropy<T>(S(losses_), backward ? A(logits_) : nullptr,
-                                             A(logits_), targets_.get(), scale, N, V, stream_));
+                                             A(logits_), targets_.get(), scale, N, V, logits_ld_,
+                                             stream_));
   FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_losses_.get(), S(losses_), N * sizeof(float),
                                              cudaMemcpyDeviceToHost, stream_));
   return count;
@@ -655,7 +667,7 @@ absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
 
   // logits_ holds dLoss/dlogits (the fused cross-entropy).
   RETURN_IF_ERROR(DenseBackward(dc, G(offsets_.wte), nullptr, A(logits_), A(lnf_), W(offsets_.wte),
-                                WeightLayout::kOutIn, N, C, V));
+                                WeightLayout::kOutIn, N, C, V, nullptr, logits_ld_));
   FORGE_CUDA_RETURN_IF_ERROR(
       cudaMemsetAsync(dres, 0, static_cast<size_t>(N) * C * sizeof(T), stream_));
   FORGE_CUDA_RETURN_IF_ERROR(LayerNormBackward<T>(

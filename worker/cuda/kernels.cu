@@ -529,12 +529,12 @@ __global__ void AttentionSoftmaxBackwardKernel(T* probs, T* dscores, const float
 // One block per row: an online (max, sum of exp) per thread, combined in a fixed tree.
 template <typename T>
 __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
-                                   const int32_t* targets, float scale, int V) {
+                                   const int32_t* targets, float scale, int V, int ld) {
   __shared__ float sm[kThreads / kWarp], ss[kThreads / kWarp];
   __shared__ float row_max, row_sum;
   const int n = blockIdx.x;
   const int target = targets[n];
-  const T* x = logits + static_cast<size_t>(n) * V;
+  const T* x = logits + static_cast<size_t>(n) * ld;
   // Read before anything may overwrite it (dlogits may alias logits).
   const float x_target = target >= 0 ? ToF(x[target]) : 0.0f;
   float m = -INFINITY, s = 0.0f;
@@ -556,7 +556,7 @@ __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
   }
   __syncthreads();
   if (dlogits == nullptr) return;
-  T* d = dlogits + static_cast<size_t>(n) * V;
+  T* d = dlogits + static_cast<size_t>(n) * ld;
   const float M = row_max, inv = 1.0f / row_sum;
   for (int j = threadIdx.x; j < V; j += blockDim.x) {
     if (target < 0) {
@@ -772,9 +772,10 @@ cudaError_t AttentionBackward(T* dqkv, float* delta, const T* dy, const T* qkv, 
 
 template <typename T>
 cudaError_t CrossEntropy(float* losses, T* dlogits, const T* logits, const int32_t* targets,
-                         float scale, int N, int V, cudaStream_t stream) {
+                         float scale, int N, int V, int ld, cudaStream_t stream) {
+  if (ld < V) return cudaErrorInvalidValue;
   FORGE_LAUNCH(CrossEntropyKernel<T>, N, kThreads, 0, stream, losses, dlogits, logits, targets,
-               scale, V);
+               scale, V, ld);
   return cudaGetLastError();
 }
 
@@ -806,37 +807,36 @@ cudaError_t CastFromFloat(T* out, const float* in, size_t n, cudaStream_t stream
   return cudaGetLastError();
 }
 
-#define FORGE_INSTANTIATE(T)                                                                      \
-  template cudaError_t EmbeddingForward<T>(T*, const int32_t*, const float*, const float*, int,   \
-                                           int, int, cudaStream_t);                               \
-  template cudaError_t EmbeddingBackwardWte<T>(float*, const T*, const int32_t*, const int32_t*,  \
-                                               const int32_t*, int, int, cudaStream_t);           \
-  template cudaError_t EmbeddingBackwardWpe<T>(float*, const T*, int, int, int, cudaStream_t);    \
-  template cudaError_t LayerNormForward<T>(T*, float*, float*, const T*, const float*,            \
-                                           const float*, int, int, cudaStream_t);                 \
-  template cudaError_t LayerNormBackward<T>(T*, float*, float*, float*, const T*, const T*,       \
-                                            const float*, const float*, const float*, int, int,   \
-                                            cudaStream_t);                                        \
-  template cudaError_t BiasGrad<T>(float*, float*, const T*, int, int, cudaStream_t);             \
-  template cudaError_t GeluForward<T>(T*, const T*, size_t, cudaStream_t);                        \
-  template cudaError_t GeluBackward<T>(T*, const T*, const T*, size_t, cudaStream_t);             \
-  template cudaError_t AttentionForward<T>(T*, float*, const T*, int, int, int, int,              \
-                                           cudaStream_t);                                         \
-  template cudaError_t AttentionBackward<T>(T*, float*, const T*, const T*, const T*,             \
-                                            const float*, int, int, int, int, cudaStream_t);      \
-  template cudaError_t AttentionDelta<T>(float*, const T*, const T*, int, int, int, int,          \
-                                         cudaStream_t);                                           \
-  template cudaError_t AttentionSoftmax<T>(T*, float*, const float*, int, int, int, float,        \
-                                           cudaStream_t);                                         \
-  template cudaError_t AttentionSoftmaxBackward<T>(T*, T*, const float*, const float*,            \
-                                                   const float*, const float*, int, int, int,     \
-                                                   float,                                         \
-                                                   cudaStream_t);                                 \
-  template cudaError_t CrossEntropy<T>(float*, T*, const T*, const int32_t*, float, int, int,     \
-                                       cudaStream_t);                                             \
-  template cudaError_t AdamWUpdate<T>(float*, T*, float*, float*, float*, size_t,                 \
-                                      const float*, float, float, float, float, float, float,     \
-                                      float, cudaStream_t);                                       \
+#define FORGE_INSTANTIATE(T)                                                                       \
+  template cudaError_t EmbeddingForward<T>(T*, const int32_t*, const float*, const float*, int,    \
+                                           int, int, cudaStream_t);                                \
+  template cudaError_t EmbeddingBackwardWte<T>(float*, const T*, const int32_t*, const int32_t*,   \
+                                               const int32_t*, int, int, cudaStream_t);            \
+  template cudaError_t EmbeddingBackwardWpe<T>(float*, const T*, int, int, int, cudaStream_t);     \
+  template cudaError_t LayerNormForward<T>(T*, float*, float*, const T*, const float*,             \
+                                           const float*, int, int, cudaStream_t);                  \
+  template cudaError_t LayerNormBackward<T>(T*, float*, float*, float*, const T*, const T*,        \
+                                            const float*, const float*, const float*, int, int,    \
+                                            cudaStream_t);                                         \
+  template cudaError_t BiasGrad<T>(float*, float*, const T*, int, int, cudaStream_t);              \
+  template cudaError_t GeluForward<T>(T*, const T*, size_t, cudaStream_t);                         \
+  template cudaError_t GeluBackward<T>(T*, const T*, const T*, size_t, cudaStream_t);              \
+  template cudaError_t AttentionForward<T>(T*, float*, const T*, int, int, int, int,               \
+                                           cudaStream_t);                                          \
+  template cudaError_t AttentionBackward<T>(T*, float*, const T*, const T*, const T*,              \
+                                            const float*, int, int, int, int, cudaStream_t);       \
+  template cudaError_t AttentionDelta<T>(float*, const T*, const T*, int, int, int, int,           \
+                                         cudaStream_t);                                            \
+  template cudaError_t AttentionSoftmax<T>(T*, float*, const float*, int, int, int, float,         \
+                                           cudaStream_t);                                          \
+  template cudaError_t AttentionSoftmaxBackward<T>(T*, T*, const float*, const float*,             \
+                                                   const float*, const float*, int, int, int,      \
+                                                   float, cudaStream_t);                           \
+  template cudaError_t CrossEntropy<T>(float*, T*, const T*, const int32_t*, float, int, int, int, \
+                                       cudaStream_t);                                              \
+  template cudaError_t AdamWUpdate<T>(float*, T*, float*, float*, float*, size_t, const float*,    \
+                                      float, float, float, float, float, float, float,             \
+                                      cudaStream_t);                                               \
   template cudaError_t CastFromFloat<T>(T*, const float*, size_t, cudaStream_t);
 
 FORGE_INSTANTIATE(float)

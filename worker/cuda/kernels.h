@@ -102,12 +102,13 @@ cudaError_t AttentionSoftmaxBackward(T* probs, T* dscores, const float* scores,
                                      const float* dprobs, const float* lse, const float* delta,
                                      int rows, int Tq, int ld, float scale, cudaStream_t stream);
 
-// Softmax cross-entropy over rows of V logits: losses[n] (0 where targets[n] < 0). When
-// dlogits is not null it also writes scale · (softmax - onehot) there (zero rows for ignored
-// targets); dlogits may equal logits.
+// Softmax cross-entropy over rows of V logits, `ld` (>= V) elements apart: losses[n] (0 where
+// targets[n] < 0). When dlogits is not null it also writes scale · (softmax - onehot) there, at
+// the same pitch (zero rows for ignored targets; the padding past V is left alone); dlogits
+// may equal logits.
 template <typename T>
 cudaError_t CrossEntropy(float* losses, T* dlogits, const T* logits, const int32_t* targets,
-                         float scale, int N, int V, cudaStream_t stream);
+                         float scale, int N, int V, int ld, cudaStream_t stream);
 
 // Doubles of scratch GradNorm needs for n gradients.
 size_t GradNormScratchDoubles(size_t n);

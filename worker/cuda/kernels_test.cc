@@ -208,10 +208,14 @@ TYPED_TEST(KernelTest, AttentionSoftmaxStepsOnPaddedRows) {
 
 TYPED_TEST(KernelTest, CrossEntropyLossAndGradient) {
   using T = TypeParam;
-  const int N = 37, V = 1000;
+  // An odd vocabulary in rows padded to a multiple of 8 (the backend's logits): the padding
+  // is neither read nor written.
+  const int N = 37, V = 997, ld = 1000;
+  constexpr float kPad = 7.0f;
   Vec logits = Rounded<T>(Random(size_t{1} * N * V, 10, 3.0f));
   std::vector<int32_t> targets(N);
   for (int n = 0; n < N; ++n) targets[n] = n % 5 == 4 ? -1 : (n * 7919) % V;  // some ignored
+  targets[1] = V - 1;  // the last entry of a row
   // Masked entries: a -inf logit adds nothing, and must not make the row NaN (the first
   // entry a thread sees, and a later one).
   logits[size_t{3} * V] = -INFINITY;
@@ -222,20 +226,41 @@ TYPED_TEST(KernelTest, CrossEntropyLossAndGradient) {
                                      this->pool_);
   engine::CrossEntropyBackward<float>(dlogits.data(), logits.data(), targets.data(), scale, N, V,
                                       this->pool_);
-  Dev<T> glogits(logits);
+  Vec pitched(size_t{1} * N * ld, kPad);
+  for (int n = 0; n < N; ++n) {
+    std::copy_n(logits.begin() + size_t{1} * n * V, V, pitched.begin() + size_t{1} * n * ld);
+  }
+  Dev<T> glogits(pitched);
   Dev<float> glosses(N);
   DevInts gt(targets);
+  ASSERT_EQ(
+      CrossEntropy<T>(glosses.get(), nullptr, glogits.get(), gt.get(), scale, N, V, V - 1, nullptr),
+      cudaErrorInvalidValue)
+      << "a pitch shorter than a row";
   // Loss only, then loss and gradient in place.
-  ASSERT_EQ(CrossEntropy<T>(glosses.get(), nullptr, glogits.get(), gt.get(), scale, N, V, nullptr),
-            cudaSuccess);
+  ASSERT_EQ(
+      CrossEntropy<T>(glosses.get(), nullptr, glogits.get(), gt.get(), scale, N, V, ld, nullptr),
+      cudaSuccess);
   Sync();
   ExpectClose(glosses.Download(), losses, 1e-5f, "losses (forward only)");
-  ASSERT_EQ(CrossEntropy<T>(glosses.get(), glogits.get(), glogits.get(), gt.get(), scale, N, V,
+  ASSERT_EQ(CrossEntropy<T>(glosses.get(), glogits.get(), glogits.get(), gt.get(), scale, N, V, ld,
                             nullptr),
             cudaSuccess);
   Sync();
   ExpectClose(glosses.Download(), losses, 1e-5f, "losses");
-  ExpectClose(glogits.Download(), dlogits, Tolerance<T>(), "dlogits");
+  const Vec got = glogits.Download();
+  Vec rows(dlogits.size());
+  for (int n = 0; n < N; ++n) {
+    for (int j = 0; j < ld; ++j) {
+      const float x = got[size_t{1} * n * ld + j];
+      if (j < V) {
+        rows[size_t{1} * n * V + j] = x;
+      } else {
+        ASSERT_EQ(x, kPad) << "padding of row " << n << " written";
+      }
+    }
+  }
+  ExpectClose(rows, dlogits, Tolerance<T>(), "dlogits");
 }
 
 TYPED_TEST(KernelTest, EmbeddingsAndBiasGradient) {

@@ -28,39 +28,44 @@ struct GemmCall {
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;
 };
 
+// `out_ld` (0: N) is the row pitch, in elements, of `out` and `dout` [M,N]: rows may be padded
+// (the logits' rows are, to a multiple of 8 elements, so every row starts 16-byte aligned
+// whatever the vocabulary size).
+
 // out[M,N] = inp[M,K] · W: C is `out`.
-inline GemmCall ForwardGemm(WeightLayout layout, int M, int K, int N) {
+inline GemmCall ForwardGemm(WeightLayout layout, int M, int K, int N, int out_ld = 0) {
   GemmCall g{GemmOperand::kWeight, GemmOperand::kInput};
   g.trans_a = layout == WeightLayout::kOutIn;
   g.m = N, g.n = M, g.k = K;
   g.lda = layout == WeightLayout::kInOut ? N : K;
-  g.ldb = K, g.ldc = N;
+  g.ldb = K, g.ldc = out_ld > 0 ? out_ld : N;
   return g;
 }
 
 // dinp[M,K] = dout[M,N] · W^T (kInOut) or dout · W (kOutIn): C is `dinp`.
-inline GemmCall InputGradGemm(WeightLayout layout, int M, int K, int N) {
+inline GemmCall InputGradGemm(WeightLayout layout, int M, int K, int N, int out_ld = 0) {
   GemmCall g{GemmOperand::kWeight, GemmOperand::kOutputGrad};
   g.trans_a = layout == WeightLayout::kInOut;
   g.m = K, g.n = M, g.k = N;
   g.lda = layout == WeightLayout::kInOut ? N : K;
-  g.ldb = N, g.ldc = K;
+  g.ldb = out_ld > 0 ? out_ld : N, g.ldc = K;
   return g;
 }
 
 // dW (in W's layout) = inp^T · dout (kInOut, [K,N]) or dout^T · inp (kOutIn, [N,K]): C is dW.
-inline GemmCall WeightGradGemm(WeightLayout layout, int M, int K, int N) {
+inline GemmCall WeightGradGemm(WeightLayout layout, int M, int K, int N, int out_ld = 0) {
+  const int ldo = out_ld > 0 ? out_ld : N;
   GemmCall g;
   if (layout == WeightLayout::kInOut) {
     g.a = GemmOperand::kOutputGrad, g.b = GemmOperand::kInput;
     g.trans_a = false, g.trans_b = true;
     g.m = N, g.n = K, g.k = M;
-    g.lda = N, g.ldb = K, g.ldc = N;
+    g.lda = ldo, g.ldb = K, g.ldc = N;
   } else {
     g.a = GemmOperand::kInput, g.b = GemmOperand::kOutputGrad;
     g.trans_a = false, g.trans_b = true;
     g.m = K, g.n = N, g.k = M;
-    g.lda = K, g.ldb = N, g.ldc = K;
+    g.lda = K, g.ldb = ldo, g.ldc = K;
   }
   return g;
 }

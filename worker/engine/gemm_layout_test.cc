@@ -71,6 +71,47 @@ TEST_P(GemmLayoutTest, MatchesTheRowMajorDenseLayer) {
   }
 }
 
+// Rows of `out` and `dout` padded to a pitch (the CUDA backend's logits): the products read
+// and write the first N of each row and leave the padding alone.
+TEST_P(GemmLayoutTest, PaddedOutputRowsAreReadAndWrittenAtTheirPitch) {
+  const WeightLayout layout = GetParam();
+  ThreadPool pool(1);
+  std::mt19937 rng(5);
+  constexpr float kPad = 7.0f;
+  for (auto [M, K, N, ld] : {std::tuple{5, 8, 11, 16}, std::tuple{3, 4, 1, 8}}) {
+    Buffers b{Random(size_t(K) * N, rng), Random(size_t(M) * K, rng), {}};
+    const std::vector<float> dout = Random(size_t(M) * N, rng);
+    b.dout.assign(size_t(M) * ld, kPad);
+    for (int r = 0; r < M; ++r) {
+      for (int c = 0; c < N; ++c) b.dout[size_t(r) * ld + c] = dout[size_t(r) * N + c];
+    }
+    std::vector<float> want(size_t(M) * N), got(size_t(M) * ld, kPad);
+    MatmulForward<float>(want.data(), b.inp.data(), b.weight.data(), layout, nullptr, nullptr, M, K,
+                         N, pool);
+    RunColumnMajor(ForwardGemm(layout, M, K, N, ld), b, 0.0f, got.data());
+    std::vector<float> rows(size_t(M) * N);
+    for (int r = 0; r < M; ++r) {
+      for (int c = 0; c < ld; ++c) {
+        const float x = got[size_t(r) * ld + c];
+        if (c < N) {
+          rows[size_t(r) * N + c] = x;
+        } else {
+          ASSERT_EQ(x, kPad) << "padding of row " << r << " written";
+        }
+      }
+    }
+    ExpectNear(rows, want, "forward");
+    std::vector<float> dinp_want(size_t(M) * K), dw_want(size_t(K) * N, 0.5f);
+    MatmulBackward<float>(dinp_want.data(), dw_want.data(), nullptr, dout.data(), b.inp.data(),
+                          b.weight.data(), layout, M, K, N, pool);
+    std::vector<float> dinp_got(size_t(M) * K, 0.0f), dw_got(size_t(K) * N, 0.5f);
+    RunColumnMajor(InputGradGemm(layout, M, K, N, ld), b, 0.0f, dinp_got.data());
+    RunColumnMajor(WeightGradGemm(layout, M, K, N, ld), b, 1.0f, dw_got.data());
+    ExpectNear(dinp_got, dinp_want, "input gradient");
+    ExpectNear(dw_got, dw_want, "weight gradient");
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Layouts, GemmLayoutTest,
                          ::testing::Values(WeightLayout::kInOut, WeightLayout::kOutIn));
 
