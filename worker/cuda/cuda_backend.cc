@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
 #include "common/model_presets.h"
 #include "common/status_macros.h"
 #include "worker/cuda/attention_gemm.h"
@@ -144,6 +145,7 @@ class CudaGpt final : public engine::ModelBackend {
 
   absl::Status ZeroGrad() override {
     FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+    RETURN_IF_ERROR(RefuseWhileReducing("ZeroGrad"));
     FORGE_CUDA_RETURN_IF_ERROR(
         cudaMemsetAsync(grads_.get(), 0, grads_.bytes(), stream_));
     return absl::OkStatus();
@@ -172,6 +174,7 @@ class CudaGpt final : public engine::ModelBackend {
 
   absl::Status CopyGradients(float* grads) const override {
     FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+    RETURN_IF_ERROR(RefuseWhileReducing("CopyGradients"));
     FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(grads, grads_.get(), grads_.bytes(),
                                                cudaMemcpyDeviceToHost, stream_));
     FORGE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
@@ -184,6 +187,14 @@ class CudaGpt final : public engine::ModelBackend {
   }
 
  private:
+  // NCCL sums the gradients in place on comm_stream_ from the last micro-batch's backward
+  // until FinishGradients orders stream_ after it: nothing may read or write them meanwhile.
+  absl::Status RefuseWhileReducing(absl::string_view call) const {
+    if (!reducing_) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        absl::StrCat("cuda backend: ", call,
+                     " before FinishGradients: the gradients are still being summed across ranks"));
+  }
   absl::Status LoadState(const float* params, const float* adam_m, const float* adam_v,
                          int64_t optimizer_step, bool zero_moments);
   // Checks shapes and ids, uploads tokens and targets, runs the forward pass; with
@@ -720,11 +731,7 @@ template <typename T>
 absl::StatusOr<double> CudaGpt<T>::ForwardBackward(const int32_t* tokens, const int32_t* targets,
                                                    int B, int Tq, bool last_micro_batch) {
   FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
-  if (reducing_) {
-    return absl::FailedPreconditionError(
-        "cuda backend: the previous step's gradient all-reduce was not finished "
-        "(FinishGradients)");
-  }
+  RETURN_IF_ERROR(RefuseWhileReducing("ForwardBackward"));
   ASSIGN_OR_RETURN(const int count, Forward(tokens, targets, B, Tq, /*backward=*/true));
   const bool reduce = last_micro_batch && config_.world_size > 1;
   RETURN_IF_ERROR(Backward(B, Tq, reduce));
@@ -762,11 +769,7 @@ absl::Status CudaGpt<T>::FinishGradients() {
 template <typename T>
 absl::StatusOr<double> CudaGpt<T>::OptimizerStep(float grad_scale, double max_norm, float lr) {
   FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
-  if (reducing_) {
-    return absl::FailedPreconditionError(
-        "cuda backend: OptimizerStep before FinishGradients: the gradients are still being "
-        "summed across ranks");
-  }
+  RETURN_IF_ERROR(RefuseWhileReducing("OptimizerStep"));
   FORGE_CUDA_RETURN_IF_ERROR(GradNorm(norm_.get(), norm_scratch_.get(), grads_.get(),
                                       num_params(), grad_scale, static_cast<float>(max_norm),
                                       stream_));

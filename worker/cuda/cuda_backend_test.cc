@@ -367,7 +367,8 @@ INSTANTIATE_TEST_SUITE_P(Attention, CudaBackendTest, ::testing::Values(FORGE_ATT
 // every parameter range is all-reduced exactly once (one reduced twice would double, one
 // never reduced would stay the rank's own), only after the last micro-batch, and the backward
 // wrote nothing into a range after handing it to NCCL (the emulation reports that as a race).
-// After one optimizer step the ranks' weights are identical. On GPUs this needs two devices,
+// Until FinishGradients, whatever would touch the gradients is refused. After one optimizer
+// step the ranks' weights are identical. On GPUs this needs two devices,
 // which the lent machines do not have, so it runs only here.
 TEST(CudaBackendDataParallelTest, TwoRanksHoldTheSumOfTheirGradients) {
   constexpr int kRanks = 2;
@@ -413,6 +414,19 @@ TEST(CudaBackendDataParallelTest, TwoRanksHoldTheSumOfTheirGradients) {
       absl::StatusOr<double> loss =
           ranks[r]->ForwardBackward(b.tokens.data(), b.targets.data(), 2, 48, micro == 1);
       ASSERT_TRUE(loss.ok()) << loss.status();
+    }
+  }
+  // Until FinishGradients, NCCL owns the gradients: what would read or write them is refused
+  // and changes nothing.
+  {
+    std::vector<float> grads(ranks[0]->num_params());
+    const Batch b = batch(0, 0);
+    for (const absl::Status& s :
+         {ranks[0]->CopyGradients(grads.data()), ranks[0]->ZeroGrad(),
+          ranks[0]->OptimizerStep(1.0f, 1.0, 3e-3f).status(),
+          ranks[0]->ForwardBackward(b.tokens.data(), b.targets.data(), 2, 48, true).status()}) {
+      EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+      EXPECT_THAT(s.message(), HasSubstr("before FinishGradients"));
     }
   }
   for (int r = 0; r < kRanks; ++r) {

@@ -19,6 +19,9 @@ constexpr int kRowTile = 64;
 constexpr int kKeyTile = 32;
 constexpr int kMaxNormBlocks = 512;
 
+// The attention kernels put the (sequence, head) pairs on the grid's y dimension.
+bool AttentionGridFits(int B, int H) { return B >= 1 && H >= 1 && int64_t{B} * H <= 65535; }
+
 __device__ __forceinline__ float ToF(float x) { return x; }
 __device__ __forceinline__ float ToF(bf16 x) { return __bfloat162float(x); }
 template <typename T>
@@ -440,6 +443,7 @@ __global__ void __launch_bounds__(kRowTile* kGroup)
 template <typename T>
 cudaError_t LaunchAttentionForward(T* y, float* lse, const T* qkv, int B, int Tq, int C, int H,
                                    cudaStream_t stream) {
+  if (!AttentionGridFits(B, H)) return cudaErrorInvalidValue;
   const int hs = C / H;
   const float scale = 1.0f / sqrtf(static_cast<float>(hs));
   const dim3 grid((Tq + kRowTile - 1) / kRowTile, B * H);
@@ -755,6 +759,7 @@ cudaError_t AttentionSoftmaxBackward(T* probs, T* dscores, const float* scores,
 template <typename T>
 cudaError_t AttentionBackward(T* dqkv, float* delta, const T* dy, const T* qkv, const T* y,
                               const float* lse, int B, int Tq, int C, int H, cudaStream_t stream) {
+  if (!AttentionGridFits(B, H)) return cudaErrorInvalidValue;
   const int hs = C / H;
   const float scale = 1.0f / sqrtf(static_cast<float>(hs));
   if (const cudaError_t e = AttentionDelta<T>(delta, dy, y, B, Tq, C, H, stream); e != cudaSuccess) {

@@ -71,7 +71,8 @@ bool AttentionHeadSizeSupported(int head_size);
 
 // Causal self-attention, fused (flash-attention style: tiles of keys in shared memory, online
 // softmax; no T x T matrix in global memory). qkv [B, T, 3C]; y [B, T, C]; lse [B, H, T] the
-// log-sum-exp of each query's scaled scores, saved for the backward.
+// log-sum-exp of each query's scaled scores, saved for the backward. B·H is at most 65535
+// (the grid's y dimension; cudaErrorInvalidValue beyond), as for AttentionBackward.
 template <typename T>
 cudaError_t AttentionForward(T* y, float* lse, const T* qkv, int B, int Tq, int C, int H,
                              cudaStream_t stream);

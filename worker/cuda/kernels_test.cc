@@ -151,6 +151,13 @@ TYPED_TEST(KernelTest, AttentionForwardAndBackward) {
       ExpectCloseInNorm(gdqkv.Download(), dqkv, 1e-2, 0.3, "dqkv");
     }
   }
+  // More (sequence, head) pairs than the grid's y dimension holds are refused before anything
+  // is launched or read.
+  EXPECT_EQ(AttentionForward<T>(nullptr, nullptr, nullptr, 65536, 8, 64, 1, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(AttentionBackward<T>(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 4096, 8,
+                                 1024, 16, nullptr),
+            cudaErrorInvalidValue);
 }
 
 // The GEMM attention's softmax steps (attention_gemm.h) on padded rows of scores, against
