@@ -3,7 +3,12 @@
 // the same model in PyTorch (eager and torch.compile) and prints them side by side.
 //
 //   forge-bench-gpu-train --preset gpt2-124m-shape --batch 8 --seq 1024 --steps 20
-//       [--attention=auto|flash|gemm|fused] [--nogelu_epilogue]
+//       [--attention=auto|flash|gemm|fused] [--nogelu_epilogue] [--profile]
+//
+// --profile also prints where the timed steps' GPU time went, op by op (step_profile.h: CUDA
+// events between the ops), with the achieved TFLOP/s of the matmuls and the attention (its
+// nominal causal FLOPs). The events add a wait per backend call, so take tokens/s and MFU from
+// a run without it.
 //
 // MFU = achieved FLOP/s / the GPU's dense bf16 peak, with nanoGPT's estimate (estimate_mfu):
 // FLOPs per token = 6·N + 12·L·H·Q·T, N the parameters less wpe, Q = width / heads, T = seq.
@@ -27,6 +32,7 @@
 #include "common/model_presets.h"
 #include "worker/cuda/cuda_backend.h"
 #include "worker/cuda/cuda_util.h"
+#include "worker/cuda/step_profile.h"
 
 ABSL_FLAG(std::string, preset, "gpt2-124m-shape", "model preset: tiny | gpt2-124m-shape");
 ABSL_FLAG(int, batch, 8, "sequences per step");
@@ -42,6 +48,9 @@ ABSL_FLAG(double, peak_tflops, 0, "dense bf16 peak of the GPU; 0 = from the devi
 ABSL_FLAG(bool, gelu_epilogue, true,
           "bf16: GELU and its derivative in the MLP matmuls' cuBLASLt epilogues (false: our "
           "GELU kernels; for measuring the difference)");
+ABSL_FLAG(bool, profile, false,
+          "also print the timed steps' GPU time per op (CUDA events between ops; adds a wait "
+          "per call, so tokens/s is from a run without it)");
 
 namespace forge::cuda {
 namespace {
@@ -93,6 +102,8 @@ int Run() {
   options.device = absl::GetFlag(FLAGS_device);
   options.bf16 = precision == "bf16";
   options.gelu_epilogue = absl::GetFlag(FLAGS_gelu_epilogue);
+  StepProfile profile;
+  if (absl::GetFlag(FLAGS_profile)) options.profile = &profile;
   options.attention = attention == "flash"   ? CudaAttention::kFlash
                       : attention == "gemm"  ? CudaAttention::kGemm
                       : attention == "fused" ? CudaAttention::kFused
@@ -131,6 +142,7 @@ int Run() {
     if (s == 0) first_loss = *loss;
     last_loss = *loss;
     if (s >= warmup) ms.push_back(elapsed);
+    if (s + 1 == warmup) profile.Clear();  // the timed steps only
   }
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, options.device);
@@ -160,6 +172,12 @@ int Run() {
   const std::string mfu_text = peak > 0 ? absl::StrFormat("%.1f %%", mfu * 100) : "n/a";
   std::printf("| %.2f | %.2f | %.0f | %s |\n", step_ms, *std::min_element(ms.begin(), ms.end()),
               tps, mfu_text.c_str());
+  if (options.profile != nullptr) {
+    std::printf(
+        "\nGPU time per step, op by op (%d timed steps; profiled, so the step times "
+        "above include a wait per call):\n%s\n",
+        steps, profile.Table(steps).c_str());
+  }
   std::printf("forge-gpu-train: tokens_per_second=%.1f mfu=%.4f step_ms_median=%.3f\n", tps, mfu,
               step_ms);
   return 0;

@@ -22,6 +22,7 @@
 #include "worker/cuda/gemm.h"
 #include "worker/cuda/kernels.h"
 #include "worker/cuda/nccl_communicator.h"
+#include "worker/cuda/step_profile.h"
 #include "worker/engine/gemm_layout.h"
 #include "worker/engine/gpt_params.h"
 
@@ -146,9 +147,11 @@ class CudaGpt final : public engine::ModelBackend {
   absl::Status ZeroGrad() override {
     FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
     RETURN_IF_ERROR(RefuseWhileReducing("ZeroGrad"));
+    RETURN_IF_ERROR(ProfileBegin());
     FORGE_CUDA_RETURN_IF_ERROR(
         cudaMemsetAsync(grads_.get(), 0, grads_.bytes(), stream_));
-    return absl::OkStatus();
+    RETURN_IF_ERROR(Mark("zero gradients"));
+    return ProfileEnd();
   }
 
   absl::StatusOr<double> ForwardBackward(const int32_t* tokens, const int32_t* targets, int B,
@@ -187,6 +190,17 @@ class CudaGpt final : public engine::ModelBackend {
   }
 
  private:
+  // The profile's calls (options_.profile), none without one.
+  absl::Status ProfileBegin() {
+    return options_.profile == nullptr ? absl::OkStatus() : options_.profile->Begin(stream_);
+  }
+  absl::Status Mark(const char* op, double flops = 0) {
+    return options_.profile == nullptr ? absl::OkStatus()
+                                       : options_.profile->Mark(op, stream_, flops);
+  }
+  absl::Status ProfileEnd() {
+    return options_.profile == nullptr ? absl::OkStatus() : options_.profile->End();
+  }
   // NCCL sums the gradients in place on comm_stream_ from the last micro-batch's backward
   // until FinishGradients orders stream_ after it: nothing may read or write them meanwhile.
   absl::Status RefuseWhileReducing(absl::string_view call) const {
@@ -217,6 +231,10 @@ class CudaGpt final : public engine::ModelBackend {
   float* S(size_t offset) const { return stats_.get() + offset; }
   T* LayerInput(int l) const { return l == 0 ? A(encoded_) : A(layer_acts_[l - 1].res3); }
   static cudaDataType_t Type() { return kExact ? CUDA_R_32F : CUDA_R_16BF; }
+  // Causal attention's nominal forward FLOPs (its two products over the lower triangle).
+  double AttentionFlops(int B, int Tq) const {
+    return 2.0 * B * Tq * static_cast<double>(Tq) * config_.shape.width;
+  }
 
   // out = inp · weight (+ bias) (+ residual); with `gelu_pre`, out = gelu(that) and gelu_pre
   // the pre-activation (UNIMPLEMENTED when cuBLASLt has no such epilogue for the shape).
@@ -622,38 +640,53 @@ absl::StatusOr<int> CudaGpt<T>::Forward(const int32_t* tokens, const int32_t* ta
   FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(targets_.get(), host_targets_.get(),
                                              N * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   if (backward) RETURN_IF_ERROR(UploadEmbeddingBuckets(host_tokens_.get(), N));
+  RETURN_IF_ERROR(Mark("upload tokens"));
 
+  // Nominal FLOPs of a dense layer's product, for the profile.
+  const double nc = static_cast<double>(N) * C;
   FORGE_CUDA_RETURN_IF_ERROR(
       EmbeddingForward<T>(A(encoded_), tokens_.get(), P(offsets_.wte), P(offsets_.wpe), B, Tq, C, stream_));
+  RETURN_IF_ERROR(Mark("embedding"));
   for (int l = 0; l < s.layers; ++l) {
     const GptLayerOffsets& w = offsets_.layers[l];
     const LayerActs& a = layer_acts_[l];
     const T* x = LayerInput(l);
     FORGE_CUDA_RETURN_IF_ERROR(LayerNormForward<T>(A(a.ln1), S(a.ln1_mean), S(a.ln1_rstd), x,
                                                    P(w.ln1_w), P(w.ln1_b), N, C, stream_));
+    RETURN_IF_ERROR(Mark("layernorm"));
     RETURN_IF_ERROR(Dense(A(a.qkv), A(a.ln1), W(w.qkv_w), WeightLayout::kInOut, W(w.qkv_b),
                           nullptr, N, C, 3 * C));
+    RETURN_IF_ERROR(Mark("matmul qkv", 2 * nc * 3 * C));
     RETURN_IF_ERROR(AttentionForwardAny(A(a.atty), S(a.lse), A(a.qkv), B, Tq));
+    RETURN_IF_ERROR(Mark("attention", AttentionFlops(B, Tq)));
     RETURN_IF_ERROR(Dense(A(a.res2), A(a.atty), W(w.attn_proj_w), WeightLayout::kInOut,
                           W(w.attn_proj_b), x, N, C, C));
+    RETURN_IF_ERROR(Mark("matmul attention projection", 2 * nc * C));
     FORGE_CUDA_RETURN_IF_ERROR(LayerNormForward<T>(A(a.ln2), S(a.ln2_mean), S(a.ln2_rstd),
                                                    A(a.res2), P(w.ln2_w), P(w.ln2_b), N, C,
                                                    stream_));
+    RETURN_IF_ERROR(Mark("layernorm"));
     RETURN_IF_ERROR(MlpUp(a, w, N));
+    RETURN_IF_ERROR(Mark("matmul fc + gelu", 2 * nc * 4 * C));
     RETURN_IF_ERROR(Dense(A(a.res3), A(a.fch_gelu), W(w.fc_proj_w), WeightLayout::kInOut,
                           W(w.fc_proj_b), A(a.res2), N, 4 * C, C));
+    RETURN_IF_ERROR(Mark("matmul fc projection", 2 * nc * 4 * C));
   }
   FORGE_CUDA_RETURN_IF_ERROR(LayerNormForward<T>(A(lnf_), S(lnf_mean_), S(lnf_rstd_),
                                                  LayerInput(s.layers), P(offsets_.lnf_w),
                                                  P(offsets_.lnf_b), N, C, stream_));
+  RETURN_IF_ERROR(Mark("layernorm"));
   RETURN_IF_ERROR(Dense(A(logits_), A(lnf_), W(offsets_.wte), WeightLayout::kOutIn, nullptr,
                         nullptr, N, C, V, nullptr, logits_ld_));
+  RETURN_IF_ERROR(Mark("matmul logits", 2 * nc * V));
   const float scale = count == 0 ? 0.0f : 1.0f / static_cast<float>(count);
   FORGE_CUDA_RETURN_IF_ERROR(CrossEntropy<T>(S(losses_), backward ? A(logits_) : nullptr,
                                              A(logits_), targets_.get(), scale, N, V, logits_ld_,
                                              stream_));
+  RETURN_IF_ERROR(Mark("cross-entropy"));
   FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_losses_.get(), S(losses_), N * sizeof(float),
                                              cudaMemcpyDeviceToHost, stream_));
+  RETURN_IF_ERROR(Mark("download losses"));
   return count;
 }
 
@@ -676,14 +709,18 @@ absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
   T* d4c = grad_acts_.get() + d4c_;
   reduce_calls_ = 0;
 
+  // Nominal FLOPs of a dense layer's two gradient products, for the profile.
+  const double nc2 = 4.0 * N * C;
   // logits_ holds dLoss/dlogits (the fused cross-entropy).
   RETURN_IF_ERROR(DenseBackward(dc, G(offsets_.wte), nullptr, A(logits_), A(lnf_), W(offsets_.wte),
                                 WeightLayout::kOutIn, N, C, V, nullptr, logits_ld_));
+  RETURN_IF_ERROR(Mark("matmul logits backward", nc2 * V));
   FORGE_CUDA_RETURN_IF_ERROR(
       cudaMemsetAsync(dres, 0, static_cast<size_t>(N) * C * sizeof(T), stream_));
   FORGE_CUDA_RETURN_IF_ERROR(LayerNormBackward<T>(
       dres, G(offsets_.lnf_w), G(offsets_.lnf_b), col_scratch_.get(), dc, LayerInput(s.layers),
       P(offsets_.lnf_w), S(lnf_mean_), S(lnf_rstd_), N, C, stream_));
+  RETURN_IF_ERROR(Mark("layernorm backward"));
   if (reduce) RETURN_IF_ERROR(ReduceAsync(offsets_.lnf_w, num_params() - offsets_.lnf_w));
   for (int l = s.layers - 1; l >= 0; --l) {
     const GptLayerOffsets& w = offsets_.layers[l];
@@ -691,20 +728,27 @@ absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
     // d4c: the gradient of the GELU's input (fch).
     RETURN_IF_ERROR(DenseBackward(d4c, G(w.fc_proj_w), G(w.fc_proj_b), dres, A(a.fch_gelu),
                                   W(w.fc_proj_w), WeightLayout::kInOut, N, 4 * C, C, A(a.fch)));
+    RETURN_IF_ERROR(Mark("matmul fc projection backward + gelu", nc2 * 4 * C));
     RETURN_IF_ERROR(DenseBackward(dc, G(w.fc_w), G(w.fc_b), d4c, A(a.ln2), W(w.fc_w),
                                   WeightLayout::kInOut, N, C, 4 * C));
+    RETURN_IF_ERROR(Mark("matmul fc backward", nc2 * 4 * C));
     FORGE_CUDA_RETURN_IF_ERROR(LayerNormBackward<T>(dres, G(w.ln2_w), G(w.ln2_b),
                                                     col_scratch_.get(), dc, A(a.res2), P(w.ln2_w),
                                                     S(a.ln2_mean), S(a.ln2_rstd), N, C, stream_));
+    RETURN_IF_ERROR(Mark("layernorm backward"));
     RETURN_IF_ERROR(DenseBackward(dc, G(w.attn_proj_w), G(w.attn_proj_b), dres, A(a.atty),
                                   W(w.attn_proj_w), WeightLayout::kInOut, N, C, C));
+    RETURN_IF_ERROR(Mark("matmul attention projection backward", nc2 * C));
     RETURN_IF_ERROR(AttentionBackwardAny(d3c, dc, A(a.qkv), A(a.atty), S(a.lse), B, Tq));
+    RETURN_IF_ERROR(Mark("attention backward", 2.5 * AttentionFlops(B, Tq)));
     RETURN_IF_ERROR(DenseBackward(dc, G(w.qkv_w), G(w.qkv_b), d3c, A(a.ln1), W(w.qkv_w),
                                   WeightLayout::kInOut, N, C, 3 * C));
+    RETURN_IF_ERROR(Mark("matmul qkv backward", nc2 * 3 * C));
     FORGE_CUDA_RETURN_IF_ERROR(LayerNormBackward<T>(dres, G(w.ln1_w), G(w.ln1_b),
                                                     col_scratch_.get(), dc, LayerInput(l),
                                                     P(w.ln1_w), S(a.ln1_mean), S(a.ln1_rstd), N, C,
                                                     stream_));
+    RETURN_IF_ERROR(Mark("layernorm backward"));
     // Every gradient of layer l is final: reduce it while the layers below run.
     if (reduce) {
       RETURN_IF_ERROR(ReduceAsync(w.ln1_w, w.fc_proj_b + C - w.ln1_w));
@@ -714,6 +758,7 @@ absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
                                                      bucket_start_.get(), bucket_token_.get(),
                                                      buckets_, C, stream_));
   FORGE_CUDA_RETURN_IF_ERROR(EmbeddingBackwardWpe<T>(G(offsets_.wpe), dres, B, Tq, C, stream_));
+  RETURN_IF_ERROR(Mark("embedding backward"));
   if (reduce) RETURN_IF_ERROR(ReduceAsync(offsets_.wte, offsets_.layers[0].ln1_w - offsets_.wte));
   return absl::OkStatus();
 }
@@ -732,11 +777,13 @@ absl::StatusOr<double> CudaGpt<T>::ForwardBackward(const int32_t* tokens, const 
                                                    int B, int Tq, bool last_micro_batch) {
   FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   RETURN_IF_ERROR(RefuseWhileReducing("ForwardBackward"));
+  RETURN_IF_ERROR(ProfileBegin());
   ASSIGN_OR_RETURN(const int count, Forward(tokens, targets, B, Tq, /*backward=*/true));
   const bool reduce = last_micro_batch && config_.world_size > 1;
   RETURN_IF_ERROR(Backward(B, Tq, reduce));
   double sum = 0;
   RETURN_IF_ERROR(SumLosses(B * Tq, &sum));
+  RETURN_IF_ERROR(ProfileEnd());
   return count == 0 ? 0.0 : sum / count;
 }
 
@@ -744,7 +791,9 @@ template <typename T>
 absl::Status CudaGpt<T>::ForwardLosses(const int32_t* tokens, const int32_t* targets, int B,
                                        int Tq, float* losses) {
   FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  RETURN_IF_ERROR(ProfileBegin());
   RETURN_IF_ERROR(Forward(tokens, targets, B, Tq, /*backward=*/false).status());
+  RETURN_IF_ERROR(ProfileEnd());
   FORGE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   std::memcpy(losses, host_losses_.get(), static_cast<size_t>(B) * Tq * sizeof(float));
   return absl::OkStatus();
@@ -759,20 +808,25 @@ absl::Status CudaGpt<T>::FinishGradients() {
         "cuda backend: FinishGradients needs a ForwardBackward with last_micro_batch = true");
   }
   reducing_ = false;
+  // Profiled: from here to the end of the all-reduce, the part the backward did not hide.
+  RETURN_IF_ERROR(ProfileBegin());
   RETURN_IF_ERROR(options_.nccl->Synchronize(comm_stream_));
   cudaEvent_t done = events_.back();
   FORGE_CUDA_RETURN_IF_ERROR(cudaEventRecord(done, comm_stream_));
   FORGE_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(stream_, done, 0));
-  return absl::OkStatus();
+  RETURN_IF_ERROR(Mark("gradient all-reduce (not overlapped)"));
+  return ProfileEnd();
 }
 
 template <typename T>
 absl::StatusOr<double> CudaGpt<T>::OptimizerStep(float grad_scale, double max_norm, float lr) {
   FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   RETURN_IF_ERROR(RefuseWhileReducing("OptimizerStep"));
+  RETURN_IF_ERROR(ProfileBegin());
   FORGE_CUDA_RETURN_IF_ERROR(GradNorm(norm_.get(), norm_scratch_.get(), grads_.get(),
                                       num_params(), grad_scale, static_cast<float>(max_norm),
                                       stream_));
+  RETURN_IF_ERROR(Mark("gradient norm"));
   ++adam_step_;
   const engine::AdamWOptions& o = config_.adamw;
   const float c1 =
@@ -785,8 +839,10 @@ absl::StatusOr<double> CudaGpt<T>::OptimizerStep(float grad_scale, double max_no
         v_.get() + r.offset, r.count, norm_.get() + 1, lr, o.beta1, o.beta2, o.eps,
         r.decay ? o.weight_decay : 0.0f, c1, c2, stream_));
   }
+  RETURN_IF_ERROR(Mark("adamw"));
   FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_norm_.get(), norm_.get(), 2 * sizeof(float),
                                              cudaMemcpyDeviceToHost, stream_));
+  RETURN_IF_ERROR(ProfileEnd());
   FORGE_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return static_cast<double>(host_norm_.get()[0]);
 }

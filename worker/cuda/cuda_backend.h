@@ -34,6 +34,7 @@
 namespace forge::cuda {
 
 class NcclCommunicator;
+class StepProfile;
 
 enum class CudaAttention {
   kAuto,   // kFlash in bf16 where the head size allows; else kGemm when its scratch fits
@@ -59,6 +60,10 @@ struct CudaBackendOptions {
   // Gradient all-reduce; required when world_size > 1, and its rank and world size must
   // match the backend's. Not owned; must outlive the backend.
   NcclCommunicator* nccl = nullptr;
+  // When set, every op the backend queues is timed with CUDA events (step_profile.h), at the
+  // cost of an event per op and a wait at the end of each call. Not owned; must outlive the
+  // backend.
+  StepProfile* profile = nullptr;
 };
 
 // FAILED_PRECONDITION when no CUDA device answers (naming the driver's error), INVALID_ARGUMENT

@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "worker/cuda/cuda_util.h"
 #include "worker/cuda/nccl_communicator.h"
+#include "worker/cuda/step_profile.h"
 #include "worker/cuda/test_util.h"
 #include "worker/engine/model_backend.h"
 
@@ -126,10 +128,11 @@ class CudaBackendTest : public ::testing::TestWithParam<CudaAttention> {
     if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device answers: skipped";
   }
 
-  static std::unique_ptr<engine::ModelBackend> Cuda(bool bf16) {
+  static std::unique_ptr<engine::ModelBackend> Cuda(bool bf16, StepProfile* profile = nullptr) {
     CudaBackendOptions o;
     o.bf16 = bf16;
     o.attention = GetParam();
+    o.profile = profile;
     absl::StatusOr<std::unique_ptr<engine::ModelBackend>> b = CreateCudaBackend(Config(), o);
     EXPECT_TRUE(b.ok()) << b.status();
     return b.ok() ? *std::move(b) : nullptr;
@@ -226,6 +229,72 @@ TEST_P(CudaBackendTest, LoadStateRestoresWhatCopyStateSaw) {
   }
   const std::vector<float> pa = Params(*a), pb = Params(*b);
   ExpectSameBits(pb, pa, "parameters after the restored step");
+}
+
+// The step profile names every op the backend queues, once per call, with the nominal FLOPs
+// of the products, and changes nothing the backend computes.
+TEST_P(CudaBackendTest, ProfileTimesEveryOpAndChangesNothing) {
+  SKIP_EXACT_FOR_FLASH();
+  StepProfile profile;
+  EXPECT_EQ(profile.Mark("x", nullptr).code(), absl::StatusCode::kFailedPrecondition);
+  auto plain = Cuda(false), profiled = Cuda(false, &profile);
+  ASSERT_NE(plain, nullptr);
+  ASSERT_NE(profiled, nullptr);
+  const Batch b = RandomBatch(4, 48, 31);
+  for (engine::ModelBackend* m : {plain.get(), profiled.get()}) {
+    ASSERT_TRUE(m->InitRandom(7).ok());
+    ASSERT_TRUE(m->ZeroGrad().ok());
+    ASSERT_TRUE(m->ForwardBackward(b.tokens.data(), b.targets.data(), 4, 48, true).ok());
+    ASSERT_TRUE(m->FinishGradients().ok());
+    ASSERT_TRUE(m->OptimizerStep(1.0f, 1.0, 1e-3f).ok());
+  }
+  ExpectSameBits(Params(*profiled), Params(*plain), "parameters with and without the profile");
+
+  const ModelShape& s = Config().shape;
+  const int L = s.layers;
+  const double N = 4 * 48, C = s.width, V = s.vocab;
+  const std::map<std::string, int64_t> want_calls = {{"zero gradients", 1},
+                                                     {"upload tokens", 1},
+                                                     {"embedding", 1},
+                                                     {"layernorm", 2 * L + 1},
+                                                     {"matmul qkv", L},
+                                                     {"attention", L},
+                                                     {"matmul attention projection", L},
+                                                     {"matmul fc + gelu", L},
+                                                     {"matmul fc projection", L},
+                                                     {"matmul logits", 1},
+                                                     {"cross-entropy", 1},
+                                                     {"download losses", 1},
+                                                     {"matmul logits backward", 1},
+                                                     {"layernorm backward", 2 * L + 1},
+                                                     {"matmul fc projection backward + gelu", L},
+                                                     {"matmul fc backward", L},
+                                                     {"matmul attention projection backward", L},
+                                                     {"attention backward", L},
+                                                     {"matmul qkv backward", L},
+                                                     {"embedding backward", 1},
+                                                     {"gradient norm", 1},
+                                                     {"adamw", 1}};
+  std::map<std::string, int64_t> got_calls;
+  for (const StepProfile::Op& op : profile.ops()) {
+    got_calls[op.name] = op.calls;
+    EXPECT_GE(op.ms, 0) << op.name;
+    EXPECT_EQ(op.flops > 0, op.name.starts_with("matmul") || op.name.starts_with("attention"))
+        << op.name;
+    if (op.name == "matmul logits") {
+      EXPECT_EQ(op.flops, 2 * N * C * V);
+    } else if (op.name == "matmul qkv backward") {
+      EXPECT_EQ(op.flops, L * 4 * N * C * 3 * C);
+    }
+  }
+  EXPECT_EQ(got_calls, want_calls);
+  EXPECT_GT(profile.total_ms(), 0);
+  const std::string table = profile.Table(1);
+  EXPECT_THAT(table, HasSubstr("| matmul logits | 1 | "));
+  EXPECT_THAT(table, HasSubstr("| layernorm | 5 | "));
+  EXPECT_THAT(table, HasSubstr("| total |"));
+  profile.Clear();
+  EXPECT_TRUE(profile.ops().empty());
 }
 
 TEST_P(CudaBackendTest, ForwardLossesMatchTheCpuEngine) {

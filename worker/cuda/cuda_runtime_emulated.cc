@@ -1,7 +1,8 @@
 // The CUDA runtime and cuBLASLt calls the CUDA backend makes, implemented on host memory for
 // the emulated backend (cuda_emulation.h; label unit): one "device" with an H100's
 // properties, streams and events that are already done (every call completes before it
-// returns), and matmuls computed here in fp32 from the operands' types, transposes, batch
+// returns; an event keeps the host time it was recorded at, for cudaEventElapsedTime), and
+// matmuls computed here in fp32 from the operands' types, transposes, batch
 // strides, beta and the bias and GELU epilogues. Linked instead of libcudart and libcublasLt,
 // so the backend's own code (buffers, offsets, the order of its calls) runs unchanged in CI.
 #ifndef FORGE_CUDA_EMULATION
@@ -12,6 +13,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -25,6 +27,11 @@ int g_device = 0;
 int g_handles = 0;  // streams, events and cuBLASLt handles point here
 
 void* Handle() { return &g_handles; }
+
+struct EmulatedEvent {
+  bool recorded = false;
+  std::chrono::steady_clock::time_point at;
+};
 
 }  // namespace
 
@@ -97,11 +104,27 @@ cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
-  *e = static_cast<cudaEvent_t>(Handle());
+  *e = reinterpret_cast<cudaEvent_t>(new EmulatedEvent);
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaEventDestroy(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  auto* event = reinterpret_cast<EmulatedEvent*>(e);
+  event->recorded = true;
+  event->at = std::chrono::steady_clock::now();
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  const auto* a = reinterpret_cast<const EmulatedEvent*>(start);
+  const auto* b = reinterpret_cast<const EmulatedEvent*>(end);
+  if (!a->recorded || !b->recorded) return cudaErrorInvalidResourceHandle;
+  *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete reinterpret_cast<EmulatedEvent*>(e);
+  return cudaSuccess;
+}
 cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 cudaError_t cudaGetLastError() { return cudaSuccess; }
 const char* cudaGetErrorString(cudaError_t) { return "emulated CUDA error"; }

@@ -1,0 +1,72 @@
+// Where a training step's GPU time goes, op by op: the CUDA backend records a CUDA event on
+// its compute stream after each op it queues, so an op's time is the interval from the event
+// before it (the ops run back to back on one stream; a gap where the GPU waited for the host
+// or for another stream lands in the next op's interval). Times and nominal FLOPs are summed
+// per op name over every pass since Clear(). Costs one event record per op while on; the
+// backend makes no calls at all when it has no profile.
+//
+// forge-bench-gpu-train --profile prints Table().
+//
+// Thread safety: used from the backend's thread only.
+#ifndef FORGE_WORKER_CUDA_STEP_PROFILE_H_
+#define FORGE_WORKER_CUDA_STEP_PROFILE_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace forge::cuda {
+
+class StepProfile {
+ public:
+  struct Op {
+    std::string name;
+    int64_t calls = 0;
+    double ms = 0;     // GPU time, summed over calls
+    double flops = 0;  // nominal (0: not counted), summed over calls
+  };
+
+  StepProfile() = default;
+  StepProfile(const StepProfile&) = delete;
+  StepProfile& operator=(const StepProfile&) = delete;
+  ~StepProfile();
+
+  // The backend's side. Begin before a pass's first op (forgetting an unfinished pass), Mark
+  // after each op with its name (a string literal) and nominal FLOPs, End after the last:
+  // End waits for the pass's events and adds its intervals.
+  absl::Status Begin(cudaStream_t stream);
+  absl::Status Mark(const char* op, cudaStream_t stream, double flops = 0);
+  absl::Status End();
+
+  // In the order each op was first seen.
+  const std::vector<Op>& ops() const { return ops_; }
+  double total_ms() const;
+  void Clear();
+
+  // A Markdown table: op, calls per step, ms per step, share of the total, and achieved
+  // TFLOP/s where FLOPs are counted; `steps` divides the sums.
+  std::string Table(int steps) const;
+
+ private:
+  absl::StatusOr<cudaEvent_t> Event(size_t i);
+
+  std::vector<cudaEvent_t> events_;  // a pool; the pass recorded events_[0, marks_.size() + 1)
+  struct Pending {
+    const char* op;
+    double flops;
+  };
+  std::vector<Pending> marks_;  // marks_[i] ends at events_[i + 1]
+  bool open_ = false;
+  std::vector<Op> ops_;
+  std::map<std::string, size_t> index_;  // name -> ops_ index
+};
+
+}  // namespace forge::cuda
+
+#endif  // FORGE_WORKER_CUDA_STEP_PROFILE_H_
