@@ -33,7 +33,7 @@ On the lent GPU machine, from the repository root (`python3` there has PyTorch w
 CPU smoke check (no GPU, no autocast, MFU "n/a"):
 
     /usr/bin/python3 bench/torch_gpu_reference.py --device cpu --preset tiny --batch 2 \\
-        --seq 64 --steps 3 --warmup 1 --modes eager
+        --seq 64 --steps 3 --warmup 1 --modes eager [--profile]
 """
 import argparse
 import contextlib
@@ -241,6 +241,39 @@ def run_torch_mode(mode, args, shape, device, use_sdpa, autocast):
     return result
 
 
+def profile_eager(args, shape, device, use_sdpa, autocast, steps=3):
+    """torch.profiler over `steps` eager training steps after two warm-up ones: the kernels that
+    took the most device time (CPU time on CPU), as a table, for comparing with Forge's
+    forge-bench-gpu-train --profile."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.manual_seed(7)
+    model = GPT(shape, use_sdpa).to(device)
+    opt, _ = make_optimizer(model, device)
+    g = torch.Generator().manual_seed(7)
+    V = shape["vocab"]
+    x = torch.randint(0, V, (args.batch, args.seq), generator=g).to(device)
+    y = torch.randint(0, V, (args.batch, args.seq), generator=g).to(device)
+    train_steps(model, opt, x, y, device, autocast, 2, 0)
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        train_steps(model, opt, x, y, device, autocast, 0, steps)
+    averages = prof.key_averages()
+    # Newer PyTorch names the column device_time_total; older ones cuda_time_total.
+    keys = ("device_time_total", "cuda_time_total") if device.type == "cuda" else ("cpu_time_total",)
+    error = None
+    for key in keys:
+        try:
+            table = averages.table(sort_by=key, row_limit=30)
+        except (AttributeError, KeyError, ValueError) as e:
+            error = e
+            continue
+        del model, opt
+        return f"sorted by {key}, {steps} steps:\n{table}"
+    return f"profile table unavailable ({error})"
+
+
 def run_forge(exe, args, attention, timeout_s):
     """Runs Forge's GPU bench with one attention implementation; returns (result dict or
     None, status message)."""
@@ -302,6 +335,9 @@ def parse_args():
                          "scores in memory; fused: CUDA-core kernels; auto)")
     ap.add_argument("--forge-timeout", type=int, default=600, help="seconds, per Forge run")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print torch.profiler's table of the eager model's kernels (3 "
+                         "steps), to set beside forge-bench-gpu-train --profile")
     args = ap.parse_args()
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     args.forge_attention = [a.strip() for a in args.forge_attention.split(",") if a.strip()]
@@ -390,6 +426,9 @@ def main():
         rows.append(r)
     print(forge_status)
     rows.extend(forge_rows)
+    if args.profile:
+        print("\nPyTorch eager, profiled (torch.profiler):")
+        print(profile_eager(args, shape, device, use_sdpa, autocast))
 
     # One MFU formula for every row (Forge's own figure is shown too when it differs).
     for r in rows:
