@@ -7,7 +7,8 @@
 //
 // --profile also prints where the timed steps' GPU time went, op by op (step_profile.h: CUDA
 // events between the ops), with the achieved TFLOP/s of the matmuls and the attention (its
-// nominal causal FLOPs). The events add a wait per backend call, so take tokens/s and MFU from
+// nominal causal FLOPs) and the GB/s of the memory-bound kernels, against the device's peaks.
+// The events add a wait per backend call, so take tokens/s and MFU from
 // a run without it.
 //
 // MFU = achieved FLOP/s / the GPU's dense bf16 peak, with nanoGPT's estimate (estimate_mfu):
@@ -68,6 +69,15 @@ double PeakTflops(const std::string& name) {
   if (absl::StrContains(name, "H100") && absl::StrContains(name, "PCIe")) return 756;
   if (absl::StrContains(name, "H100") && absl::StrContains(name, "NVL")) return 835;
   if (absl::StrContains(name, "H100")) return 989;
+  return 0;
+}
+
+// Peak memory bandwidth, GB/s, by device name (the vendors' datasheets); 0 when unknown.
+double PeakGBs(const std::string& name) {
+  if (absl::StrContains(name, "H200")) return 4800;
+  if (absl::StrContains(name, "H100") && absl::StrContains(name, "PCIe")) return 2000;
+  if (absl::StrContains(name, "H100") && absl::StrContains(name, "NVL")) return 3900;
+  if (absl::StrContains(name, "H100")) return 3350;
   return 0;
 }
 
@@ -175,8 +185,9 @@ int Run() {
   if (options.profile != nullptr) {
     std::printf(
         "\nGPU time per step, op by op (%d timed steps; profiled, so the step times "
-        "above include a wait per call):\n%s\n",
-        steps, profile.Table(steps).c_str());
+        "above include a wait per call). References on %s: %.0f TFLOP/s dense bf16, %.0f GB/s "
+        "memory (0: unknown); GB/s counts each input read and each output written once:\n%s\n",
+        steps, prop.name, peak, PeakGBs(prop.name), profile.Table(steps).c_str());
   }
   std::printf("forge-gpu-train: tokens_per_second=%.1f mfu=%.4f step_ms_median=%.3f\n", tps, mfu,
               step_ms);

@@ -150,7 +150,7 @@ class CudaGpt final : public engine::ModelBackend {
     RETURN_IF_ERROR(ProfileBegin());
     FORGE_CUDA_RETURN_IF_ERROR(
         cudaMemsetAsync(grads_.get(), 0, grads_.bytes(), stream_));
-    RETURN_IF_ERROR(Mark("zero gradients"));
+    RETURN_IF_ERROR(Mark("zero gradients", 0, static_cast<double>(grads_.bytes())));
     return ProfileEnd();
   }
 
@@ -194,9 +194,9 @@ class CudaGpt final : public engine::ModelBackend {
   absl::Status ProfileBegin() {
     return options_.profile == nullptr ? absl::OkStatus() : options_.profile->Begin(stream_);
   }
-  absl::Status Mark(const char* op, double flops = 0) {
+  absl::Status Mark(const char* op, double flops = 0, double bytes = 0) {
     return options_.profile == nullptr ? absl::OkStatus()
-                                       : options_.profile->Mark(op, stream_, flops);
+                                       : options_.profile->Mark(op, stream_, flops, bytes);
   }
   absl::Status ProfileEnd() {
     return options_.profile == nullptr ? absl::OkStatus() : options_.profile->End();
@@ -642,18 +642,19 @@ absl::StatusOr<int> CudaGpt<T>::Forward(const int32_t* tokens, const int32_t* ta
   if (backward) RETURN_IF_ERROR(UploadEmbeddingBuckets(host_tokens_.get(), N));
   RETURN_IF_ERROR(Mark("upload tokens"));
 
-  // Nominal FLOPs of a dense layer's product, for the profile.
-  const double nc = static_cast<double>(N) * C;
+  // For the profile: nominal FLOPs of the products, bytes of the memory-bound kernels.
+  const double nc = static_cast<double>(N) * C, tb = sizeof(T);
+  const double layernorm_bytes = 2 * nc * tb + 8.0 * N;
   FORGE_CUDA_RETURN_IF_ERROR(
       EmbeddingForward<T>(A(encoded_), tokens_.get(), P(offsets_.wte), P(offsets_.wpe), B, Tq, C, stream_));
-  RETURN_IF_ERROR(Mark("embedding"));
+  RETURN_IF_ERROR(Mark("embedding", 0, nc * (tb + 4) + 4.0 * Tq * C));
   for (int l = 0; l < s.layers; ++l) {
     const GptLayerOffsets& w = offsets_.layers[l];
     const LayerActs& a = layer_acts_[l];
     const T* x = LayerInput(l);
     FORGE_CUDA_RETURN_IF_ERROR(LayerNormForward<T>(A(a.ln1), S(a.ln1_mean), S(a.ln1_rstd), x,
                                                    P(w.ln1_w), P(w.ln1_b), N, C, stream_));
-    RETURN_IF_ERROR(Mark("layernorm"));
+    RETURN_IF_ERROR(Mark("layernorm", 0, layernorm_bytes));
     RETURN_IF_ERROR(Dense(A(a.qkv), A(a.ln1), W(w.qkv_w), WeightLayout::kInOut, W(w.qkv_b),
                           nullptr, N, C, 3 * C));
     RETURN_IF_ERROR(Mark("matmul qkv", 2 * nc * 3 * C));
@@ -665,7 +666,7 @@ absl::StatusOr<int> CudaGpt<T>::Forward(const int32_t* tokens, const int32_t* ta
     FORGE_CUDA_RETURN_IF_ERROR(LayerNormForward<T>(A(a.ln2), S(a.ln2_mean), S(a.ln2_rstd),
                                                    A(a.res2), P(w.ln2_w), P(w.ln2_b), N, C,
                                                    stream_));
-    RETURN_IF_ERROR(Mark("layernorm"));
+    RETURN_IF_ERROR(Mark("layernorm", 0, layernorm_bytes));
     RETURN_IF_ERROR(MlpUp(a, w, N));
     RETURN_IF_ERROR(Mark("matmul fc + gelu", 2 * nc * 4 * C));
     RETURN_IF_ERROR(Dense(A(a.res3), A(a.fch_gelu), W(w.fc_proj_w), WeightLayout::kInOut,
@@ -675,7 +676,7 @@ absl::StatusOr<int> CudaGpt<T>::Forward(const int32_t* tokens, const int32_t* ta
   FORGE_CUDA_RETURN_IF_ERROR(LayerNormForward<T>(A(lnf_), S(lnf_mean_), S(lnf_rstd_),
                                                  LayerInput(s.layers), P(offsets_.lnf_w),
                                                  P(offsets_.lnf_b), N, C, stream_));
-  RETURN_IF_ERROR(Mark("layernorm"));
+  RETURN_IF_ERROR(Mark("layernorm", 0, layernorm_bytes));
   RETURN_IF_ERROR(Dense(A(logits_), A(lnf_), W(offsets_.wte), WeightLayout::kOutIn, nullptr,
                         nullptr, N, C, V, nullptr, logits_ld_));
   RETURN_IF_ERROR(Mark("matmul logits", 2 * nc * V));
@@ -683,7 +684,8 @@ absl::StatusOr<int> CudaGpt<T>::Forward(const int32_t* tokens, const int32_t* ta
   FORGE_CUDA_RETURN_IF_ERROR(CrossEntropy<T>(S(losses_), backward ? A(logits_) : nullptr,
                                              A(logits_), targets_.get(), scale, N, V, logits_ld_,
                                              stream_));
-  RETURN_IF_ERROR(Mark("cross-entropy"));
+  // The logits read, and with the backward their gradient written.
+  RETURN_IF_ERROR(Mark("cross-entropy", 0, (backward ? 2 : 1) * static_cast<double>(N) * V * tb));
   FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_losses_.get(), S(losses_), N * sizeof(float),
                                              cudaMemcpyDeviceToHost, stream_));
   RETURN_IF_ERROR(Mark("download losses"));
@@ -709,8 +711,10 @@ absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
   T* d4c = grad_acts_.get() + d4c_;
   reduce_calls_ = 0;
 
-  // Nominal FLOPs of a dense layer's two gradient products, for the profile.
-  const double nc2 = 4.0 * N * C;
+  // For the profile: nominal FLOPs of a dense layer's two gradient products; bytes of the
+  // LayerNorm backward (reads dy and x, adds into dres).
+  const double nc2 = 4.0 * N * C, tb = sizeof(T);
+  const double layernorm_bytes = 4.0 * N * C * tb + 8.0 * N;
   // logits_ holds dLoss/dlogits (the fused cross-entropy).
   RETURN_IF_ERROR(DenseBackward(dc, G(offsets_.wte), nullptr, A(logits_), A(lnf_), W(offsets_.wte),
                                 WeightLayout::kOutIn, N, C, V, nullptr, logits_ld_));
@@ -720,7 +724,7 @@ absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
   FORGE_CUDA_RETURN_IF_ERROR(LayerNormBackward<T>(
       dres, G(offsets_.lnf_w), G(offsets_.lnf_b), col_scratch_.get(), dc, LayerInput(s.layers),
       P(offsets_.lnf_w), S(lnf_mean_), S(lnf_rstd_), N, C, stream_));
-  RETURN_IF_ERROR(Mark("layernorm backward"));
+  RETURN_IF_ERROR(Mark("layernorm backward", 0, layernorm_bytes));
   if (reduce) RETURN_IF_ERROR(ReduceAsync(offsets_.lnf_w, num_params() - offsets_.lnf_w));
   for (int l = s.layers - 1; l >= 0; --l) {
     const GptLayerOffsets& w = offsets_.layers[l];
@@ -735,7 +739,7 @@ absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
     FORGE_CUDA_RETURN_IF_ERROR(LayerNormBackward<T>(dres, G(w.ln2_w), G(w.ln2_b),
                                                     col_scratch_.get(), dc, A(a.res2), P(w.ln2_w),
                                                     S(a.ln2_mean), S(a.ln2_rstd), N, C, stream_));
-    RETURN_IF_ERROR(Mark("layernorm backward"));
+    RETURN_IF_ERROR(Mark("layernorm backward", 0, layernorm_bytes));
     RETURN_IF_ERROR(DenseBackward(dc, G(w.attn_proj_w), G(w.attn_proj_b), dres, A(a.atty),
                                   W(w.attn_proj_w), WeightLayout::kInOut, N, C, C));
     RETURN_IF_ERROR(Mark("matmul attention projection backward", nc2 * C));
@@ -748,7 +752,7 @@ absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
                                                     col_scratch_.get(), dc, LayerInput(l),
                                                     P(w.ln1_w), S(a.ln1_mean), S(a.ln1_rstd), N, C,
                                                     stream_));
-    RETURN_IF_ERROR(Mark("layernorm backward"));
+    RETURN_IF_ERROR(Mark("layernorm backward", 0, layernorm_bytes));
     // Every gradient of layer l is final: reduce it while the layers below run.
     if (reduce) {
       RETURN_IF_ERROR(ReduceAsync(w.ln1_w, w.fc_proj_b + C - w.ln1_w));
@@ -758,7 +762,9 @@ absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
                                                      bucket_start_.get(), bucket_token_.get(),
                                                      buckets_, C, stream_));
   FORGE_CUDA_RETURN_IF_ERROR(EmbeddingBackwardWpe<T>(G(offsets_.wpe), dres, B, Tq, C, stream_));
-  RETURN_IF_ERROR(Mark("embedding backward"));
+  // dres read; the touched rows of dwte and of dwpe read and written (repeated tokens count
+  // once per position, so an upper bound).
+  RETURN_IF_ERROR(Mark("embedding backward", 0, N * C * (tb + 8.0) + 8.0 * Tq * C));
   if (reduce) RETURN_IF_ERROR(ReduceAsync(offsets_.wte, offsets_.layers[0].ln1_w - offsets_.wte));
   return absl::OkStatus();
 }
@@ -826,7 +832,7 @@ absl::StatusOr<double> CudaGpt<T>::OptimizerStep(float grad_scale, double max_no
   FORGE_CUDA_RETURN_IF_ERROR(GradNorm(norm_.get(), norm_scratch_.get(), grads_.get(),
                                       num_params(), grad_scale, static_cast<float>(max_norm),
                                       stream_));
-  RETURN_IF_ERROR(Mark("gradient norm"));
+  RETURN_IF_ERROR(Mark("gradient norm", 0, 4.0 * num_params()));
   ++adam_step_;
   const engine::AdamWOptions& o = config_.adamw;
   const float c1 =
@@ -839,7 +845,8 @@ absl::StatusOr<double> CudaGpt<T>::OptimizerStep(float grad_scale, double max_no
         v_.get() + r.offset, r.count, norm_.get() + 1, lr, o.beta1, o.beta2, o.eps,
         r.decay ? o.weight_decay : 0.0f, c1, c2, stream_));
   }
-  RETURN_IF_ERROR(Mark("adamw"));
+  // Reads weight, gradient and both moments, writes weight and moments (and the bf16 copy).
+  RETURN_IF_ERROR(Mark("adamw", 0, (28.0 + (kExact ? 0 : sizeof(T))) * num_params()));
   FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_norm_.get(), norm_.get(), 2 * sizeof(float),
                                              cudaMemcpyDeviceToHost, stream_));
   RETURN_IF_ERROR(ProfileEnd());

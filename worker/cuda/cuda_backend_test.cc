@@ -281,10 +281,17 @@ TEST_P(CudaBackendTest, ProfileTimesEveryOpAndChangesNothing) {
     EXPECT_GE(op.ms, 0) << op.name;
     EXPECT_EQ(op.flops > 0, op.name.starts_with("matmul") || op.name.starts_with("attention"))
         << op.name;
+    EXPECT_EQ(op.bytes > 0, !op.name.starts_with("matmul") && !op.name.starts_with("attention") &&
+                                op.name != "upload tokens" && op.name != "download losses")
+        << op.name;
     if (op.name == "matmul logits") {
       EXPECT_EQ(op.flops, 2 * N * C * V);
     } else if (op.name == "matmul qkv backward") {
       EXPECT_EQ(op.flops, L * 4 * N * C * 3 * C);
+    } else if (op.name == "cross-entropy") {
+      EXPECT_EQ(op.bytes, 2 * N * V * sizeof(float));  // fp32 logits read, gradient written
+    } else if (op.name == "adamw") {
+      EXPECT_EQ(op.bytes, 28.0 * profiled->num_params());
     }
   }
   EXPECT_EQ(got_calls, want_calls);
@@ -293,6 +300,7 @@ TEST_P(CudaBackendTest, ProfileTimesEveryOpAndChangesNothing) {
   EXPECT_THAT(table, HasSubstr("| matmul logits | 1 | "));
   EXPECT_THAT(table, HasSubstr("| layernorm | 5 | "));
   EXPECT_THAT(table, HasSubstr("| total |"));
+  EXPECT_THAT(table, HasSubstr("| GB/s |"));
   profile.Clear();
   EXPECT_TRUE(profile.ops().empty());
 }

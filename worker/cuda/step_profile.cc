@@ -29,12 +29,12 @@ absl::Status StepProfile::Begin(cudaStream_t stream) {
   return absl::OkStatus();
 }
 
-absl::Status StepProfile::Mark(const char* op, cudaStream_t stream, double flops) {
+absl::Status StepProfile::Mark(const char* op, cudaStream_t stream, double flops, double bytes) {
   if (!open_) return absl::FailedPreconditionError("step profile: Mark before Begin");
   absl::StatusOr<cudaEvent_t> e = Event(marks_.size() + 1);
   if (!e.ok()) return e.status();
   FORGE_CUDA_RETURN_IF_ERROR(cudaEventRecord(*e, stream));
-  marks_.push_back({op, flops});
+  marks_.push_back({op, flops, bytes});
   return absl::OkStatus();
 }
 
@@ -52,6 +52,7 @@ absl::Status StepProfile::End() {
     ++op.calls;
     op.ms += ms;
     op.flops += marks_[i].flops;
+    op.bytes += marks_[i].bytes;
   }
   marks_.clear();
   return absl::OkStatus();
@@ -71,14 +72,18 @@ void StepProfile::Clear() {
 std::string StepProfile::Table(int steps) const {
   const double n = steps > 0 ? steps : 1;
   const double total = total_ms();
-  std::string out = "| op | calls/step | ms/step | share | TFLOP/s |\n|---|---|---|---|---|\n";
+  // Per second, in units of `unit`; blank where not counted.
+  auto rate = [](double amount, double ms, double unit) -> std::string {
+    return amount > 0 && ms > 0 ? absl::StrFormat("%.3g", amount / (ms * 1e-3) / unit) : "";
+  };
+  std::string out =
+      "| op | calls/step | ms/step | share | TFLOP/s | GB/s |\n|---|---|---|---|---|---|\n";
   for (const Op& op : ops_) {
-    const std::string tflops =
-        op.flops > 0 && op.ms > 0 ? absl::StrFormat("%.3g", op.flops / (op.ms * 1e-3) / 1e12) : "";
-    absl::StrAppendFormat(&out, "| %s | %.4g | %.3f | %.1f %% | %s |\n", op.name, op.calls / n,
-                          op.ms / n, total > 0 ? 100 * op.ms / total : 0.0, tflops);
+    absl::StrAppendFormat(&out, "| %s | %.4g | %.3f | %.1f %% | %s | %s |\n", op.name, op.calls / n,
+                          op.ms / n, total > 0 ? 100 * op.ms / total : 0.0,
+                          rate(op.flops, op.ms, 1e12), rate(op.bytes, op.ms, 1e9));
   }
-  absl::StrAppendFormat(&out, "| total | | %.3f | 100 %% | |\n", total / n);
+  absl::StrAppendFormat(&out, "| total | | %.3f | 100 %% | | |\n", total / n);
   return out;
 }
 

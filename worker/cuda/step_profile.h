@@ -1,9 +1,11 @@
 // Where a training step's GPU time goes, op by op: the CUDA backend records a CUDA event on
 // its compute stream after each op it queues, so an op's time is the interval from the event
 // before it (the ops run back to back on one stream; a gap where the GPU waited for the host
-// or for another stream lands in the next op's interval). Times and nominal FLOPs are summed
-// per op name over every pass since Clear(). Costs one event record per op while on; the
-// backend makes no calls at all when it has no profile.
+// or for another stream lands in the next op's interval). Times, nominal FLOPs (of the
+// products) and nominal bytes (the least device-memory traffic of the memory-bound kernels:
+// each input read once, each output written once) are summed per op name over every pass
+// since Clear(), so the table reads against the GPU's peak FLOP/s and memory bandwidth. Costs one
+// event record per op while on; the backend makes no calls at all when it has no profile.
 //
 // forge-bench-gpu-train --profile prints Table().
 //
@@ -30,6 +32,7 @@ class StepProfile {
     int64_t calls = 0;
     double ms = 0;     // GPU time, summed over calls
     double flops = 0;  // nominal (0: not counted), summed over calls
+    double bytes = 0;  // nominal (0: not counted), summed over calls
   };
 
   StepProfile() = default;
@@ -38,10 +41,10 @@ class StepProfile {
   ~StepProfile();
 
   // The backend's side. Begin before a pass's first op (forgetting an unfinished pass), Mark
-  // after each op with its name (a string literal) and nominal FLOPs, End after the last:
+  // after each op with its name (a string literal), nominal FLOPs and bytes, End after the last:
   // End waits for the pass's events and adds its intervals.
   absl::Status Begin(cudaStream_t stream);
-  absl::Status Mark(const char* op, cudaStream_t stream, double flops = 0);
+  absl::Status Mark(const char* op, cudaStream_t stream, double flops = 0, double bytes = 0);
   absl::Status End();
 
   // In the order each op was first seen.
@@ -49,8 +52,8 @@ class StepProfile {
   double total_ms() const;
   void Clear();
 
-  // A Markdown table: op, calls per step, ms per step, share of the total, and achieved
-  // TFLOP/s where FLOPs are counted; `steps` divides the sums.
+  // A Markdown table: op, calls per step, ms per step, share of the total, and the achieved
+  // TFLOP/s and GB/s where FLOPs and bytes are counted; `steps` divides the sums.
   std::string Table(int steps) const;
 
  private:
@@ -59,7 +62,7 @@ class StepProfile {
   std::vector<cudaEvent_t> events_;  // a pool; the pass recorded events_[0, marks_.size() + 1)
   struct Pending {
     const char* op;
-    double flops;
+    double flops, bytes;
   };
   std::vector<Pending> marks_;  // marks_[i] ends at events_[i + 1]
   bool open_ = false;
