@@ -205,17 +205,24 @@ def train_steps(model, opt, x, y, device, autocast, warmup, steps):
     return times, losses
 
 
-def run_torch_mode(mode, args, shape, device, use_sdpa, autocast):
-    """Trains a fresh model in `mode` ("eager" or "compile"); returns a result dict."""
+def fresh_run(args, shape, device, use_sdpa):
+    """A freshly initialised model, its optimizer (and its description) and one random batch,
+    the same for every run."""
     torch.manual_seed(7)
     model = GPT(shape, use_sdpa).to(device)
     opt, opt_desc = make_optimizer(model, device)
-    if mode == "compile":
-        model = torch.compile(model)
     g = torch.Generator().manual_seed(7)
     V = shape["vocab"]
     x = torch.randint(0, V, (args.batch, args.seq), generator=g).to(device)
     y = torch.randint(0, V, (args.batch, args.seq), generator=g).to(device)
+    return model, opt, opt_desc, x, y
+
+
+def run_torch_mode(mode, args, shape, device, use_sdpa, autocast):
+    """Trains a fresh model in `mode` ("eager" or "compile"); returns a result dict."""
+    model, opt, opt_desc, x, y = fresh_run(args, shape, device, use_sdpa)
+    if mode == "compile":
+        model = torch.compile(model)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t_start = time.perf_counter()
@@ -246,19 +253,14 @@ def profile_eager(args, shape, device, use_sdpa, autocast, steps=3):
     took the most device time (CPU time on CPU), as a table, for comparing with Forge's
     forge-bench-gpu-train --profile."""
     from torch.profiler import ProfilerActivity, profile
-    torch.manual_seed(7)
-    model = GPT(shape, use_sdpa).to(device)
-    opt, _ = make_optimizer(model, device)
-    g = torch.Generator().manual_seed(7)
-    V = shape["vocab"]
-    x = torch.randint(0, V, (args.batch, args.seq), generator=g).to(device)
-    y = torch.randint(0, V, (args.batch, args.seq), generator=g).to(device)
+    model, opt, _, x, y = fresh_run(args, shape, device, use_sdpa)
     train_steps(model, opt, x, y, device, autocast, 2, 0)
     activities = [ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
     with profile(activities=activities) as prof:
         train_steps(model, opt, x, y, device, autocast, 0, steps)
+    del model, opt
     averages = prof.key_averages()
     # Newer PyTorch names the column device_time_total; older ones cuda_time_total.
     keys = ("device_time_total", "cuda_time_total") if device.type == "cuda" else ("cpu_time_total",)
@@ -269,7 +271,6 @@ def profile_eager(args, shape, device, use_sdpa, autocast, steps=3):
         except (AttributeError, KeyError, ValueError) as e:
             error = e
             continue
-        del model, opt
         return f"sorted by {key}, {steps} steps:\n{table}"
     return f"profile table unavailable ({error})"
 

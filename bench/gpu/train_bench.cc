@@ -63,22 +63,29 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-double PeakTflops(const std::string& name) {
-  if (absl::GetFlag(FLAGS_peak_tflops) > 0) return absl::GetFlag(FLAGS_peak_tflops);
-  if (absl::StrContains(name, "H200")) return 989;
-  if (absl::StrContains(name, "H100") && absl::StrContains(name, "PCIe")) return 756;
-  if (absl::StrContains(name, "H100") && absl::StrContains(name, "NVL")) return 835;
-  if (absl::StrContains(name, "H100")) return 989;
-  return 0;
-}
-
-// Peak memory bandwidth, GB/s, by device name (the vendors' datasheets); 0 when unknown.
-double PeakGBs(const std::string& name) {
-  if (absl::StrContains(name, "H200")) return 4800;
-  if (absl::StrContains(name, "H100") && absl::StrContains(name, "PCIe")) return 2000;
-  if (absl::StrContains(name, "H100") && absl::StrContains(name, "NVL")) return 3900;
-  if (absl::StrContains(name, "H100")) return 3350;
-  return 0;
+// The GPU's peaks by device-name substring, first match wins (the vendors' datasheets):
+// dense bf16 TFLOP/s and memory GB/s; zeros when unknown. --peak_tflops overrides the first.
+struct Peaks {
+  double tflops = 0, gbs = 0;
+};
+Peaks DevicePeaks(const std::string& name) {
+  static constexpr struct {
+    const char* a;
+    const char* b;  // also required, or ""
+    Peaks peaks;
+  } kTable[] = {{"H200", "", {989, 4800}},
+                {"H100", "PCIe", {756, 2000}},
+                {"H100", "NVL", {835, 3900}},
+                {"H100", "", {989, 3350}}};
+  Peaks peaks;
+  for (const auto& row : kTable) {
+    if (absl::StrContains(name, row.a) && absl::StrContains(name, row.b)) {
+      peaks = row.peaks;
+      break;
+    }
+  }
+  if (absl::GetFlag(FLAGS_peak_tflops) > 0) peaks.tflops = absl::GetFlag(FLAGS_peak_tflops);
+  return peaks;
 }
 
 int Run() {
@@ -165,7 +172,8 @@ int Run() {
   const double n = static_cast<double>(model.num_params()) -
                    static_cast<double>(shape->context) * shape->width;  // less wpe
   const double flops_per_token = 6 * n + 12 * L * H * Q * T;
-  const double peak = PeakTflops(prop.name);
+  const Peaks peaks = DevicePeaks(prop.name);
+  const double peak = peaks.tflops;
   const double mfu = peak > 0 ? tps * flops_per_token / (peak * 1e12) : 0;
   std::printf("forge-bench-gpu-train: %s, %s\n", model.Describe().c_str(),
               absl::GetFlag(FLAGS_preset).c_str());
@@ -187,7 +195,7 @@ int Run() {
         "\nGPU time per step, op by op (%d timed steps; profiled, so the step times "
         "above include a wait per call). References on %s: %.0f TFLOP/s dense bf16, %.0f GB/s "
         "memory (0: unknown); GB/s counts each input read and each output written once:\n%s\n",
-        steps, prop.name, peak, PeakGBs(prop.name), profile.Table(steps).c_str());
+        steps, prop.name, peak, peaks.gbs, profile.Table(steps).c_str());
   }
   std::printf("forge-gpu-train: tokens_per_second=%.1f mfu=%.4f step_ms_median=%.3f\n", tps, mfu,
               step_ms);

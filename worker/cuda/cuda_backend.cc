@@ -744,6 +744,7 @@ absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
                                   W(w.attn_proj_w), WeightLayout::kInOut, N, C, C));
     RETURN_IF_ERROR(Mark("matmul attention projection backward", nc2 * C));
     RETURN_IF_ERROR(AttentionBackwardAny(d3c, dc, A(a.qkv), A(a.atty), S(a.lse), B, Tq));
+    // Five products of the forward's two shapes (S and dP recomputed, dQ, dK, dV).
     RETURN_IF_ERROR(Mark("attention backward", 2.5 * AttentionFlops(B, Tq)));
     RETURN_IF_ERROR(DenseBackward(dc, G(w.qkv_w), G(w.qkv_b), d3c, A(a.ln1), W(w.qkv_w),
                                   WeightLayout::kInOut, N, C, 3 * C));

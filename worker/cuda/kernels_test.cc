@@ -39,6 +39,7 @@ using testing::ExpectCloseInNorm;
 using testing::ExpectSameBits;
 using testing::Random;
 using testing::Rounded;
+using testing::UnpadRows;
 using testing::Vec;
 
 #define REQUIRE_CUDA_DEVICE()                                                         \
@@ -189,28 +190,15 @@ TYPED_TEST(KernelTest, AttentionSoftmaxStepsOnPaddedRows) {
   ASSERT_EQ(AttentionSoftmax<T>(gp.get(), glse.get(), gs.get(), H * Tq, Tq, ld, scale, nullptr),
             cudaSuccess);
   Sync();
-  const Vec p = gp.Download();
   ExpectClose(glse.Download(), want_lse, 1e-5f, "lse");
-  Vec p_rows(n, 0.0f), ds_rows(n, 0.0f), got_ds;
-  for (int r = 0; r < H * Tq; ++r) {
-    for (int j = Tq; j < ld; ++j) {
-      ASSERT_EQ(p[size_t{1} * r * ld + j], 7.0f) << "padding of row " << r << " written";
-    }
-    for (int j = 0; j < Tq; ++j) p_rows[size_t{1} * r * ld + j] = p[size_t{1} * r * ld + j];
-  }
-  ExpectClose(p_rows, want_p, Tolerance<T>(), "probabilities");
+  ExpectClose(UnpadRows(gp.Download(), H * Tq, Tq, ld, 7.0f),
+              UnpadRows(want_p, H * Tq, Tq, ld, 0.0f), Tolerance<T>(), "probabilities");
   ASSERT_EQ(AttentionSoftmaxBackward<T>(gp.get(), gds.get(), gs.get(), gdp.get(), glse.get(),
                                         gdelta.get(), H * Tq, Tq, ld, scale, nullptr),
             cudaSuccess);
   Sync();
-  got_ds = gds.Download();
-  for (int r = 0; r < H * Tq; ++r) {
-    for (int j = Tq; j < ld; ++j) {
-      ASSERT_EQ(got_ds[size_t{1} * r * ld + j], 7.0f) << "padding of row " << r << " written";
-    }
-    for (int j = 0; j < Tq; ++j) ds_rows[size_t{1} * r * ld + j] = got_ds[size_t{1} * r * ld + j];
-  }
-  ExpectClose(ds_rows, want_ds, Tolerance<T>(), "score gradients");
+  ExpectClose(UnpadRows(gds.Download(), H * Tq, Tq, ld, 7.0f),
+              UnpadRows(want_ds, H * Tq, Tq, ld, 0.0f), Tolerance<T>(), "score gradients");
 }
 
 TYPED_TEST(KernelTest, CrossEntropyLossAndGradient) {
@@ -255,19 +243,7 @@ TYPED_TEST(KernelTest, CrossEntropyLossAndGradient) {
             cudaSuccess);
   Sync();
   ExpectClose(glosses.Download(), losses, 1e-5f, "losses");
-  const Vec got = glogits.Download();
-  Vec rows(dlogits.size());
-  for (int n = 0; n < N; ++n) {
-    for (int j = 0; j < ld; ++j) {
-      const float x = got[size_t{1} * n * ld + j];
-      if (j < V) {
-        rows[size_t{1} * n * V + j] = x;
-      } else {
-        ASSERT_EQ(x, kPad) << "padding of row " << n << " written";
-      }
-    }
-  }
-  ExpectClose(rows, dlogits, Tolerance<T>(), "dlogits");
+  ExpectClose(UnpadRows(glogits.Download(), N, V, ld, kPad), dlogits, Tolerance<T>(), "dlogits");
 }
 
 TYPED_TEST(KernelTest, EmbeddingsAndBiasGradient) {

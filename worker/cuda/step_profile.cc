@@ -1,5 +1,7 @@
 #include "worker/cuda/step_profile.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "worker/cuda/cuda_util.h"
@@ -46,9 +48,11 @@ absl::Status StepProfile::End() {
   for (size_t i = 0; i < marks_.size(); ++i) {
     float ms = 0;
     FORGE_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, events_[i], events_[i + 1]));
-    auto [it, added] = index_.try_emplace(marks_[i].op, ops_.size());
-    if (added) ops_.push_back({.name = marks_[i].op});
-    Op& op = ops_[it->second];
+    // A step has a score of distinct ops: a scan finds each.
+    auto it =
+        std::find_if(ops_.begin(), ops_.end(), [&](const Op& o) { return o.name == marks_[i].op; });
+    if (it == ops_.end()) it = ops_.insert(it, {.name = marks_[i].op});
+    Op& op = *it;
     ++op.calls;
     op.ms += ms;
     op.flops += marks_[i].flops;
@@ -64,10 +68,7 @@ double StepProfile::total_ms() const {
   return total;
 }
 
-void StepProfile::Clear() {
-  ops_.clear();
-  index_.clear();
-}
+void StepProfile::Clear() { ops_.clear(); }
 
 std::string StepProfile::Table(int steps) const {
   const double n = steps > 0 ? steps : 1;

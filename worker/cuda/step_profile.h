@@ -16,7 +16,6 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -67,7 +66,6 @@ class StepProfile {
   std::vector<Pending> marks_;  // marks_[i] ends at events_[i + 1]
   bool open_ = false;
   std::vector<Op> ops_;
-  std::map<std::string, size_t> index_;  // name -> ops_ index
 };
 
 }  // namespace forge::cuda

@@ -184,6 +184,26 @@ inline void ExpectSameBits(const Vec& got, const Vec& want, const char* what) {
   }
 }
 
+// The first `cols` elements of each of `rows` rows `ld` apart, packed; fails the test where
+// the padding past `cols` no longer holds `pad` (the kernel wrote it), naming the first such
+// element.
+inline Vec UnpadRows(const Vec& pitched, int rows, int cols, int ld, float pad) {
+  Vec out(size_t{1} * rows * cols);
+  bool reported = false;
+  for (int r = 0; r < rows; ++r) {
+    for (int j = 0; j < ld; ++j) {
+      const float x = pitched[size_t{1} * r * ld + j];
+      if (j < cols) {
+        out[size_t{1} * r * cols + j] = x;
+      } else if (x != pad && !reported) {
+        ADD_FAILURE() << "padding of row " << r << " written: [" << j << "] = " << x;
+        reported = true;
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace forge::cuda::testing
 
 #endif  // FORGE_WORKER_CUDA_TEST_UTIL_H_

@@ -31,6 +31,7 @@ struct GemmCall {
 // `out_ld` (0: N) is the row pitch, in elements, of `out` and `dout` [M,N]: rows may be padded
 // (the logits' rows are, to a multiple of 8 elements, so every row starts 16-byte aligned
 // whatever the vocabulary size).
+inline int OutputPitch(int out_ld, int N) { return out_ld > 0 ? out_ld : N; }
 
 // out[M,N] = inp[M,K] · W: C is `out`.
 inline GemmCall ForwardGemm(WeightLayout layout, int M, int K, int N, int out_ld = 0) {
@@ -38,7 +39,7 @@ inline GemmCall ForwardGemm(WeightLayout layout, int M, int K, int N, int out_ld
   g.trans_a = layout == WeightLayout::kOutIn;
   g.m = N, g.n = M, g.k = K;
   g.lda = layout == WeightLayout::kInOut ? N : K;
-  g.ldb = K, g.ldc = out_ld > 0 ? out_ld : N;
+  g.ldb = K, g.ldc = OutputPitch(out_ld, N);
   return g;
 }
 
@@ -48,13 +49,13 @@ inline GemmCall InputGradGemm(WeightLayout layout, int M, int K, int N, int out_
   g.trans_a = layout == WeightLayout::kInOut;
   g.m = K, g.n = M, g.k = N;
   g.lda = layout == WeightLayout::kInOut ? N : K;
-  g.ldb = out_ld > 0 ? out_ld : N, g.ldc = K;
+  g.ldb = OutputPitch(out_ld, N), g.ldc = K;
   return g;
 }
 
 // dW (in W's layout) = inp^T · dout (kInOut, [K,N]) or dout^T · inp (kOutIn, [N,K]): C is dW.
 inline GemmCall WeightGradGemm(WeightLayout layout, int M, int K, int N, int out_ld = 0) {
-  const int ldo = out_ld > 0 ? out_ld : N;
+  const int ldo = OutputPitch(out_ld, N);
   GemmCall g;
   if (layout == WeightLayout::kInOut) {
     g.a = GemmOperand::kOutputGrad, g.b = GemmOperand::kInput;
