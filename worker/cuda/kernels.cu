@@ -1,4 +1,6 @@
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #include "worker/cuda/gelu_math.h"
 #include "worker/cuda/kernels.h"
@@ -71,6 +73,39 @@ __device__ __forceinline__ float GroupSum(float v) {
   v += __shfl_xor_sync(0xffffffffu, v, 2);
   return v;
 }
+
+// 16 bytes of T (8 bf16 or 4 floats): the unit of the vectorised loads and stores of the
+// memory-bound kernels. The address must be 16-byte aligned; IsAligned16 checks a pointer.
+template <typename T>
+struct alignas(16) Pack16 {
+  static constexpr int kN = 16 / sizeof(T);
+  T v[kN];
+};
+
+template <typename T>
+__device__ __forceinline__ Pack16<T> LoadPack(const T* p) {
+  Pack16<T> r;
+#ifdef FORGE_CUDA_EMULATION
+  for (int k = 0; k < Pack16<T>::kN; ++k) r.v[k] = p[k];  // host C++: no aliasing via uint4
+#else
+  const uint4 bits = *reinterpret_cast<const uint4*>(p);  // one 128-bit load
+  memcpy(&r, &bits, sizeof bits);
+#endif
+  return r;
+}
+
+template <typename T>
+__device__ __forceinline__ void StorePack(T* p, const Pack16<T>& r) {
+#ifdef FORGE_CUDA_EMULATION
+  for (int k = 0; k < Pack16<T>::kN; ++k) p[k] = r.v[k];
+#else
+  uint4 bits;
+  memcpy(&bits, &r, sizeof bits);
+  *reinterpret_cast<uint4*>(p) = bits;  // one 128-bit store
+#endif
+}
+
+bool IsAligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 unsigned Blocks(size_t n, int threads = kThreads) {
   const size_t b = (n + threads - 1) / threads;
@@ -296,20 +331,44 @@ __global__ void __launch_bounds__(kRowTile* kGroup)
   if (part == 0) lse[static_cast<size_t>(bh) * Tq + i] = m + logf(l);
 }
 
-// delta[bh, i] = sum over the head of dy · y (rowsum of P ∘ dP).
-template <typename T>
+// delta[bh, i] = sum over the head of dy · y (rowsum of P ∘ dP). kDeltaLanes consecutive lanes
+// share a row, so a warp reads whole runs of the head's contiguous elements: with kVec, one
+// 16-byte pack per lane per step (the head size a multiple of the pack, every row aligned);
+// without, one element per lane per step.
+constexpr int kDeltaLanes = 8;
+
+template <typename T, bool kVec>
 __global__ void AttentionDeltaKernel(float* delta, const T* dy, const T* y, int B, int Tq, int C,
                                      int H) {
   const int hs = C / H;
-  const size_t total = static_cast<size_t>(B) * H * Tq;
-  for (size_t idx = blockIdx.x * size_t{blockDim.x} + threadIdx.x; idx < total;
-       idx += size_t{gridDim.x} * blockDim.x) {
-    const int i = static_cast<int>(idx % Tq);
-    const int bh = static_cast<int>(idx / Tq), b = bh / H, h = bh % H;
-    const size_t off = (static_cast<size_t>(b) * Tq + i) * C + h * hs;
+  const size_t rows = static_cast<size_t>(B) * H * Tq;
+  const int part = threadIdx.x % kDeltaLanes;
+  const size_t group = (blockIdx.x * size_t{blockDim.x} + threadIdx.x) / kDeltaLanes;
+  const size_t groups = size_t{gridDim.x} * blockDim.x / kDeltaLanes;
+  // The warp's groups run the loop together (the shuffles need every lane): it goes on while
+  // the warp's first group has a row; a group past the last row computes and drops a zero.
+  const size_t warp_first = group - group % (kWarp / kDeltaLanes);
+  for (size_t w = warp_first; w < rows; w += groups) {
+    const size_t idx = w + (group - warp_first);
     float acc = 0.0f;
-    for (int d = 0; d < hs; ++d) acc += ToF(dy[off + d]) * ToF(y[off + d]);
-    delta[idx] = acc;
+    if (idx < rows) {
+      const int i = static_cast<int>(idx % Tq);
+      const int bh = static_cast<int>(idx / Tq), b = bh / H, h = bh % H;
+      const size_t off = (static_cast<size_t>(b) * Tq + i) * C + h * hs;
+      if constexpr (kVec) {
+        constexpr int kN = Pack16<T>::kN;
+        for (int d = part * kN; d < hs; d += kDeltaLanes * kN) {
+          const Pack16<T> a = LoadPack(dy + off + d), c = LoadPack(y + off + d);
+#pragma unroll
+          for (int k = 0; k < kN; ++k) acc += ToF(a.v[k]) * ToF(c.v[k]);
+        }
+      } else {
+        for (int d = part; d < hs; d += kDeltaLanes) acc += ToF(dy[off + d]) * ToF(y[off + d]);
+      }
+    }
+    // Sum over the row's lanes, in a fixed tree.
+    for (int o = kDeltaLanes / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (idx < rows && part == 0) delta[idx] = acc;
   }
 }
 
@@ -530,10 +589,14 @@ __global__ void AttentionSoftmaxBackwardKernel(T* probs, T* dscores, const float
 
 // ---------------------------------------------------------------------------- cross-entropy
 
-// One block per row: an online (max, sum of exp) per thread, combined in a fixed tree.
-template <typename T>
+// One block per row: an online (max, sum of exp) per thread, combined in a fixed tree. With
+// kVec (the row pitch a multiple of 16 bytes, the pointers aligned) a thread reads and writes
+// whole 16-byte packs of the row's first V - V % kN entries, and the tail one by one; the
+// padding past V is neither read nor written.
+template <typename T, bool kVec>
 __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
                                    const int32_t* targets, float scale, int V, int ld) {
+  constexpr int kN = Pack16<T>::kN;
   __shared__ float sm[kThreads / kWarp], ss[kThreads / kWarp];
   __shared__ float row_max, row_sum;
   const int n = blockIdx.x;
@@ -541,8 +604,14 @@ __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
   const T* x = logits + static_cast<size_t>(n) * ld;
   // Read before anything may overwrite it (dlogits may alias logits).
   const float x_target = target >= 0 ? ToF(x[target]) : 0.0f;
+  const int packs = kVec ? V / kN : 0;  // whole packs; entries from packs · kN on are the tail
   float m = -INFINITY, s = 0.0f;
-  for (int j = threadIdx.x; j < V; j += blockDim.x) MaxSumAdd(m, s, ToF(x[j]));
+  for (int p = threadIdx.x; p < packs; p += blockDim.x) {
+    const Pack16<T> a = LoadPack(x + p * kN);
+#pragma unroll
+    for (int k = 0; k < kN; ++k) MaxSumAdd(m, s, ToF(a.v[k]));
+  }
+  for (int j = packs * kN + threadIdx.x; j < V; j += blockDim.x) MaxSumAdd(m, s, ToF(x[j]));
   // Warp tree, then warps in order.
   WarpMaxSum(m, s);
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
@@ -562,14 +631,19 @@ __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
   if (dlogits == nullptr) return;
   T* d = dlogits + static_cast<size_t>(n) * ld;
   const float M = row_max, inv = 1.0f / row_sum;
-  for (int j = threadIdx.x; j < V; j += blockDim.x) {
-    if (target < 0) {
-      d[j] = FromF<T>(0.0f);
-      continue;
-    }
-    const float p = expf(ToF(x[j]) - M) * inv;
-    d[j] = FromF<T>(scale * (p - (j == target ? 1.0f : 0.0f)));
+  // The gradient of entry j, from its logit xj (an ignored target's row is all zeros).
+  auto grad = [&](int j, float xj) {
+    if (target < 0) return FromF<T>(0.0f);
+    const float p = expf(xj - M) * inv;
+    return FromF<T>(scale * (p - (j == target ? 1.0f : 0.0f)));
+  };
+  for (int p = threadIdx.x; p < packs; p += blockDim.x) {
+    Pack16<T> a = LoadPack(x + p * kN);
+#pragma unroll
+    for (int k = 0; k < kN; ++k) a.v[k] = grad(p * kN + k, ToF(a.v[k]));
+    StorePack(d + p * kN, a);
   }
+  for (int j = packs * kN + threadIdx.x; j < V; j += blockDim.x) d[j] = grad(j, ToF(x[j]));
 }
 
 // ---------------------------------------------------------------------------- optimizer
@@ -731,8 +805,14 @@ template <typename T>
 cudaError_t AttentionDelta(float* delta, const T* dy, const T* y, int B, int Tq, int C, int H,
                            cudaStream_t stream) {
   const size_t rows = static_cast<size_t>(B) * H * Tq;
-  FORGE_LAUNCH(AttentionDeltaKernel<T>, Blocks(rows), kThreads, 0, stream, delta, dy, y, B, Tq, C,
-               H);
+  const unsigned blocks = Blocks(rows * kDeltaLanes);
+  if ((C / H) % Pack16<T>::kN == 0 && C % Pack16<T>::kN == 0 && IsAligned16(dy) && IsAligned16(y)) {
+    FORGE_LAUNCH((AttentionDeltaKernel<T, true>), blocks, kThreads, 0, stream, delta, dy, y, B, Tq,
+                 C, H);
+  } else {
+    FORGE_LAUNCH((AttentionDeltaKernel<T, false>), blocks, kThreads, 0, stream, delta, dy, y, B, Tq,
+                 C, H);
+  }
   return cudaGetLastError();
 }
 
@@ -779,8 +859,14 @@ template <typename T>
 cudaError_t CrossEntropy(float* losses, T* dlogits, const T* logits, const int32_t* targets,
                          float scale, int N, int V, int ld, cudaStream_t stream) {
   if (ld < V) return cudaErrorInvalidValue;
-  FORGE_LAUNCH(CrossEntropyKernel<T>, N, kThreads, 0, stream, losses, dlogits, logits, targets,
-               scale, V, ld);
+  if (ld % Pack16<T>::kN == 0 && IsAligned16(logits) &&
+      (dlogits == nullptr || IsAligned16(dlogits))) {
+    FORGE_LAUNCH((CrossEntropyKernel<T, true>), N, kThreads, 0, stream, losses, dlogits, logits,
+                 targets, scale, V, ld);
+  } else {
+    FORGE_LAUNCH((CrossEntropyKernel<T, false>), N, kThreads, 0, stream, losses, dlogits, logits,
+                 targets, scale, V, ld);
+  }
   return cudaGetLastError();
 }
 

@@ -203,14 +203,16 @@ TYPED_TEST(KernelTest, AttentionSoftmaxStepsOnPaddedRows) {
 
 TYPED_TEST(KernelTest, CrossEntropyLossAndGradient) {
   using T = TypeParam;
-  // An odd vocabulary in rows padded to a multiple of 8 (the backend's logits): the padding
-  // is neither read nor written.
-  const int N = 37, V = 997, ld = 1000;
+  // An odd vocabulary in padded rows: the padding is neither read nor written. Pitch 1000 (a
+  // multiple of 16 bytes, as the backend's logits) takes the 16-byte loads and stores with a
+  // 5-entry tail; pitch 998 the element-wise loop.
+  const int N = 37, V = 997;
   constexpr float kPad = 7.0f;
   Vec logits = Rounded<T>(Random(size_t{1} * N * V, 10, 3.0f));
   std::vector<int32_t> targets(N);
   for (int n = 0; n < N; ++n) targets[n] = n % 5 == 4 ? -1 : (n * 7919) % V;  // some ignored
-  targets[1] = V - 1;  // the last entry of a row
+  targets[1] = V - 1;  // the last entry of a row (in the tail)
+  targets[2] = 8;      // the first entry of a thread's pack
   // Masked entries: a -inf logit adds nothing, and must not make the row NaN (the first
   // entry a thread sees, and a later one).
   logits[size_t{3} * V] = -INFINITY;
@@ -221,29 +223,63 @@ TYPED_TEST(KernelTest, CrossEntropyLossAndGradient) {
                                      this->pool_);
   engine::CrossEntropyBackward<float>(dlogits.data(), logits.data(), targets.data(), scale, N, V,
                                       this->pool_);
-  Vec pitched(size_t{1} * N * ld, kPad);
-  for (int n = 0; n < N; ++n) {
-    std::copy_n(logits.begin() + size_t{1} * n * V, V, pitched.begin() + size_t{1} * n * ld);
+  for (const int ld : {1000, 998}) {
+    SCOPED_TRACE(::testing::Message() << "pitch " << ld);
+    Vec pitched(size_t{1} * N * ld, kPad);
+    for (int n = 0; n < N; ++n) {
+      std::copy_n(logits.begin() + size_t{1} * n * V, V, pitched.begin() + size_t{1} * n * ld);
+    }
+    Dev<T> glogits(pitched);
+    ASSERT_EQ(reinterpret_cast<uintptr_t>(glogits.get()) % 16, 0u) << "an aligned row start";
+    Dev<float> glosses(N);
+    DevInts gt(targets);
+    ASSERT_EQ(CrossEntropy<T>(glosses.get(), nullptr, glogits.get(), gt.get(), scale, N, V, V - 1,
+                              nullptr),
+              cudaErrorInvalidValue)
+        << "a pitch shorter than a row";
+    // Loss only, then loss and gradient in place.
+    ASSERT_EQ(
+        CrossEntropy<T>(glosses.get(), nullptr, glogits.get(), gt.get(), scale, N, V, ld, nullptr),
+        cudaSuccess);
+    Sync();
+    ExpectClose(glosses.Download(), losses, 1e-5f, "losses (forward only)");
+    ASSERT_EQ(CrossEntropy<T>(glosses.get(), glogits.get(), glogits.get(), gt.get(), scale, N, V,
+                              ld, nullptr),
+              cudaSuccess);
+    Sync();
+    ExpectClose(glosses.Download(), losses, 1e-5f, "losses");
+    ExpectClose(UnpadRows(glogits.Download(), N, V, ld, kPad), dlogits, Tolerance<T>(), "dlogits");
   }
-  Dev<T> glogits(pitched);
-  Dev<float> glosses(N);
-  DevInts gt(targets);
-  ASSERT_EQ(
-      CrossEntropy<T>(glosses.get(), nullptr, glogits.get(), gt.get(), scale, N, V, V - 1, nullptr),
-      cudaErrorInvalidValue)
-      << "a pitch shorter than a row";
-  // Loss only, then loss and gradient in place.
-  ASSERT_EQ(
-      CrossEntropy<T>(glosses.get(), nullptr, glogits.get(), gt.get(), scale, N, V, ld, nullptr),
-      cudaSuccess);
-  Sync();
-  ExpectClose(glosses.Download(), losses, 1e-5f, "losses (forward only)");
-  ASSERT_EQ(CrossEntropy<T>(glosses.get(), glogits.get(), glogits.get(), gt.get(), scale, N, V, ld,
-                            nullptr),
-            cudaSuccess);
-  Sync();
-  ExpectClose(glosses.Download(), losses, 1e-5f, "losses");
-  ExpectClose(UnpadRows(glogits.Download(), N, V, ld, kPad), dlogits, Tolerance<T>(), "dlogits");
+}
+
+// delta = the rowwise dot product of dy and y over each head, for head sizes that take the
+// 16-byte loads (16: two bf16 packs, four fp32 ones) and one that does not (10), and for rows
+// that do not start on 16 bytes (the element-wise loop).
+TYPED_TEST(KernelTest, AttentionDelta) {
+  using T = TypeParam;
+  for (const AttentionShape& s : {AttentionShape{2, 37, 48, 3}, AttentionShape{3, 11, 20, 2}}) {
+    for (const int offset : {0, 1}) {
+      SCOPED_TRACE(::testing::Message() << "C=" << s.C << " H=" << s.H << " offset " << offset);
+      const size_t n = size_t{1} * s.B * s.T * s.C, rows = size_t{1} * s.B * s.H * s.T;
+      const Vec dy = Rounded<T>(Random(n + offset, 40)), y = Rounded<T>(Random(n + offset, 41));
+      const int hs = s.C / s.H;
+      Vec want(rows);
+      for (size_t r = 0; r < rows; ++r) {
+        const size_t i = r % s.T, bh = r / s.T, b = bh / s.H, h = bh % s.H;
+        const size_t off = (b * s.T + i) * s.C + h * hs + offset;
+        double acc = 0;
+        for (int d = 0; d < hs; ++d) acc += double{dy[off + d]} * y[off + d];
+        want[r] = static_cast<float>(acc);
+      }
+      Dev<T> gdy(dy), gy(y);
+      Dev<float> gdelta(Vec(rows, 7.0f));
+      ASSERT_EQ(AttentionDelta<T>(gdelta.get(), gdy.get() + offset, gy.get() + offset, s.B, s.T,
+                                  s.C, s.H, nullptr),
+                cudaSuccess);
+      Sync();
+      ExpectClose(gdelta.Download(), want, 1e-5f, "delta");
+    }
+  }
 }
 
 TYPED_TEST(KernelTest, EmbeddingsAndBiasGradient) {
