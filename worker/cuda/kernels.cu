@@ -1,6 +1,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 
 #include "worker/cuda/gelu_math.h"
 #include "worker/cuda/kernels.h"
@@ -107,6 +108,48 @@ __device__ __forceinline__ void StorePack(T* p, const Pack16<T>& r) {
 
 bool IsAligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// Entries c .. c + kN of a row of `size` entries as floats, entries past the row reading as
+// `fill`. With kVec (the row 16-byte aligned, c a multiple of kN, kN a multiple of the pack) a
+// chunk wholly inside the row is read in 16-byte packs; otherwise entry by entry.
+template <int kN, bool kVec, typename T>
+__device__ __forceinline__ void LoadChunk(float (&out)[kN], const T* row, int c, int size,
+                                          float fill = 0.0f) {
+  constexpr int kP = Pack16<T>::kN;
+  static_assert(kN % kP == 0, "a chunk is whole packs");
+  if (kVec && c + kN <= size) {
+#pragma unroll
+    for (int q = 0; q < kN; q += kP) {
+      const Pack16<T> a = LoadPack(row + c + q);
+#pragma unroll
+      for (int k = 0; k < kP; ++k) out[q + k] = ToF(a.v[k]);
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < kN; ++k) out[k] = c + k < size ? ToF(row[c + k]) : fill;
+  }
+}
+
+// Stores the chunk's entries that lie inside the row, as LoadChunk reads them.
+template <int kN, bool kVec, typename T>
+__device__ __forceinline__ void StoreChunk(T* row, const float (&in)[kN], int c, int size) {
+  constexpr int kP = Pack16<T>::kN;
+  static_assert(kN % kP == 0, "a chunk is whole packs");
+  if (kVec && c + kN <= size) {
+#pragma unroll
+    for (int q = 0; q < kN; q += kP) {
+      Pack16<T> a;
+#pragma unroll
+      for (int k = 0; k < kP; ++k) a.v[k] = FromF<T>(in[q + k]);
+      StorePack(row + c + q, a);
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < kN; ++k) {
+      if (c + k < size) row[c + k] = FromF<T>(in[k]);
+    }
+  }
+}
+
 unsigned Blocks(size_t n, int threads = kThreads) {
   const size_t b = (n + threads - 1) / threads;
   return static_cast<unsigned>(b < 65535 * 16 ? (b == 0 ? 1 : b) : 65535 * 16);
@@ -152,71 +195,137 @@ __global__ void EmbeddingBackwardWpeKernel(float* dwpe, const T* dx, int B, int 
 
 // ---------------------------------------------------------------------------- LayerNorm
 
-// One warp per row.
-template <typename T>
+// One warp per row; lane l owns the row's chunks of kN entries (one 16-byte pack of T) l,
+// l + 32, ... With kVec (C a multiple of kN, rows, weight and bias 16-byte aligned) the chunks
+// are read and written in packs.
+template <typename T, bool kVec>
 __global__ void LayerNormForwardKernel(T* out, float* mean, float* rstd, const T* inp,
                                        const float* weight, const float* bias, int N, int C) {
+  constexpr int kN = Pack16<T>::kN;
   const int lane = threadIdx.x % kWarp;
   const int row = blockIdx.x * (blockDim.x / kWarp) + threadIdx.x / kWarp;
   if (row >= N) return;
   const T* x = inp + static_cast<size_t>(row) * C;
   float s = 0;
-  for (int c = lane; c < C; c += kWarp) s += ToF(x[c]);
+  for (int c = lane * kN; c < C; c += kWarp * kN) {
+    float xv[kN];
+    LoadChunk<kN, kVec>(xv, x, c, C);
+#pragma unroll
+    for (int k = 0; k < kN; ++k) s += xv[k];
+  }
   const float m = WarpSum(s) / C;
   float v = 0;
-  for (int c = lane; c < C; c += kWarp) {
-    const float d = ToF(x[c]) - m;
-    v += d * d;
+  for (int c = lane * kN; c < C; c += kWarp * kN) {
+    float xv[kN];
+    LoadChunk<kN, kVec>(xv, x, c, C, m);  // entries past the row add nothing
+#pragma unroll
+    for (int k = 0; k < kN; ++k) v += (xv[k] - m) * (xv[k] - m);
   }
   const float r = 1.0f / sqrtf(WarpSum(v) / C + kLayerNormEps);
   T* o = out + static_cast<size_t>(row) * C;
-  for (int c = lane; c < C; c += kWarp) o[c] = FromF<T>((ToF(x[c]) - m) * r * weight[c] + bias[c]);
+  for (int c = lane * kN; c < C; c += kWarp * kN) {
+    float xv[kN], w[kN], b[kN];
+    LoadChunk<kN, kVec>(xv, x, c, C);
+    LoadChunk<kN, kVec>(w, weight, c, C);
+    LoadChunk<kN, kVec>(b, bias, c, C);
+#pragma unroll
+    for (int k = 0; k < kN; ++k) xv[k] = (xv[k] - m) * r * w[k] + b[k];
+    StoreChunk<kN, kVec>(o, xv, c, C);
+  }
   if (lane == 0) {
     mean[row] = m;
     rstd[row] = r;
   }
 }
 
-template <typename T>
+// dinp += the LayerNorm's input gradient; rows and chunks as in the forward.
+template <typename T, bool kVec>
 __global__ void LayerNormBackwardInputKernel(T* dinp, const T* dout, const T* inp,
                                              const float* weight, const float* mean,
                                              const float* rstd, int N, int C) {
+  constexpr int kN = Pack16<T>::kN;
   const int lane = threadIdx.x % kWarp;
   const int row = blockIdx.x * (blockDim.x / kWarp) + threadIdx.x / kWarp;
   if (row >= N) return;
   const size_t off = static_cast<size_t>(row) * C;
   const float m = mean[row], r = rstd[row];
   float sg = 0, sgx = 0;
-  for (int c = lane; c < C; c += kWarp) {
-    const float g = ToF(dout[off + c]) * weight[c];
-    sg += g;
-    sgx += g * (ToF(inp[off + c]) - m) * r;
+  for (int c = lane * kN; c < C; c += kWarp * kN) {
+    float dy[kN], xv[kN], w[kN];
+    LoadChunk<kN, kVec>(dy, dout + off, c, C);
+    LoadChunk<kN, kVec>(xv, inp + off, c, C);
+    LoadChunk<kN, kVec>(w, weight, c, C);
+#pragma unroll
+    for (int k = 0; k < kN; ++k) {
+      const float g = dy[k] * w[k];
+      sg += g;
+      sgx += g * (xv[k] - m) * r;
+    }
   }
   const float g_mean = WarpSum(sg) / C, gx_mean = WarpSum(sgx) / C;
-  for (int c = lane; c < C; c += kWarp) {
-    const float g = ToF(dout[off + c]) * weight[c];
-    const float xhat = (ToF(inp[off + c]) - m) * r;
-    dinp[off + c] = FromF<T>(ToF(dinp[off + c]) + (g - g_mean - xhat * gx_mean) * r);
+  for (int c = lane * kN; c < C; c += kWarp * kN) {
+    float dy[kN], xv[kN], w[kN], d[kN];
+    LoadChunk<kN, kVec>(dy, dout + off, c, C);
+    LoadChunk<kN, kVec>(xv, inp + off, c, C);
+    LoadChunk<kN, kVec>(w, weight, c, C);
+    LoadChunk<kN, kVec>(d, dinp + off, c, C);
+#pragma unroll
+    for (int k = 0; k < kN; ++k) {
+      const float g = dy[k] * w[k], xhat = (xv[k] - m) * r;
+      d[k] += (g - g_mean - xhat * gx_mean) * r;
+    }
+    StoreChunk<kN, kVec>(dinp + off, d, c, C);
   }
 }
 
-// Stage 1 of a column reduction: block p sums rows [p·R, (p+1)·R) of each column, in order.
-// With inp == nullptr it sums dout (bias gradient); otherwise also dout · xhat (LayerNorm
-// weight gradient) into the second half of `partial`.
-template <typename T>
-__global__ void ColumnPartialKernel(float* partial, const T* dout, const T* inp, const float* mean,
-                                   const float* rstd, int N, int C) {
-  const int p = blockIdx.x, parts = gridDim.x;
+// Stage 1 of a column reduction: block (x, p) sums rows [p·R, (p+1)·R) of its kColPacks
+// chunks of kN columns (one 16-byte pack of T each). Thread (lane, x) owns one chunk and rows
+// p·R + lane, + kColLanes, ...; the lanes' sums are then added in lane order through shared
+// memory. With inp == nullptr it sums dout (bias gradient); otherwise also dout · xhat
+// (LayerNorm weight gradient) into the second half of `partial`.
+constexpr int kColLanes = 8;
+constexpr int kColPacks = kThreads / kColLanes;
+
+template <typename T, bool kVec>
+__global__ void __launch_bounds__(kThreads)
+    ColumnPartialKernel(float* partial, const T* dout, const T* inp, const float* mean,
+                        const float* rstd, int N, int C) {
+  constexpr int kN = Pack16<T>::kN;
+  __shared__ float sdb[kColLanes][kColPacks * kN], sdw[kColLanes][kColPacks * kN];
+  const int x = threadIdx.x % kColPacks, lane = threadIdx.x / kColPacks;
+  const int tile = blockIdx.x * kColPacks * kN, c = tile + x * kN;
+  const int p = blockIdx.y, parts = gridDim.y;
   const int r0 = p * kRowsPerPartial, r1 = min(N, r0 + kRowsPerPartial);
-  for (int c = threadIdx.x; c < C; c += blockDim.x) {
-    float db = 0, dw = 0;
-    for (int n = r0; n < r1; ++n) {
-      const float dy = ToF(dout[static_cast<size_t>(n) * C + c]);
-      db += dy;
-      if (inp != nullptr) dw += dy * ((ToF(inp[static_cast<size_t>(n) * C + c]) - mean[n]) * rstd[n]);
+  float db[kN] = {}, dw[kN] = {};
+  if (c < C) {
+    for (int n = r0 + lane; n < r1; n += kColLanes) {
+      float dy[kN];
+      LoadChunk<kN, kVec>(dy, dout + static_cast<size_t>(n) * C, c, C);
+#pragma unroll
+      for (int k = 0; k < kN; ++k) db[k] += dy[k];
+      if (inp != nullptr) {
+        float xv[kN];
+        LoadChunk<kN, kVec>(xv, inp + static_cast<size_t>(n) * C, c, C);
+        const float m = mean[n], r = rstd[n];
+#pragma unroll
+        for (int k = 0; k < kN; ++k) dw[k] += dy[k] * ((xv[k] - m) * r);
+      }
     }
-    partial[static_cast<size_t>(p) * C + c] = db;
-    if (inp != nullptr) partial[static_cast<size_t>(parts + p) * C + c] = dw;
+  }
+#pragma unroll
+  for (int k = 0; k < kN; ++k) {
+    sdb[lane][x * kN + k] = db[k];
+    sdw[lane][x * kN + k] = dw[k];
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < kColPacks * kN && tile + e < C; e += blockDim.x) {
+    float b = 0, w = 0;
+    for (int l = 0; l < kColLanes; ++l) {
+      b += sdb[l][e];
+      w += sdw[l][e];
+    }
+    partial[static_cast<size_t>(p) * C + tile + e] = b;
+    if (inp != nullptr) partial[static_cast<size_t>(parts + p) * C + tile + e] = w;
   }
 }
 
@@ -235,6 +344,34 @@ __global__ void ColumnFinishKernel(float* dbias, float* dweight, const float* pa
 }
 
 int Parts(int N) { return (N + kRowsPerPartial - 1) / kRowsPerPartial; }
+constexpr int kMaxParts = 65535;  // the column reduction's parts go on the grid's y dimension
+
+// Whether rows of C entries of T, at every pointer given, can be read in 16-byte packs.
+template <typename T>
+bool RowsInPacks(int C, std::initializer_list<const void*> rows) {
+  if (C % Pack16<T>::kN != 0) return false;
+  for (const void* p : rows) {
+    if (!IsAligned16(p)) return false;
+  }
+  return true;
+}
+
+// Both stages of a column reduction (bias gradient; with inp, also the LayerNorm weight's).
+template <typename T>
+void ColumnReduce(float* dbias, float* dweight, float* scratch, const T* dout, const T* inp,
+                  const float* mean, const float* rstd, int N, int C, cudaStream_t stream) {
+  const int parts = Parts(N);
+  const dim3 grid((C + kColPacks * Pack16<T>::kN - 1) / (kColPacks * Pack16<T>::kN), parts);
+  if (RowsInPacks<T>(C, {dout, inp == nullptr ? dout : inp})) {
+    FORGE_LAUNCH((ColumnPartialKernel<T, true>), grid, kThreads, 0, stream, scratch, dout, inp,
+                 mean, rstd, N, C);
+  } else {
+    FORGE_LAUNCH((ColumnPartialKernel<T, false>), grid, kThreads, 0, stream, scratch, dout, inp,
+                 mean, rstd, N, C);
+  }
+  FORGE_LAUNCH(ColumnFinishKernel, (C + kThreads - 1) / kThreads, kThreads, 0, stream, dbias,
+               dweight, scratch, parts, C);
+}
 
 // ---------------------------------------------------------------------------- GELU
 
@@ -332,14 +469,15 @@ __global__ void __launch_bounds__(kRowTile* kGroup)
 }
 
 // delta[bh, i] = sum over the head of dy · y (rowsum of P ∘ dP). kDeltaLanes consecutive lanes
-// share a row, so a warp reads whole runs of the head's contiguous elements: with kVec, one
-// 16-byte pack per lane per step (the head size a multiple of the pack, every row aligned);
-// without, one element per lane per step.
+// share a row, so a warp reads whole runs of the head's contiguous entries, a chunk of kN per
+// lane per step: with kVec (the head size a multiple of kN, every row aligned) in 16-byte
+// packs.
 constexpr int kDeltaLanes = 8;
 
 template <typename T, bool kVec>
 __global__ void AttentionDeltaKernel(float* delta, const T* dy, const T* y, int B, int Tq, int C,
                                      int H) {
+  constexpr int kN = Pack16<T>::kN;
   const int hs = C / H;
   const size_t rows = static_cast<size_t>(B) * H * Tq;
   const int part = threadIdx.x % kDeltaLanes;
@@ -355,15 +493,12 @@ __global__ void AttentionDeltaKernel(float* delta, const T* dy, const T* y, int 
       const int i = static_cast<int>(idx % Tq);
       const int bh = static_cast<int>(idx / Tq), b = bh / H, h = bh % H;
       const size_t off = (static_cast<size_t>(b) * Tq + i) * C + h * hs;
-      if constexpr (kVec) {
-        constexpr int kN = Pack16<T>::kN;
-        for (int d = part * kN; d < hs; d += kDeltaLanes * kN) {
-          const Pack16<T> a = LoadPack(dy + off + d), c = LoadPack(y + off + d);
+      for (int d = part * kN; d < hs; d += kDeltaLanes * kN) {
+        float a[kN], c[kN];
+        LoadChunk<kN, kVec>(a, dy + off, d, hs);
+        LoadChunk<kN, kVec>(c, y + off, d, hs);
 #pragma unroll
-          for (int k = 0; k < kN; ++k) acc += ToF(a.v[k]) * ToF(c.v[k]);
-        }
-      } else {
-        for (int d = part; d < hs; d += kDeltaLanes) acc += ToF(dy[off + d]) * ToF(y[off + d]);
+        for (int k = 0; k < kN; ++k) acc += a[k] * c[k];
       }
     }
     // Sum over the row's lanes, in a fixed tree.
@@ -589,10 +724,10 @@ __global__ void AttentionSoftmaxBackwardKernel(T* probs, T* dscores, const float
 
 // ---------------------------------------------------------------------------- cross-entropy
 
-// One block per row: an online (max, sum of exp) per thread, combined in a fixed tree. With
-// kVec (the row pitch a multiple of 16 bytes, the pointers aligned) a thread reads and writes
-// whole 16-byte packs of the row's first V - V % kN entries, and the tail one by one; the
-// padding past V is neither read nor written.
+// One block per row: an online (max, sum of exp) per thread, combined in a fixed tree. Thread
+// t owns the row's chunks of kN entries t, t + blockDim, ...; with kVec (the row pitch a
+// multiple of 16 bytes, the pointers aligned) a chunk wholly inside the row is read and
+// written as one 16-byte pack. The padding past V is neither read nor written.
 template <typename T, bool kVec>
 __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
                                    const int32_t* targets, float scale, int V, int ld) {
@@ -604,14 +739,13 @@ __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
   const T* x = logits + static_cast<size_t>(n) * ld;
   // Read before anything may overwrite it (dlogits may alias logits).
   const float x_target = target >= 0 ? ToF(x[target]) : 0.0f;
-  const int packs = kVec ? V / kN : 0;  // whole packs; entries from packs · kN on are the tail
   float m = -INFINITY, s = 0.0f;
-  for (int p = threadIdx.x; p < packs; p += blockDim.x) {
-    const Pack16<T> a = LoadPack(x + p * kN);
+  for (int c = threadIdx.x * kN; c < V; c += blockDim.x * kN) {
+    float xv[kN];
+    LoadChunk<kN, kVec>(xv, x, c, V, -INFINITY);  // entries past the row add nothing
 #pragma unroll
-    for (int k = 0; k < kN; ++k) MaxSumAdd(m, s, ToF(a.v[k]));
+    for (int k = 0; k < kN; ++k) MaxSumAdd(m, s, xv[k]);
   }
-  for (int j = packs * kN + threadIdx.x; j < V; j += blockDim.x) MaxSumAdd(m, s, ToF(x[j]));
   // Warp tree, then warps in order.
   WarpMaxSum(m, s);
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
@@ -631,19 +765,17 @@ __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
   if (dlogits == nullptr) return;
   T* d = dlogits + static_cast<size_t>(n) * ld;
   const float M = row_max, inv = 1.0f / row_sum;
-  // The gradient of entry j, from its logit xj (an ignored target's row is all zeros).
-  auto grad = [&](int j, float xj) {
-    if (target < 0) return FromF<T>(0.0f);
-    const float p = expf(xj - M) * inv;
-    return FromF<T>(scale * (p - (j == target ? 1.0f : 0.0f)));
-  };
-  for (int p = threadIdx.x; p < packs; p += blockDim.x) {
-    Pack16<T> a = LoadPack(x + p * kN);
+  for (int c = threadIdx.x * kN; c < V; c += blockDim.x * kN) {
+    float g[kN] = {};  // an ignored target's row is all zeros
+    if (target >= 0) {
+      LoadChunk<kN, kVec>(g, x, c, V);
 #pragma unroll
-    for (int k = 0; k < kN; ++k) a.v[k] = grad(p * kN + k, ToF(a.v[k]));
-    StorePack(d + p * kN, a);
+      for (int k = 0; k < kN; ++k) {
+        g[k] = scale * (expf(g[k] - M) * inv - (c + k == target ? 1.0f : 0.0f));
+      }
+    }
+    StoreChunk<kN, kVec>(d, g, c, V);
   }
-  for (int j = packs * kN + threadIdx.x; j < V; j += blockDim.x) d[j] = grad(j, ToF(x[j]));
 }
 
 // ---------------------------------------------------------------------------- optimizer
@@ -744,8 +876,14 @@ template <typename T>
 cudaError_t LayerNormForward(T* out, float* mean, float* rstd, const T* inp, const float* weight,
                              const float* bias, int N, int C, cudaStream_t stream) {
   const int rows_per_block = kThreads / kWarp;
-  FORGE_LAUNCH(LayerNormForwardKernel<T>, (N + rows_per_block - 1) / rows_per_block, kThreads, 0,
-               stream, out, mean, rstd, inp, weight, bias, N, C);
+  const unsigned blocks = (N + rows_per_block - 1) / rows_per_block;
+  if (RowsInPacks<T>(C, {out, inp, weight, bias})) {
+    FORGE_LAUNCH((LayerNormForwardKernel<T, true>), blocks, kThreads, 0, stream, out, mean, rstd,
+                 inp, weight, bias, N, C);
+  } else {
+    FORGE_LAUNCH((LayerNormForwardKernel<T, false>), blocks, kThreads, 0, stream, out, mean, rstd,
+                 inp, weight, bias, N, C);
+  }
   return cudaGetLastError();
 }
 
@@ -757,25 +895,25 @@ template <typename T>
 cudaError_t LayerNormBackward(T* dinp, float* dweight, float* dbias, float* scratch,
                               const T* dout, const T* inp, const float* weight, const float* mean,
                               const float* rstd, int N, int C, cudaStream_t stream) {
+  if (Parts(N) > kMaxParts) return cudaErrorInvalidValue;
   const int rows_per_block = kThreads / kWarp;
-  FORGE_LAUNCH(LayerNormBackwardInputKernel<T>, (N + rows_per_block - 1) / rows_per_block, kThreads,
-               0, stream, dinp, dout, inp, weight, mean, rstd, N, C);
-  const int parts = Parts(N);
-  FORGE_LAUNCH(ColumnPartialKernel<T>, parts, kThreads, 0, stream, scratch, dout, inp, mean, rstd,
-               N, C);
-  FORGE_LAUNCH(ColumnFinishKernel, (C + kThreads - 1) / kThreads, kThreads, 0, stream, dbias,
-               dweight, scratch, parts, C);
+  const unsigned blocks = (N + rows_per_block - 1) / rows_per_block;
+  if (RowsInPacks<T>(C, {dinp, dout, inp, weight})) {
+    FORGE_LAUNCH((LayerNormBackwardInputKernel<T, true>), blocks, kThreads, 0, stream, dinp, dout,
+                 inp, weight, mean, rstd, N, C);
+  } else {
+    FORGE_LAUNCH((LayerNormBackwardInputKernel<T, false>), blocks, kThreads, 0, stream, dinp, dout,
+                 inp, weight, mean, rstd, N, C);
+  }
+  ColumnReduce<T>(dbias, dweight, scratch, dout, inp, mean, rstd, N, C, stream);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t BiasGrad(float* dbias, float* scratch, const T* dout, int N, int C,
                      cudaStream_t stream) {
-  const int parts = Parts(N);
-  FORGE_LAUNCH(ColumnPartialKernel<T>, parts, kThreads, 0, stream, scratch, dout, nullptr, nullptr,
-               nullptr, N, C);
-  FORGE_LAUNCH(ColumnFinishKernel, (C + kThreads - 1) / kThreads, kThreads, 0, stream, dbias,
-               nullptr, scratch, parts, C);
+  if (Parts(N) > kMaxParts) return cudaErrorInvalidValue;
+  ColumnReduce<T>(dbias, nullptr, scratch, dout, nullptr, nullptr, nullptr, N, C, stream);
   return cudaGetLastError();
 }
 

@@ -64,35 +64,63 @@ class KernelTest : public ::testing::Test {
 using Types = ::testing::Types<float, bf16>;
 TYPED_TEST_SUITE(KernelTest, Types);
 
+// Widths: 328, a multiple of the 16-byte pack that spans two or three column tiles of the
+// weight-gradient reduction (the last one partly), and 90, which takes the element-wise loops.
+// 200 rows: four row parts, the last partial.
 TYPED_TEST(KernelTest, LayerNormForwardAndBackward) {
   using T = TypeParam;
-  const int N = 200, C = 96;
-  const Vec x = Rounded<T>(Random(N * C, 1, 2.0f)), dy = Rounded<T>(Random(N * C, 2));
-  const Vec w = Random(C, 3), b = Random(C, 4), dinp0 = Rounded<T>(Random(N * C, 5));
-  Vec out(N * C), mean(N), rstd(N);
-  engine::LayerNormForward<float>(out.data(), mean.data(), rstd.data(), x.data(), w.data(),
-                                  b.data(), N, C, this->pool_);
-  Vec dinp = dinp0, dw(C, 0.5f), db(C, -0.5f);
-  engine::LayerNormBackward<float>(dinp.data(), dw.data(), db.data(), dy.data(), x.data(),
-                                   w.data(), mean.data(), rstd.data(), N, C, this->pool_);
+  const int N = 200;
+  for (const int C : {328, 90}) {
+    SCOPED_TRACE(::testing::Message() << "C=" << C);
+    const Vec x = Rounded<T>(Random(N * C, 1, 2.0f)), dy = Rounded<T>(Random(N * C, 2));
+    const Vec w = Random(C, 3), b = Random(C, 4), dinp0 = Rounded<T>(Random(N * C, 5));
+    Vec out(N * C), mean(N), rstd(N);
+    engine::LayerNormForward<float>(out.data(), mean.data(), rstd.data(), x.data(), w.data(),
+                                    b.data(), N, C, this->pool_);
+    Vec dinp = dinp0, dw(C, 0.5f), db(C, -0.5f);
+    engine::LayerNormBackward<float>(dinp.data(), dw.data(), db.data(), dy.data(), x.data(),
+                                     w.data(), mean.data(), rstd.data(), N, C, this->pool_);
 
-  Dev<T> gx(x), gout(N * C), gdy(dy), gdinp(dinp0);
-  Dev<float> gw(w), gb(b), gmean(N), grstd(N), gdw(Vec(C, 0.5f)), gdb(Vec(C, -0.5f));
-  Dev<float> scratch(ColumnReduceScratchFloats(N, C));
-  ASSERT_EQ(LayerNormForward<T>(gout.get(), gmean.get(), grstd.get(), gx.get(), gw.get(), gb.get(),
-                                N, C, nullptr),
-            cudaSuccess);
-  ASSERT_EQ(LayerNormBackward<T>(gdinp.get(), gdw.get(), gdb.get(), scratch.get(), gdy.get(),
-                                 gx.get(), gw.get(), gmean.get(), grstd.get(), N, C, nullptr),
-            cudaSuccess);
-  Sync();
-  const float tol = Tolerance<T>();
-  ExpectClose(gout.Download(), out, tol, "out");
-  ExpectClose(gmean.Download(), mean, 1e-5f, "mean");
-  ExpectClose(grstd.Download(), rstd, 1e-5f, "rstd");
-  ExpectClose(gdinp.Download(), dinp, tol, "dinp");
-  ExpectClose(gdw.Download(), dw, 1e-4f, "dweight");  // fp32 sums of 200 rows
-  ExpectClose(gdb.Download(), db, 1e-4f, "dbias");
+    Dev<T> gx(x), gout(N * C), gdy(dy), gdinp(dinp0);
+    Dev<float> gw(w), gb(b), gmean(N), grstd(N), gdw(Vec(C, 0.5f)), gdb(Vec(C, -0.5f));
+    Dev<float> scratch(ColumnReduceScratchFloats(N, C));
+    ASSERT_EQ(LayerNormForward<T>(gout.get(), gmean.get(), grstd.get(), gx.get(), gw.get(),
+                                  gb.get(), N, C, nullptr),
+              cudaSuccess);
+    ASSERT_EQ(LayerNormBackward<T>(gdinp.get(), gdw.get(), gdb.get(), scratch.get(), gdy.get(),
+                                   gx.get(), gw.get(), gmean.get(), grstd.get(), N, C, nullptr),
+              cudaSuccess);
+    Sync();
+    const float tol = Tolerance<T>();
+    ExpectClose(gout.Download(), out, tol, "out");
+    ExpectClose(gmean.Download(), mean, 1e-5f, "mean");
+    ExpectClose(grstd.Download(), rstd, 1e-5f, "rstd");
+    ExpectClose(gdinp.Download(), dinp, tol, "dinp");
+    ExpectClose(gdw.Download(), dw, 1e-4f, "dweight");  // fp32 sums of 200 rows
+    ExpectClose(gdb.Download(), db, 1e-4f, "dbias");
+  }
+}
+
+// The bias gradient (column sums, added to what is there) over widths that span column tiles
+// in packs (304) and element by element (42), and rows that end inside a row part.
+TYPED_TEST(KernelTest, BiasGradient) {
+  using T = TypeParam;
+  const int N = 150;
+  for (const int C : {304, 42}) {
+    SCOPED_TRACE(::testing::Message() << "C=" << C);
+    const Vec dy = Rounded<T>(Random(size_t{1} * N * C, 14));
+    Vec want(C);
+    for (int c = 0; c < C; ++c) {
+      double acc = 1.0;  // the gradient already there
+      for (int n = 0; n < N; ++n) acc += dy[size_t{1} * n * C + c];
+      want[c] = static_cast<float>(acc);
+    }
+    Dev<T> gdy(dy);
+    Dev<float> gdbias(Vec(C, 1.0f)), scratch(ColumnReduceScratchFloats(N, C));
+    ASSERT_EQ(BiasGrad<T>(gdbias.get(), scratch.get(), gdy.get(), N, C, nullptr), cudaSuccess);
+    Sync();
+    ExpectClose(gdbias.Download(), want, 1e-5f, "dbias");
+  }
 }
 
 TYPED_TEST(KernelTest, GeluForwardAndBackward) {
@@ -212,7 +240,7 @@ TYPED_TEST(KernelTest, CrossEntropyLossAndGradient) {
   std::vector<int32_t> targets(N);
   for (int n = 0; n < N; ++n) targets[n] = n % 5 == 4 ? -1 : (n * 7919) % V;  // some ignored
   targets[1] = V - 1;  // the last entry of a row (in the tail)
-  targets[2] = 8;      // the first entry of a thread's pack
+  targets[2] = 8;      // the first entry of a thread's chunk
   // Masked entries: a -inf logit adds nothing, and must not make the row NaN (the first
   // entry a thread sees, and a later one).
   logits[size_t{3} * V] = -INFINITY;
