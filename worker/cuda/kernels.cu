@@ -780,13 +780,25 @@ __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
 
 // ---------------------------------------------------------------------------- optimizer
 
+// Floats per chunk of the optimizer kernels (two 16-byte packs of fp32, one of bf16): each
+// thread has that many independent loads of every array in flight.
+constexpr int kOptChunk = 8;
+
+// The entries of the chunk at c of an array of n (all kOptChunk but at the end).
+__device__ __forceinline__ int ChunkSize(size_t c, size_t n) {
+  return n - c < size_t{kOptChunk} ? static_cast<int>(n - c) : kOptChunk;
+}
+
+template <bool kVec>
 __global__ void SumSquaresKernel(double* partial, const float* g, size_t n) {
   __shared__ double sh[kThreads];
   double acc = 0;
-  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
-       i += size_t{gridDim.x} * blockDim.x) {
-    const double x = g[i];
-    acc += x * x;
+  for (size_t c = (blockIdx.x * size_t{blockDim.x} + threadIdx.x) * kOptChunk; c < n;
+       c += size_t{gridDim.x} * blockDim.x * kOptChunk) {
+    float x[kOptChunk];
+    LoadChunk<kOptChunk, kVec>(x, g + c, 0, ChunkSize(c, n));
+#pragma unroll
+    for (int k = 0; k < kOptChunk; ++k) acc += double{x[k]} * x[k];
   }
   sh[threadIdx.x] = acc;
   __syncthreads();
@@ -797,12 +809,20 @@ __global__ void SumSquaresKernel(double* partial, const float* g, size_t n) {
   if (threadIdx.x == 0) partial[blockIdx.x] = sh[0];
 }
 
+// One block: thread t sums partials t, t + blockDim, ... in order, then a fixed tree.
 __global__ void NormFinishKernel(float* norm_out, const double* partial, int parts,
                                  float grad_scale, float max_norm) {
-  if (threadIdx.x != 0 || blockIdx.x != 0) return;
-  double sum = 0;
-  for (int p = 0; p < parts; ++p) sum += partial[p];
-  const double norm = sqrt(sum) * grad_scale;
+  __shared__ double sh[kThreads];
+  double acc = 0;
+  for (int p = threadIdx.x; p < parts; p += blockDim.x) acc += partial[p];
+  sh[threadIdx.x] = acc;
+  __syncthreads();
+  for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+    if (static_cast<int>(threadIdx.x) < w) sh[threadIdx.x] += sh[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x != 0) return;
+  const double norm = sqrt(sh[0]) * grad_scale;
   double factor = grad_scale;
   if (max_norm > 0 && norm > max_norm) factor *= max_norm / norm;
   norm_out[0] = static_cast<float>(norm);
@@ -810,27 +830,36 @@ __global__ void NormFinishKernel(float* norm_out, const double* partial, int par
 }
 
 unsigned NormBlocks(size_t n) {
-  const size_t b = (n + kThreads - 1) / kThreads;
+  const size_t b = (n + size_t{kThreads} * kOptChunk - 1) / (size_t{kThreads} * kOptChunk);
   return static_cast<unsigned>(b < kMaxNormBlocks ? (b == 0 ? 1 : b) : kMaxNormBlocks);
 }
 
-template <typename T>
-__global__ void AdamWKernel(float* params, T* lowp, float* grads, float* m, float* v,
-                            size_t n, const float* grad_factor, float lr, float b1, float b2,
-                            float eps, float wd, float c1, float c2) {
+template <typename T, bool kVec>
+__global__ void AdamWKernel(float* params, T* lowp, float* grads, float* m, float* v, size_t n,
+                            const float* grad_factor, float lr, float b1, float b2, float eps,
+                            float wd, float c1, float c2) {
   const float f = *grad_factor;
-  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
-       i += size_t{gridDim.x} * blockDim.x) {
-    const float g = grads[i] * f;
-    grads[i] = g;  // the step's gradient, as the CPU engine leaves it (scaled and clipped)
-    const float mi = b1 * m[i] + (1.0f - b1) * g;
-    const float vi = b2 * v[i] + (1.0f - b2) * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    const float update = (mi * c1) / (sqrtf(vi * c2) + eps);
-    const float p = params[i] - lr * (update + wd * params[i]);
-    params[i] = p;
-    if (lowp != nullptr) lowp[i] = FromF<T>(p);
+  for (size_t c = (blockIdx.x * size_t{blockDim.x} + threadIdx.x) * kOptChunk; c < n;
+       c += size_t{gridDim.x} * blockDim.x * kOptChunk) {
+    const int size = ChunkSize(c, n);
+    float p[kOptChunk], g[kOptChunk], mi[kOptChunk], vi[kOptChunk];
+    LoadChunk<kOptChunk, kVec>(p, params + c, 0, size);
+    LoadChunk<kOptChunk, kVec>(g, grads + c, 0, size);
+    LoadChunk<kOptChunk, kVec>(mi, m + c, 0, size);
+    LoadChunk<kOptChunk, kVec>(vi, v + c, 0, size);
+#pragma unroll
+    for (int k = 0; k < kOptChunk; ++k) {
+      g[k] *= f;  // the step's gradient, as the CPU engine leaves it (scaled and clipped)
+      mi[k] = b1 * mi[k] + (1.0f - b1) * g[k];
+      vi[k] = b2 * vi[k] + (1.0f - b2) * g[k] * g[k];
+      const float update = (mi[k] * c1) / (sqrtf(vi[k] * c2) + eps);
+      p[k] = p[k] - lr * (update + wd * p[k]);
+    }
+    StoreChunk<kOptChunk, kVec>(params + c, p, 0, size);
+    StoreChunk<kOptChunk, kVec>(grads + c, g, 0, size);
+    StoreChunk<kOptChunk, kVec>(m + c, mi, 0, size);
+    StoreChunk<kOptChunk, kVec>(v + c, vi, 0, size);
+    if (lowp != nullptr) StoreChunk<kOptChunk, kVec>(lowp + c, p, 0, size);
   }
 }
 
@@ -1013,8 +1042,12 @@ size_t GradNormScratchDoubles(size_t n) { return NormBlocks(n); }
 cudaError_t GradNorm(float* norm_out, double* scratch, const float* grads, size_t n,
                      float grad_scale, float max_norm, cudaStream_t stream) {
   const unsigned parts = NormBlocks(n);
-  FORGE_LAUNCH(SumSquaresKernel, parts, kThreads, 0, stream, scratch, grads, n);
-  FORGE_LAUNCH(NormFinishKernel, 1, 1, 0, stream, norm_out, scratch, static_cast<int>(parts),
+  if (IsAligned16(grads)) {
+    FORGE_LAUNCH(SumSquaresKernel<true>, parts, kThreads, 0, stream, scratch, grads, n);
+  } else {
+    FORGE_LAUNCH(SumSquaresKernel<false>, parts, kThreads, 0, stream, scratch, grads, n);
+  }
+  FORGE_LAUNCH(NormFinishKernel, 1, kThreads, 0, stream, norm_out, scratch, static_cast<int>(parts),
                grad_scale, max_norm);
   return cudaGetLastError();
 }
@@ -1024,8 +1057,15 @@ cudaError_t AdamWUpdate(float* params, T* lowp, float* grads, float* m, float* v
                         const float* grad_factor, float lr, float b1, float b2, float eps,
                         float wd, float c1, float c2, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  FORGE_LAUNCH(AdamWKernel<T>, Blocks(n), kThreads, 0, stream, params, lowp, grads, m, v, n,
-               grad_factor, lr, b1, b2, eps, wd, c1, c2);
+  const unsigned blocks = Blocks((n + kOptChunk - 1) / kOptChunk);
+  if (IsAligned16(params) && IsAligned16(grads) && IsAligned16(m) && IsAligned16(v) &&
+      (lowp == nullptr || IsAligned16(lowp))) {
+    FORGE_LAUNCH((AdamWKernel<T, true>), blocks, kThreads, 0, stream, params, lowp, grads, m, v, n,
+                 grad_factor, lr, b1, b2, eps, wd, c1, c2);
+  } else {
+    FORGE_LAUNCH((AdamWKernel<T, false>), blocks, kThreads, 0, stream, params, lowp, grads, m, v, n,
+                 grad_factor, lr, b1, b2, eps, wd, c1, c2);
+  }
   return cudaGetLastError();
 }
 

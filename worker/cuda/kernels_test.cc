@@ -431,24 +431,36 @@ TEST(OptimizerKernelTest, GradNormClipAndAdamWMatchTheCpu) {
   Vec params = params0;
   adam.Step(params.data(), g.data(), 1e-3f, pool);
 
-  Dev<float> gg(grads), gp(params0), gm(m0), gv(v0), norm(2);
-  Dev<bf16> lowp(n);
-  Dev<double> scratch(GradNormScratchDoubles(n));
-  ASSERT_EQ(GradNorm(norm.get(), scratch.get(), gg.get(), n, 0.25f, 1.0f, nullptr), cudaSuccess);
-  const float c1 = 1.0f / (1.0f - static_cast<float>(std::pow(0.9, 3.0)));
-  const float c2 = 1.0f / (1.0f - static_cast<float>(std::pow(0.95, 3.0)));
-  ASSERT_EQ(AdamWUpdate<bf16>(gp.get(), lowp.get(), gg.get(), gm.get(), gv.get(), n,
-                              norm.get() + 1, 1e-3f, o.beta1, o.beta2, o.eps, o.weight_decay, c1,
-                              c2, nullptr),
-            cudaSuccess);
-  Sync();
-  const Vec got_norm = norm.Download();
-  EXPECT_NEAR(got_norm[0], cpu_norm, 1e-5 * cpu_norm);
-  ExpectClose(gp.Download(), params, 1e-5f, "params");
-  ExpectClose(gg.Download(), g, 1e-5f, "gradients, scaled and clipped in place");
-  ExpectClose(gm.Download(), Vec(adam.m(), adam.m() + n), 1e-5f, "m");
-  ExpectClose(gv.Download(), Vec(adam.v(), adam.v() + n), 1e-5f, "v");
-  ExpectClose(lowp.Download(), params, 1e-2f, "bf16 copy");
+  // Arrays from 16-byte boundaries (the 16-byte packs; 300001 leaves a 1-entry tail), and one
+  // entry past them (the element-wise loops).
+  for (const size_t offset : {size_t{0}, size_t{1}}) {
+    SCOPED_TRACE(::testing::Message() << "offset " << offset);
+    auto at = [&](const Vec& x) {  // x after `offset` entries of padding
+      Vec padded(offset, 5.0f);
+      padded.insert(padded.end(), x.begin(), x.end());
+      return padded;
+    };
+    auto from = [&](const Vec& x) { return Vec(x.begin() + offset, x.end()); };
+    Dev<float> gg(at(grads)), gp(at(params0)), gm(at(m0)), gv(at(v0)), norm(2);
+    Dev<bf16> lowp(n + offset);
+    Dev<double> scratch(GradNormScratchDoubles(n));
+    ASSERT_EQ(GradNorm(norm.get(), scratch.get(), gg.get() + offset, n, 0.25f, 1.0f, nullptr),
+              cudaSuccess);
+    const float c1 = 1.0f / (1.0f - static_cast<float>(std::pow(0.9, 3.0)));
+    const float c2 = 1.0f / (1.0f - static_cast<float>(std::pow(0.95, 3.0)));
+    ASSERT_EQ(AdamWUpdate<bf16>(gp.get() + offset, lowp.get() + offset, gg.get() + offset,
+                                gm.get() + offset, gv.get() + offset, n, norm.get() + 1, 1e-3f,
+                                o.beta1, o.beta2, o.eps, o.weight_decay, c1, c2, nullptr),
+              cudaSuccess);
+    Sync();
+    const Vec got_norm = norm.Download();
+    EXPECT_NEAR(got_norm[0], cpu_norm, 1e-5 * cpu_norm);
+    ExpectClose(gp.Download(), at(params), 1e-5f, "params (and the padding untouched)");
+    ExpectClose(gg.Download(), at(g), 1e-5f, "gradients, scaled and clipped in place");
+    ExpectClose(gm.Download(), at(Vec(adam.m(), adam.m() + n)), 1e-5f, "m");
+    ExpectClose(gv.Download(), at(Vec(adam.v(), adam.v() + n)), 1e-5f, "v");
+    ExpectClose(from(lowp.Download()), params, 1e-2f, "bf16 copy");
+  }
 }
 
 TEST(DeterminismTest, AttentionBackwardGivesTheSameBitsTwice) {
