@@ -311,10 +311,11 @@ class CudaGpt final : public engine::ModelBackend {
 
   // dinp = dout · weight^T; with `gelu_pre` (the input was gelu(gelu_pre)), dinp is the
   // gradient of gelu_pre instead: times gelu'(gelu_pre), in the epilogue where it allows.
-  // `out_ld` (0: N) is dout's row pitch; the bias gradient needs unpadded rows.
-  absl::Status DenseBackward(T* dinp, float* dweight, float* dbias, const T* dout, const T* inp,
-                             const T* weight, WeightLayout layout, int M, int K, int N,
-                             const T* gelu_pre = nullptr, int out_ld = 0) {
+  // `out_ld` (0: N) is dout's row pitch; the bias gradient needs unpadded rows. The profile
+  // sees the two products as `op` and the bias gradient as "bias gradient".
+  absl::Status DenseBackward(const char* op, T* dinp, float* dweight, float* dbias, const T* dout,
+                             const T* inp, const T* weight, WeightLayout layout, int M, int K,
+                             int N, const T* gelu_pre = nullptr, int out_ld = 0) {
     if (dbias != nullptr && out_ld != 0 && out_ld != N) {
       return absl::InternalError("cuda backend: a bias gradient of padded rows");
     }
@@ -355,8 +356,12 @@ class CudaGpt final : public engine::ModelBackend {
     ops.d = dweight;
     ops.beta = 1.0f;  // gradients accumulate over micro-batches
     RETURN_IF_ERROR(matmul_->Run(g, Type(), CUDA_R_32F, ops, stream_));
+    // Nominal FLOPs of the two products (input and weight gradients).
+    RETURN_IF_ERROR(Mark(op, 4.0 * M * K * N));
     if (dbias != nullptr) {
       FORGE_CUDA_RETURN_IF_ERROR(BiasGrad<T>(dbias, col_scratch_.get(), dout, M, N, stream_));
+      // dout read; the bias gradient read and written.
+      RETURN_IF_ERROR(Mark("bias gradient", 0, (static_cast<double>(M) * sizeof(T) + 8.0) * N));
     }
     return absl::OkStatus();
   }
@@ -711,14 +716,13 @@ absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
   T* d4c = grad_acts_.get() + d4c_;
   reduce_calls_ = 0;
 
-  // For the profile: nominal FLOPs of a dense layer's two gradient products; bytes of the
-  // LayerNorm backward (reads dy and x, adds into dres).
-  const double nc2 = 4.0 * N * C, tb = sizeof(T);
+  // For the profile: bytes of the LayerNorm backward (reads dy and x, adds into dres).
+  const double tb = sizeof(T);
   const double layernorm_bytes = 4.0 * N * C * tb + 8.0 * N;
   // logits_ holds dLoss/dlogits (the fused cross-entropy).
-  RETURN_IF_ERROR(DenseBackward(dc, G(offsets_.wte), nullptr, A(logits_), A(lnf_), W(offsets_.wte),
-                                WeightLayout::kOutIn, N, C, V, nullptr, logits_ld_));
-  RETURN_IF_ERROR(Mark("matmul logits backward", nc2 * V));
+  RETURN_IF_ERROR(DenseBackward("matmul logits backward", dc, G(offsets_.wte), nullptr, A(logits_),
+                                A(lnf_), W(offsets_.wte), WeightLayout::kOutIn, N, C, V, nullptr,
+                                logits_ld_));
   FORGE_CUDA_RETURN_IF_ERROR(
       cudaMemsetAsync(dres, 0, static_cast<size_t>(N) * C * sizeof(T), stream_));
   FORGE_CUDA_RETURN_IF_ERROR(LayerNormBackward<T>(
@@ -730,25 +734,23 @@ absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
     const GptLayerOffsets& w = offsets_.layers[l];
     const LayerActs& a = layer_acts_[l];
     // d4c: the gradient of the GELU's input (fch).
-    RETURN_IF_ERROR(DenseBackward(d4c, G(w.fc_proj_w), G(w.fc_proj_b), dres, A(a.fch_gelu),
-                                  W(w.fc_proj_w), WeightLayout::kInOut, N, 4 * C, C, A(a.fch)));
-    RETURN_IF_ERROR(Mark("matmul fc projection backward + gelu", nc2 * 4 * C));
-    RETURN_IF_ERROR(DenseBackward(dc, G(w.fc_w), G(w.fc_b), d4c, A(a.ln2), W(w.fc_w),
-                                  WeightLayout::kInOut, N, C, 4 * C));
-    RETURN_IF_ERROR(Mark("matmul fc backward", nc2 * 4 * C));
+    RETURN_IF_ERROR(DenseBackward("matmul fc projection backward + gelu", d4c, G(w.fc_proj_w),
+                                  G(w.fc_proj_b), dres, A(a.fch_gelu), W(w.fc_proj_w),
+                                  WeightLayout::kInOut, N, 4 * C, C, A(a.fch)));
+    RETURN_IF_ERROR(DenseBackward("matmul fc backward", dc, G(w.fc_w), G(w.fc_b), d4c, A(a.ln2),
+                                  W(w.fc_w), WeightLayout::kInOut, N, C, 4 * C));
     FORGE_CUDA_RETURN_IF_ERROR(LayerNormBackward<T>(dres, G(w.ln2_w), G(w.ln2_b),
                                                     col_scratch_.get(), dc, A(a.res2), P(w.ln2_w),
                                                     S(a.ln2_mean), S(a.ln2_rstd), N, C, stream_));
     RETURN_IF_ERROR(Mark("layernorm backward", 0, layernorm_bytes));
-    RETURN_IF_ERROR(DenseBackward(dc, G(w.attn_proj_w), G(w.attn_proj_b), dres, A(a.atty),
-                                  W(w.attn_proj_w), WeightLayout::kInOut, N, C, C));
-    RETURN_IF_ERROR(Mark("matmul attention projection backward", nc2 * C));
+    RETURN_IF_ERROR(DenseBackward("matmul attention projection backward", dc, G(w.attn_proj_w),
+                                  G(w.attn_proj_b), dres, A(a.atty), W(w.attn_proj_w),
+                                  WeightLayout::kInOut, N, C, C));
     RETURN_IF_ERROR(AttentionBackwardAny(d3c, dc, A(a.qkv), A(a.atty), S(a.lse), B, Tq));
     // Five products of the forward's two shapes (S and dP recomputed, dQ, dK, dV).
     RETURN_IF_ERROR(Mark("attention backward", 2.5 * AttentionFlops(B, Tq)));
-    RETURN_IF_ERROR(DenseBackward(dc, G(w.qkv_w), G(w.qkv_b), d3c, A(a.ln1), W(w.qkv_w),
-                                  WeightLayout::kInOut, N, C, 3 * C));
-    RETURN_IF_ERROR(Mark("matmul qkv backward", nc2 * 3 * C));
+    RETURN_IF_ERROR(DenseBackward("matmul qkv backward", dc, G(w.qkv_w), G(w.qkv_b), d3c, A(a.ln1),
+                                  W(w.qkv_w), WeightLayout::kInOut, N, C, 3 * C));
     FORGE_CUDA_RETURN_IF_ERROR(LayerNormBackward<T>(dres, G(w.ln1_w), G(w.ln1_b),
                                                     col_scratch_.get(), dc, LayerInput(l),
                                                     P(w.ln1_w), S(a.ln1_mean), S(a.ln1_rstd), N, C,

@@ -272,6 +272,7 @@ TEST_P(CudaBackendTest, ProfileTimesEveryOpAndChangesNothing) {
                                                      {"matmul attention projection backward", L},
                                                      {"attention backward", L},
                                                      {"matmul qkv backward", L},
+                                                     {"bias gradient", 4 * L},
                                                      {"embedding backward", 1},
                                                      {"gradient norm", 1},
                                                      {"adamw", 1}};
@@ -290,6 +291,8 @@ TEST_P(CudaBackendTest, ProfileTimesEveryOpAndChangesNothing) {
       EXPECT_EQ(op.flops, L * 4 * N * C * 3 * C);
     } else if (op.name == "cross-entropy") {
       EXPECT_EQ(op.bytes, 2 * N * V * sizeof(float));  // fp32 logits read, gradient written
+    } else if (op.name == "bias gradient") {  // the four dense layers' (widths 3C, C, 4C, C)
+      EXPECT_EQ(op.bytes, L * 9 * C * (N * sizeof(float) + 8));
     } else if (op.name == "adamw") {
       EXPECT_EQ(op.bytes, 28.0 * profiled->num_params());
     }
