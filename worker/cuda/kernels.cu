@@ -291,7 +291,10 @@ __global__ void __launch_bounds__(kThreads)
     ColumnPartialKernel(float* partial, const T* dout, const T* inp, const float* mean,
                         const float* rstd, int N, int C) {
   constexpr int kN = Pack16<T>::kN;
-  __shared__ float sdb[kColLanes][kColPacks * kN], sdw[kColLanes][kColPacks * kN];
+  // Entry k of chunk x at x·(kN + 1) + k: the odd stride puts a warp's stores (one lane and
+  // k, 32 chunks) and its reads (32 consecutive columns) on distinct banks, or nearly.
+  constexpr int kStride = kN + 1;
+  __shared__ float sdb[kColLanes][kColPacks * kStride], sdw[kColLanes][kColPacks * kStride];
   const int x = threadIdx.x % kColPacks, lane = threadIdx.x / kColPacks;
   const int tile = blockIdx.x * kColPacks * kN, c = tile + x * kN;
   const int p = blockIdx.y, parts = gridDim.y;
@@ -314,30 +317,45 @@ __global__ void __launch_bounds__(kThreads)
   }
 #pragma unroll
   for (int k = 0; k < kN; ++k) {
-    sdb[lane][x * kN + k] = db[k];
-    sdw[lane][x * kN + k] = dw[k];
+    sdb[lane][x * kStride + k] = db[k];
+    sdw[lane][x * kStride + k] = dw[k];
   }
   __syncthreads();
   for (int e = threadIdx.x; e < kColPacks * kN && tile + e < C; e += blockDim.x) {
     float b = 0, w = 0;
     for (int l = 0; l < kColLanes; ++l) {
-      b += sdb[l][e];
-      w += sdw[l][e];
+      b += sdb[l][(e / kN) * kStride + e % kN];
+      w += sdw[l][(e / kN) * kStride + e % kN];
     }
     partial[static_cast<size_t>(p) * C + tile + e] = b;
     if (inp != nullptr) partial[static_cast<size_t>(parts + p) * C + tile + e] = w;
   }
 }
 
-// Stage 2: each column's partials in order.
-__global__ void ColumnFinishKernel(float* dbias, float* dweight, const float* partial, int parts,
-                                   int C) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
+// Stage 2: block b finishes columns b·32 .. b·32 + 31. Thread (lane, x) adds the partials
+// lane, lane + kColLanes, ... of its column in order; the lanes' sums are then added in lane
+// order. A warp (one lane) reads 32 consecutive columns of a partial.
+constexpr int kFinishColumns = kThreads / kColLanes;
+
+__global__ void __launch_bounds__(kThreads)
+    ColumnFinishKernel(float* dbias, float* dweight, const float* partial, int parts, int C) {
+  __shared__ float sdb[kColLanes][kFinishColumns], sdw[kColLanes][kFinishColumns];
+  const int x = threadIdx.x % kFinishColumns, lane = threadIdx.x / kFinishColumns;
+  const int c = blockIdx.x * kFinishColumns + x;
   float db = 0, dw = 0;
-  for (int p = 0; p < parts; ++p) {
-    db += partial[static_cast<size_t>(p) * C + c];
-    if (dweight != nullptr) dw += partial[static_cast<size_t>(parts + p) * C + c];
+  if (c < C) {
+    for (int p = lane; p < parts; p += kColLanes) {
+      db += partial[static_cast<size_t>(p) * C + c];
+      if (dweight != nullptr) dw += partial[static_cast<size_t>(parts + p) * C + c];
+    }
+  }
+  sdb[lane][x] = db;
+  sdw[lane][x] = dw;
+  __syncthreads();
+  if (lane != 0 || c >= C) return;
+  for (int l = 1; l < kColLanes; ++l) {
+    db += sdb[l][x];
+    dw += sdw[l][x];
   }
   dbias[c] += db;
   if (dweight != nullptr) dweight[c] += dw;
@@ -369,8 +387,8 @@ void ColumnReduce(float* dbias, float* dweight, float* scratch, const T* dout, c
     FORGE_LAUNCH((ColumnPartialKernel<T, false>), grid, kThreads, 0, stream, scratch, dout, inp,
                  mean, rstd, N, C);
   }
-  FORGE_LAUNCH(ColumnFinishKernel, (C + kThreads - 1) / kThreads, kThreads, 0, stream, dbias,
-               dweight, scratch, parts, C);
+  FORGE_LAUNCH(ColumnFinishKernel, (C + kFinishColumns - 1) / kFinishColumns, kThreads, 0, stream,
+               dbias, dweight, scratch, parts, C);
 }
 
 // ---------------------------------------------------------------------------- GELU

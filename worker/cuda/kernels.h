@@ -50,12 +50,13 @@ cudaError_t LayerNormForward(T* out, float* mean, float* rstd, const T* inp, con
 size_t ColumnReduceScratchFloats(int N, int C);
 
 // dinp += dLoss/dinp (accumulates); dweight += and dbias += (two stages through `scratch`).
+// Up to 65535 · 64 rows (cudaErrorInvalidValue past that; 4 million rows, far past a batch).
 template <typename T>
 cudaError_t LayerNormBackward(T* dinp, float* dweight, float* dbias, float* scratch,
                               const T* dout, const T* inp, const float* weight, const float* mean,
                               const float* rstd, int N, int C, cudaStream_t stream);
 
-// dbias[c] += sum over rows n of dout[n, c].
+// dbias[c] += sum over rows n of dout[n, c]; rows as LayerNormBackward.
 template <typename T>
 cudaError_t BiasGrad(float* dbias, float* scratch, const T* dout, int N, int C,
                      cudaStream_t stream);

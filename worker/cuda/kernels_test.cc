@@ -101,11 +101,32 @@ TYPED_TEST(KernelTest, LayerNormForwardAndBackward) {
   }
 }
 
+// The gradient norm over more floats than one pass of its grid reads (512 blocks of 256
+// threads, 8 floats each), against a sum in double here; clipped and not.
+TEST(OptimizerKernelTest, GradNormOverMoreThanOnePassOfTheGrid) {
+  REQUIRE_CUDA_DEVICE();
+  const size_t n = (size_t{512} * 256 * 8) + 4099;
+  const Vec grads = Random(n, 24, 2.0f);
+  double sum = 0;
+  for (const float g : grads) sum += double{g} * g;
+  const double want = std::sqrt(sum) * 0.5;
+  Dev<float> gg(grads), norm(2);
+  Dev<double> scratch(GradNormScratchDoubles(n));
+  for (const float max_norm : {0.0f, 10.0f}) {
+    ASSERT_EQ(GradNorm(norm.get(), scratch.get(), gg.get(), n, 0.5f, max_norm, nullptr),
+              cudaSuccess);
+    Sync();
+    const Vec got = norm.Download();
+    EXPECT_NEAR(got[0], want, 1e-6 * want);
+    EXPECT_NEAR(got[1], max_norm > 0 ? 0.5 * max_norm / want : 0.5, 1e-6) << max_norm;
+  }
+}
+
 // The bias gradient (column sums, added to what is there) over widths that span column tiles
 // in packs (304) and element by element (42), and rows that end inside a row part.
 TYPED_TEST(KernelTest, BiasGradient) {
   using T = TypeParam;
-  const int N = 150;
+  const int N = 600;  // 10 row parts: more than the finishing lanes
   for (const int C : {304, 42}) {
     SCOPED_TRACE(::testing::Message() << "C=" << C);
     const Vec dy = Rounded<T>(Random(size_t{1} * N * C, 14));
@@ -231,10 +252,11 @@ TYPED_TEST(KernelTest, AttentionSoftmaxStepsOnPaddedRows) {
 
 TYPED_TEST(KernelTest, CrossEntropyLossAndGradient) {
   using T = TypeParam;
-  // An odd vocabulary in padded rows: the padding is neither read nor written. Pitch 1000 (a
+  // An odd vocabulary in padded rows: the padding is neither read nor written. Pitch 2504 (a
   // multiple of 16 bytes, as the backend's logits) takes the 16-byte loads and stores with a
-  // 5-entry tail; pitch 998 the element-wise loop.
-  const int N = 37, V = 997;
+  // 5-entry tail; pitch 2502 the element-wise loop. 2501 entries: more than one pass of the
+  // block's 256 threads over chunks of 8 (bf16) or 4 (fp32).
+  const int N = 37, V = 2501;
   constexpr float kPad = 7.0f;
   Vec logits = Rounded<T>(Random(size_t{1} * N * V, 10, 3.0f));
   std::vector<int32_t> targets(N);
@@ -244,14 +266,14 @@ TYPED_TEST(KernelTest, CrossEntropyLossAndGradient) {
   // Masked entries: a -inf logit adds nothing, and must not make the row NaN (the first
   // entry a thread sees, and a later one).
   logits[size_t{3} * V] = -INFINITY;
-  logits[size_t{3} * V + 300] = -INFINITY;
+  logits[size_t{3} * V + 2300] = -INFINITY;  // in the block's second pass
   const float scale = 1.0f / 30;
   Vec losses(N), dlogits(logits.size());
   engine::CrossEntropyForward<float>(losses.data(), logits.data(), targets.data(), N, V,
                                      this->pool_);
   engine::CrossEntropyBackward<float>(dlogits.data(), logits.data(), targets.data(), scale, N, V,
                                       this->pool_);
-  for (const int ld : {1000, 998}) {
+  for (const int ld : {2504, 2502}) {
     SCOPED_TRACE(::testing::Message() << "pitch " << ld);
     Vec pitched(size_t{1} * N * ld, kPad);
     for (int n = 0; n < N; ++n) {
