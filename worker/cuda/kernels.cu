@@ -150,6 +150,15 @@ __device__ __forceinline__ void StoreChunk(T* row, const float (&in)[kN], int c,
   }
 }
 
+// Entries per chunk of the kernels over flat arrays (embedding, GELU, AdamW, gradient norm):
+// two 16-byte packs of fp32, one of bf16, so each thread has that many loads in flight.
+constexpr int kFlatChunk = 8;
+
+// The entries of the chunk at c of an array of n (all kFlatChunk but at the end).
+__device__ __forceinline__ int ChunkSize(size_t c, size_t n) {
+  return n - c < size_t{kFlatChunk} ? static_cast<int>(n - c) : kFlatChunk;
+}
+
 unsigned Blocks(size_t n, int threads = kThreads) {
   const size_t b = (n + threads - 1) / threads;
   return static_cast<unsigned>(b < 65535 * 16 ? (b == 0 ? 1 : b) : 65535 * 16);
@@ -157,15 +166,21 @@ unsigned Blocks(size_t n, int threads = kThreads) {
 
 // ---------------------------------------------------------------------------- embeddings
 
-template <typename T>
+// Chunk q is entries (q % per_row) · kFlatChunk ... of row q / per_row.
+template <typename T, bool kVec>
 __global__ void EmbeddingForwardKernel(T* out, const int32_t* tokens, const float* wte,
-                                       const float* wpe, int Tq, int C, size_t total) {
-  for (size_t idx = blockIdx.x * size_t{blockDim.x} + threadIdx.x; idx < total;
-       idx += size_t{gridDim.x} * blockDim.x) {
-    const size_t n = idx / C;
-    const int c = static_cast<int>(idx % C);
-    const int t = static_cast<int>(n % Tq);
-    out[idx] = FromF<T>(wte[static_cast<size_t>(tokens[n]) * C + c] + wpe[size_t{1} * t * C + c]);
+                                       const float* wpe, int Tq, int C, size_t chunks) {
+  const int per_row = (C + kFlatChunk - 1) / kFlatChunk;
+  for (size_t q = blockIdx.x * size_t{blockDim.x} + threadIdx.x; q < chunks;
+       q += size_t{gridDim.x} * blockDim.x) {
+    const size_t n = q / per_row;
+    const int c = static_cast<int>(q % per_row) * kFlatChunk, t = static_cast<int>(n % Tq);
+    float e[kFlatChunk], p[kFlatChunk];
+    LoadChunk<kFlatChunk, kVec>(e, wte + static_cast<size_t>(tokens[n]) * C, c, C);
+    LoadChunk<kFlatChunk, kVec>(p, wpe + static_cast<size_t>(t) * C, c, C);
+#pragma unroll
+    for (int k = 0; k < kFlatChunk; ++k) e[k] += p[k];
+    StoreChunk<kFlatChunk, kVec>(out + n * C, e, c, C);
   }
 }
 
@@ -393,19 +408,30 @@ void ColumnReduce(float* dbias, float* dweight, float* scratch, const T* dout, c
 
 // ---------------------------------------------------------------------------- GELU
 
-template <typename T>
+template <typename T, bool kVec>
 __global__ void GeluForwardKernel(T* out, const T* inp, size_t n) {
-  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
-       i += size_t{gridDim.x} * blockDim.x) {
-    out[i] = FromF<T>(GeluOf(ToF(inp[i])));
+  for (size_t c = (blockIdx.x * size_t{blockDim.x} + threadIdx.x) * kFlatChunk; c < n;
+       c += size_t{gridDim.x} * blockDim.x * kFlatChunk) {
+    const int size = ChunkSize(c, n);
+    float x[kFlatChunk];
+    LoadChunk<kFlatChunk, kVec>(x, inp + c, 0, size);
+#pragma unroll
+    for (int k = 0; k < kFlatChunk; ++k) x[k] = GeluOf(x[k]);
+    StoreChunk<kFlatChunk, kVec>(out + c, x, 0, size);
   }
 }
 
-template <typename T>
+template <typename T, bool kVec>
 __global__ void GeluBackwardKernel(T* dinp, const T* inp, const T* dout, size_t n) {
-  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
-       i += size_t{gridDim.x} * blockDim.x) {
-    dinp[i] = FromF<T>(GeluGradOf(ToF(inp[i])) * ToF(dout[i]));
+  for (size_t c = (blockIdx.x * size_t{blockDim.x} + threadIdx.x) * kFlatChunk; c < n;
+       c += size_t{gridDim.x} * blockDim.x * kFlatChunk) {
+    const int size = ChunkSize(c, n);
+    float x[kFlatChunk], d[kFlatChunk];
+    LoadChunk<kFlatChunk, kVec>(x, inp + c, 0, size);
+    LoadChunk<kFlatChunk, kVec>(d, dout + c, 0, size);
+#pragma unroll
+    for (int k = 0; k < kFlatChunk; ++k) d[k] *= GeluGradOf(x[k]);
+    StoreChunk<kFlatChunk, kVec>(dinp + c, d, 0, size);
   }
 }
 
@@ -798,25 +824,16 @@ __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
 
 // ---------------------------------------------------------------------------- optimizer
 
-// Floats per chunk of the optimizer kernels (two 16-byte packs of fp32, one of bf16): each
-// thread has that many independent loads of every array in flight.
-constexpr int kOptChunk = 8;
-
-// The entries of the chunk at c of an array of n (all kOptChunk but at the end).
-__device__ __forceinline__ int ChunkSize(size_t c, size_t n) {
-  return n - c < size_t{kOptChunk} ? static_cast<int>(n - c) : kOptChunk;
-}
-
 template <bool kVec>
 __global__ void SumSquaresKernel(double* partial, const float* g, size_t n) {
   __shared__ double sh[kThreads];
   double acc = 0;
-  for (size_t c = (blockIdx.x * size_t{blockDim.x} + threadIdx.x) * kOptChunk; c < n;
-       c += size_t{gridDim.x} * blockDim.x * kOptChunk) {
-    float x[kOptChunk];
-    LoadChunk<kOptChunk, kVec>(x, g + c, 0, ChunkSize(c, n));
+  for (size_t c = (blockIdx.x * size_t{blockDim.x} + threadIdx.x) * kFlatChunk; c < n;
+       c += size_t{gridDim.x} * blockDim.x * kFlatChunk) {
+    float x[kFlatChunk];
+    LoadChunk<kFlatChunk, kVec>(x, g + c, 0, ChunkSize(c, n));
 #pragma unroll
-    for (int k = 0; k < kOptChunk; ++k) acc += double{x[k]} * x[k];
+    for (int k = 0; k < kFlatChunk; ++k) acc += double{x[k]} * x[k];
   }
   sh[threadIdx.x] = acc;
   __syncthreads();
@@ -848,7 +865,7 @@ __global__ void NormFinishKernel(float* norm_out, const double* partial, int par
 }
 
 unsigned NormBlocks(size_t n) {
-  const size_t b = (n + size_t{kThreads} * kOptChunk - 1) / (size_t{kThreads} * kOptChunk);
+  const size_t b = (n + size_t{kThreads} * kFlatChunk - 1) / (size_t{kThreads} * kFlatChunk);
   return static_cast<unsigned>(b < kMaxNormBlocks ? (b == 0 ? 1 : b) : kMaxNormBlocks);
 }
 
@@ -857,27 +874,27 @@ __global__ void AdamWKernel(float* params, T* lowp, float* grads, float* m, floa
                             const float* grad_factor, float lr, float b1, float b2, float eps,
                             float wd, float c1, float c2) {
   const float f = *grad_factor;
-  for (size_t c = (blockIdx.x * size_t{blockDim.x} + threadIdx.x) * kOptChunk; c < n;
-       c += size_t{gridDim.x} * blockDim.x * kOptChunk) {
+  for (size_t c = (blockIdx.x * size_t{blockDim.x} + threadIdx.x) * kFlatChunk; c < n;
+       c += size_t{gridDim.x} * blockDim.x * kFlatChunk) {
     const int size = ChunkSize(c, n);
-    float p[kOptChunk], g[kOptChunk], mi[kOptChunk], vi[kOptChunk];
-    LoadChunk<kOptChunk, kVec>(p, params + c, 0, size);
-    LoadChunk<kOptChunk, kVec>(g, grads + c, 0, size);
-    LoadChunk<kOptChunk, kVec>(mi, m + c, 0, size);
-    LoadChunk<kOptChunk, kVec>(vi, v + c, 0, size);
+    float p[kFlatChunk], g[kFlatChunk], mi[kFlatChunk], vi[kFlatChunk];
+    LoadChunk<kFlatChunk, kVec>(p, params + c, 0, size);
+    LoadChunk<kFlatChunk, kVec>(g, grads + c, 0, size);
+    LoadChunk<kFlatChunk, kVec>(mi, m + c, 0, size);
+    LoadChunk<kFlatChunk, kVec>(vi, v + c, 0, size);
 #pragma unroll
-    for (int k = 0; k < kOptChunk; ++k) {
+    for (int k = 0; k < kFlatChunk; ++k) {
       g[k] *= f;  // the step's gradient, as the CPU engine leaves it (scaled and clipped)
       mi[k] = b1 * mi[k] + (1.0f - b1) * g[k];
       vi[k] = b2 * vi[k] + (1.0f - b2) * g[k] * g[k];
       const float update = (mi[k] * c1) / (sqrtf(vi[k] * c2) + eps);
       p[k] = p[k] - lr * (update + wd * p[k]);
     }
-    StoreChunk<kOptChunk, kVec>(params + c, p, 0, size);
-    StoreChunk<kOptChunk, kVec>(grads + c, g, 0, size);
-    StoreChunk<kOptChunk, kVec>(m + c, mi, 0, size);
-    StoreChunk<kOptChunk, kVec>(v + c, vi, 0, size);
-    if (lowp != nullptr) StoreChunk<kOptChunk, kVec>(lowp + c, p, 0, size);
+    StoreChunk<kFlatChunk, kVec>(params + c, p, 0, size);
+    StoreChunk<kFlatChunk, kVec>(grads + c, g, 0, size);
+    StoreChunk<kFlatChunk, kVec>(m + c, mi, 0, size);
+    StoreChunk<kFlatChunk, kVec>(v + c, vi, 0, size);
+    if (lowp != nullptr) StoreChunk<kFlatChunk, kVec>(lowp + c, p, 0, size);
   }
 }
 
@@ -896,9 +913,14 @@ __global__ void CastKernel(T* out, const float* in, size_t n) {
 template <typename T>
 cudaError_t EmbeddingForward(T* out, const int32_t* tokens, const float* wte, const float* wpe,
                              int B, int Tq, int C, cudaStream_t stream) {
-  const size_t total = static_cast<size_t>(B) * Tq * C;
-  FORGE_LAUNCH(EmbeddingForwardKernel<T>, Blocks(total), kThreads, 0, stream, out, tokens, wte, wpe,
-               Tq, C, total);
+  const size_t chunks = static_cast<size_t>(B) * Tq * ((C + kFlatChunk - 1) / kFlatChunk);
+  if (C % kFlatChunk == 0 && IsAligned16(out) && IsAligned16(wte) && IsAligned16(wpe)) {
+    FORGE_LAUNCH((EmbeddingForwardKernel<T, true>), Blocks(chunks), kThreads, 0, stream, out,
+                 tokens, wte, wpe, Tq, C, chunks);
+  } else {
+    FORGE_LAUNCH((EmbeddingForwardKernel<T, false>), Blocks(chunks), kThreads, 0, stream, out,
+                 tokens, wte, wpe, Tq, C, chunks);
+  }
   return cudaGetLastError();
 }
 
@@ -966,13 +988,23 @@ cudaError_t BiasGrad(float* dbias, float* scratch, const T* dout, int N, int C,
 
 template <typename T>
 cudaError_t GeluForward(T* out, const T* inp, size_t n, cudaStream_t stream) {
-  FORGE_LAUNCH(GeluForwardKernel<T>, Blocks(n), kThreads, 0, stream, out, inp, n);
+  const unsigned blocks = Blocks((n + kFlatChunk - 1) / kFlatChunk);
+  if (IsAligned16(out) && IsAligned16(inp)) {
+    FORGE_LAUNCH((GeluForwardKernel<T, true>), blocks, kThreads, 0, stream, out, inp, n);
+  } else {
+    FORGE_LAUNCH((GeluForwardKernel<T, false>), blocks, kThreads, 0, stream, out, inp, n);
+  }
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t GeluBackward(T* dinp, const T* inp, const T* dout, size_t n, cudaStream_t stream) {
-  FORGE_LAUNCH(GeluBackwardKernel<T>, Blocks(n), kThreads, 0, stream, dinp, inp, dout, n);
+  const unsigned blocks = Blocks((n + kFlatChunk - 1) / kFlatChunk);
+  if (IsAligned16(dinp) && IsAligned16(inp) && IsAligned16(dout)) {
+    FORGE_LAUNCH((GeluBackwardKernel<T, true>), blocks, kThreads, 0, stream, dinp, inp, dout, n);
+  } else {
+    FORGE_LAUNCH((GeluBackwardKernel<T, false>), blocks, kThreads, 0, stream, dinp, inp, dout, n);
+  }
   return cudaGetLastError();
 }
 
@@ -1075,7 +1107,7 @@ cudaError_t AdamWUpdate(float* params, T* lowp, float* grads, float* m, float* v
                         const float* grad_factor, float lr, float b1, float b2, float eps,
                         float wd, float c1, float c2, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  const unsigned blocks = Blocks((n + kOptChunk - 1) / kOptChunk);
+  const unsigned blocks = Blocks((n + kFlatChunk - 1) / kFlatChunk);
   if (IsAligned16(params) && IsAligned16(grads) && IsAligned16(m) && IsAligned16(v) &&
       (lowp == nullptr || IsAligned16(lowp))) {
     FORGE_LAUNCH((AdamWKernel<T, true>), blocks, kThreads, 0, stream, params, lowp, grads, m, v, n,

@@ -144,6 +144,8 @@ TYPED_TEST(KernelTest, BiasGradient) {
   }
 }
 
+// 10007 entries: a 7-entry tail; from a 16-byte boundary (the packs) and one entry past it
+// (the element-wise loop).
 TYPED_TEST(KernelTest, GeluForwardAndBackward) {
   using T = TypeParam;
   const size_t n = 10007;
@@ -151,15 +153,25 @@ TYPED_TEST(KernelTest, GeluForwardAndBackward) {
   Vec out(n), dinp(n);
   engine::GeluForward<float>(out.data(), x.data(), n, this->pool_);
   engine::GeluBackward<float>(dinp.data(), x.data(), dy.data(), n, this->pool_);
-  Dev<T> gx(x), gout(n), gdy(dy);
-  ASSERT_EQ(GeluForward<T>(gout.get(), gx.get(), n, nullptr), cudaSuccess);
-  ASSERT_EQ(GeluBackward<T>(gdy.get(), gx.get(), gdy.get(), n, nullptr), cudaSuccess);  // in place
-  Sync();
-  ExpectClose(gout.Download(), out, Tolerance<T>(), "gelu");
-  // The engine's tanh is an approximation (about 2e-7 absolute, fast_math.h), which the
-  // derivative's 1 + t and 1 - t^2 magnify where x is large; kernels use tanhf.
-  ExpectClose(gdy.Download(), dinp, Tolerance<T>(), "gelu backward",
-              std::is_same_v<T, float> ? 5e-6f : 0.0f);
+  for (const size_t offset : {size_t{0}, size_t{1}}) {
+    SCOPED_TRACE(::testing::Message() << "offset " << offset);
+    auto at = [&](const Vec& v) {  // v after `offset` entries of padding
+      Vec padded(offset, 5.0f);
+      padded.insert(padded.end(), v.begin(), v.end());
+      return padded;
+    };
+    Dev<T> gx(at(x)), gout(Vec(n + offset, 5.0f)), gdy(at(dy));
+    ASSERT_EQ(GeluForward<T>(gout.get() + offset, gx.get() + offset, n, nullptr), cudaSuccess);
+    ASSERT_EQ(
+        GeluBackward<T>(gdy.get() + offset, gx.get() + offset, gdy.get() + offset, n, nullptr),
+        cudaSuccess);  // in place
+    Sync();
+    ExpectClose(gout.Download(), at(out), Tolerance<T>(), "gelu");
+    // The engine's tanh is an approximation (about 2e-7 absolute, fast_math.h), which the
+    // derivative's 1 + t and 1 - t^2 magnify where x is large; kernels use tanhf.
+    ExpectClose(gdy.Download(), at(dinp), Tolerance<T>(), "gelu backward",
+                std::is_same_v<T, float> ? 5e-6f : 0.0f);
+  }
 }
 
 struct AttentionShape {
@@ -332,50 +344,55 @@ TYPED_TEST(KernelTest, AttentionDelta) {
   }
 }
 
+// Widths 40 (the embedding in 16-byte packs) and 42 (element by element).
 TYPED_TEST(KernelTest, EmbeddingsAndBiasGradient) {
   using T = TypeParam;
-  const int B = 3, Tq = 17, C = 40, V = 11;
-  std::vector<int32_t> tokens(B * Tq);
-  for (int i = 0; i < B * Tq; ++i) tokens[i] = (i * 5) % V;  // repeated tokens
-  const Vec wte = Random(size_t{1} * V * C, 11), wpe = Random(size_t{1} * Tq * C, 12);
-  const Vec dx = Rounded<T>(Random(size_t{1} * B * Tq * C, 13));
-  Vec out(dx.size()), dwte(wte.size(), 0.25f), dwpe(wpe.size(), 0.0f), dbias(C, 1.0f);
-  for (int n = 0; n < B * Tq; ++n) {
-    for (int c = 0; c < C; ++c) {
-      out[n * C + c] = wte[tokens[n] * C + c] + wpe[(n % Tq) * C + c];
-      dwte[tokens[n] * C + c] += dx[n * C + c];
-      dwpe[(n % Tq) * C + c] += dx[n * C + c];
-      dbias[c] += dx[n * C + c];
+  const int B = 3, Tq = 17, V = 11;
+  for (const int C : {40, 42}) {
+    SCOPED_TRACE(::testing::Message() << "C=" << C);
+    std::vector<int32_t> tokens(B * Tq);
+    for (int i = 0; i < B * Tq; ++i) tokens[i] = (i * 5) % V;  // repeated tokens
+    const Vec wte = Random(size_t{1} * V * C, 11), wpe = Random(size_t{1} * Tq * C, 12);
+    const Vec dx = Rounded<T>(Random(size_t{1} * B * Tq * C, 13));
+    Vec out(dx.size()), dwte(wte.size(), 0.25f), dwpe(wpe.size(), 0.0f), dbias(C, 1.0f);
+    for (int n = 0; n < B * Tq; ++n) {
+      for (int c = 0; c < C; ++c) {
+        out[n * C + c] = wte[tokens[n] * C + c] + wpe[(n % Tq) * C + c];
+        dwte[tokens[n] * C + c] += dx[n * C + c];
+        dwpe[(n % Tq) * C + c] += dx[n * C + c];
+        dbias[c] += dx[n * C + c];
+      }
     }
-  }
-  // Buckets as the backend builds them.
-  std::vector<int32_t> order(B * Tq), start, bucket;
-  for (int i = 0; i < B * Tq; ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int32_t a, int32_t b) { return tokens[a] < tokens[b]; });
-  for (int p = 0; p < B * Tq; ++p) {
-    if (p == 0 || tokens[order[p]] != tokens[order[p - 1]]) {
-      start.push_back(p);
-      bucket.push_back(tokens[order[p]]);
+    // Buckets as the backend builds them.
+    std::vector<int32_t> order(B * Tq), start, bucket;
+    for (int i = 0; i < B * Tq; ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return tokens[a] < tokens[b]; });
+    for (int p = 0; p < B * Tq; ++p) {
+      if (p == 0 || tokens[order[p]] != tokens[order[p - 1]]) {
+        start.push_back(p);
+        bucket.push_back(tokens[order[p]]);
+      }
     }
+    start.push_back(B * Tq);
+    DevInts gtok(tokens), gorder(order), gstart(start), gbucket(bucket);
+    Dev<float> gwte(wte), gwpe(wpe), gdwte(Vec(wte.size(), 0.25f)), gdwpe(Vec(wpe.size(), 0.0f));
+    Dev<float> gdbias(Vec(C, 1.0f)), scratch(ColumnReduceScratchFloats(B * Tq, C));
+    Dev<T> gout(out.size()), gdx(dx);
+    ASSERT_EQ(
+        EmbeddingForward<T>(gout.get(), gtok.get(), gwte.get(), gwpe.get(), B, Tq, C, nullptr),
+        cudaSuccess);
+    ASSERT_EQ(EmbeddingBackwardWte<T>(gdwte.get(), gdx.get(), gorder.get(), gstart.get(),
+                                      gbucket.get(), static_cast<int>(bucket.size()), C, nullptr),
+              cudaSuccess);
+    ASSERT_EQ(EmbeddingBackwardWpe<T>(gdwpe.get(), gdx.get(), B, Tq, C, nullptr), cudaSuccess);
+    ASSERT_EQ(BiasGrad<T>(gdbias.get(), scratch.get(), gdx.get(), B * Tq, C, nullptr), cudaSuccess);
+    Sync();
+    ExpectClose(gout.Download(), out, Tolerance<T>(), "embedding");
+    ExpectClose(gdwte.Download(), dwte, 1e-5f, "dwte");
+    ExpectClose(gdwpe.Download(), dwpe, 1e-5f, "dwpe");
+    ExpectClose(gdbias.Download(), dbias, 1e-5f, "dbias");
   }
-  start.push_back(B * Tq);
-  DevInts gtok(tokens), gorder(order), gstart(start), gbucket(bucket);
-  Dev<float> gwte(wte), gwpe(wpe), gdwte(Vec(wte.size(), 0.25f)), gdwpe(Vec(wpe.size(), 0.0f));
-  Dev<float> gdbias(Vec(C, 1.0f)), scratch(ColumnReduceScratchFloats(B * Tq, C));
-  Dev<T> gout(out.size()), gdx(dx);
-  ASSERT_EQ(EmbeddingForward<T>(gout.get(), gtok.get(), gwte.get(), gwpe.get(), B, Tq, C, nullptr),
-            cudaSuccess);
-  ASSERT_EQ(EmbeddingBackwardWte<T>(gdwte.get(), gdx.get(), gorder.get(), gstart.get(),
-                                    gbucket.get(), static_cast<int>(bucket.size()), C, nullptr),
-            cudaSuccess);
-  ASSERT_EQ(EmbeddingBackwardWpe<T>(gdwpe.get(), gdx.get(), B, Tq, C, nullptr), cudaSuccess);
-  ASSERT_EQ(BiasGrad<T>(gdbias.get(), scratch.get(), gdx.get(), B * Tq, C, nullptr), cudaSuccess);
-  Sync();
-  ExpectClose(gout.Download(), out, Tolerance<T>(), "embedding");
-  ExpectClose(gdwte.Download(), dwte, 1e-5f, "dwte");
-  ExpectClose(gdwpe.Download(), dwpe, 1e-5f, "dwpe");
-  ExpectClose(gdbias.Download(), dbias, 1e-5f, "dbias");
 }
 
 #ifndef FORGE_CUDA_EMULATION  // cuBLASLt has no CPU emulation
