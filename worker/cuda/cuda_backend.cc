@@ -644,7 +644,6 @@ absl::StatusOr<int> CudaGpt<T>::Forward(const int32_t* tokens, const int32_t* ta
                                              cudaMemcpyHostToDevice, stream_));
   FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(targets_.get(), host_targets_.get(),
                                              N * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
-  if (backward) RETURN_IF_ERROR(UploadEmbeddingBuckets(host_tokens_.get(), N));
   RETURN_IF_ERROR(Mark("upload tokens"));
 
   // For the profile: nominal FLOPs of the products, bytes of the memory-bound kernels.
@@ -788,6 +787,10 @@ absl::StatusOr<double> CudaGpt<T>::ForwardBackward(const int32_t* tokens, const 
   RETURN_IF_ERROR(RefuseWhileReducing("ForwardBackward"));
   RETURN_IF_ERROR(ProfileBegin());
   ASSIGN_OR_RETURN(const int count, Forward(tokens, targets, B, Tq, /*backward=*/true));
+  // Sorted on the host while the GPU runs the forward just queued (the embedding backward, at
+  // the end of the backward, is the first to read them).
+  RETURN_IF_ERROR(UploadEmbeddingBuckets(host_tokens_.get(), B * Tq));
+  RETURN_IF_ERROR(Mark("upload embedding buckets"));
   const bool reduce = last_micro_batch && config_.world_size > 1;
   RETURN_IF_ERROR(Backward(B, Tq, reduce));
   double sum = 0;
