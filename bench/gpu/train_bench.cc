@@ -30,6 +30,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "bench/gpu/device_peaks.h"
 #include "common/model_presets.h"
 #include "worker/cuda/cuda_backend.h"
 #include "worker/cuda/cuda_util.h"
@@ -63,27 +64,9 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// The GPU's peaks by device-name substring, first match wins (the vendors' datasheets):
-// dense bf16 TFLOP/s and memory GB/s; zeros when unknown. --peak_tflops overrides the first.
-struct Peaks {
-  double tflops = 0, gbs = 0;
-};
-Peaks DevicePeaks(const std::string& name) {
-  static constexpr struct {
-    const char* a;
-    const char* b;  // also required, or ""
-    Peaks peaks;
-  } kTable[] = {{"H200", "", {989, 4800}},
-                {"H100", "PCIe", {756, 2000}},
-                {"H100", "NVL", {835, 3900}},
-                {"H100", "", {989, 3350}}};
-  Peaks peaks;
-  for (const auto& row : kTable) {
-    if (absl::StrContains(name, row.a) && absl::StrContains(name, row.b)) {
-      peaks = row.peaks;
-      break;
-    }
-  }
+// The device's peaks (device_peaks.h); --peak_tflops overrides the TFLOP/s.
+Peaks DevicePeaksWithFlags(const std::string& name) {
+  Peaks peaks = DevicePeaks(name);
   if (absl::GetFlag(FLAGS_peak_tflops) > 0) peaks.tflops = absl::GetFlag(FLAGS_peak_tflops);
   return peaks;
 }
@@ -172,7 +155,7 @@ int Run() {
   const double n = static_cast<double>(model.num_params()) -
                    static_cast<double>(shape->context) * shape->width;  // less wpe
   const double flops_per_token = 6 * n + 12 * L * H * Q * T;
-  const Peaks peaks = DevicePeaks(prop.name);
+  const Peaks peaks = DevicePeaksWithFlags(prop.name);
   const double peak = peaks.tflops;
   const double mfu = peak > 0 ? tps * flops_per_token / (peak * 1e12) : 0;
   std::printf("forge-bench-gpu-train: %s, %s\n", model.Describe().c_str(),

@@ -4,14 +4,22 @@
 #include <initializer_list>
 
 #include "worker/cuda/gelu_math.h"
+#include "worker/cuda/kernel_math.h"
 #include "worker/cuda/kernels.h"
 #include "worker/cuda/launch.h"
 
 namespace forge::cuda {
 namespace {
 
+using kmath::FromF;
+using kmath::kWarp;
+using kmath::MaxSumAdd;
+using kmath::MaxSumMerge;
+using kmath::ToF;
+using kmath::WarpMaxSum;
+using kmath::WarpSum;
+
 constexpr int kThreads = 256;
-constexpr int kWarp = 32;
 constexpr float kLayerNormEps = 1e-5f;
 // Rows per partial sum of the two-stage column reductions (LayerNorm and bias gradients).
 constexpr int kRowsPerPartial = 64;
@@ -24,49 +32,6 @@ constexpr int kMaxNormBlocks = 512;
 
 // The attention kernels put the (sequence, head) pairs on the grid's y dimension.
 bool AttentionGridFits(int B, int H) { return B >= 1 && H >= 1 && int64_t{B} * H <= 65535; }
-
-__device__ __forceinline__ float ToF(float x) { return x; }
-__device__ __forceinline__ float ToF(bf16 x) { return __bfloat162float(x); }
-template <typename T>
-__device__ __forceinline__ T FromF(float x);
-template <>
-__device__ __forceinline__ float FromF<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ bf16 FromF<bf16>(float x) { return __float2bfloat16(x); }  // RNE
-
-__device__ __forceinline__ float WarpSum(float v) {
-  for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// Online softmax statistics: (m, l) = (max of the values seen, sum of exp(value − m)).
-// Adds one value; -inf adds nothing (and -inf − -inf would be NaN).
-__device__ __forceinline__ void MaxSumAdd(float& m, float& l, float x) {
-  if (x == -INFINITY) return;
-  if (x > m) {
-    l = (m == -INFINITY ? 0.0f : l * expf(m - x)) + 1.0f;
-    m = x;
-  } else {
-    l += expf(x - m);
-  }
-}
-
-// Merges (m2, l2) into (m, l). Commutative in its two operands' bits.
-__device__ __forceinline__ void MaxSumMerge(float& m, float& l, float m2, float l2) {
-  const float mx = fmaxf(m, m2);
-  l = (m == -INFINITY ? 0.0f : l * expf(m - mx)) + (m2 == -INFINITY ? 0.0f : l2 * expf(m2 - mx));
-  m = mx;
-}
-
-// Merges every lane's (m, l) across the warp. Both lanes of each butterfly pair compute the
-// same commutative expression, so every lane ends with the same bits.
-__device__ __forceinline__ void WarpMaxSum(float& m, float& l) {
-  for (int o = kWarp / 2; o > 0; o >>= 1) {
-    const float m2 = __shfl_xor_sync(0xffffffffu, m, o);
-    const float l2 = __shfl_xor_sync(0xffffffffu, l, o);
-    MaxSumMerge(m, l, m2, l2);
-  }
-}
 
 // Sum over the kGroup lanes of a row group (lanes 4r .. 4r+3 of a warp).
 __device__ __forceinline__ float GroupSum(float v) {

@@ -1,0 +1,259 @@
+// forge-bench-gpu-kernels: the CUDA backend's memory-bound kernels at a GPT-2 training shape,
+// before and after they read and wrote 16-byte packs, on the same GPU in one run. "before" is
+// the kernels as of fb02d94, kept verbatim in reference_kernels.cu; "after" is
+// worker/cuda/kernels.h, what the trainer runs.
+//
+//   forge-bench-gpu-kernels [--batch 8 --seq 1024 --width 768 --heads 12 --layers 12
+//                            --vocab 50257 --params 124439808 --reps 20 --warmup 3]
+//
+// Each kernel runs --warmup times, then --reps times between a pair of CUDA events; the table
+// gives the median microseconds of both, their ratio, and the after kernel's GB/s with its
+// share of the device's memory bandwidth (device_peaks.h). GB/s counts each input read and
+// each output written once, as the step profile does (step_profile.h), so a kernel that
+// reads an input twice (cross-entropy, LayerNorm) shows less than it moves. "calls/step" is
+// how often a training step of the shape runs the kernel (the GELU kernels only where the
+// matmul epilogue cannot fuse it), and the last row sums calls x median: the memory-bound
+// kernels' milliseconds per step, before and after.
+//
+// The inputs are hashes, not a model's values, and the kernels run in place where the trainer
+// runs them in place (cross-entropy, AdamW), so later repetitions see earlier outputs; the
+// timings do not depend on the values. Correctness is the gpu tests' job (kernels_test.cc),
+// not this program's.
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_format.h"
+#include "bench/gpu/device_peaks.h"
+#include "bench/gpu/reference_kernels.h"
+#include "worker/cuda/cuda_util.h"
+#include "worker/cuda/kernels.h"
+
+ABSL_FLAG(int, batch, 8, "sequences per step");
+ABSL_FLAG(int, seq, 1024, "tokens per sequence");
+ABSL_FLAG(int, width, 768, "model width C (a multiple of 8, as the CUDA backend needs)");
+ABSL_FLAG(int, heads, 12, "attention heads");
+ABSL_FLAG(int, layers, 12, "transformer layers (for calls per step)");
+ABSL_FLAG(int, vocab, 50257, "vocabulary V (the logits' rows padded to a multiple of 8)");
+ABSL_FLAG(int64_t, params, 124439808, "parameters (AdamW and the gradient norm)");
+ABSL_FLAG(int, reps, 20, "timed runs per kernel");
+ABSL_FLAG(int, warmup, 3, "untimed runs per kernel first");
+ABSL_FLAG(int, device, 0, "CUDA device index");
+
+namespace forge::cuda {
+namespace {
+
+namespace before = bench::before;
+
+#define BENCH_CHECK(expr)                                                                       \
+  do {                                                                                          \
+    const cudaError_t _e = (expr);                                                              \
+    if (_e != cudaSuccess) {                                                                    \
+      std::fprintf(stderr, "forge-bench-gpu-kernels: %s: %s\n", #expr, cudaGetErrorString(_e)); \
+      std::exit(1);                                                                             \
+    }                                                                                           \
+  } while (0)
+
+// Device memory freed at exit (the program is one run).
+template <typename T>
+T* Alloc(size_t n) {
+  void* p = nullptr;
+  BENCH_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)));
+  return static_cast<T*>(p);
+}
+
+struct Case {
+  std::string op, shape;
+  int calls;     // per training step
+  double bytes;  // nominal: each input read and each output written once
+  std::function<cudaError_t()> before, after;
+};
+
+double MedianUs(const std::function<cudaError_t()>& run, int reps, int warmup, cudaEvent_t start,
+                cudaEvent_t stop) {
+  for (int i = 0; i < warmup; ++i) BENCH_CHECK(run());
+  BENCH_CHECK(cudaDeviceSynchronize());
+  std::vector<double> us;
+  for (int i = 0; i < reps; ++i) {
+    BENCH_CHECK(cudaEventRecord(start, nullptr));
+    BENCH_CHECK(run());
+    BENCH_CHECK(cudaEventRecord(stop, nullptr));
+    BENCH_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    BENCH_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    us.push_back(1000.0 * ms);
+  }
+  std::sort(us.begin(), us.end());
+  return us[us.size() / 2];
+}
+
+int Run() {
+  const int B = absl::GetFlag(FLAGS_batch), T = absl::GetFlag(FLAGS_seq);
+  const int C = absl::GetFlag(FLAGS_width), H = absl::GetFlag(FLAGS_heads);
+  const int L = absl::GetFlag(FLAGS_layers), V = absl::GetFlag(FLAGS_vocab);
+  const size_t P = static_cast<size_t>(absl::GetFlag(FLAGS_params));
+  const int reps = absl::GetFlag(FLAGS_reps), warmup = absl::GetFlag(FLAGS_warmup);
+  if (B < 1 || T < 1 || C < 8 || C % 8 != 0 || H < 1 || C % H != 0 || L < 1 || V < 2 || P < 1 ||
+      reps < 1 || warmup < 0) {
+    std::fprintf(stderr,
+                 "forge-bench-gpu-kernels: need --batch, --seq, --layers, --params, --reps >= 1, "
+                 "--warmup >= 0, --vocab >= 2, --width a multiple of 8 and of --heads\n");
+    return 1;
+  }
+  if (CudaDeviceCount() == 0) {
+    std::fprintf(stderr,
+                 "forge-bench-gpu-kernels: no CUDA device answers; run it on a GPU machine\n");
+    return 2;
+  }
+  BENCH_CHECK(cudaSetDevice(absl::GetFlag(FLAGS_device)));
+  cudaDeviceProp prop{};
+  BENCH_CHECK(cudaGetDeviceProperties(&prop, absl::GetFlag(FLAGS_device)));
+  const Peaks peaks = DevicePeaks(prop.name);
+
+  const int N = B * T, ld = (V + 7) / 8 * 8, C4 = 4 * C;
+  const size_t nc = static_cast<size_t>(N) * C, nc4 = static_cast<size_t>(N) * C4;
+  constexpr double tb = sizeof(bf16);
+
+  // Inputs and outputs, filled once.
+  bf16* logits = Alloc<bf16>(static_cast<size_t>(N) * ld);
+  int32_t* tokens = Alloc<int32_t>(N);
+  float *losses = Alloc<float>(N), *delta = Alloc<float>(static_cast<size_t>(B) * H * T);
+  bf16 *x = Alloc<bf16>(nc), *out = Alloc<bf16>(nc), *dy = Alloc<bf16>(nc), *dx = Alloc<bf16>(nc);
+  bf16 *h4 = Alloc<bf16>(nc4), *g4 = Alloc<bf16>(nc4), *d4 = Alloc<bf16>(nc4);
+  float *mean = Alloc<float>(N), *rstd = Alloc<float>(N);
+  float *w = Alloc<float>(C4), *b = Alloc<float>(C4), *dw = Alloc<float>(C4),
+        *db = Alloc<float>(C4);
+  const size_t col_scratch =
+      std::max(ColumnReduceScratchFloats(N, C4), before::ColumnReduceScratchFloats(N, C4));
+  float* scratch = Alloc<float>(col_scratch);
+  float *wte = Alloc<float>(static_cast<size_t>(V) * C), *wpe = Alloc<float>(size_t{1} * T * C);
+  float *params = Alloc<float>(P), *grads = Alloc<float>(P), *m = Alloc<float>(P),
+        *v = Alloc<float>(P);
+  bf16* lowp = Alloc<bf16>(P);
+  float* norm = Alloc<float>(2);
+  double* norm_scratch =
+      Alloc<double>(std::max(GradNormScratchDoubles(P), before::GradNormScratchDoubles(P)));
+  BENCH_CHECK(before::Fill(logits, static_cast<size_t>(N) * ld, 1, -4.0f, 4.0f, nullptr));
+  BENCH_CHECK(before::FillTokens(tokens, N, 2, V, nullptr));
+  for (bf16* a : {x, out, dy, dx}) BENCH_CHECK(before::Fill(a, nc, 3, -1.0f, 1.0f, nullptr));
+  for (bf16* a : {h4, g4, d4}) BENCH_CHECK(before::Fill(a, nc4, 4, -3.0f, 3.0f, nullptr));
+  BENCH_CHECK(before::Fill(mean, N, 5, -0.1f, 0.1f, nullptr));
+  BENCH_CHECK(before::Fill(rstd, N, 6, 0.5f, 2.0f, nullptr));
+  for (float* a : {w, b, dw, db}) BENCH_CHECK(before::Fill(a, C4, 7, -1.0f, 1.0f, nullptr));
+  BENCH_CHECK(before::Fill(wte, static_cast<size_t>(V) * C, 8, -0.1f, 0.1f, nullptr));
+  BENCH_CHECK(before::Fill(wpe, size_t{1} * T * C, 9, -0.1f, 0.1f, nullptr));
+  BENCH_CHECK(before::Fill(params, P, 10, -0.1f, 0.1f, nullptr));
+  BENCH_CHECK(before::Fill(grads, P, 11, -1e-3f, 1e-3f, nullptr));
+  BENCH_CHECK(before::Fill(m, P, 12, -1e-4f, 1e-4f, nullptr));
+  BENCH_CHECK(before::Fill(v, P, 13, 0.0f, 1e-6f, nullptr));
+  BENCH_CHECK(cudaMemcpy(norm, std::vector<float>{1.0f, 1.0f}.data(), 2 * sizeof(float),
+                         cudaMemcpyHostToDevice));  // norm[1]: the gradient factor AdamW reads
+  BENCH_CHECK(cudaDeviceSynchronize());
+
+  const float scale = 1.0f / N;
+  const std::string rows = absl::StrFormat("%d x %d", N, C);
+  std::vector<Case> cases;
+  cases.push_back({"embedding", rows, 1, nc * (tb + 4) + 4.0 * T * C,
+                   [&] { return before::EmbeddingForward(x, tokens, wte, wpe, B, T, C, nullptr); },
+                   [&] { return EmbeddingForward<bf16>(x, tokens, wte, wpe, B, T, C, nullptr); }});
+  cases.push_back(
+      {"layernorm", rows, 2 * L + 1, 2.0 * nc * tb + 8.0 * N,
+       [&] { return before::LayerNormForward(out, mean, rstd, x, w, b, N, C, nullptr); },
+       [&] { return LayerNormForward<bf16>(out, mean, rstd, x, w, b, N, C, nullptr); }});
+  cases.push_back(
+      {"layernorm backward", rows, 2 * L + 1, 4.0 * nc * tb + 8.0 * N,
+       [&] {
+         return before::LayerNormBackward(dx, dw, db, scratch, dy, x, w, mean, rstd, N, C, nullptr);
+       },
+       [&] {
+         return LayerNormBackward<bf16>(dx, dw, db, scratch, dy, x, w, mean, rstd, N, C, nullptr);
+       }});
+  // The dense layers' widths: attention and MLP projections (C), qkv (3C), fc (4C).
+  for (const std::pair<int, int>& width_calls : {std::pair{C, 2 * L}, {3 * C, L}, {C4, L}}) {
+    const int cols = width_calls.first;
+    cases.push_back({"bias gradient", absl::StrFormat("%d x %d", N, cols), width_calls.second,
+                     (static_cast<double>(N) * tb + 8.0) * cols,
+                     [&, cols] { return before::BiasGrad(db, scratch, g4, N, cols, nullptr); },
+                     [&, cols] { return BiasGrad<bf16>(db, scratch, g4, N, cols, nullptr); }});
+  }
+  cases.push_back({"attention delta", absl::StrFormat("%d x %d, %d heads", N, C, H), L,
+                   2.0 * nc * tb + 4.0 * B * H * T,
+                   [&] { return before::AttentionDelta(delta, dy, x, B, T, C, H, nullptr); },
+                   [&] { return AttentionDelta<bf16>(delta, dy, x, B, T, C, H, nullptr); }});
+  cases.push_back({"gelu (no epilogue)", absl::StrFormat("%d x %d", N, C4), 0, 2.0 * nc4 * tb,
+                   [&] { return before::GeluForward(g4, h4, nc4, nullptr); },
+                   [&] { return GeluForward<bf16>(g4, h4, nc4, nullptr); }});
+  cases.push_back({"gelu backward (no epilogue)", absl::StrFormat("%d x %d", N, C4), 0,
+                   3.0 * nc4 * tb, [&] { return before::GeluBackward(d4, h4, g4, nc4, nullptr); },
+                   [&] { return GeluBackward<bf16>(d4, h4, g4, nc4, nullptr); }});
+  cases.push_back(
+      {"cross-entropy + gradient", absl::StrFormat("%d x %d (pitch %d)", N, V, ld), 1,
+       2.0 * N * V * tb,
+       [&] {
+         return before::CrossEntropy(losses, logits, logits, tokens, scale, N, V, ld, nullptr);
+       },
+       [&] {
+         return CrossEntropy<bf16>(losses, logits, logits, tokens, scale, N, V, ld, nullptr);
+       }});
+  cases.push_back(
+      {"gradient norm", absl::StrFormat("%zu", P), 1, 4.0 * P,
+       [&] { return before::GradNorm(norm, norm_scratch, grads, P, 1.0f, 0.0f, nullptr); },
+       [&] { return GradNorm(norm, norm_scratch, grads, P, 1.0f, 0.0f, nullptr); }});
+  // lr 0: the parameters stay put over the repetitions (the moments still move).
+  cases.push_back({"adamw", absl::StrFormat("%zu", P), 1, (28.0 + tb) * P,
+                   [&] {
+                     return before::AdamWUpdate(params, lowp, grads, m, v, P, norm + 1, 0.0f, 0.9f,
+                                                0.95f, 1e-8f, 0.1f, 1.0f, 1.0f, nullptr);
+                   },
+                   [&] {
+                     return AdamWUpdate<bf16>(params, lowp, grads, m, v, P, norm + 1, 0.0f, 0.9f,
+                                              0.95f, 1e-8f, 0.1f, 1.0f, 1.0f, nullptr);
+                   }});
+
+  cudaEvent_t start, stop;
+  BENCH_CHECK(cudaEventCreateWithFlags(&start, cudaEventDefault));
+  BENCH_CHECK(cudaEventCreateWithFlags(&stop, cudaEventDefault));
+  std::printf("forge-bench-gpu-kernels: %s (memory %.0f GB/s by its name; 0: unknown)\n", prop.name,
+              peaks.gbs);
+  std::printf(
+      "batch %d x %d, width %d, %d heads, %d layers, vocab %d, %zu parameters, bf16; "
+      "median of %d runs after %d warm-up\n",
+      B, T, C, H, L, V, P, reps, warmup);
+  std::printf("before: the kernels at fb02d94 (element-wise); after: worker/cuda/kernels.h\n");
+  std::printf(
+      "| op | shape | calls/step | before us | after us | after/before | after GB/s | "
+      "of peak |\n|---|---|---|---|---|---|---|---|\n");
+  double before_step = 0, after_step = 0;
+  for (const Case& c : cases) {
+    const double tb_us = MedianUs(c.before, reps, warmup, start, stop);
+    const double ta_us = MedianUs(c.after, reps, warmup, start, stop);
+    const double gbs = c.bytes / (ta_us * 1e-6) / 1e9;
+    before_step += c.calls * tb_us;
+    after_step += c.calls * ta_us;
+    const std::string share =
+        peaks.gbs > 0 ? absl::StrFormat("%.0f %%", 100 * gbs / peaks.gbs) : std::string("n/a");
+    std::printf("| %s | %s | %d | %.1f | %.1f | %.2f | %.0f | %s |\n", c.op.c_str(),
+                c.shape.c_str(), c.calls, tb_us, ta_us, ta_us / tb_us, gbs, share.c_str());
+  }
+  std::printf("| per step (calls x median) | | | %.0f | %.0f | %.2f | | |\n", before_step,
+              after_step, after_step / before_step);
+  std::printf("forge-gpu-kernels: before_us_per_step=%.1f after_us_per_step=%.1f\n", before_step,
+              after_step);
+  return 0;
+}
+
+}  // namespace
+}  // namespace forge::cuda
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return forge::cuda::Run();
+}
