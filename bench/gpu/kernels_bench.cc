@@ -17,11 +17,14 @@
 //
 // The inputs are hashes, not a model's values, and the kernels run in place where the trainer
 // runs them in place (cross-entropy, AdamW), so later repetitions see earlier outputs; the
-// timings do not depend on the values. Correctness is the gpu tests' job (kernels_test.cc),
-// not this program's.
+// timings do not depend on the values. Before timing, each pair runs once on the same fresh
+// inputs and "agree" is their largest output difference relative to the output's scale; over
+// 1e-2 the run fails (exit 3). The kernels' correctness against the CPU engine is the gpu
+// tests' (kernels_test.cc).
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -70,12 +73,62 @@ T* Alloc(size_t n) {
   return static_cast<T*>(p);
 }
 
+// A device array a kernel writes: compared between the before and after kernels. With a
+// pitch, rows of `cols` entries `pitch` apart (the padding between is not compared).
+struct Output {
+  const void* data;
+  size_t n;
+  bool bf16;  // else fp32
+  int cols = 0, pitch = 0;
+};
+
 struct Case {
   std::string op, shape;
   int calls;     // per training step
   double bytes;  // nominal: each input read and each output written once
   std::function<cudaError_t()> before, after;
+  std::vector<Output> outputs;
 };
+
+std::vector<float> Download(const Output& o) {
+  std::vector<float> out(o.n);
+  if (o.bf16) {
+    std::vector<bf16> tmp(o.n);
+    BENCH_CHECK(cudaMemcpy(tmp.data(), o.data, o.n * sizeof(bf16), cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < o.n; ++i) out[i] = __bfloat162float(tmp[i]);
+  } else {
+    BENCH_CHECK(cudaMemcpy(out.data(), o.data, o.n * sizeof(float), cudaMemcpyDeviceToHost));
+  }
+  if (o.pitch > 0) {
+    std::vector<float> rows;
+    for (size_t r = 0; r + o.cols <= o.n; r += o.pitch) {
+      rows.insert(rows.end(), out.begin() + r, out.begin() + r + o.cols);
+    }
+    return rows;
+  }
+  return out;
+}
+
+// The largest difference between the two kernels' outputs, relative to the largest magnitude
+// in each output (so a bf16 output rounded the other way counts about 2^-8 of its scale).
+double Disagreement(const std::vector<std::vector<float>>& a,
+                    const std::vector<std::vector<float>>& b) {
+  double worst = 0;
+  for (size_t k = 0; k < a.size(); ++k) {
+    double scale = 0, diff = 0;
+    for (size_t i = 0; i < a[k].size(); ++i) {
+      scale = std::max(scale, std::fabs(double{a[k][i]}));
+      diff = std::max(diff, std::fabs(double{a[k][i]} - b[k][i]));
+      if (std::isnan(a[k][i]) != std::isnan(b[k][i])) diff = INFINITY;
+    }
+    worst = std::max(worst, scale > 0 ? diff / scale : diff);
+  }
+  return worst;
+}
+
+// Past this, the after kernel computes something else: a bf16 output rounded the other way is
+// about 4e-3 of its largest magnitude, fp32 sums in another order far less.
+constexpr double kDisagreementLimit = 1e-2;
 
 double MedianUs(const std::function<cudaError_t()>& run, int reps, int warmup, cudaEvent_t start,
                 cudaEvent_t stop) {
@@ -141,82 +194,126 @@ int Run() {
   float* norm = Alloc<float>(2);
   double* norm_scratch =
       Alloc<double>(std::max(GradNormScratchDoubles(P), before::GradNormScratchDoubles(P)));
-  BENCH_CHECK(before::Fill(logits, static_cast<size_t>(N) * ld, 1, -4.0f, 4.0f, nullptr));
-  BENCH_CHECK(before::FillTokens(tokens, N, 2, V, nullptr));
-  for (bf16* a : {x, out, dy, dx}) BENCH_CHECK(before::Fill(a, nc, 3, -1.0f, 1.0f, nullptr));
-  for (bf16* a : {h4, g4, d4}) BENCH_CHECK(before::Fill(a, nc4, 4, -3.0f, 3.0f, nullptr));
-  BENCH_CHECK(before::Fill(mean, N, 5, -0.1f, 0.1f, nullptr));
-  BENCH_CHECK(before::Fill(rstd, N, 6, 0.5f, 2.0f, nullptr));
-  for (float* a : {w, b, dw, db}) BENCH_CHECK(before::Fill(a, C4, 7, -1.0f, 1.0f, nullptr));
-  BENCH_CHECK(before::Fill(wte, static_cast<size_t>(V) * C, 8, -0.1f, 0.1f, nullptr));
-  BENCH_CHECK(before::Fill(wpe, size_t{1} * T * C, 9, -0.1f, 0.1f, nullptr));
-  BENCH_CHECK(before::Fill(params, P, 10, -0.1f, 0.1f, nullptr));
-  BENCH_CHECK(before::Fill(grads, P, 11, -1e-3f, 1e-3f, nullptr));
-  BENCH_CHECK(before::Fill(m, P, 12, -1e-4f, 1e-4f, nullptr));
-  BENCH_CHECK(before::Fill(v, P, 13, 0.0f, 1e-6f, nullptr));
-  BENCH_CHECK(cudaMemcpy(norm, std::vector<float>{1.0f, 1.0f}.data(), 2 * sizeof(float),
-                         cudaMemcpyHostToDevice));  // norm[1]: the gradient factor AdamW reads
-  BENCH_CHECK(cudaDeviceSynchronize());
+  // Every input and output refilled (the same values each time): before each kernel's
+  // agreement check, since several run in place or accumulate.
+  auto fill_all = [&] {
+    BENCH_CHECK(before::Fill(logits, static_cast<size_t>(N) * ld, 1, -4.0f, 4.0f, nullptr));
+    BENCH_CHECK(before::FillTokens(tokens, N, 2, V, nullptr));
+    uint32_t seed = 3;
+    for (bf16* a : {x, out, dy, dx}) BENCH_CHECK(before::Fill(a, nc, seed++, -1.0f, 1.0f, nullptr));
+    for (bf16* a : {h4, g4, d4}) BENCH_CHECK(before::Fill(a, nc4, seed++, -3.0f, 3.0f, nullptr));
+    BENCH_CHECK(before::Fill(mean, N, seed++, -0.1f, 0.1f, nullptr));
+    BENCH_CHECK(before::Fill(rstd, N, seed++, 0.5f, 2.0f, nullptr));
+    for (float* a : {w, b, dw, db}) BENCH_CHECK(before::Fill(a, C4, seed++, -1.0f, 1.0f, nullptr));
+    BENCH_CHECK(before::Fill(losses, N, seed++, 0.0f, 1.0f, nullptr));
+    BENCH_CHECK(before::Fill(delta, static_cast<size_t>(B) * H * T, seed++, 0.0f, 1.0f, nullptr));
+    BENCH_CHECK(before::Fill(wte, static_cast<size_t>(V) * C, seed++, -0.1f, 0.1f, nullptr));
+    BENCH_CHECK(before::Fill(wpe, size_t{1} * T * C, seed++, -0.1f, 0.1f, nullptr));
+    BENCH_CHECK(before::Fill(params, P, seed++, -0.1f, 0.1f, nullptr));
+    BENCH_CHECK(before::Fill(grads, P, seed++, -1e-3f, 1e-3f, nullptr));
+    BENCH_CHECK(before::Fill(m, P, seed++, -1e-4f, 1e-4f, nullptr));
+    BENCH_CHECK(before::Fill(v, P, seed++, 0.0f, 1e-6f, nullptr));
+    BENCH_CHECK(before::Fill(lowp, P, seed++, 0.0f, 1.0f, nullptr));
+    // norm[1]: the gradient factor AdamW reads.
+    BENCH_CHECK(cudaMemcpy(norm, std::vector<float>{1.0f, 1.0f}.data(), 2 * sizeof(float),
+                           cudaMemcpyHostToDevice));
+    BENCH_CHECK(cudaDeviceSynchronize());
+  };
 
   const float scale = 1.0f / N;
   const std::string rows = absl::StrFormat("%d x %d", N, C);
   std::vector<Case> cases;
-  cases.push_back({"embedding", rows, 1, nc * (tb + 4) + 4.0 * T * C,
+  cases.push_back({"embedding",
+                   rows,
+                   1,
+                   nc * (tb + 4) + 4.0 * T * C,
                    [&] { return before::EmbeddingForward(x, tokens, wte, wpe, B, T, C, nullptr); },
-                   [&] { return EmbeddingForward<bf16>(x, tokens, wte, wpe, B, T, C, nullptr); }});
+                   [&] { return EmbeddingForward<bf16>(x, tokens, wte, wpe, B, T, C, nullptr); },
+                   {{x, nc, true}}});
   cases.push_back(
-      {"layernorm", rows, 2 * L + 1, 2.0 * nc * tb + 8.0 * N,
+      {"layernorm",
+       rows,
+       2 * L + 1,
+       2.0 * nc * tb + 8.0 * N,
        [&] { return before::LayerNormForward(out, mean, rstd, x, w, b, N, C, nullptr); },
-       [&] { return LayerNormForward<bf16>(out, mean, rstd, x, w, b, N, C, nullptr); }});
+       [&] { return LayerNormForward<bf16>(out, mean, rstd, x, w, b, N, C, nullptr); },
+       {{out, nc, true}, {mean, size_t(N), false}, {rstd, size_t(N), false}}});
   cases.push_back(
-      {"layernorm backward", rows, 2 * L + 1, 4.0 * nc * tb + 8.0 * N,
+      {"layernorm backward",
+       rows,
+       2 * L + 1,
+       4.0 * nc * tb + 8.0 * N,
        [&] {
          return before::LayerNormBackward(dx, dw, db, scratch, dy, x, w, mean, rstd, N, C, nullptr);
        },
        [&] {
          return LayerNormBackward<bf16>(dx, dw, db, scratch, dy, x, w, mean, rstd, N, C, nullptr);
-       }});
+       },
+       {{dx, nc, true}, {dw, size_t(C), false}, {db, size_t(C), false}}});
   // The dense layers' widths: attention and MLP projections (C), qkv (3C), fc (4C).
   for (const std::pair<int, int>& width_calls : {std::pair{C, 2 * L}, {3 * C, L}, {C4, L}}) {
     const int cols = width_calls.first;
-    cases.push_back({"bias gradient", absl::StrFormat("%d x %d", N, cols), width_calls.second,
+    cases.push_back({"bias gradient",
+                     absl::StrFormat("%d x %d", N, cols),
+                     width_calls.second,
                      (static_cast<double>(N) * tb + 8.0) * cols,
                      [&, cols] { return before::BiasGrad(db, scratch, g4, N, cols, nullptr); },
-                     [&, cols] { return BiasGrad<bf16>(db, scratch, g4, N, cols, nullptr); }});
+                     [&, cols] { return BiasGrad<bf16>(db, scratch, g4, N, cols, nullptr); },
+                     {{db, size_t(cols), false}}});
   }
-  cases.push_back({"attention delta", absl::StrFormat("%d x %d, %d heads", N, C, H), L,
+  cases.push_back({"attention delta",
+                   absl::StrFormat("%d x %d, %d heads", N, C, H),
+                   L,
                    2.0 * nc * tb + 4.0 * B * H * T,
                    [&] { return before::AttentionDelta(delta, dy, x, B, T, C, H, nullptr); },
-                   [&] { return AttentionDelta<bf16>(delta, dy, x, B, T, C, H, nullptr); }});
-  cases.push_back({"gelu (no epilogue)", absl::StrFormat("%d x %d", N, C4), 0, 2.0 * nc4 * tb,
+                   [&] { return AttentionDelta<bf16>(delta, dy, x, B, T, C, H, nullptr); },
+                   {{delta, size_t{1} * B * H * T, false}}});
+  cases.push_back({"gelu (no epilogue)",
+                   absl::StrFormat("%d x %d", N, C4),
+                   0,
+                   2.0 * nc4 * tb,
                    [&] { return before::GeluForward(g4, h4, nc4, nullptr); },
-                   [&] { return GeluForward<bf16>(g4, h4, nc4, nullptr); }});
-  cases.push_back({"gelu backward (no epilogue)", absl::StrFormat("%d x %d", N, C4), 0,
-                   3.0 * nc4 * tb, [&] { return before::GeluBackward(d4, h4, g4, nc4, nullptr); },
-                   [&] { return GeluBackward<bf16>(d4, h4, g4, nc4, nullptr); }});
+                   [&] { return GeluForward<bf16>(g4, h4, nc4, nullptr); },
+                   {{g4, nc4, true}}});
+  cases.push_back({"gelu backward (no epilogue)",
+                   absl::StrFormat("%d x %d", N, C4),
+                   0,
+                   3.0 * nc4 * tb,
+                   [&] { return before::GeluBackward(d4, h4, g4, nc4, nullptr); },
+                   [&] { return GeluBackward<bf16>(d4, h4, g4, nc4, nullptr); },
+                   {{d4, nc4, true}}});
   cases.push_back(
-      {"cross-entropy + gradient", absl::StrFormat("%d x %d (pitch %d)", N, V, ld), 1,
+      {"cross-entropy + gradient",
+       absl::StrFormat("%d x %d (pitch %d)", N, V, ld),
+       1,
        2.0 * N * V * tb,
        [&] {
          return before::CrossEntropy(losses, logits, logits, tokens, scale, N, V, ld, nullptr);
        },
-       [&] {
-         return CrossEntropy<bf16>(losses, logits, logits, tokens, scale, N, V, ld, nullptr);
-       }});
+       [&] { return CrossEntropy<bf16>(losses, logits, logits, tokens, scale, N, V, ld, nullptr); },
+       {{losses, size_t(N), false}, {logits, size_t{1} * N * ld, true, V, ld}}});
   cases.push_back(
-      {"gradient norm", absl::StrFormat("%zu", P), 1, 4.0 * P,
+      {"gradient norm",
+       absl::StrFormat("%zu", P),
+       1,
+       4.0 * P,
        [&] { return before::GradNorm(norm, norm_scratch, grads, P, 1.0f, 0.0f, nullptr); },
-       [&] { return GradNorm(norm, norm_scratch, grads, P, 1.0f, 0.0f, nullptr); }});
-  // lr 0: the parameters stay put over the repetitions (the moments still move).
-  cases.push_back({"adamw", absl::StrFormat("%zu", P), 1, (28.0 + tb) * P,
-                   [&] {
-                     return before::AdamWUpdate(params, lowp, grads, m, v, P, norm + 1, 0.0f, 0.9f,
-                                                0.95f, 1e-8f, 0.1f, 1.0f, 1.0f, nullptr);
-                   },
-                   [&] {
-                     return AdamWUpdate<bf16>(params, lowp, grads, m, v, P, norm + 1, 0.0f, 0.9f,
-                                              0.95f, 1e-8f, 0.1f, 1.0f, 1.0f, nullptr);
-                   }});
+       [&] { return GradNorm(norm, norm_scratch, grads, P, 1.0f, 0.0f, nullptr); },
+       {{norm, 2, false}}});
+  cases.push_back(
+      {"adamw",
+       absl::StrFormat("%zu", P),
+       1,
+       (28.0 + tb) * P,
+       [&] {
+         return before::AdamWUpdate(params, lowp, grads, m, v, P, norm + 1, 1e-3f, 0.9f, 0.95f,
+                                    1e-8f, 0.1f, 1.0f, 1.0f, nullptr);
+       },
+       [&] {
+         return AdamWUpdate<bf16>(params, lowp, grads, m, v, P, norm + 1, 1e-3f, 0.9f, 0.95f, 1e-8f,
+                                  0.1f, 1.0f, 1.0f, nullptr);
+       },
+       {{params, P, false}, {grads, P, false}, {m, P, false}, {v, P, false}, {lowp, P, true}}});
 
   cudaEvent_t start, stop;
   BENCH_CHECK(cudaEventCreateWithFlags(&start, cudaEventDefault));
@@ -229,10 +326,24 @@ int Run() {
       B, T, C, H, L, V, P, reps, warmup);
   std::printf("before: the kernels at fb02d94 (element-wise); after: worker/cuda/kernels.h\n");
   std::printf(
+      "agree: the largest difference between the two kernels' outputs on the same inputs, "
+      "relative to each output's largest magnitude (over %.0e fails the run)\n",
+      kDisagreementLimit);
+  std::printf(
       "| op | shape | calls/step | before us | after us | after/before | after GB/s | "
-      "of peak |\n|---|---|---|---|---|---|---|---|\n");
+      "of peak | agree |\n|---|---|---|---|---|---|---|---|---|\n");
   double before_step = 0, after_step = 0;
+  bool disagreed = false;
   for (const Case& c : cases) {
+    std::vector<std::vector<float>> outputs[2];
+    for (int k = 0; k < 2; ++k) {
+      fill_all();
+      BENCH_CHECK(k == 0 ? c.before() : c.after());
+      BENCH_CHECK(cudaDeviceSynchronize());
+      for (const Output& o : c.outputs) outputs[k].push_back(Download(o));
+    }
+    const double disagreement = Disagreement(outputs[0], outputs[1]);
+    disagreed |= !(disagreement <= kDisagreementLimit);
     const double tb_us = MedianUs(c.before, reps, warmup, start, stop);
     const double ta_us = MedianUs(c.after, reps, warmup, start, stop);
     const double gbs = c.bytes / (ta_us * 1e-6) / 1e9;
@@ -240,11 +351,17 @@ int Run() {
     after_step += c.calls * ta_us;
     const std::string share =
         peaks.gbs > 0 ? absl::StrFormat("%.0f %%", 100 * gbs / peaks.gbs) : std::string("n/a");
-    std::printf("| %s | %s | %d | %.1f | %.1f | %.2f | %.0f | %s |\n", c.op.c_str(),
-                c.shape.c_str(), c.calls, tb_us, ta_us, ta_us / tb_us, gbs, share.c_str());
+    std::printf("| %s | %s | %d | %.1f | %.1f | %.2f | %.0f | %s | %.1e%s |\n", c.op.c_str(),
+                c.shape.c_str(), c.calls, tb_us, ta_us, ta_us / tb_us, gbs, share.c_str(),
+                disagreement, disagreement <= kDisagreementLimit ? "" : " FAILS");
   }
-  std::printf("| per step (calls x median) | | | %.0f | %.0f | %.2f | | |\n", before_step,
+  std::printf("| per step (calls x median) | | | %.0f | %.0f | %.2f | | | |\n", before_step,
               after_step, after_step / before_step);
+  if (disagreed) {
+    std::fprintf(stderr,
+                 "forge-bench-gpu-kernels: the before and after kernels disagree (FAILS)\n");
+    return 3;
+  }
   std::printf("forge-gpu-kernels: before_us_per_step=%.1f after_us_per_step=%.1f\n", before_step,
               after_step);
   return 0;
