@@ -21,8 +21,9 @@
 // inputs and "agree" is their worst output entry's difference in units of what rounding
 // explains (Disagreement); over 1 the run fails (exit 3). Each timed run follows a write of
 // twice the L2 cache, so inputs come from memory, and all runs are queued before the first
-// is waited for, so launch latency is not timed. The trainer runs AdamW once per run of
-// decayed or undecayed tensors (about 100 launches); here it is one launch over them all. The
+// is waited for, so launch latency is not timed. AdamW: one launch over all parameters, as
+// the trainer now runs it (AdamWUpdateSpans); before, the trainer launched it once per span
+// of decayed or undecayed tensors (about 8 a layer), which this table does not count. The
 // kernels' correctness against the CPU engine is the gpu tests' (kernels_test.cc).
 #include <cuda_runtime_api.h>
 

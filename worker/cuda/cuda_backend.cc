@@ -95,12 +95,6 @@ std::string FlashRefusal(const cudaDeviceProp& prop, int head_size) {
   return "";
 }
 
-// A run of consecutive tensors with the same weight-decay setting: one AdamW launch.
-struct DecayRun {
-  size_t offset, count;
-  bool decay;
-};
-
 template <typename T>
 class CudaGpt final : public engine::ModelBackend {
  public:
@@ -370,7 +364,8 @@ class CudaGpt final : public engine::ModelBackend {
   const CudaBackendOptions options_;
   const std::vector<ParamInfo> layout_;
   const GptOffsets offsets_;
-  std::vector<DecayRun> decay_runs_;
+  // The parameter buffer in spans of consecutive tensors that share a weight decay (AdamW).
+  std::vector<DecaySpan> decay_spans_;
   std::string description_;
 
   cudaStream_t stream_ = nullptr;       // everything but the gradient all-reduce
@@ -501,14 +496,21 @@ absl::Status CudaGpt<T>::Init() {
   for (cudaEvent_t& e : events_) {
     FORGE_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   }
+  size_t end = 0;
   for (const ParamInfo& p : layout_) {
-    const bool decay = engine::IsDecayed(p);
-    if (!decay_runs_.empty() && decay_runs_.back().decay == decay &&
-        decay_runs_.back().offset + decay_runs_.back().count == p.offset) {
-      decay_runs_.back().count += p.count;
-    } else {
-      decay_runs_.push_back({p.offset, p.count, decay});
+    if (p.offset != end) {
+      return absl::InternalError(absl::StrCat("cuda backend: parameter ", p.name, " at ", p.offset,
+                                              ", not right after the one before (", end, ")"));
     }
+    end = p.offset + p.count;
+    const float wd = engine::IsDecayed(p) ? config_.adamw.weight_decay : 0.0f;
+    if (decay_spans_.empty() || decay_spans_.back().weight_decay != wd) {
+      decay_spans_.push_back({p.offset, wd});
+    }
+  }
+  if (end != num_params()) {
+    return absl::InternalError(absl::StrCat("cuda backend: the parameters end at ", end,
+                                            ", not at the buffer's end (", num_params(), ")"));
   }
   // Attention. Auto: flash (tensor cores, fused) in bf16 where the head size allows, else the
   // GEMMs when their scores fit, else the fused CUDA-core kernels. The GEMM attention's scratch
@@ -845,12 +847,10 @@ absl::StatusOr<double> CudaGpt<T>::OptimizerStep(float grad_scale, double max_no
       1.0f / (1.0f - static_cast<float>(std::pow(double{o.beta1}, double(adam_step_))));
   const float c2 =
       1.0f / (1.0f - static_cast<float>(std::pow(double{o.beta2}, double(adam_step_))));
-  for (const DecayRun& r : decay_runs_) {
-    FORGE_CUDA_RETURN_IF_ERROR(AdamWUpdate<T>(
-        P(r.offset), kExact ? nullptr : lowp_.get() + r.offset, G(r.offset), m_.get() + r.offset,
-        v_.get() + r.offset, r.count, norm_.get() + 1, lr, o.beta1, o.beta2, o.eps,
-        r.decay ? o.weight_decay : 0.0f, c1, c2, stream_));
-  }
+  FORGE_CUDA_RETURN_IF_ERROR(
+      AdamWUpdateSpans<T>(P(0), kExact ? nullptr : lowp_.get(), G(0), m_.get(), v_.get(),
+                          num_params(), decay_spans_.data(), static_cast<int>(decay_spans_.size()),
+                          norm_.get() + 1, lr, o.beta1, o.beta2, o.eps, c1, c2, stream_));
   // Reads weight, gradient and both moments, writes weight and moments (and the bf16 copy).
   RETURN_IF_ERROR(Mark("adamw", 0, (28.0 + (kExact ? 0 : sizeof(T))) * num_params()));
   FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_norm_.get(), norm_.get(), 2 * sizeof(float),

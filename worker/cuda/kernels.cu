@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -834,14 +835,40 @@ unsigned NormBlocks(size_t n) {
   return static_cast<unsigned>(b < kMaxNormBlocks ? (b == 0 ? 1 : b) : kMaxNormBlocks);
 }
 
+// The decay spans of one AdamW launch, passed by value (kernel parameter space): span r is
+// entries [begin[r], begin[r + 1]) with weight decay wd[r].
+struct LaunchSpans {
+  int count;
+  size_t begin[kMaxDecaySpansPerLaunch + 1];
+  float wd[kMaxDecaySpansPerLaunch];
+};
+
 template <typename T, bool kVec>
-__global__ void AdamWKernel(float* params, T* lowp, float* grads, float* m, float* v, size_t n,
-                            const float* grad_factor, float lr, float b1, float b2, float eps,
-                            float wd, float c1, float c2) {
+__global__ void AdamWKernel(float* params, T* lowp, float* grads, float* m, float* v,
+                            LaunchSpans spans, const float* grad_factor, float lr, float b1,
+                            float b2, float eps, float c1, float c2) {
   const float f = *grad_factor;
-  for (size_t c = (blockIdx.x * size_t{blockDim.x} + threadIdx.x) * kFlatChunk; c < n;
+  const size_t first = spans.begin[0], n = spans.begin[spans.count];
+  for (size_t c = first + (blockIdx.x * size_t{blockDim.x} + threadIdx.x) * kFlatChunk; c < n;
        c += size_t{gridDim.x} * blockDim.x * kFlatChunk) {
     const int size = ChunkSize(c, n);
+    // The span of entry c (the last that begins at or before it), then each entry's decay.
+    int lo = 0, hi = spans.count - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (spans.begin[mid] <= c) {
+        lo = mid;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    int r = lo;
+    float wd[kFlatChunk];
+#pragma unroll
+    for (int k = 0; k < kFlatChunk; ++k) {
+      while (k < size && c + k >= spans.begin[r + 1]) ++r;
+      wd[k] = spans.wd[r];
+    }
     float p[kFlatChunk], g[kFlatChunk], mi[kFlatChunk], vi[kFlatChunk];
     LoadChunk<kFlatChunk, kVec>(p, params + c, 0, size);
     LoadChunk<kFlatChunk, kVec>(g, grads + c, 0, size);
@@ -853,7 +880,7 @@ __global__ void AdamWKernel(float* params, T* lowp, float* grads, float* m, floa
       mi[k] = b1 * mi[k] + (1.0f - b1) * g[k];
       vi[k] = b2 * vi[k] + (1.0f - b2) * g[k] * g[k];
       const float update = (mi[k] * c1) / (sqrtf(vi[k] * c2) + eps);
-      p[k] = p[k] - lr * (update + wd * p[k]);
+      p[k] = p[k] - lr * (update + wd[k] * p[k]);
     }
     StoreChunk<kFlatChunk, kVec>(params + c, p, 0, size);
     StoreChunk<kFlatChunk, kVec>(grads + c, g, 0, size);
@@ -1068,20 +1095,47 @@ cudaError_t GradNorm(float* norm_out, double* scratch, const float* grads, size_
 }
 
 template <typename T>
+cudaError_t AdamWUpdateSpans(float* params, T* lowp, float* grads, float* m, float* v, size_t n,
+                             const DecaySpan* spans, int num_spans, const float* grad_factor,
+                             float lr, float b1, float b2, float eps, float c1, float c2,
+                             cudaStream_t stream) {
+  if (num_spans < 1 || spans[0].begin != 0) return cudaErrorInvalidValue;
+  for (int r = 0; r < num_spans; ++r) {
+    if (spans[r].begin > n || (r > 0 && spans[r].begin < spans[r - 1].begin)) {
+      return cudaErrorInvalidValue;
+    }
+  }
+  for (int s0 = 0; s0 < num_spans; s0 += kMaxDecaySpansPerLaunch) {
+    LaunchSpans ls{};
+    ls.count = std::min(kMaxDecaySpansPerLaunch, num_spans - s0);
+    for (int r = 0; r < ls.count; ++r) {
+      ls.begin[r] = spans[s0 + r].begin;
+      ls.wd[r] = spans[s0 + r].weight_decay;
+    }
+    ls.begin[ls.count] = s0 + ls.count < num_spans ? spans[s0 + ls.count].begin : n;
+    const size_t first = ls.begin[0], len = ls.begin[ls.count] - first;
+    if (len == 0) continue;
+    const unsigned blocks = Blocks((len + kFlatChunk - 1) / kFlatChunk);
+    if (IsAligned16(params + first) && IsAligned16(grads + first) && IsAligned16(m + first) &&
+        IsAligned16(v + first) && (lowp == nullptr || IsAligned16(lowp + first))) {
+      FORGE_LAUNCH((AdamWKernel<T, true>), blocks, kThreads, 0, stream, params, lowp, grads, m, v,
+                   ls, grad_factor, lr, b1, b2, eps, c1, c2);
+    } else {
+      FORGE_LAUNCH((AdamWKernel<T, false>), blocks, kThreads, 0, stream, params, lowp, grads, m, v,
+                   ls, grad_factor, lr, b1, b2, eps, c1, c2);
+    }
+  }
+  return cudaGetLastError();
+}
+
+template <typename T>
 cudaError_t AdamWUpdate(float* params, T* lowp, float* grads, float* m, float* v, size_t n,
                         const float* grad_factor, float lr, float b1, float b2, float eps,
                         float wd, float c1, float c2, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  const unsigned blocks = Blocks((n + kFlatChunk - 1) / kFlatChunk);
-  if (IsAligned16(params) && IsAligned16(grads) && IsAligned16(m) && IsAligned16(v) &&
-      (lowp == nullptr || IsAligned16(lowp))) {
-    FORGE_LAUNCH((AdamWKernel<T, true>), blocks, kThreads, 0, stream, params, lowp, grads, m, v, n,
-                 grad_factor, lr, b1, b2, eps, wd, c1, c2);
-  } else {
-    FORGE_LAUNCH((AdamWKernel<T, false>), blocks, kThreads, 0, stream, params, lowp, grads, m, v, n,
-                 grad_factor, lr, b1, b2, eps, wd, c1, c2);
-  }
-  return cudaGetLastError();
+  const DecaySpan all{0, wd};
+  return AdamWUpdateSpans(params, lowp, grads, m, v, n, &all, 1, grad_factor, lr, b1, b2, eps, c1,
+                          c2, stream);
 }
 
 template <typename T>
@@ -1121,6 +1175,9 @@ cudaError_t CastFromFloat(T* out, const float* in, size_t n, cudaStream_t stream
   template cudaError_t AdamWUpdate<T>(float*, T*, float*, float*, float*, size_t, const float*,    \
                                       float, float, float, float, float, float, float,             \
                                       cudaStream_t);                                               \
+  template cudaError_t AdamWUpdateSpans<T>(float*, T*, float*, float*, float*, size_t,             \
+                                           const DecaySpan*, int, const float*, float, float,      \
+                                           float, float, float, float, cudaStream_t);              \
   template cudaError_t CastFromFloat<T>(T*, const float*, size_t, cudaStream_t);
 
 FORGE_INSTANTIATE(float)

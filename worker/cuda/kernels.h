@@ -130,6 +130,26 @@ cudaError_t AdamWUpdate(float* params, T* lowp, float* grads, float* m, float* v
                         const float* grad_factor, float lr, float b1, float b2, float eps,
                         float wd, float c1, float c2, cudaStream_t stream);
 
+// Where a span of the parameter buffer begins, and the weight decay of its entries.
+struct DecaySpan {
+  size_t begin;
+  float weight_decay;
+};
+// Spans per kernel launch of AdamWUpdateSpans (they travel as a kernel parameter).
+inline constexpr int kMaxDecaySpansPerLaunch = 200;
+
+// AdamWUpdate over params[0..n) with each entry's weight decay from the span it lies in:
+// spans[r] covers [spans[r].begin, spans[r + 1].begin) (the last up to n); begins start at 0
+// and do not decrease (an empty span is allowed), else cudaErrorInvalidValue before anything
+// runs. One launch per kMaxDecaySpansPerLaunch spans, instead of one per span: the GPT model's
+// decayed weights and undecayed biases and LayerNorm parameters alternate (~8 spans a layer).
+// `spans` is host memory. The same bits as AdamWUpdate run span by span.
+template <typename T>
+cudaError_t AdamWUpdateSpans(float* params, T* lowp, float* grads, float* m, float* v, size_t n,
+                             const DecaySpan* spans, int num_spans, const float* grad_factor,
+                             float lr, float b1, float b2, float eps, float c1, float c2,
+                             cudaStream_t stream);
+
 // out[i] = T(in[i]).
 template <typename T>
 cudaError_t CastFromFloat(T* out, const float* in, size_t n, cudaStream_t stream);

@@ -502,6 +502,71 @@ TEST(OptimizerKernelTest, GradNormClipAndAdamWMatchTheCpu) {
   }
 }
 
+// AdamW over decay spans in one launch (per kMaxDecaySpansPerLaunch spans) against the same
+// update launched span by span: the same bits. Spans of odd sizes (chunks straddle their
+// ends), an empty one, and, second, more spans than one launch carries.
+TEST(OptimizerKernelTest, AdamWOverDecaySpansMatchesOneLaunchPerSpan) {
+  REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng(5);
+  std::vector<std::vector<DecaySpan>> cases = {
+      {{0, 0.1f}, {5, 0.0f}, {5, 0.3f}, {300, 0.0f}, {317, 0.1f}, {1024, 0.0f}, {2999, 0.2f}}};
+  std::vector<DecaySpan> many;
+  for (size_t begin = 0; begin < 4000; begin += 1 + rng() % 17) {
+    many.push_back({begin, many.size() % 2 == 0 ? 0.1f : 0.0f});
+  }
+  ASSERT_GT(many.size(), size_t{kMaxDecaySpansPerLaunch});
+  cases.push_back(many);
+  for (size_t which = 0; which < cases.size(); ++which) {
+    SCOPED_TRACE(::testing::Message() << "case " << which);
+    const std::vector<DecaySpan>& spans = cases[which];
+    const size_t n = which == 0 ? 3001 : 4000;
+    const Vec p0 = Random(n, 50), g0 = Random(n, 51, 1e-2f), m0 = Random(n, 52, 1e-3f);
+    Vec v0 = Random(n, 53, 1e-2f);
+    for (float& x : v0) x = x * x;
+    Dev<float> factor(Vec{0.5f});
+    Dev<float> ap(p0), ag(g0), am(m0), av(v0), bp(p0), bg(g0), bm(m0), bv(v0);
+    Dev<bf16> alow(n), blow(n);
+    ASSERT_EQ(AdamWUpdateSpans<bf16>(ap.get(), alow.get(), ag.get(), am.get(), av.get(), n,
+                                     spans.data(), static_cast<int>(spans.size()), factor.get(),
+                                     1e-2f, 0.9f, 0.95f, 1e-8f, 3.69f, 7.01f, nullptr),
+              cudaSuccess);
+    for (size_t r = 0; r < spans.size(); ++r) {
+      const size_t begin = spans[r].begin, end = r + 1 < spans.size() ? spans[r + 1].begin : n;
+      ASSERT_EQ(
+          AdamWUpdate<bf16>(bp.get() + begin, blow.get() + begin, bg.get() + begin,
+                            bm.get() + begin, bv.get() + begin, end - begin, factor.get(), 1e-2f,
+                            0.9f, 0.95f, 1e-8f, spans[r].weight_decay, 3.69f, 7.01f, nullptr),
+          cudaSuccess);
+    }
+    Sync();
+    ExpectSameBits(ap.Download(), bp.Download(), "params");
+    ExpectSameBits(ag.Download(), bg.Download(), "gradients");
+    ExpectSameBits(am.Download(), bm.Download(), "m");
+    ExpectSameBits(av.Download(), bv.Download(), "v");
+    ExpectSameBits(alow.Download(), blow.Download(), "bf16 copy");
+    // The decay reached the parameters: they differ from an update without it.
+    Dev<float> cp(p0), cg(g0), cm(m0), cv(v0);
+    ASSERT_EQ(AdamWUpdate<bf16>(cp.get(), nullptr, cg.get(), cm.get(), cv.get(), n, factor.get(),
+                                1e-2f, 0.9f, 0.95f, 1e-8f, 0.0f, 3.69f, 7.01f, nullptr),
+              cudaSuccess);
+    Sync();
+    const Vec without = cp.Download(), with = ap.Download();
+    EXPECT_NE(without, with);
+  }
+  // Spans that do not start at 0, go backwards or past the end are refused.
+  Dev<float> x(Vec(10, 1.0f)), factor(Vec{1.0f});
+  for (const std::vector<DecaySpan>& bad :
+       {std::vector<DecaySpan>{{1, 0.1f}}, std::vector<DecaySpan>{{0, 0.1f}, {6, 0.0f}, {4, 0.1f}},
+        std::vector<DecaySpan>{{0, 0.1f}, {11, 0.0f}}, std::vector<DecaySpan>{}}) {
+    EXPECT_EQ(AdamWUpdateSpans<bf16>(x.get(), nullptr, x.get(), x.get(), x.get(), 10, bad.data(),
+                                     static_cast<int>(bad.size()), factor.get(), 1e-3f, 0.9f, 0.95f,
+                                     1e-8f, 1.0f, 1.0f, nullptr),
+              cudaErrorInvalidValue)
+        << bad.size() << " spans";
+  }
+  EXPECT_EQ(x.Download(), Vec(10, 1.0f)) << "a refused update changes nothing";
+}
+
 TEST(DeterminismTest, AttentionBackwardGivesTheSameBitsTwice) {
   REQUIRE_CUDA_DEVICE();
 #ifdef FORGE_CUDA_EMULATION
