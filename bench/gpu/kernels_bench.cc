@@ -1,6 +1,6 @@
 // forge-bench-gpu-kernels: the CUDA backend's memory-bound kernels at a GPT-2 training shape,
 // before and after they read and wrote 16-byte packs, on the same GPU in one run. "before" is
-// the kernels as of fb02d94, kept verbatim in reference_kernels.cu; "after" is
+// the kernels as of fb02d94, kept in reference_kernels.cu; "after" is
 // worker/cuda/kernels.h, what the trainer runs.
 //
 //   forge-bench-gpu-kernels [--batch 8 --seq 1024 --width 768 --heads 12 --layers 12

@@ -1,6 +1,8 @@
 // The memory-bound kernels as they were at fb02d94, before they read and wrote 16-byte packs
 // (element-wise loads, one thread per row for the attention delta, a 1-D column reduction),
-// kept verbatim so forge-bench-gpu-kernels can time them beside today's on the same GPU. Not
+// kept so forge-bench-gpu-kernels can time them beside today's on the same GPU. Their loads
+// and stores are as they were; the block reductions (cross-entropy's, the gradient norm's)
+// call the helpers today's kernels share (kernel_math.h), which do the same sums. Not
 // used by the trainer. Also: fill kernels for the benchmark's inputs. Launches go through
 // FORGE_LAUNCH so reference_kernels_emulated.cc can run them on the emulation (a smoke test of
 // the benchmark in CI).
@@ -16,13 +18,14 @@ namespace {
 
 using cuda::GeluGradOf;
 using cuda::GeluOf;
+using cuda::kmath::BlockMaxSum;
+using cuda::kmath::BlockSum;
 using cuda::kmath::FromF;
 using cuda::kmath::kWarp;
 using cuda::kmath::MaxSumAdd;
-using cuda::kmath::MaxSumMerge;
 using cuda::kmath::ToF;
-using cuda::kmath::WarpMaxSum;
 using cuda::kmath::WarpSum;
+using cuda::kmath::WriteNormAndFactor;
 
 constexpr int kThreads = 256;
 constexpr float kLayerNormEps = 1e-5f;
@@ -168,8 +171,6 @@ __global__ void AttentionDeltaKernel(float* delta, const T* dy, const T* y, int 
 template <typename T>
 __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
                                    const int32_t* targets, float scale, int V, int ld) {
-  __shared__ float sm[kThreads / kWarp], ss[kThreads / kWarp];
-  __shared__ float row_max, row_sum;
   const int n = blockIdx.x;
   const int target = targets[n];
   const T* x = logits + static_cast<size_t>(n) * ld;
@@ -177,25 +178,11 @@ __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
   const float x_target = target >= 0 ? ToF(x[target]) : 0.0f;
   float m = -INFINITY, s = 0.0f;
   for (int j = threadIdx.x; j < V; j += blockDim.x) MaxSumAdd(m, s, ToF(x[j]));
-  // Warp tree, then warps in order.
-  WarpMaxSum(m, s);
-  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  if (lane == 0) {
-    sm[warp] = m;
-    ss[warp] = s;
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float M = sm[0], S = ss[0];
-    for (int w = 1; w < static_cast<int>(blockDim.x / kWarp); ++w) MaxSumMerge(M, S, sm[w], ss[w]);
-    row_max = M;
-    row_sum = S;
-    losses[n] = target >= 0 ? logf(S) + M - x_target : 0.0f;
-  }
-  __syncthreads();
+  BlockMaxSum(m, s);
+  if (threadIdx.x == 0) losses[n] = target >= 0 ? logf(s) + m - x_target : 0.0f;
   if (dlogits == nullptr) return;
   T* d = dlogits + static_cast<size_t>(n) * ld;
-  const float M = row_max, inv = 1.0f / row_sum;
+  const float M = m, inv = 1.0f / s;
   for (int j = threadIdx.x; j < V; j += blockDim.x) {
     if (target < 0) {
       d[j] = FromF<T>(0.0f);
@@ -207,20 +194,14 @@ __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
 }
 
 __global__ void SumSquaresKernel(double* partial, const float* g, size_t n) {
-  __shared__ double sh[kThreads];
   double acc = 0;
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n;
        i += size_t{gridDim.x} * blockDim.x) {
     const double x = g[i];
     acc += x * x;
   }
-  sh[threadIdx.x] = acc;
-  __syncthreads();
-  for (int w = blockDim.x / 2; w > 0; w >>= 1) {
-    if (static_cast<int>(threadIdx.x) < w) sh[threadIdx.x] += sh[threadIdx.x + w];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) partial[blockIdx.x] = sh[0];
+  const double sum = BlockSum<kThreads>(acc);
+  if (threadIdx.x == 0) partial[blockIdx.x] = sum;
 }
 
 __global__ void NormFinishKernel(float* norm_out, const double* partial, int parts,
@@ -228,11 +209,7 @@ __global__ void NormFinishKernel(float* norm_out, const double* partial, int par
   if (threadIdx.x != 0 || blockIdx.x != 0) return;
   double sum = 0;
   for (int p = 0; p < parts; ++p) sum += partial[p];
-  const double norm = sqrt(sum) * grad_scale;
-  double factor = grad_scale;
-  if (max_norm > 0 && norm > max_norm) factor *= max_norm / norm;
-  norm_out[0] = static_cast<float>(norm);
-  norm_out[1] = static_cast<float>(factor);
+  WriteNormAndFactor(norm_out, sum, grad_scale, max_norm);
 }
 
 unsigned NormBlocks(size_t n) {

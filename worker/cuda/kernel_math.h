@@ -62,6 +62,57 @@ __device__ __forceinline__ void WarpMaxSum(float& m, float& l) {
   }
 }
 
+// The block's (max, sum of exp) from every thread's (m, l), left in every thread's (m, l): a
+// warp tree, then thread 0 merges the warps in order. blockDim.x a multiple of 32; every
+// thread of the block must call it, once per kernel (its shared slots are not reused safely).
+__device__ __forceinline__ void BlockMaxSum(float& m, float& l) {
+  __shared__ float warp_m[kWarp], warp_l[kWarp];
+  __shared__ float block_m, block_l;
+  WarpMaxSum(m, l);
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  if (lane == 0) {
+    warp_m[warp] = m;
+    warp_l[warp] = l;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float M = warp_m[0], S = warp_l[0];
+    for (int w = 1; w < static_cast<int>(blockDim.x / kWarp); ++w) {
+      MaxSumMerge(M, S, warp_m[w], warp_l[w]);
+    }
+    block_m = M;
+    block_l = S;
+  }
+  __syncthreads();
+  m = block_m;
+  l = block_l;
+}
+
+// The sum of every thread's v over a block of kBlock threads (a power of two), in a fixed
+// tree; every thread gets it. Every thread must call it, once per kernel.
+template <int kBlock>
+__device__ __forceinline__ double BlockSum(double v) {
+  __shared__ double sh[kBlock];
+  sh[threadIdx.x] = v;
+  __syncthreads();
+  for (int w = kBlock / 2; w > 0; w >>= 1) {
+    if (static_cast<int>(threadIdx.x) < w) sh[threadIdx.x] += sh[threadIdx.x + w];
+    __syncthreads();
+  }
+  return sh[0];
+}
+
+// norm_out[0] = sqrt(sum_squares) · grad_scale; norm_out[1] = the factor to multiply raw
+// gradients by (grad_scale, times max_norm / norm where max_norm > 0 and the norm exceeds it).
+__device__ __forceinline__ void WriteNormAndFactor(float* norm_out, double sum_squares,
+                                                   float grad_scale, float max_norm) {
+  const double norm = sqrt(sum_squares) * grad_scale;
+  double factor = grad_scale;
+  if (max_norm > 0 && norm > max_norm) factor *= max_norm / norm;
+  norm_out[0] = static_cast<float>(norm);
+  norm_out[1] = static_cast<float>(factor);
+}
+
 }  // namespace forge::cuda::kmath
 
 #endif  // FORGE_WORKER_CUDA_KERNEL_MATH_H_

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
+#include <type_traits>
 
 #include "worker/cuda/gelu_math.h"
 #include "worker/cuda/kernel_math.h"
@@ -10,15 +11,27 @@
 #include "worker/cuda/launch.h"
 
 namespace forge::cuda {
+
+// The decay spans of one AdamW launch, passed by value (kernel parameter space): span r is
+// entries [begin[r], begin[r + 1]) with weight decay wd[r]. Outside the anonymous namespace:
+// the launcher's lambda captures one.
+struct LaunchSpans {
+  int count;
+  size_t begin[kMaxDecaySpansPerLaunch + 1];
+  float wd[kMaxDecaySpansPerLaunch];
+};
+
 namespace {
 
+using kmath::BlockMaxSum;
+using kmath::BlockSum;
 using kmath::FromF;
 using kmath::kWarp;
 using kmath::MaxSumAdd;
-using kmath::MaxSumMerge;
 using kmath::ToF;
 using kmath::WarpMaxSum;
 using kmath::WarpSum;
+using kmath::WriteNormAndFactor;
 
 constexpr int kThreads = 256;
 constexpr float kLayerNormEps = 1e-5f;
@@ -73,6 +86,18 @@ __device__ __forceinline__ void StorePack(T* p, const Pack16<T>& r) {
 }
 
 bool IsAligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Runs launch(std::true_type{}) where `packed` (the launcher found the pointers and pitches
+// fit 16-byte packs), else launch(std::false_type{}): the lambda passes decltype(vec)::value
+// as its kernel's kVec, so one launch statement serves both variants.
+template <typename Launch>
+void LaunchPacked(bool packed, Launch&& launch) {
+  if (packed) {
+    launch(std::true_type{});
+  } else {
+    launch(std::false_type{});
+  }
+}
 
 // Entries c .. c + kN of a row of `size` entries as floats, entries past the row reading as
 // `fill`. With kVec (the row 16-byte aligned, c a multiple of kN, kN a multiple of the pack) a
@@ -129,6 +154,9 @@ unsigned Blocks(size_t n, int threads = kThreads) {
   const size_t b = (n + threads - 1) / threads;
   return static_cast<unsigned>(b < 65535 * 16 ? (b == 0 ? 1 : b) : 65535 * 16);
 }
+
+// Blocks for one thread per kFlatChunk entries of n.
+unsigned FlatBlocks(size_t n) { return Blocks((n + kFlatChunk - 1) / kFlatChunk); }
 
 // ---------------------------------------------------------------------------- embeddings
 
@@ -361,13 +389,10 @@ void ColumnReduce(float* dbias, float* dweight, float* scratch, const T* dout, c
                   const float* mean, const float* rstd, int N, int C, cudaStream_t stream) {
   const int parts = Parts(N);
   const dim3 grid((C + kColPacks * Pack16<T>::kN - 1) / (kColPacks * Pack16<T>::kN), parts);
-  if (RowsInPacks<T>(C, {dout, inp == nullptr ? dout : inp})) {
-    FORGE_LAUNCH((ColumnPartialKernel<T, true>), grid, kThreads, 0, stream, scratch, dout, inp,
-                 mean, rstd, N, C);
-  } else {
-    FORGE_LAUNCH((ColumnPartialKernel<T, false>), grid, kThreads, 0, stream, scratch, dout, inp,
-                 mean, rstd, N, C);
-  }
+  LaunchPacked(RowsInPacks<T>(C, {dout, inp == nullptr ? dout : inp}), [&](auto vec) {
+    FORGE_LAUNCH((ColumnPartialKernel<T, decltype(vec)::value>), grid, kThreads, 0, stream, scratch,
+                 dout, inp, mean, rstd, N, C);
+  });
   FORGE_LAUNCH(ColumnFinishKernel, (C + kFinishColumns - 1) / kFinishColumns, kThreads, 0, stream,
                dbias, dweight, scratch, parts, C);
 }
@@ -742,8 +767,6 @@ template <typename T, bool kVec>
 __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
                                    const int32_t* targets, float scale, int V, int ld) {
   constexpr int kN = Pack16<T>::kN;
-  __shared__ float sm[kThreads / kWarp], ss[kThreads / kWarp];
-  __shared__ float row_max, row_sum;
   const int n = blockIdx.x;
   const int target = targets[n];
   const T* x = logits + static_cast<size_t>(n) * ld;
@@ -756,25 +779,11 @@ __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
 #pragma unroll
     for (int k = 0; k < kN; ++k) MaxSumAdd(m, s, xv[k]);
   }
-  // Warp tree, then warps in order.
-  WarpMaxSum(m, s);
-  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  if (lane == 0) {
-    sm[warp] = m;
-    ss[warp] = s;
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float M = sm[0], S = ss[0];
-    for (int w = 1; w < static_cast<int>(blockDim.x / kWarp); ++w) MaxSumMerge(M, S, sm[w], ss[w]);
-    row_max = M;
-    row_sum = S;
-    losses[n] = target >= 0 ? logf(S) + M - x_target : 0.0f;
-  }
-  __syncthreads();
+  BlockMaxSum(m, s);  // every thread has read its entries: dlogits may be written after this
+  if (threadIdx.x == 0) losses[n] = target >= 0 ? logf(s) + m - x_target : 0.0f;
   if (dlogits == nullptr) return;
   T* d = dlogits + static_cast<size_t>(n) * ld;
-  const float M = row_max, inv = 1.0f / row_sum;
+  const float M = m, inv = 1.0f / s;
   for (int c = threadIdx.x * kN; c < V; c += blockDim.x * kN) {
     float g[kN] = {};  // an ignored target's row is all zeros
     if (target >= 0) {
@@ -791,8 +800,8 @@ __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
 // ---------------------------------------------------------------------------- optimizer
 
 template <bool kVec>
-__global__ void SumSquaresKernel(double* partial, const float* g, size_t n) {
-  __shared__ double sh[kThreads];
+__global__ void __launch_bounds__(kThreads)
+    SumSquaresKernel(double* partial, const float* g, size_t n) {
   double acc = 0;
   for (size_t c = (blockIdx.x * size_t{blockDim.x} + threadIdx.x) * kFlatChunk; c < n;
        c += size_t{gridDim.x} * blockDim.x * kFlatChunk) {
@@ -801,47 +810,24 @@ __global__ void SumSquaresKernel(double* partial, const float* g, size_t n) {
 #pragma unroll
     for (int k = 0; k < kFlatChunk; ++k) acc += double{x[k]} * x[k];
   }
-  sh[threadIdx.x] = acc;
-  __syncthreads();
-  for (int w = blockDim.x / 2; w > 0; w >>= 1) {
-    if (static_cast<int>(threadIdx.x) < w) sh[threadIdx.x] += sh[threadIdx.x + w];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) partial[blockIdx.x] = sh[0];
+  const double sum = BlockSum<kThreads>(acc);
+  if (threadIdx.x == 0) partial[blockIdx.x] = sum;
 }
 
 // One block: thread t sums partials t, t + blockDim, ... in order, then a fixed tree.
-__global__ void NormFinishKernel(float* norm_out, const double* partial, int parts,
-                                 float grad_scale, float max_norm) {
-  __shared__ double sh[kThreads];
+__global__ void __launch_bounds__(kThreads)
+    NormFinishKernel(float* norm_out, const double* partial, int parts, float grad_scale,
+                     float max_norm) {
   double acc = 0;
   for (int p = threadIdx.x; p < parts; p += blockDim.x) acc += partial[p];
-  sh[threadIdx.x] = acc;
-  __syncthreads();
-  for (int w = blockDim.x / 2; w > 0; w >>= 1) {
-    if (static_cast<int>(threadIdx.x) < w) sh[threadIdx.x] += sh[threadIdx.x + w];
-    __syncthreads();
-  }
-  if (threadIdx.x != 0) return;
-  const double norm = sqrt(sh[0]) * grad_scale;
-  double factor = grad_scale;
-  if (max_norm > 0 && norm > max_norm) factor *= max_norm / norm;
-  norm_out[0] = static_cast<float>(norm);
-  norm_out[1] = static_cast<float>(factor);
+  const double sum = BlockSum<kThreads>(acc);
+  if (threadIdx.x == 0) WriteNormAndFactor(norm_out, sum, grad_scale, max_norm);
 }
 
 unsigned NormBlocks(size_t n) {
   const size_t b = (n + size_t{kThreads} * kFlatChunk - 1) / (size_t{kThreads} * kFlatChunk);
   return static_cast<unsigned>(b < kMaxNormBlocks ? (b == 0 ? 1 : b) : kMaxNormBlocks);
 }
-
-// The decay spans of one AdamW launch, passed by value (kernel parameter space): span r is
-// entries [begin[r], begin[r + 1]) with weight decay wd[r].
-struct LaunchSpans {
-  int count;
-  size_t begin[kMaxDecaySpansPerLaunch + 1];
-  float wd[kMaxDecaySpansPerLaunch];
-};
 
 template <typename T, bool kVec>
 __global__ void AdamWKernel(float* params, T* lowp, float* grads, float* m, float* v,
@@ -906,13 +892,11 @@ template <typename T>
 cudaError_t EmbeddingForward(T* out, const int32_t* tokens, const float* wte, const float* wpe,
                              int B, int Tq, int C, cudaStream_t stream) {
   const size_t chunks = static_cast<size_t>(B) * Tq * ((C + kFlatChunk - 1) / kFlatChunk);
-  if (C % kFlatChunk == 0 && IsAligned16(out) && IsAligned16(wte) && IsAligned16(wpe)) {
-    FORGE_LAUNCH((EmbeddingForwardKernel<T, true>), Blocks(chunks), kThreads, 0, stream, out,
-                 tokens, wte, wpe, Tq, C, chunks);
-  } else {
-    FORGE_LAUNCH((EmbeddingForwardKernel<T, false>), Blocks(chunks), kThreads, 0, stream, out,
-                 tokens, wte, wpe, Tq, C, chunks);
-  }
+  LaunchPacked(C % kFlatChunk == 0 && IsAligned16(out) && IsAligned16(wte) && IsAligned16(wpe),
+               [&](auto vec) {
+                 FORGE_LAUNCH((EmbeddingForwardKernel<T, decltype(vec)::value>), Blocks(chunks),
+                              kThreads, 0, stream, out, tokens, wte, wpe, Tq, C, chunks);
+               });
   return cudaGetLastError();
 }
 
@@ -938,13 +922,10 @@ cudaError_t LayerNormForward(T* out, float* mean, float* rstd, const T* inp, con
                              const float* bias, int N, int C, cudaStream_t stream) {
   const int rows_per_block = kThreads / kWarp;
   const unsigned blocks = (N + rows_per_block - 1) / rows_per_block;
-  if (RowsInPacks<T>(C, {out, inp, weight, bias})) {
-    FORGE_LAUNCH((LayerNormForwardKernel<T, true>), blocks, kThreads, 0, stream, out, mean, rstd,
-                 inp, weight, bias, N, C);
-  } else {
-    FORGE_LAUNCH((LayerNormForwardKernel<T, false>), blocks, kThreads, 0, stream, out, mean, rstd,
-                 inp, weight, bias, N, C);
-  }
+  LaunchPacked(RowsInPacks<T>(C, {out, inp, weight, bias}), [&](auto vec) {
+    FORGE_LAUNCH((LayerNormForwardKernel<T, decltype(vec)::value>), blocks, kThreads, 0, stream,
+                 out, mean, rstd, inp, weight, bias, N, C);
+  });
   return cudaGetLastError();
 }
 
@@ -959,13 +940,10 @@ cudaError_t LayerNormBackward(T* dinp, float* dweight, float* dbias, float* scra
   if (Parts(N) > kMaxParts) return cudaErrorInvalidValue;
   const int rows_per_block = kThreads / kWarp;
   const unsigned blocks = (N + rows_per_block - 1) / rows_per_block;
-  if (RowsInPacks<T>(C, {dinp, dout, inp, weight})) {
-    FORGE_LAUNCH((LayerNormBackwardInputKernel<T, true>), blocks, kThreads, 0, stream, dinp, dout,
-                 inp, weight, mean, rstd, N, C);
-  } else {
-    FORGE_LAUNCH((LayerNormBackwardInputKernel<T, false>), blocks, kThreads, 0, stream, dinp, dout,
-                 inp, weight, mean, rstd, N, C);
-  }
+  LaunchPacked(RowsInPacks<T>(C, {dinp, dout, inp, weight}), [&](auto vec) {
+    FORGE_LAUNCH((LayerNormBackwardInputKernel<T, decltype(vec)::value>), blocks, kThreads, 0,
+                 stream, dinp, dout, inp, weight, mean, rstd, N, C);
+  });
   ColumnReduce<T>(dbias, dweight, scratch, dout, inp, mean, rstd, N, C, stream);
   return cudaGetLastError();
 }
@@ -980,23 +958,21 @@ cudaError_t BiasGrad(float* dbias, float* scratch, const T* dout, int N, int C,
 
 template <typename T>
 cudaError_t GeluForward(T* out, const T* inp, size_t n, cudaStream_t stream) {
-  const unsigned blocks = Blocks((n + kFlatChunk - 1) / kFlatChunk);
-  if (IsAligned16(out) && IsAligned16(inp)) {
-    FORGE_LAUNCH((GeluForwardKernel<T, true>), blocks, kThreads, 0, stream, out, inp, n);
-  } else {
-    FORGE_LAUNCH((GeluForwardKernel<T, false>), blocks, kThreads, 0, stream, out, inp, n);
-  }
+  const unsigned blocks = FlatBlocks(n);
+  LaunchPacked(IsAligned16(out) && IsAligned16(inp), [&](auto vec) {
+    FORGE_LAUNCH((GeluForwardKernel<T, decltype(vec)::value>), blocks, kThreads, 0, stream, out,
+                 inp, n);
+  });
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t GeluBackward(T* dinp, const T* inp, const T* dout, size_t n, cudaStream_t stream) {
-  const unsigned blocks = Blocks((n + kFlatChunk - 1) / kFlatChunk);
-  if (IsAligned16(dinp) && IsAligned16(inp) && IsAligned16(dout)) {
-    FORGE_LAUNCH((GeluBackwardKernel<T, true>), blocks, kThreads, 0, stream, dinp, inp, dout, n);
-  } else {
-    FORGE_LAUNCH((GeluBackwardKernel<T, false>), blocks, kThreads, 0, stream, dinp, inp, dout, n);
-  }
+  const unsigned blocks = FlatBlocks(n);
+  LaunchPacked(IsAligned16(dinp) && IsAligned16(inp) && IsAligned16(dout), [&](auto vec) {
+    FORGE_LAUNCH((GeluBackwardKernel<T, decltype(vec)::value>), blocks, kThreads, 0, stream, dinp,
+                 inp, dout, n);
+  });
   return cudaGetLastError();
 }
 
@@ -1015,13 +991,11 @@ cudaError_t AttentionDelta(float* delta, const T* dy, const T* y, int B, int Tq,
                            cudaStream_t stream) {
   const size_t rows = static_cast<size_t>(B) * H * Tq;
   const unsigned blocks = Blocks(rows * kDeltaLanes);
-  if ((C / H) % Pack16<T>::kN == 0 && C % Pack16<T>::kN == 0 && IsAligned16(dy) && IsAligned16(y)) {
-    FORGE_LAUNCH((AttentionDeltaKernel<T, true>), blocks, kThreads, 0, stream, delta, dy, y, B, Tq,
-                 C, H);
-  } else {
-    FORGE_LAUNCH((AttentionDeltaKernel<T, false>), blocks, kThreads, 0, stream, delta, dy, y, B, Tq,
-                 C, H);
-  }
+  // C = H · head size, so rows start on packs when the head size is whole packs.
+  LaunchPacked((C / H) % Pack16<T>::kN == 0 && IsAligned16(dy) && IsAligned16(y), [&](auto vec) {
+    FORGE_LAUNCH((AttentionDeltaKernel<T, decltype(vec)::value>), blocks, kThreads, 0, stream,
+                 delta, dy, y, B, Tq, C, H);
+  });
   return cudaGetLastError();
 }
 
@@ -1068,14 +1042,12 @@ template <typename T>
 cudaError_t CrossEntropy(float* losses, T* dlogits, const T* logits, const int32_t* targets,
                          float scale, int N, int V, int ld, cudaStream_t stream) {
   if (ld < V) return cudaErrorInvalidValue;
-  if (ld % Pack16<T>::kN == 0 && IsAligned16(logits) &&
-      (dlogits == nullptr || IsAligned16(dlogits))) {
-    FORGE_LAUNCH((CrossEntropyKernel<T, true>), N, kThreads, 0, stream, losses, dlogits, logits,
-                 targets, scale, V, ld);
-  } else {
-    FORGE_LAUNCH((CrossEntropyKernel<T, false>), N, kThreads, 0, stream, losses, dlogits, logits,
-                 targets, scale, V, ld);
-  }
+  const bool packed = ld % Pack16<T>::kN == 0 && IsAligned16(logits) &&
+                      (dlogits == nullptr || IsAligned16(dlogits));
+  LaunchPacked(packed, [&](auto vec) {
+    FORGE_LAUNCH((CrossEntropyKernel<T, decltype(vec)::value>), N, kThreads, 0, stream, losses,
+                 dlogits, logits, targets, scale, V, ld);
+  });
   return cudaGetLastError();
 }
 
@@ -1084,11 +1056,10 @@ size_t GradNormScratchDoubles(size_t n) { return NormBlocks(n); }
 cudaError_t GradNorm(float* norm_out, double* scratch, const float* grads, size_t n,
                      float grad_scale, float max_norm, cudaStream_t stream) {
   const unsigned parts = NormBlocks(n);
-  if (IsAligned16(grads)) {
-    FORGE_LAUNCH(SumSquaresKernel<true>, parts, kThreads, 0, stream, scratch, grads, n);
-  } else {
-    FORGE_LAUNCH(SumSquaresKernel<false>, parts, kThreads, 0, stream, scratch, grads, n);
-  }
+  LaunchPacked(IsAligned16(grads), [&](auto vec) {
+    FORGE_LAUNCH((SumSquaresKernel<decltype(vec)::value>), parts, kThreads, 0, stream, scratch,
+                 grads, n);
+  });
   FORGE_LAUNCH(NormFinishKernel, 1, kThreads, 0, stream, norm_out, scratch, static_cast<int>(parts),
                grad_scale, max_norm);
   return cudaGetLastError();
@@ -1115,24 +1086,21 @@ cudaError_t AdamWUpdateSpans(float* params, T* lowp, float* grads, float* m, flo
     ls.begin[ls.count] = s0 + ls.count < num_spans ? spans[s0 + ls.count].begin : n;
     const size_t first = ls.begin[0], len = ls.begin[ls.count] - first;
     if (len == 0) continue;
-    const unsigned blocks = Blocks((len + kFlatChunk - 1) / kFlatChunk);
-    if (IsAligned16(params + first) && IsAligned16(grads + first) && IsAligned16(m + first) &&
-        IsAligned16(v + first) && (lowp == nullptr || IsAligned16(lowp + first))) {
-      FORGE_LAUNCH((AdamWKernel<T, true>), blocks, kThreads, 0, stream, params, lowp, grads, m, v,
-                   ls, grad_factor, lr, b1, b2, eps, c1, c2);
-    } else {
-      FORGE_LAUNCH((AdamWKernel<T, false>), blocks, kThreads, 0, stream, params, lowp, grads, m, v,
-                   ls, grad_factor, lr, b1, b2, eps, c1, c2);
-    }
+    const bool packed = IsAligned16(params + first) && IsAligned16(grads + first) &&
+                        IsAligned16(m + first) && IsAligned16(v + first) &&
+                        (lowp == nullptr || IsAligned16(lowp + first));
+    LaunchPacked(packed, [&](auto vec) {
+      FORGE_LAUNCH((AdamWKernel<T, decltype(vec)::value>), FlatBlocks(len), kThreads, 0, stream,
+                   params, lowp, grads, m, v, ls, grad_factor, lr, b1, b2, eps, c1, c2);
+    });
   }
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t AdamWUpdate(float* params, T* lowp, float* grads, float* m, float* v, size_t n,
-                        const float* grad_factor, float lr, float b1, float b2, float eps,
-                        float wd, float c1, float c2, cudaStream_t stream) {
-  if (n == 0) return cudaSuccess;
+                        const float* grad_factor, float lr, float b1, float b2, float eps, float wd,
+                        float c1, float c2, cudaStream_t stream) {
   const DecaySpan all{0, wd};
   return AdamWUpdateSpans(params, lowp, grads, m, v, n, &all, 1, grad_factor, lr, b1, b2, eps, c1,
                           c2, stream);
