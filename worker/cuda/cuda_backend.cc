@@ -354,8 +354,7 @@ class CudaGpt final : public engine::ModelBackend {
     RETURN_IF_ERROR(Mark(op, 4.0 * M * K * N));
     if (dbias != nullptr) {
       FORGE_CUDA_RETURN_IF_ERROR(BiasGrad<T>(dbias, col_scratch_.get(), dout, M, N, stream_));
-      // dout read; the bias gradient read and written.
-      RETURN_IF_ERROR(Mark("bias gradient", 0, (static_cast<double>(M) * sizeof(T) + 8.0) * N));
+      RETURN_IF_ERROR(Mark("bias gradient", 0, nominal_bytes::BiasGradient(M, N, sizeof(T))));
     }
     return absl::OkStatus();
   }
@@ -650,10 +649,10 @@ absl::StatusOr<int> CudaGpt<T>::Forward(const int32_t* tokens, const int32_t* ta
 
   // For the profile: nominal FLOPs of the products, bytes of the memory-bound kernels.
   const double nc = static_cast<double>(N) * C, tb = sizeof(T);
-  const double layernorm_bytes = 2 * nc * tb + 8.0 * N;
+  const double layernorm_bytes = nominal_bytes::LayerNorm(N, C, tb);
   FORGE_CUDA_RETURN_IF_ERROR(
       EmbeddingForward<T>(A(encoded_), tokens_.get(), P(offsets_.wte), P(offsets_.wpe), B, Tq, C, stream_));
-  RETURN_IF_ERROR(Mark("embedding", 0, nc * (tb + 4) + 4.0 * Tq * C));
+  RETURN_IF_ERROR(Mark("embedding", 0, nominal_bytes::Embedding(N, Tq, C, tb)));
   for (int l = 0; l < s.layers; ++l) {
     const GptLayerOffsets& w = offsets_.layers[l];
     const LayerActs& a = layer_acts_[l];
@@ -690,8 +689,7 @@ absl::StatusOr<int> CudaGpt<T>::Forward(const int32_t* tokens, const int32_t* ta
   FORGE_CUDA_RETURN_IF_ERROR(CrossEntropy<T>(S(losses_), backward ? A(logits_) : nullptr,
                                              A(logits_), targets_.get(), scale, N, V, logits_ld_,
                                              stream_));
-  // The logits read, and with the backward their gradient written.
-  RETURN_IF_ERROR(Mark("cross-entropy", 0, (backward ? 2 : 1) * static_cast<double>(N) * V * tb));
+  RETURN_IF_ERROR(Mark("cross-entropy", 0, nominal_bytes::CrossEntropy(N, V, tb, backward)));
   FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_losses_.get(), S(losses_), N * sizeof(float),
                                              cudaMemcpyDeviceToHost, stream_));
   RETURN_IF_ERROR(Mark("download losses"));
@@ -717,9 +715,8 @@ absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
   T* d4c = grad_acts_.get() + d4c_;
   reduce_calls_ = 0;
 
-  // For the profile: bytes of the LayerNorm backward (reads dy and x, adds into dres).
-  const double tb = sizeof(T);
-  const double layernorm_bytes = 4.0 * N * C * tb + 8.0 * N;
+  const double tb = sizeof(T);  // for the profile's bytes
+  const double layernorm_bytes = nominal_bytes::LayerNormBackward(N, C, tb);
   // logits_ holds dLoss/dlogits (the fused cross-entropy).
   RETURN_IF_ERROR(DenseBackward("matmul logits backward", dc, G(offsets_.wte), nullptr, A(logits_),
                                 A(lnf_), W(offsets_.wte), WeightLayout::kOutIn, N, C, V, nullptr,
@@ -766,9 +763,7 @@ absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
                                                      bucket_start_.get(), bucket_token_.get(),
                                                      buckets_, C, stream_));
   FORGE_CUDA_RETURN_IF_ERROR(EmbeddingBackwardWpe<T>(G(offsets_.wpe), dres, B, Tq, C, stream_));
-  // dres read; the touched rows of dwte and of dwpe read and written (repeated tokens count
-  // once per position, so an upper bound).
-  RETURN_IF_ERROR(Mark("embedding backward", 0, N * C * (tb + 8.0) + 8.0 * Tq * C));
+  RETURN_IF_ERROR(Mark("embedding backward", 0, nominal_bytes::EmbeddingBackward(N, Tq, C, tb)));
   if (reduce) RETURN_IF_ERROR(ReduceAsync(offsets_.wte, offsets_.layers[0].ln1_w - offsets_.wte));
   return absl::OkStatus();
 }
@@ -840,7 +835,7 @@ absl::StatusOr<double> CudaGpt<T>::OptimizerStep(float grad_scale, double max_no
   FORGE_CUDA_RETURN_IF_ERROR(GradNorm(norm_.get(), norm_scratch_.get(), grads_.get(),
                                       num_params(), grad_scale, static_cast<float>(max_norm),
                                       stream_));
-  RETURN_IF_ERROR(Mark("gradient norm", 0, 4.0 * num_params()));
+  RETURN_IF_ERROR(Mark("gradient norm", 0, nominal_bytes::GradientNorm(num_params())));
   ++adam_step_;
   const engine::AdamWOptions& o = config_.adamw;
   const float c1 =
@@ -851,8 +846,8 @@ absl::StatusOr<double> CudaGpt<T>::OptimizerStep(float grad_scale, double max_no
       AdamWUpdateSpans<T>(P(0), kExact ? nullptr : lowp_.get(), G(0), m_.get(), v_.get(),
                           num_params(), decay_spans_.data(), static_cast<int>(decay_spans_.size()),
                           norm_.get() + 1, lr, o.beta1, o.beta2, o.eps, c1, c2, stream_));
-  // Reads weight, gradient and both moments, writes weight and moments (and the bf16 copy).
-  RETURN_IF_ERROR(Mark("adamw", 0, (28.0 + (kExact ? 0 : sizeof(T))) * num_params()));
+  RETURN_IF_ERROR(
+      Mark("adamw", 0, nominal_bytes::AdamW(num_params(), kExact ? 0.0 : double{sizeof(T)})));
   FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_norm_.get(), norm_.get(), 2 * sizeof(float),
                                              cudaMemcpyDeviceToHost, stream_));
   RETURN_IF_ERROR(ProfileEnd());

@@ -32,6 +32,7 @@
 namespace forge::cuda {
 namespace {
 
+using testing::AfterPadding;
 using testing::Dev;
 using testing::DevInts;
 using testing::ExpectClose;
@@ -155,11 +156,7 @@ TYPED_TEST(KernelTest, GeluForwardAndBackward) {
   engine::GeluBackward<float>(dinp.data(), x.data(), dy.data(), n, this->pool_);
   for (const size_t offset : {size_t{0}, size_t{1}}) {
     SCOPED_TRACE(::testing::Message() << "offset " << offset);
-    auto at = [&](const Vec& v) {  // v after `offset` entries of padding
-      Vec padded(offset, 5.0f);
-      padded.insert(padded.end(), v.begin(), v.end());
-      return padded;
-    };
+    auto at = [&](const Vec& v) { return AfterPadding(offset, v); };
     Dev<T> gx(at(x)), gout(Vec(n + offset, 5.0f)), gdy(at(dy));
     ASSERT_EQ(GeluForward<T>(gout.get() + offset, gx.get() + offset, n, nullptr), cudaSuccess);
     ASSERT_EQ(
@@ -474,11 +471,7 @@ TEST(OptimizerKernelTest, GradNormClipAndAdamWMatchTheCpu) {
   // entry past them (the element-wise loops).
   for (const size_t offset : {size_t{0}, size_t{1}}) {
     SCOPED_TRACE(::testing::Message() << "offset " << offset);
-    auto at = [&](const Vec& x) {  // x after `offset` entries of padding
-      Vec padded(offset, 5.0f);
-      padded.insert(padded.end(), x.begin(), x.end());
-      return padded;
-    };
+    auto at = [&](const Vec& v) { return AfterPadding(offset, v); };
     auto from = [&](const Vec& x) { return Vec(x.begin() + offset, x.end()); };
     Dev<float> gg(at(grads)), gp(at(params0)), gm(at(m0)), gv(at(v0)), norm(2);
     Dev<bf16> lowp(n + offset);

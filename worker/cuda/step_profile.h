@@ -68,6 +68,35 @@ class StepProfile {
   std::vector<Op> ops_;
 };
 
+// Nominal bytes of the memory-bound kernels, each input read once and each output written
+// once, as the backend marks them and forge-bench-gpu-kernels reports them. N rows (tokens),
+// C the width, tb bytes per activation; statistics (mean, rstd) and parameters are fp32.
+namespace nominal_bytes {
+// wte rows and wpe read (fp32), the activations written.
+inline double Embedding(double N, double T, double C, double tb) {
+  return N * C * (tb + 4) + 4 * T * C;
+}
+// dres read; the touched rows of dwte and dwpe read and written (an upper bound: repeated
+// tokens count once per position).
+inline double EmbeddingBackward(double N, double T, double C, double tb) {
+  return N * C * (tb + 8) + 8 * T * C;
+}
+// x read, y written, mean and rstd written.
+inline double LayerNorm(double N, double C, double tb) { return 2 * N * C * tb + 8 * N; }
+// dy and x read, dinp read and written, mean and rstd read.
+inline double LayerNormBackward(double N, double C, double tb) { return 4 * N * C * tb + 8 * N; }
+// dout read; the bias gradient read and written.
+inline double BiasGradient(double N, double cols, double tb) { return (N * tb + 8) * cols; }
+// The logits read, and with the backward their gradient written.
+inline double CrossEntropy(double N, double V, double tb, bool backward) {
+  return (backward ? 2 : 1) * N * V * tb;
+}
+inline double GradientNorm(double params) { return 4 * params; }
+// Weight, gradient and both moments read and written (the gradient as scaled and clipped),
+// and the low-precision copy written (lowp_tb bytes each; 0 without one).
+inline double AdamW(double params, double lowp_tb) { return (32 + lowp_tb) * params; }
+}  // namespace nominal_bytes
+
 }  // namespace forge::cuda
 
 #endif  // FORGE_WORKER_CUDA_STEP_PROFILE_H_

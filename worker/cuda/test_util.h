@@ -184,6 +184,13 @@ inline void ExpectSameBits(const Vec& got, const Vec& want, const char* what) {
   }
 }
 
+// `v` after `offset` entries of `pad`: to put a test's arrays off a 16-byte boundary.
+inline Vec AfterPadding(size_t offset, const Vec& v, float pad = 5.0f) {
+  Vec out(offset, pad);
+  out.insert(out.end(), v.begin(), v.end());
+  return out;
+}
+
 // The first `cols` elements of each of `rows` rows `ld` apart, packed; fails the test where
 // the padding past `cols` no longer holds `pad` (the kernel wrote it), naming the first such
 // element.
