@@ -759,10 +759,11 @@ __global__ void AttentionSoftmaxBackwardKernel(T* probs, T* dscores, const float
 
 // ---------------------------------------------------------------------------- cross-entropy
 
-// One block per row: an online (max, sum of exp) per thread, combined in a fixed tree. Thread
-// t owns the row's chunks of kN entries t, t + blockDim, ...; with kVec (the row pitch a
-// multiple of 16 bytes, the pointers aligned) a chunk wholly inside the row is read and
-// written as one 16-byte pack. The padding past V is neither read nor written.
+// The streaming kernel, for rows too long to hold (below) or unaligned: one block per row, an
+// online (max, sum of exp) per thread, combined in a fixed tree, then a second read of the row
+// for the gradient. Thread t owns the row's chunks of kN entries t, t + blockDim, ...; with
+// kVec (the row pitch a multiple of 16 bytes, the pointers aligned) a chunk wholly inside the
+// row is read and written as one 16-byte pack. The padding past V is neither read nor written.
 template <typename T, bool kVec>
 __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
                                    const int32_t* targets, float scale, int V, int ld) {
@@ -794,6 +795,114 @@ __global__ void CrossEntropyKernel(float* losses, T* dlogits, const T* logits,
       }
     }
     StoreChunk<kN, kVec>(d, g, c, V);
+  }
+}
+
+// The row held in registers: where the launcher finds the row fits (V <= blockDim · kN ·
+// kHeldPacks) and the pointers and pitch take 16-byte packs, each thread loads its packs
+// t, t + blockDim, ... once, as T, and computes the gradient from them, so the logits are read
+// from memory once instead of twice (at GPT-2's shape a row is 100 KB, and by count the ~1000
+// rows the streaming kernel has in flight between its two reads fill twice an H100's 50 MB L2,
+// so its second read mostly comes from memory again). A pack that
+// straddles V is loaded whole (the pitch, a multiple of the pack, keeps it inside the row's
+// padding) and its entries past V are skipped; the padding is never written. Each thread
+// takes its entries' max, then their sum of exp, and the block merges them as the streaming
+// kernel does.
+constexpr int kHeldPacks = 8;
+constexpr int kHeldMaxThreads = 1024;
+
+// A pack held as its raw 16 bytes (four 32-bit registers; a Pack16<bf16> of eight bf16 would
+// take eight), and its entry k as a float: fp32 entry k is word k; bf16 entry k is the low
+// (even k) or high (odd k) half of word k / 2, little-endian, and a bf16 is a float's top half.
+__device__ __forceinline__ uint4 LoadBits(const void* p) {
+  uint4 r;
+#ifdef FORGE_CUDA_EMULATION
+  memcpy(&r, p, sizeof r);
+#else
+  r = *reinterpret_cast<const uint4*>(p);  // one 128-bit load
+#endif
+  return r;
+}
+
+__device__ __forceinline__ float FloatOfBits(uint32_t bits) {
+#ifdef FORGE_CUDA_EMULATION
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+#else
+  return __uint_as_float(bits);
+#endif
+}
+
+template <typename T>
+__device__ __forceinline__ float BitsEntry(const uint4& w, int k) {
+  const int word_index = std::is_same_v<T, float> ? k : k / 2;
+  const uint32_t word = word_index == 0 ? w.x : word_index == 1 ? w.y : word_index == 2 ? w.z : w.w;
+  if (std::is_same_v<T, float>) return FloatOfBits(word);
+  return FloatOfBits(k % 2 == 0 ? word << 16 : word & 0xffff0000u);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kHeldMaxThreads)
+    CrossEntropyHeldKernel(float* losses, T* dlogits, const T* logits, const int32_t* targets,
+                           float scale, int V, int ld) {
+  constexpr int kN = Pack16<T>::kN;
+  const int n = blockIdx.x;
+  const int target = targets[n];
+  const T* x = logits + static_cast<size_t>(n) * ld;
+  const float x_target = target >= 0 ? ToF(x[target]) : 0.0f;
+  uint4 held[kHeldPacks];
+#pragma unroll
+  for (int p = 0; p < kHeldPacks; ++p) {
+    const int c = (p * static_cast<int>(blockDim.x) + static_cast<int>(threadIdx.x)) * kN;
+    if (c < V) held[p] = LoadBits(x + c);  // all loads issued before any is used
+  }
+  // The values are at hand, so no online rescaling: the thread's max, then its sum of exp.
+  float m = -INFINITY, s = 0.0f;
+#pragma unroll
+  for (int p = 0; p < kHeldPacks; ++p) {
+    const int c = (p * static_cast<int>(blockDim.x) + static_cast<int>(threadIdx.x)) * kN;
+#pragma unroll
+    for (int k = 0; k < kN; ++k) {
+      if (c + k < V) m = fmaxf(m, BitsEntry<T>(held[p], k));
+    }
+  }
+  if (m != -INFINITY) {  // else every entry is -inf (or the thread has none): the sum stays 0
+#pragma unroll
+    for (int p = 0; p < kHeldPacks; ++p) {
+      const int c = (p * static_cast<int>(blockDim.x) + static_cast<int>(threadIdx.x)) * kN;
+#pragma unroll
+      for (int k = 0; k < kN; ++k) {
+        if (c + k < V) s += expf(BitsEntry<T>(held[p], k) - m);
+      }
+    }
+  }
+  BlockMaxSum(m, s);  // every thread has read its entries: dlogits may be written after this
+  if (threadIdx.x == 0) losses[n] = target >= 0 ? logf(s) + m - x_target : 0.0f;
+  if (dlogits == nullptr) return;
+  T* d = dlogits + static_cast<size_t>(n) * ld;
+  const float M = m, inv = 1.0f / s;
+#pragma unroll
+  for (int p = 0; p < kHeldPacks; ++p) {
+    const int c = (p * static_cast<int>(blockDim.x) + static_cast<int>(threadIdx.x)) * kN;
+    if (c + kN > V) continue;  // past the row, or the straddling pack (below)
+    float g[kN] = {};          // an ignored target's row is all zeros
+    if (target >= 0) {
+#pragma unroll
+      for (int k = 0; k < kN; ++k) {
+        g[k] = scale * (expf(BitsEntry<T>(held[p], k) - M) * inv - (c + k == target ? 1.0f : 0.0f));
+      }
+    }
+    StoreChunk<kN, true>(d, g, c, V);
+  }
+  // The straddling pack's entries inside the row, by its owner, from memory: nothing has
+  // written them (an entry-by-entry store in the loop above made the kernel spill registers).
+  const int tail = V / kN * kN;
+  if (tail < V && static_cast<int>(threadIdx.x) == (tail / kN) % static_cast<int>(blockDim.x)) {
+    for (int c = tail; c < V; ++c) {
+      d[c] = FromF<T>(
+          target < 0 ? 0.0f : scale * (expf(ToF(x[c]) - M) * inv - (c == target ? 1.0f : 0.0f)));
+    }
   }
 }
 
@@ -1038,12 +1147,28 @@ cudaError_t AttentionBackward(T* dqkv, float* delta, const T* dy, const T* qkv, 
   return cudaGetLastError();
 }
 
+// Threads for the held kernel on rows of V entries: enough warps that kHeldPacks packs each
+// cover the row, or 0 where kHeldMaxThreads cannot.
+template <typename T>
+int HeldThreads(int V) {
+  constexpr int kN = Pack16<T>::kN;
+  const int64_t packs = (int64_t{V} + kN - 1) / kN;
+  const int64_t warps = (packs + int64_t{kHeldPacks} * kWarp - 1) / (int64_t{kHeldPacks} * kWarp);
+  return warps * kWarp <= kHeldMaxThreads ? static_cast<int>(warps * kWarp) : 0;
+}
+
 template <typename T>
 cudaError_t CrossEntropy(float* losses, T* dlogits, const T* logits, const int32_t* targets,
                          float scale, int N, int V, int ld, cudaStream_t stream) {
   if (ld < V) return cudaErrorInvalidValue;
   const bool packed = ld % Pack16<T>::kN == 0 && IsAligned16(logits) &&
                       (dlogits == nullptr || IsAligned16(dlogits));
+  const int held_threads = packed ? HeldThreads<T>(V) : 0;
+  if (held_threads > 0) {
+    FORGE_LAUNCH(CrossEntropyHeldKernel<T>, N, held_threads, 0, stream, losses, dlogits, logits,
+                 targets, scale, V, ld);
+    return cudaGetLastError();
+  }
   LaunchPacked(packed, [&](auto vec) {
     FORGE_LAUNCH((CrossEntropyKernel<T, decltype(vec)::value>), N, kThreads, 0, stream, losses,
                  dlogits, logits, targets, scale, V, ld);

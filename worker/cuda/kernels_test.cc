@@ -11,14 +11,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <random>
 #include <type_traits>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "worker/cuda/cuda_util.h"
-#include "worker/cuda/test_util.h"
 #include "worker/cuda/gemm.h"
+#include "worker/cuda/test_util.h"
 #include "worker/engine/adamw.h"
 #include "worker/engine/attention.h"
 #include "worker/engine/cross_entropy.h"
@@ -259,15 +260,13 @@ TYPED_TEST(KernelTest, AttentionSoftmaxStepsOnPaddedRows) {
               UnpadRows(want_ds, H * Tq, Tq, ld, 0.0f), Tolerance<T>(), "score gradients");
 }
 
-TYPED_TEST(KernelTest, CrossEntropyLossAndGradient) {
-  using T = TypeParam;
-  // An odd vocabulary in padded rows: the padding is neither read nor written. Pitch 2504 (a
-  // multiple of 16 bytes, as the backend's logits) takes the 16-byte loads and stores with a
-  // 5-entry tail; pitch 2502 the element-wise loop. 2501 entries: more than one pass of the
-  // block's 256 threads over chunks of 8 (bf16) or 4 (fp32).
-  const int N = 37, V = 2501;
-  constexpr float kPad = 7.0f;
-  Vec logits = Rounded<T>(Random(size_t{1} * N * V, 10, 3.0f));
+// Rows of N x V logits at each pitch in `pitches` against the CPU engine: the losses alone,
+// then losses and gradients in place.
+template <typename T>
+void CheckCrossEntropy(int N, int V, std::initializer_list<int> pitches, uint32_t seed,
+                       engine::ThreadPool& pool) {
+  constexpr float kPad = 0x1p100f;  // exact in bf16; would swamp the row max, were it read
+  Vec logits = Rounded<T>(Random(size_t{1} * N * V, seed, 3.0f));
   std::vector<int32_t> targets(N);
   for (int n = 0; n < N; ++n) targets[n] = n % 5 == 4 ? -1 : (n * 7919) % V;  // some ignored
   targets[1] = V - 1;  // the last entry of a row (in the tail)
@@ -275,15 +274,14 @@ TYPED_TEST(KernelTest, CrossEntropyLossAndGradient) {
   // Masked entries: a -inf logit adds nothing, and must not make the row NaN (the first
   // entry a thread sees, and a later one).
   logits[size_t{3} * V] = -INFINITY;
-  logits[size_t{3} * V + 2300] = -INFINITY;  // in the block's second pass
+  logits[size_t{3} * V + 2300] = -INFINITY;
   const float scale = 1.0f / 30;
   Vec losses(N), dlogits(logits.size());
-  engine::CrossEntropyForward<float>(losses.data(), logits.data(), targets.data(), N, V,
-                                     this->pool_);
+  engine::CrossEntropyForward<float>(losses.data(), logits.data(), targets.data(), N, V, pool);
   engine::CrossEntropyBackward<float>(dlogits.data(), logits.data(), targets.data(), scale, N, V,
-                                      this->pool_);
-  for (const int ld : {2504, 2502}) {
-    SCOPED_TRACE(::testing::Message() << "pitch " << ld);
+                                      pool);
+  for (const int ld : pitches) {
+    SCOPED_TRACE(::testing::Message() << "V " << V << ", pitch " << ld);
     Vec pitched(size_t{1} * N * ld, kPad);
     for (int n = 0; n < N; ++n) {
       std::copy_n(logits.begin() + size_t{1} * n * V, V, pitched.begin() + size_t{1} * n * ld);
@@ -296,7 +294,6 @@ TYPED_TEST(KernelTest, CrossEntropyLossAndGradient) {
                               nullptr),
               cudaErrorInvalidValue)
         << "a pitch shorter than a row";
-    // Loss only, then loss and gradient in place.
     ASSERT_EQ(
         CrossEntropy<T>(glosses.get(), nullptr, glogits.get(), gt.get(), scale, N, V, ld, nullptr),
         cudaSuccess);
@@ -309,6 +306,21 @@ TYPED_TEST(KernelTest, CrossEntropyLossAndGradient) {
     ExpectClose(glosses.Download(), losses, 1e-5f, "losses");
     ExpectClose(UnpadRows(glogits.Download(), N, V, ld, kPad), dlogits, Tolerance<T>(), "dlogits");
   }
+}
+
+// The three kernels behind CrossEntropy. An odd vocabulary in padded rows: the padding is
+// neither read nor written. 2501 entries: at pitch 2504 (a multiple of 16 bytes, as the
+// backend's logits) the row is held in registers (a block of 64 threads for bf16, 96 for fp32,
+// each holding up to 8 packs) with a 5-entry straddling pack; at pitch 2502 the streaming
+// kernel's entry-by-entry loop, over more than one pass of its 256 threads. Then the longest
+// row held (8 packs for each of 1024 threads, less 3 entries) and the shortest not, which takes
+// the streaming kernel's 16-byte loads.
+TYPED_TEST(KernelTest, CrossEntropyLossAndGradient) {
+  using T = TypeParam;
+  CheckCrossEntropy<T>(37, 2501, {2504, 2502}, 10, this->pool_);
+  constexpr int kHeldMax = 1024 * 8 * (16 / sizeof(T));
+  CheckCrossEntropy<T>(5, kHeldMax - 3, {kHeldMax}, 11, this->pool_);
+  CheckCrossEntropy<T>(5, kHeldMax + 7, {kHeldMax + 8}, 12, this->pool_);
 }
 
 // delta = the rowwise dot product of dy and y over each head, for head sizes that take the
