@@ -45,10 +45,23 @@ __device__ __forceinline__ void MaxSumAdd(float& m, float& l, float x) {
   }
 }
 
-// Merges (m2, l2) into (m, l). Commutative in its two operands' bits.
+// a · b rounded on its own: nvcc contracts a product feeding an addition into one fma by
+// default, and fma(a, b, c · d) and fma(c, d, a · b) may differ in the last bit, which would
+// make MaxSumMerge depend on its operands' order.
+__device__ __forceinline__ float MulRounded(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fmul_rn(a, b);  // never contracted
+#else
+  return a * b;
+#endif
+}
+
+// Merges (m2, l2) into (m, l). Commutative in its two operands' bits (each product rounded
+// before the sum, and float addition is commutative).
 __device__ __forceinline__ void MaxSumMerge(float& m, float& l, float m2, float l2) {
   const float mx = fmaxf(m, m2);
-  l = (m == -INFINITY ? 0.0f : l * expf(m - mx)) + (m2 == -INFINITY ? 0.0f : l2 * expf(m2 - mx));
+  l = (m == -INFINITY ? 0.0f : MulRounded(l, expf(m - mx))) +
+      (m2 == -INFINITY ? 0.0f : MulRounded(l2, expf(m2 - mx)));
   m = mx;
 }
 
