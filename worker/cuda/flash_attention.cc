@@ -12,7 +12,9 @@
 namespace forge::cuda {
 namespace {
 
-bool Valid(int B, int C, int H) { return H >= 1 && C % H == 0 && B * H <= 65535; }
+bool Valid(int B, int Tq, int C, int H) {
+  return B >= 1 && Tq >= 1 && H >= 1 && C % H == 0 && int64_t{B} * H <= 65535;
+}
 
 // The kernels read qkv and dy 16 bytes at a time and write y and dqkv 4 bytes at a time.
 bool Aligned(const void* p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
@@ -43,7 +45,7 @@ size_t FlashAttentionSmemBytes(int head_size) {
 
 cudaError_t FlashAttentionForward(bf16* y, float* lse, const bf16* qkv, int B, int Tq, int C, int H,
                                   cudaStream_t stream) {
-  if (!Valid(B, C, H) || !FlashAttentionHeadSizeSupported(C / H)) return cudaErrorInvalidValue;
+  if (!Valid(B, Tq, C, H) || !FlashAttentionHeadSizeSupported(C / H)) return cudaErrorInvalidValue;
   if (!Aligned(qkv, 16) || !Aligned(y, 4)) return cudaErrorMisalignedAddress;
   const int D = C / H;
   switch (D) {
@@ -61,7 +63,7 @@ cudaError_t FlashAttentionForward(bf16* y, float* lse, const bf16* qkv, int B, i
 cudaError_t FlashAttentionBackward(bf16* dqkv, float* delta, const bf16* dy, const bf16* qkv,
                                    const bf16* y, const float* lse, int B, int Tq, int C, int H,
                                    cudaStream_t stream) {
-  if (!Valid(B, C, H) || !FlashAttentionHeadSizeSupported(C / H)) return cudaErrorInvalidValue;
+  if (!Valid(B, Tq, C, H) || !FlashAttentionHeadSizeSupported(C / H)) return cudaErrorInvalidValue;
   if (!Aligned(qkv, 16) || !Aligned(dy, 16) || !Aligned(dqkv, 4)) {
     return cudaErrorMisalignedAddress;
   }

@@ -33,7 +33,8 @@ size_t FlashAttentionSmemBytes(int head_size);
 
 // qkv and dy must be 16-byte aligned and y and dqkv 4-byte aligned (cudaMalloc and the
 // backend's arenas are 256-byte aligned); otherwise cudaErrorMisalignedAddress and nothing
-// runs.
+// runs. cudaErrorInvalidValue, with nothing run, for an unsupported head size, heads that do
+// not divide C, B < 1, Tq < 1 or B·H > 65535 (the grid's y).
 cudaError_t FlashAttentionForward(__nv_bfloat16* y, float* lse, const __nv_bfloat16* qkv, int B,
                                   int Tq, int C, int H, cudaStream_t stream);
 

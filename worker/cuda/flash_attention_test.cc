@@ -107,6 +107,10 @@ TEST_F(FlashAttentionTest, UnsupportedShapesAreRefused) {
             cudaErrorInvalidValue);  // head size 24
   EXPECT_EQ(FlashAttentionForward(y.get(), lse.get(), qkv.get(), 1, 8, 96, 5, nullptr),
             cudaErrorInvalidValue);  // heads do not divide the width
+  EXPECT_EQ(FlashAttentionForward(y.get(), lse.get(), qkv.get(), 0, 8, 96, 6, nullptr),
+            cudaErrorInvalidValue);  // no sequences
+  EXPECT_EQ(FlashAttentionForward(y.get(), lse.get(), qkv.get(), 1, 0, 96, 6, nullptr),
+            cudaErrorInvalidValue);  // no positions (an empty grid)
 }
 
 }  // namespace
