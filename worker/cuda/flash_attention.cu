@@ -41,8 +41,16 @@ struct DeviceCtx {
     asm volatile("cp.async.wait_group 1;\n" ::: "memory");
   }
 
-  // Four transposed 8 x 8 matrices of shared memory (flash_attention_body.h states the layout).
-  // The "memory" clobber keeps the compiler from moving it across the stores it reads.
+  // Four 8 x 8 matrices of shared memory, as stored or transposed (flash_attention_body.h
+  // states the layouts). The "memory" clobber keeps the compiler from moving them across the
+  // stores they read.
+  __device__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* row) const {
+    const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+  }
   __device__ void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* row) const {
     const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"

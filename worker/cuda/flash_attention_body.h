@@ -21,12 +21,16 @@
 //   void sync()                              __syncthreads
 //   float shfl_xor(float v, int mask)        __shfl_xor_sync over the warp
 //   char* smem()                             the block's dynamic shared memory
+//   void ldmatrix_x4(uint32_t (&r)[4], const bf16* row)
+//       ldmatrix.sync.aligned.m8n8.x4.shared.b16: four 8 x 8 bf16 matrices of shared memory;
+//       lanes 8i..8i+7 give the addresses of matrix i's rows 0..7 (16 bytes each, 16-byte
+//       aligned), and lane l receives in r[i] the elements (l / 4, 2 (l % 4)) and
+//       (l / 4, 2 (l % 4) + 1) of matrix i, the first in the low half: one instruction for
+//       what four 32-bit shared loads a lane would otherwise take.
 //   void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* row)
-//       ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16: four 8 x 8 bf16 matrices of shared
-//       memory; lanes 8i..8i+7 give the addresses of matrix i's rows 0..7 (16 bytes each,
-//       16-byte aligned), and lane l receives in r[i] the elements (2 (l % 4), l / 4) and
-//       (2 (l % 4) + 1, l / 4) of matrix i (the transpose of the plain load's (l / 4, 2 (l % 4)
-//       and 2 (l % 4) + 1)), the first in the low half.
+//       ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16: the same addresses; lane l receives
+//       the elements (2 (l % 4), l / 4) and (2 (l % 4) + 1, l / 4) of matrix i (the
+//       transpose's), the first in the low half.
 //   void copy16_async(bf16* smem_dst, const bf16* global_src, bool valid)
 //       cp.async.cg.shared.global of 16 bytes (both 16-byte aligned), zero-filled when !valid
 //   void async_commit()        cp.async.commit_group
@@ -136,17 +140,6 @@ FORGE_FLASH_FN void Copy8(bf16* to, const bf16* from) {
   *reinterpret_cast<uint4*>(to) = *reinterpret_cast<const uint4*>(from);
 #else
   std::memcpy(to, from, 16);
-#endif
-}
-
-// Two consecutive bf16 (4-byte aligned) as one register, the first in the low half.
-FORGE_FLASH_FN uint32_t Load2(const bf16* p) {
-#ifdef __CUDA_ARCH__
-  return *reinterpret_cast<const uint32_t*>(p);
-#else
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
 #endif
 }
 
@@ -271,25 +264,34 @@ struct TileStreams {
   }
 };
 
-// The A fragment of columns [k0, k0 + 16) of 16 rows of a row-major bf16 tile.
+// The A fragment of columns [k0, k0 + 16) of 16 rows of a row-major bf16 tile in shared
+// memory, with one ldmatrix.x4: matrix m (given by lanes 8m..8m+7) is rows 8 (m % 2).. and
+// columns k0 + 8 (m / 2)..; the plain load hands lane l elements (l / 4, 2 (l % 4)) and
+// (l / 4, 2 (l % 4) + 1) of each, so r[0..3] are A(g, c..), A(g + 8, c..), A(g, c + 8..) and
+// A(g + 8, c + 8..): a[0..3]'s layout. Rows are 16-byte aligned (pitch and column offsets are
+// multiples of 8 elements), and the pitch's padding puts a matrix's 8 rows in distinct banks.
 template <class Ctx>
 FORGE_FLASH_FN void LoadA(Ctx& ctx, uint32_t (&a)[4], const bf16* rows, int ld, int k0) {
-  const int lane = ctx.tid() % 32;
-  const bf16* p = rows + (lane / 4) * ld + k0 + 2 * (lane % 4);
-  a[0] = Load2(p);
-  a[1] = Load2(p + 8 * ld);
-  a[2] = Load2(p + 8);
-  a[3] = Load2(p + 8 * ld + 8);
+  const int lane = ctx.tid() % 32, m = lane / 8;
+  ctx.ldmatrix_x4(a, rows + ((m % 2) * 8 + lane % 8) * ld + k0 + (m / 2) * 8);
 }
 
-// The B fragment (k in [k0, k0 + 16), 8 columns n) of B(k, n) = nk[n * ld + k]: B is the
-// transpose of 8 rows of a row-major tile (scores: q k^T takes k's rows as B's columns).
+// The B fragments (k in [k0, k0 + 16)) of two adjacent groups of 8 columns n (n in [0, 8) and
+// [8, 16)) of B(k, n) = nk[n * ld + k]: B is the transpose of 16 rows of a row-major tile
+// (scores: q k^T takes k's rows as B's columns), with one ldmatrix.x4: matrix m is rows
+// 8 (m / 2).. and columns k0 + 8 (m % 2)..; lane l gets elements (l / 4, 2 (l % 4)) and
+// (l / 4, 2 (l % 4) + 1) of each, which are B(c.., g) and B(c + 8.., g) of the first group (r[0],
+// r[1]) and of the second (r[2], r[3]): b's layout. Alignment and banks as LoadA.
 template <class Ctx>
-FORGE_FLASH_FN void LoadBTransposed(Ctx& ctx, uint32_t (&b)[2], const bf16* nk, int ld, int k0) {
-  const int lane = ctx.tid() % 32;
-  const bf16* p = nk + (lane / 4) * ld + k0 + 2 * (lane % 4);
-  b[0] = Load2(p);
-  b[1] = Load2(p + 8);
+FORGE_FLASH_FN void LoadBTransposedPair(Ctx& ctx, uint32_t (&b0)[2], uint32_t (&b1)[2],
+                                        const bf16* nk, int ld, int k0) {
+  const int lane = ctx.tid() % 32, m = lane / 8;
+  uint32_t r[4];
+  ctx.ldmatrix_x4(r, nk + ((m / 2) * 8 + lane % 8) * ld + k0 + (m % 2) * 8);
+  b0[0] = r[0];
+  b0[1] = r[1];
+  b1[0] = r[2];
+  b1[1] = r[3];
 }
 
 // The B fragments of two adjacent groups of 8 columns (n in [0, 8) and [8, 16); k in [k0,
@@ -325,13 +327,15 @@ FORGE_FLASH_FN void LoadRows(Ctx& ctx, uint32_t (*fa)[4], const bf16* a, int ld)
 template <int NJ, int K, class Ctx>
 FORGE_FLASH_FN void FragsTimesRowsT(Ctx& ctx, float (*acc)[4], const uint32_t (*fa)[4],
                                     const bf16* x, int ld) {
+  static_assert(NJ % 2 == 0, "B fragments are loaded two groups of 8 columns at a time");
   FORGE_UNROLL
   for (int kk = 0; kk < K / 16; ++kk) {
     FORGE_UNROLL
-    for (int j = 0; j < NJ; ++j) {
-      uint32_t fb[2];
-      LoadBTransposed(ctx, fb, x + 8 * j * ld, ld, 16 * kk);
-      ctx.mma(acc[j], fa[kk], fb);
+    for (int j = 0; j < NJ; j += 2) {
+      uint32_t fb0[2], fb1[2];
+      LoadBTransposedPair(ctx, fb0, fb1, x + 8 * j * ld, ld, 16 * kk);
+      ctx.mma(acc[j], fa[kk], fb0);
+      ctx.mma(acc[j + 1], fa[kk], fb1);
     }
   }
 }

@@ -31,7 +31,8 @@ struct MmaSlot {
 
 class FiberCtx {
  public:
-  FiberCtx(char* smem, MmaSlot* slots) : smem_(smem), slots_(slots) {}
+  FiberCtx(char* smem, size_t smem_bytes, MmaSlot* slots)
+      : smem_(smem), smem_bytes_(smem_bytes), slots_(slots) {}
   int tid() const { return static_cast<int>(emu::g_thread_idx.x); }
   int block_x() const { return static_cast<int>(emu::g_block_idx.x); }
   int block_y() const { return static_cast<int>(emu::g_block_idx.y); }
@@ -66,17 +67,24 @@ class FiberCtx {
     }
   }
 
-  // ldmatrix.x4.trans from the PTX ISA's description: lanes 8i..8i+7 give matrix i's row
-  // addresses; lane l receives elements (2 (l % 4), l / 4) and (2 (l % 4) + 1, l / 4).
+  // ldmatrix.x4 from the PTX ISA's description: lanes 8i..8i+7 give matrix i's row addresses
+  // (16-byte aligned, in the block's shared memory); lane l receives elements (l / 4,
+  // 2 (l % 4)) and (l / 4, 2 (l % 4) + 1) of each matrix.
+  void ldmatrix_x4(uint32_t (&r)[4], const bf16* row) {
+    const int lane = tid() % 32;
+    MmaSlot* warp = PublishRow(row);
+    const int from = lane / 4, col = 2 * (lane % 4);
+    for (int i = 0; i < 4; ++i) {
+      r[i] = Pack(warp[8 * i + from].row[col], warp[8 * i + from].row[col + 1]);
+    }
+    emu::SyncWarp();
+  }
+
+  // ldmatrix.x4.trans: the same addresses; lane l receives elements (2 (l % 4), l / 4) and
+  // (2 (l % 4) + 1, l / 4).
   void ldmatrix_x4_trans(uint32_t (&r)[4], const bf16* row) {
     const int lane = tid() % 32;
-    MmaSlot* warp = slots_ + (tid() / 32) * 32;
-    if (reinterpret_cast<uintptr_t>(row) % 16 != 0) {
-      std::fprintf(stderr, "ldmatrix: lane %d's row address is not 16-byte aligned\n", lane);
-      std::abort();
-    }
-    warp[lane].row = row;
-    emu::SyncWarp();
+    MmaSlot* warp = PublishRow(row);
     const int pair = 2 * (lane % 4), col = lane / 4;
     for (int i = 0; i < 4; ++i) {
       r[i] = Pack(warp[8 * i + pair].row[col], warp[8 * i + pair + 1].row[col]);
@@ -101,6 +109,25 @@ class FiberCtx {
   }
 
  private:
+  // Checks this lane's ldmatrix row address, publishes it in its warp's slots, and syncs the
+  // warp so that every lane's is there; returns the warp's slots.
+  MmaSlot* PublishRow(const bf16* row) {
+    const int lane = tid() % 32;
+    const char* p = reinterpret_cast<const char*>(row);
+    if (reinterpret_cast<uintptr_t>(row) % 16 != 0) {
+      std::fprintf(stderr, "ldmatrix: lane %d's row address is not 16-byte aligned\n", lane);
+      std::abort();
+    }
+    if (p < smem_ || p + 16 > smem_ + smem_bytes_) {
+      std::fprintf(stderr, "ldmatrix: lane %d's row address is not in shared memory\n", lane);
+      std::abort();
+    }
+    MmaSlot* warp = slots_ + (tid() / 32) * 32;
+    warp[lane].row = row;
+    emu::SyncWarp();
+    return warp;
+  }
+
   static float Half(uint32_t reg, int which) {
     const uint32_t bits = (which == 0 ? reg & 0xffffu : reg >> 16) << 16;
     float f;
@@ -122,6 +149,7 @@ class FiberCtx {
   };
 
   char* smem_;
+  size_t smem_bytes_;
   MmaSlot* slots_;
   std::vector<PendingCopy> uncommitted_;
   std::deque<std::vector<PendingCopy>> committed_;  // oldest first
@@ -135,7 +163,7 @@ void RunFlash(int grid_x, int grid_y, size_t smem_bytes, const Body& body) {
   char* base =
       reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(smem.data()) + 127) / 128 * 128);
   emu::RunGrid(dim3(grid_x, grid_y), dim3(kThreads), [&] {
-    FiberCtx ctx(base, slots.data());
+    FiberCtx ctx(base, smem_bytes, slots.data());
     if (ctx.tid() == 0) std::memset(base, 0xff, smem_bytes);  // NaNs, every block
     ctx.sync();
     body(ctx);
