@@ -562,6 +562,10 @@ FORGE_FLASH_FN void BackwardQueryBody(Ctx& ctx, bf16* dqkv, const float* delta, 
     Zero<kTile / 8>(dp);
     RowsTimesRowsT<kTile / 8, D>(ctx, s, q + warp * kWarpRows * kX, k, kX);
     RowsTimesRowsT<kTile / 8, D>(ctx, dp, g + warp * kWarpRows * kX, v, kX);
+    // As in the forward, only a tile with keys past the warp's first query, or past Tq, needs
+    // the mask (the same for the whole warp). Rows past Tq are never written, and a row's
+    // dq depends on its own dS row alone.
+    const bool masked = k0 + kTile - 1 > row0 || k0 + kTile > Tq;
     FORGE_UNROLL
     for (int j = 0; j < kTile / 8; ++j) {
       FORGE_UNROLL
@@ -569,7 +573,7 @@ FORGE_FLASH_FN void BackwardQueryBody(Ctx& ctx, bf16* dqkv, const float* delta, 
         const int r = e / 2, qi = row0 + lane / 4 + 8 * r;
         const int key = k0 + 8 * j + 2 * (lane % 4) + e % 2;
         float d = 0.0f;
-        if (key <= qi && key < Tq && qi < Tq) {
+        if (!masked || (key <= qi && key < Tq && qi < Tq)) {
           d = Exp2(s[j][e] * scale2 - row_lse[r]) * (dp[j][e] - row_delta[r]) * scale;
         }
         s[j][e] = d;  // dS
