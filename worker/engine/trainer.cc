@@ -2,8 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <utility>
+#include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -215,11 +216,26 @@ absl::StatusOr<StepStats> Trainer::Step() {
   } else {
     all_samplers_[0] = sampler_->state();
   }
+  // The same loss and norm on every rank (all-reduced), so every rank stops at the same step.
+  if (!std::isfinite(stats.loss)) {
+    return absl::DataLossError(absl::StrFormat(
+        "step %d: the training loss is %g, so the run diverged (the parameters or activations "
+        "overflowed); no update was made. Resume from an earlier checkpoint with a lower "
+        "train.lr, a longer train.warmup_steps or train.grad_clip set",
+        step_ + 1, stats.loss));
+  }
   const int divisor = options_.grad_accum * options_.world_size;
   stats.lr = LearningRate(step_, options_.lr);
   ASSIGN_OR_RETURN(stats.grad_norm,
                    backend_->OptimizerStep(1.0f / divisor, options_.grad_clip,
                                            static_cast<float>(stats.lr)));
+  if (!std::isfinite(stats.grad_norm)) {
+    return absl::DataLossError(absl::StrFormat(
+        "step %d: the gradient norm is %g, so the run diverged (the loss was %g); the update "
+        "applied it, so this trainer's parameters are no longer usable. Resume from an earlier "
+        "checkpoint with a lower train.lr, a longer train.warmup_steps or train.grad_clip set",
+        step_ + 1, stats.grad_norm, stats.loss));
+  }
   ++step_;
 
   stats.tokens = static_cast<int64_t>(inputs_.size());

@@ -103,7 +103,9 @@ class Trainer {
   // One optimizer step. FAILED_PRECONDITION once `steps` steps were taken. With world_size > 1
   // it is collective (every rank calls it for the same step); a communicator error is returned
   // as is (UNAVAILABLE / DEADLINE_EXCEEDED) and leaves this trainer unusable: restart the
-  // ranks from the last checkpoint.
+  // ranks from the last checkpoint. DATA_LOSS when the run diverged: a loss that is not finite
+  // (before any update: the parameters are unchanged) or a gradient norm that is not finite (after
+  // the update, which leaves the parameters unusable). Retrying gives the same result.
   absl::StatusOr<StepStats> Step();
 
   // Copies the state after the last step (parameters, AdamW moments, every rank's sampler

@@ -6,9 +6,12 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <limits>
+#include <memory>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "gloo/rendezvous/file_store.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -426,6 +429,79 @@ TEST_F(TrainerTwoRankTest, CheckReplicasAgreeCatchesADivergedRank) {
     EXPECT_THAT(after[r].message(), HasSubstr("rank 1"));
     EXPECT_THAT(after[r].message(), HasSubstr("step 3"));
   }
+}
+
+// A loss that is not finite stops the run before the update: DATA_LOSS naming the step and
+// the fix, the parameters and AdamW state untouched, the step count unchanged. (A NaN in
+// wte's first entry reaches every row's logits through the tied output head.)
+TEST_F(TrainerTest, NonFiniteLossStopsTheRunBeforeAnyUpdate) {
+  auto t = *Trainer::Create(Options());
+  ASSERT_TRUE(t->Step().ok());
+  std::vector<float> params(t->backend().num_params());
+  ASSERT_TRUE(t->backend().CopyState(params.data(), nullptr, nullptr).ok());
+  params[0] = std::numeric_limits<float>::quiet_NaN();
+  ASSERT_TRUE(
+      t->backend().LoadState(params.data(), nullptr, nullptr, t->backend().optimizer_step()).ok());
+  const std::string before = Bytes(*t);
+  const absl::StatusOr<StepStats> s = t->Step();
+  ASSERT_EQ(s.status().code(), absl::StatusCode::kDataLoss) << s.status();
+  EXPECT_THAT(s.status().message(), HasSubstr("step 2: the training loss is nan"));
+  EXPECT_THAT(s.status().message(), HasSubstr("train.lr"));
+  EXPECT_EQ(t->step(), 1);
+  EXPECT_EQ(t->backend().optimizer_step(), 1);
+  EXPECT_TRUE(Bytes(*t) == before) << "the parameters or AdamW moments changed";
+}
+
+// The CPU engine with an optimizer step that reports an infinite gradient norm, as an
+// overflowing backward would (a finite loss with non-finite gradients is hard to set up in
+// the real model).
+class InfiniteNormBackend : public ModelBackend {
+ public:
+  explicit InfiniteNormBackend(std::unique_ptr<ModelBackend> inner) : inner_(std::move(inner)) {}
+  std::string Describe() const override { return inner_->Describe(); }
+  const std::vector<ParamInfo>& Parameters() const override { return inner_->Parameters(); }
+  size_t num_params() const override { return inner_->num_params(); }
+  absl::Status InitRandom(uint64_t seed) override { return inner_->InitRandom(seed); }
+  absl::Status ZeroGrad() override { return inner_->ZeroGrad(); }
+  absl::StatusOr<double> ForwardBackward(const int32_t* tokens, const int32_t* targets, int B,
+                                         int T, bool last) override {
+    return inner_->ForwardBackward(tokens, targets, B, T, last);
+  }
+  absl::Status ForwardLosses(const int32_t* tokens, const int32_t* targets, int B, int T,
+                             float* losses) override {
+    return inner_->ForwardLosses(tokens, targets, B, T, losses);
+  }
+  absl::Status FinishGradients() override { return inner_->FinishGradients(); }
+  absl::StatusOr<double> OptimizerStep(float grad_scale, double max_norm, float lr) override {
+    RETURN_IF_ERROR(inner_->OptimizerStep(grad_scale, max_norm, lr).status());
+    return std::numeric_limits<double>::infinity();
+  }
+  int64_t optimizer_step() const override { return inner_->optimizer_step(); }
+  absl::Status CopyState(float* params, float* adam_m, float* adam_v) const override {
+    return inner_->CopyState(params, adam_m, adam_v);
+  }
+  absl::Status CopyGradients(float* grads) const override { return inner_->CopyGradients(grads); }
+  absl::Status LoadState(const float* params, const float* adam_m, const float* adam_v,
+                         int64_t step) override {
+    return inner_->LoadState(params, adam_m, adam_v, step);
+  }
+
+ private:
+  std::unique_ptr<ModelBackend> inner_;
+};
+
+TEST_F(TrainerTest, NonFiniteGradientNormStopsTheRun) {
+  TrainerOptions o = Options();
+  o.make_backend = [](const BackendConfig& c) -> absl::StatusOr<std::unique_ptr<ModelBackend>> {
+    ASSIGN_OR_RETURN(std::unique_ptr<ModelBackend> cpu, CreateCpuBackend(c));
+    return std::unique_ptr<ModelBackend>(std::make_unique<InfiniteNormBackend>(std::move(cpu)));
+  };
+  auto t = *Trainer::Create(std::move(o));
+  const absl::StatusOr<StepStats> s = t->Step();
+  ASSERT_EQ(s.status().code(), absl::StatusCode::kDataLoss) << s.status();
+  EXPECT_THAT(s.status().message(), HasSubstr("step 1: the gradient norm is inf"));
+  EXPECT_THAT(s.status().message(), HasSubstr("no longer usable"));
+  EXPECT_EQ(t->step(), 0);
 }
 
 TEST_F(TrainerTest, SnapshotIsWrittenAsOfItsStepWhileTrainingGoesOn) {

@@ -484,7 +484,10 @@ Failure Run(const RankOptions& ro) {
       return Fail(kExitStopped, absl::AbortedError(absl::StrCat("stopped: ", *stop)));
     }
     absl::StatusOr<engine::StepStats> s = trainer.Step();
-    if (!s.ok()) return Fail(kExitFailed, s.status());
+    // A diverged run (DATA_LOSS: a loss or gradient norm that is not finite) diverges again
+    // from the same checkpoint: the job fails instead of restarting.
+    if (!s.ok())
+      return Fail(absl::IsDataLoss(s.status()) ? kExitDiverged : kExitFailed, s.status());
     const int64_t step = trainer.step();
     for (size_t i = 0; i < o.sources.size(); ++i) {
       tokens_per_source[o.sources[i].name] +=
