@@ -34,8 +34,16 @@ __device__ __forceinline__ float WarpSum(float v) {
 }
 
 // Online softmax statistics: (m, l) = (max of the values seen, sum of exp(value − m)).
-// Adds one value; -inf adds nothing (and -inf − -inf would be NaN).
+// Adds one value; -inf adds nothing (and -inf − -inf would be NaN). A NaN makes (m, l) =
+// (+inf, NaN), which every later add and merge keeps (a NaN l with m = -inf would be dropped
+// as an empty part by MaxSumMerge): a NaN logit anywhere makes the row's loss NaN, so a run
+// that diverged shows it.
 __device__ __forceinline__ void MaxSumAdd(float& m, float& l, float x) {
+  if (x != x) {
+    m = INFINITY;
+    l = NAN;
+    return;
+  }
   if (x == -INFINITY) return;
   if (x > m) {
     l = (m == -INFINITY ? 0.0f : l * expf(m - x)) + 1.0f;

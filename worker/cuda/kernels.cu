@@ -867,13 +867,29 @@ __global__ void __launch_bounds__(kHeldMaxThreads)
       if (c + k < V) m = fmaxf(m, BitsEntry<T>(held[p], k));
     }
   }
-  if (m != -INFINITY) {  // else every entry is -inf (or the thread has none): the sum stays 0
+  if (m != -INFINITY) {  // a NaN entry makes the sum NaN
 #pragma unroll
     for (int p = 0; p < kHeldPacks; ++p) {
       const int c = (p * static_cast<int>(blockDim.x) + static_cast<int>(threadIdx.x)) * kN;
 #pragma unroll
       for (int k = 0; k < kN; ++k) {
         if (c + k < V) s += expf(BitsEntry<T>(held[p], k) - m);
+      }
+    }
+  } else {
+    // Every entry is -inf or NaN (fmaxf skips NaNs), or the thread has none. A NaN makes
+    // (m, s) = (+inf, NaN), which the block's merge keeps, as MaxSumAdd does; else the sum
+    // stays 0 and the merge drops this thread.
+#pragma unroll
+    for (int p = 0; p < kHeldPacks; ++p) {
+      const int c = (p * static_cast<int>(blockDim.x) + static_cast<int>(threadIdx.x)) * kN;
+#pragma unroll
+      for (int k = 0; k < kN; ++k) {
+        const float x = BitsEntry<T>(held[p], k);
+        if (c + k < V && x != x) {
+          m = INFINITY;
+          s = NAN;
+        }
       }
     }
   }

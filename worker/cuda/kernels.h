@@ -108,8 +108,9 @@ cudaError_t AttentionSoftmaxBackward(T* probs, T* dscores, const float* scores,
 // targets[n] < 0). When dlogits is not null it also writes scale · (softmax - onehot) there, at
 // the same pitch (zero rows for ignored targets; the padding past V is left alone); dlogits
 // may equal logits. Rows that fit 8 16-byte packs a thread of a 1024-thread block (65536 bf16
-// or 32768 fp32 entries) with a pitch and pointers 16-byte aligned are read from memory once;
-// others twice.
+// or 32768 fp32 entries) with a pitch and pointers 16-byte aligned are read from memory once
+// (the pack that straddles V whole, so the buffers must hold N · ld entries, the last row's
+// padding included); others twice. A NaN logit makes its row's loss and gradient NaN.
 template <typename T>
 cudaError_t CrossEntropy(float* losses, T* dlogits, const T* logits, const int32_t* targets,
                          float scale, int N, int V, int ld, cudaStream_t stream);

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
+#include <limits>
 #include <random>
 #include <type_traits>
 #include <vector>
@@ -321,6 +322,41 @@ TYPED_TEST(KernelTest, CrossEntropyLossAndGradient) {
   constexpr int kHeldMax = 1024 * 8 * (16 / sizeof(T));
   CheckCrossEntropy<T>(5, kHeldMax - 3, {kHeldMax}, 11, this->pool_);
   CheckCrossEntropy<T>(5, kHeldMax + 7, {kHeldMax + 8}, 12, this->pool_);
+}
+
+// A NaN logit makes its row's loss NaN (so a diverged run shows it), in the held kernel (pitch
+// 16) and the streaming one (pitch 18), also when every entry one thread owns is NaN: row 0's
+// entries 8..15 are a whole thread's (the second of 32 threads holding 8 bf16, or the third
+// and fourth holding 4 floats) in both kernels, and a thread whose entries are all NaN has no
+// finite maximum. Row 1 is untouched.
+TYPED_TEST(KernelTest, CrossEntropyNaNLogitsGiveANaNLoss) {
+  using T = TypeParam;
+  const int N = 2, V = 16;
+  Vec logits = Rounded<T>(Random(size_t{1} * N * V, 13, 3.0f));
+  for (int c = 8; c < 16; ++c) logits[c] = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<int32_t> targets = {0, 5};
+  Vec losses(N);
+  engine::CrossEntropyForward<float>(losses.data(), logits.data() + V, targets.data() + 1, 1, V,
+                                     this->pool_);  // row 1 only
+  for (const int ld : {16, 18}) {
+    SCOPED_TRACE(::testing::Message() << "pitch " << ld);
+    Vec pitched(size_t{1} * N * ld, 0.0f);
+    for (int n = 0; n < N; ++n) {
+      std::copy_n(logits.begin() + size_t{1} * n * V, V, pitched.begin() + size_t{1} * n * ld);
+    }
+    Dev<T> glogits(pitched);
+    Dev<float> glosses(N);
+    DevInts gt(targets);
+    ASSERT_EQ(CrossEntropy<T>(glosses.get(), glogits.get(), glogits.get(), gt.get(), 1.0f, N, V, ld,
+                              nullptr),
+              cudaSuccess);
+    Sync();
+    const Vec got = glosses.Download();
+    EXPECT_TRUE(std::isnan(got[0])) << "row 0's loss is " << got[0];
+    EXPECT_NEAR(got[1], losses[0], 1e-5f * std::abs(losses[0]));
+    const Vec d = glogits.Download();
+    for (int c = 0; c < V; ++c) EXPECT_TRUE(std::isnan(d[c])) << "row 0's gradient at " << c;
+  }
 }
 
 // delta = the rowwise dot product of dy and y over each head, for head sizes that take the
