@@ -6,6 +6,7 @@
 #include "worker/cuda/flash_attention.h"
 
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -111,6 +112,14 @@ TEST_F(FlashAttentionTest, UnsupportedShapesAreRefused) {
             cudaErrorInvalidValue);  // no sequences
   EXPECT_EQ(FlashAttentionForward(y.get(), lse.get(), qkv.get(), 1, 0, 96, 6, nullptr),
             cudaErrorInvalidValue);  // no positions (an empty grid)
+  Dev<bf16> dqkv(size_t{3} * 8 * 96), dy(size_t{8} * 96);
+  Dev<float> delta(size_t{6} * 8);
+  for (const auto& [B, Tq] : {std::pair{0, 8}, std::pair{1, 0}}) {
+    EXPECT_EQ(FlashAttentionBackward(dqkv.get(), delta.get(), dy.get(), qkv.get(), y.get(),
+                                     lse.get(), B, Tq, 96, 6, nullptr),
+              cudaErrorInvalidValue)
+        << "B " << B << ", Tq " << Tq;
+  }
 }
 
 }  // namespace

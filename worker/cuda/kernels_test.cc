@@ -262,7 +262,7 @@ TYPED_TEST(KernelTest, AttentionSoftmaxStepsOnPaddedRows) {
 }
 
 // Rows of N x V logits at each pitch in `pitches` against the CPU engine: the losses alone,
-// then losses and gradients in place.
+// then losses and gradients into another buffer and in place.
 template <typename T>
 void CheckCrossEntropy(int N, int V, std::initializer_list<int> pitches, uint32_t seed,
                        engine::ThreadPool& pool) {
@@ -300,6 +300,14 @@ void CheckCrossEntropy(int N, int V, std::initializer_list<int> pitches, uint32_
         cudaSuccess);
     Sync();
     ExpectClose(glosses.Download(), losses, 1e-5f, "losses (forward only)");
+    // Into a separate buffer, then in place.
+    Dev<T> gout(Vec(pitched.size(), kPad));
+    ASSERT_EQ(CrossEntropy<T>(glosses.get(), gout.get(), glogits.get(), gt.get(), scale, N, V, ld,
+                              nullptr),
+              cudaSuccess);
+    Sync();
+    ExpectClose(UnpadRows(gout.Download(), N, V, ld, kPad), dlogits, Tolerance<T>(),
+                "dlogits (separate)");
     ASSERT_EQ(CrossEntropy<T>(glosses.get(), glogits.get(), glogits.get(), gt.get(), scale, N, V,
                               ld, nullptr),
               cudaSuccess);
