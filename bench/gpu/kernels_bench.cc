@@ -10,10 +10,13 @@
 // gives the median microseconds of both, their ratio, and the after kernel's GB/s with its
 // share of the device's memory bandwidth (device_peaks.h). GB/s counts each input read and
 // each output written once, as the step profile does (step_profile.h), so a kernel that
-// reads an input twice (cross-entropy, LayerNorm) shows less than it moves. "calls/step" is
-// how often a training step of the shape runs the kernel (the GELU kernels only where the
-// matmul epilogue cannot fuse it), and the last row sums calls x median: the memory-bound
-// kernels' milliseconds per step, before and after.
+// reads an input twice (the streaming cross-entropy, LayerNorm) shows less than it moves.
+// "calls/step" is how often a training step of the shape runs the kernel (the GELU kernels
+// only where the matmul epilogue cannot fuse it), and the last row sums calls x median: the
+// memory-bound kernels' milliseconds per step, before and after. One row compares two of
+// today's kernels instead: the cross-entropy that reads each row twice (16-byte packs; what
+// ran before the held kernel) against the one that holds the row in registers and reads it
+// once.
 //
 // The inputs are hashes, not a model's values, and the kernels run in place where the trainer
 // runs them in place (cross-entropy, AdamW), so later repetitions see earlier outputs; the
@@ -369,6 +372,19 @@ absl::Status Measure(const Shape& shape, bool* disagreed) {
        nominal_bytes::CrossEntropy(N, V, tb, /*backward=*/true),
        [&] {
          return before::CrossEntropy(losses, logits, logits, tokens, scale, N, V, ld, nullptr);
+       },
+       [&] { return CrossEntropy<bf16>(losses, logits, logits, tokens, scale, N, V, ld, nullptr); },
+       {{losses, size_t(N), false}, {logits, size_t{1} * N * ld, true, V, ld}}});
+  // Today's two cross-entropy kernels on the same rows (not counted in the step's total): the
+  // streaming one (16-byte packs, each row read twice) before, the held one (read once) after.
+  cases.push_back(
+      {"cross-entropy: streaming vs held",
+       absl::StrFormat("%d x %d (pitch %d)", N, V, ld),
+       0,
+       nominal_bytes::CrossEntropy(N, V, tb, /*backward=*/true),
+       [&] {
+         return CrossEntropyStreaming<bf16>(losses, logits, logits, tokens, scale, N, V, ld,
+                                            nullptr);
        },
        [&] { return CrossEntropy<bf16>(losses, logits, logits, tokens, scale, N, V, ld, nullptr); },
        {{losses, size_t(N), false}, {logits, size_t{1} * N * ld, true, V, ld}}});

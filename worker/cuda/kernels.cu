@@ -1174,21 +1174,33 @@ int HeldThreads(int V) {
 }
 
 template <typename T>
-cudaError_t CrossEntropy(float* losses, T* dlogits, const T* logits, const int32_t* targets,
-                         float scale, int N, int V, int ld, cudaStream_t stream) {
+bool CrossEntropyPacked(const T* dlogits, const T* logits, int ld) {
+  return ld % Pack16<T>::kN == 0 && IsAligned16(logits) &&
+         (dlogits == nullptr || IsAligned16(dlogits));
+}
+
+template <typename T>
+cudaError_t CrossEntropyStreaming(float* losses, T* dlogits, const T* logits,
+                                  const int32_t* targets, float scale, int N, int V, int ld,
+                                  cudaStream_t stream) {
   if (ld < V) return cudaErrorInvalidValue;
-  const bool packed = ld % Pack16<T>::kN == 0 && IsAligned16(logits) &&
-                      (dlogits == nullptr || IsAligned16(dlogits));
-  const int held_threads = packed ? HeldThreads<T>(V) : 0;
-  if (held_threads > 0) {
-    FORGE_LAUNCH(CrossEntropyHeldKernel<T>, N, held_threads, 0, stream, losses, dlogits, logits,
-                 targets, scale, V, ld);
-    return cudaGetLastError();
-  }
-  LaunchPacked(packed, [&](auto vec) {
+  LaunchPacked(CrossEntropyPacked(dlogits, logits, ld), [&](auto vec) {
     FORGE_LAUNCH((CrossEntropyKernel<T, decltype(vec)::value>), N, kThreads, 0, stream, losses,
                  dlogits, logits, targets, scale, V, ld);
   });
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t CrossEntropy(float* losses, T* dlogits, const T* logits, const int32_t* targets,
+                         float scale, int N, int V, int ld, cudaStream_t stream) {
+  if (ld < V) return cudaErrorInvalidValue;
+  const int held_threads = CrossEntropyPacked(dlogits, logits, ld) ? HeldThreads<T>(V) : 0;
+  if (held_threads == 0) {
+    return CrossEntropyStreaming<T>(losses, dlogits, logits, targets, scale, N, V, ld, stream);
+  }
+  FORGE_LAUNCH(CrossEntropyHeldKernel<T>, N, held_threads, 0, stream, losses, dlogits, logits,
+               targets, scale, V, ld);
   return cudaGetLastError();
 }
 
@@ -1281,6 +1293,8 @@ cudaError_t CastFromFloat(T* out, const float* in, size_t n, cudaStream_t stream
                                                    float, cudaStream_t);                           \
   template cudaError_t CrossEntropy<T>(float*, T*, const T*, const int32_t*, float, int, int, int, \
                                        cudaStream_t);                                              \
+  template cudaError_t CrossEntropyStreaming<T>(float*, T*, const T*, const int32_t*, float, int,  \
+                                                int, int, cudaStream_t);                           \
   template cudaError_t AdamWUpdate<T>(float*, T*, float*, float*, float*, size_t, const float*,    \
                                       float, float, float, float, float, float, float,             \
                                       cudaStream_t);                                               \

@@ -115,6 +115,13 @@ template <typename T>
 cudaError_t CrossEntropy(float* losses, T* dlogits, const T* logits, const int32_t* targets,
                          float scale, int N, int V, int ld, cudaStream_t stream);
 
+// CrossEntropy on the kernel that reads each row twice (the one CrossEntropy takes for rows
+// too long to hold or unaligned), whatever the row: for the kernel benchmark and the tests.
+template <typename T>
+cudaError_t CrossEntropyStreaming(float* losses, T* dlogits, const T* logits,
+                                  const int32_t* targets, float scale, int N, int V, int ld,
+                                  cudaStream_t stream);
+
 // Doubles of scratch GradNorm needs for n gradients.
 size_t GradNormScratchDoubles(size_t n);
 

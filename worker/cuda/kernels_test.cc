@@ -281,39 +281,43 @@ void CheckCrossEntropy(int N, int V, std::initializer_list<int> pitches, uint32_
   engine::CrossEntropyForward<float>(losses.data(), logits.data(), targets.data(), N, V, pool);
   engine::CrossEntropyBackward<float>(dlogits.data(), logits.data(), targets.data(), scale, N, V,
                                       pool);
-  for (const int ld : pitches) {
-    SCOPED_TRACE(::testing::Message() << "V " << V << ", pitch " << ld);
-    Vec pitched(size_t{1} * N * ld, kPad);
-    for (int n = 0; n < N; ++n) {
-      std::copy_n(logits.begin() + size_t{1} * n * V, V, pitched.begin() + size_t{1} * n * ld);
+  using Fn =
+      cudaError_t (*)(float*, T*, const T*, const int32_t*, float, int, int, int, cudaStream_t);
+  // CrossEntropy (its choice of kernel), and the streaming kernel whatever the row.
+  for (const auto& [name, ce] :
+       {std::pair<const char*, Fn>{"CrossEntropy", &CrossEntropy<T>},
+        std::pair<const char*, Fn>{"streaming", &CrossEntropyStreaming<T>}}) {
+    for (const int ld : pitches) {
+      SCOPED_TRACE(::testing::Message() << name << ", V " << V << ", pitch " << ld);
+      Vec pitched(size_t{1} * N * ld, kPad);
+      for (int n = 0; n < N; ++n) {
+        std::copy_n(logits.begin() + size_t{1} * n * V, V, pitched.begin() + size_t{1} * n * ld);
+      }
+      Dev<T> glogits(pitched);
+      ASSERT_EQ(reinterpret_cast<uintptr_t>(glogits.get()) % 16, 0u) << "an aligned row start";
+      Dev<float> glosses(N);
+      DevInts gt(targets);
+      ASSERT_EQ(ce(glosses.get(), nullptr, glogits.get(), gt.get(), scale, N, V, V - 1, nullptr),
+                cudaErrorInvalidValue)
+          << "a pitch shorter than a row";
+      ASSERT_EQ(ce(glosses.get(), nullptr, glogits.get(), gt.get(), scale, N, V, ld, nullptr),
+                cudaSuccess);
+      Sync();
+      ExpectClose(glosses.Download(), losses, 1e-5f, "losses (forward only)");
+      // Into a separate buffer, then in place.
+      Dev<T> gout(Vec(pitched.size(), kPad));
+      ASSERT_EQ(ce(glosses.get(), gout.get(), glogits.get(), gt.get(), scale, N, V, ld, nullptr),
+                cudaSuccess);
+      Sync();
+      ExpectClose(UnpadRows(gout.Download(), N, V, ld, kPad), dlogits, Tolerance<T>(),
+                  "dlogits (separate)");
+      ASSERT_EQ(ce(glosses.get(), glogits.get(), glogits.get(), gt.get(), scale, N, V, ld, nullptr),
+                cudaSuccess);
+      Sync();
+      ExpectClose(glosses.Download(), losses, 1e-5f, "losses");
+      ExpectClose(UnpadRows(glogits.Download(), N, V, ld, kPad), dlogits, Tolerance<T>(),
+                  "dlogits");
     }
-    Dev<T> glogits(pitched);
-    ASSERT_EQ(reinterpret_cast<uintptr_t>(glogits.get()) % 16, 0u) << "an aligned row start";
-    Dev<float> glosses(N);
-    DevInts gt(targets);
-    ASSERT_EQ(CrossEntropy<T>(glosses.get(), nullptr, glogits.get(), gt.get(), scale, N, V, V - 1,
-                              nullptr),
-              cudaErrorInvalidValue)
-        << "a pitch shorter than a row";
-    ASSERT_EQ(
-        CrossEntropy<T>(glosses.get(), nullptr, glogits.get(), gt.get(), scale, N, V, ld, nullptr),
-        cudaSuccess);
-    Sync();
-    ExpectClose(glosses.Download(), losses, 1e-5f, "losses (forward only)");
-    // Into a separate buffer, then in place.
-    Dev<T> gout(Vec(pitched.size(), kPad));
-    ASSERT_EQ(CrossEntropy<T>(glosses.get(), gout.get(), glogits.get(), gt.get(), scale, N, V, ld,
-                              nullptr),
-              cudaSuccess);
-    Sync();
-    ExpectClose(UnpadRows(gout.Download(), N, V, ld, kPad), dlogits, Tolerance<T>(),
-                "dlogits (separate)");
-    ASSERT_EQ(CrossEntropy<T>(glosses.get(), glogits.get(), glogits.get(), gt.get(), scale, N, V,
-                              ld, nullptr),
-              cudaSuccess);
-    Sync();
-    ExpectClose(glosses.Download(), losses, 1e-5f, "losses");
-    ExpectClose(UnpadRows(glogits.Download(), N, V, ld, kPad), dlogits, Tolerance<T>(), "dlogits");
   }
 }
 
@@ -332,8 +336,8 @@ TYPED_TEST(KernelTest, CrossEntropyLossAndGradient) {
   CheckCrossEntropy<T>(5, kHeldMax + 7, {kHeldMax + 8}, 12, this->pool_);
 }
 
-// A NaN logit makes its row's loss NaN (so a diverged run shows it), in the held kernel (pitch
-// 16) and the streaming one (pitch 18), also when every entry one thread owns is NaN: row 0's
+// A NaN logit makes its row's loss NaN (so a diverged run shows it), in the held kernel and
+// the streaming one, also when every entry one thread owns is NaN: row 0's
 // entries 8..15 are a whole thread's (the second of 32 threads holding 8 bf16, or the third
 // and fourth holding 4 floats) in both kernels, and a thread whose entries are all NaN has no
 // finite maximum. Row 1 is untouched.
@@ -346,8 +350,11 @@ TYPED_TEST(KernelTest, CrossEntropyNaNLogitsGiveANaNLoss) {
   Vec losses(N);
   engine::CrossEntropyForward<float>(losses.data(), logits.data() + V, targets.data() + 1, 1, V,
                                      this->pool_);  // row 1 only
-  for (const int ld : {16, 18}) {
-    SCOPED_TRACE(::testing::Message() << "pitch " << ld);
+  // Pitch 16: the held kernel, or the streaming one's 16-byte loads when forced; 18: the
+  // streaming one's entry-by-entry loop.
+  for (const auto& [ld, streaming] :
+       {std::pair{16, false}, std::pair{16, true}, std::pair{18, false}}) {
+    SCOPED_TRACE(::testing::Message() << "pitch " << ld << (streaming ? ", streaming" : ""));
     Vec pitched(size_t{1} * N * ld, 0.0f);
     for (int n = 0; n < N; ++n) {
       std::copy_n(logits.begin() + size_t{1} * n * V, V, pitched.begin() + size_t{1} * n * ld);
@@ -355,8 +362,9 @@ TYPED_TEST(KernelTest, CrossEntropyNaNLogitsGiveANaNLoss) {
     Dev<T> glogits(pitched);
     Dev<float> glosses(N);
     DevInts gt(targets);
-    ASSERT_EQ(CrossEntropy<T>(glosses.get(), glogits.get(), glogits.get(), gt.get(), 1.0f, N, V, ld,
-                              nullptr),
+    ASSERT_EQ((streaming ? CrossEntropyStreaming<T> : CrossEntropy<T>)(glosses.get(), glogits.get(),
+                                                                       glogits.get(), gt.get(),
+                                                                       1.0f, N, V, ld, nullptr),
               cudaSuccess);
     Sync();
     const Vec got = glosses.Download();
