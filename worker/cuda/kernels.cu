@@ -35,8 +35,9 @@ using kmath::WriteNormAndFactor;
 
 constexpr int kThreads = 256;
 constexpr float kLayerNormEps = 1e-5f;
-// Rows per partial sum of the two-stage column reductions (LayerNorm and bias gradients).
-constexpr int kRowsPerPartial = 64;
+// Rows per partial sum of the two-stage column reductions (LayerNorm and bias gradients): 32,
+// so that the fused LayerNorm backward (one block per partial) has 256 blocks at 8 x 1024 rows.
+constexpr int kRowsPerPartial = 32;
 // Attention: lanes per query (or key) row, each holding every kGroup-th element of the head;
 // query rows per block; keys (or queries) per shared-memory tile.
 constexpr int kGroup = 4;
@@ -370,6 +371,93 @@ __global__ void __launch_bounds__(kThreads)
   if (dweight != nullptr) dweight[c] += dw;
 }
 
+// The LayerNorm backward in one pass over dout and inp: the input gradient as
+// LayerNormBackwardInputKernel computes it, and the first stage of the weight and bias
+// gradients as ColumnPartialKernel does (warp w of block p takes the rows p·R + w,
+// + kColLanes, ... that ColumnPartialKernel's lane w sums, and the warps' sums are added in
+// warp order), so dout and inp are read once instead of twice. Lane l keeps the column sums
+// of its chunks l, l + 32, ... (kChunks of them: C <= kChunks · 32 · kN) in registers, and
+// ColumnFinishKernel completes them. Rows, weight and dinp in 16-byte packs (RowsInPacks).
+constexpr int kFusedMaxChunks = 4;
+
+template <typename T, int kChunks>
+__global__ void __launch_bounds__(kThreads)
+    LayerNormBackwardFusedKernel(T* dinp, float* partial, const T* dout, const T* inp,
+                                 const float* weight, const float* mean, const float* rstd, int N,
+                                 int C) {
+  static_assert(kThreads / kWarp == kColLanes, "a warp for each of ColumnPartialKernel's lanes");
+  constexpr int kN = Pack16<T>::kN;
+  constexpr int kStride = kN + 1;  // ColumnPartialKernel's bank-spreading layout
+  __shared__ float sacc[kColLanes][kChunks * kWarp * kStride];
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int p = blockIdx.x, parts = gridDim.x;
+  const int r0 = p * kRowsPerPartial, r1 = min(N, r0 + kRowsPerPartial);
+  float db[kChunks][kN] = {}, dw[kChunks][kN] = {};
+  for (int n = r0 + warp; n < r1; n += kColLanes) {
+    const size_t off = static_cast<size_t>(n) * C;
+    const float m = mean[n], r = rstd[n];
+    float sg = 0, sgx = 0;
+#pragma unroll
+    for (int j = 0; j < kChunks; ++j) {
+      const int c = (j * kWarp + lane) * kN;
+      if (c >= C) break;
+      float dy[kN], xv[kN], w[kN];
+      LoadChunk<kN, true>(dy, dout + off, c, C);
+      LoadChunk<kN, true>(xv, inp + off, c, C);
+      LoadChunk<kN, true>(w, weight, c, C);
+#pragma unroll
+      for (int k = 0; k < kN; ++k) {
+        const float g = dy[k] * w[k];
+        sg += g;
+        sgx += g * (xv[k] - m) * r;
+      }
+    }
+    const float g_mean = WarpSum(sg) / C, gx_mean = WarpSum(sgx) / C;
+#pragma unroll
+    for (int j = 0; j < kChunks; ++j) {
+      const int c = (j * kWarp + lane) * kN;
+      if (c >= C) break;
+      float dy[kN], xv[kN], w[kN], d[kN];
+      LoadChunk<kN, true>(dy, dout + off, c, C);
+      LoadChunk<kN, true>(xv, inp + off, c, C);
+      LoadChunk<kN, true>(w, weight, c, C);
+      LoadChunk<kN, true>(d, dinp + off, c, C);
+#pragma unroll
+      for (int k = 0; k < kN; ++k) {
+        const float g = dy[k] * w[k], xhat = (xv[k] - m) * r;
+        d[k] += (g - g_mean - xhat * gx_mean) * r;
+        db[j][k] += dy[k];
+        dw[j][k] += dy[k] * ((xv[k] - m) * r);
+      }
+      StoreChunk<kN, true>(dinp + off, d, c, C);
+    }
+  }
+  // The bias sums, then the weight sums: column e's over the warps, in warp order.
+#pragma unroll
+  for (int j = 0; j < kChunks; ++j) {
+#pragma unroll
+    for (int k = 0; k < kN; ++k) sacc[warp][(j * kWarp + lane) * kStride + k] = db[j][k];
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < C; e += blockDim.x) {
+    float b = 0;
+    for (int l = 0; l < kColLanes; ++l) b += sacc[l][(e / kN) * kStride + e % kN];
+    partial[static_cast<size_t>(p) * C + e] = b;
+  }
+  __syncthreads();
+#pragma unroll
+  for (int j = 0; j < kChunks; ++j) {
+#pragma unroll
+    for (int k = 0; k < kN; ++k) sacc[warp][(j * kWarp + lane) * kStride + k] = dw[j][k];
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < C; e += blockDim.x) {
+    float w = 0;
+    for (int l = 0; l < kColLanes; ++l) w += sacc[l][(e / kN) * kStride + e % kN];
+    partial[static_cast<size_t>(parts + p) * C + e] = w;
+  }
+}
+
 int Parts(int N) { return (N + kRowsPerPartial - 1) / kRowsPerPartial; }
 constexpr int kMaxParts = 65535;  // the column reduction's parts go on the grid's y dimension
 
@@ -383,6 +471,13 @@ bool RowsInPacks(int C, std::initializer_list<const void*> rows) {
   return true;
 }
 
+// The second stage of a column reduction, from `parts` partials.
+void ColumnFinish(float* dbias, float* dweight, const float* scratch, int parts, int C,
+                  cudaStream_t stream) {
+  FORGE_LAUNCH(ColumnFinishKernel, (C + kFinishColumns - 1) / kFinishColumns, kThreads, 0, stream,
+               dbias, dweight, scratch, parts, C);
+}
+
 // Both stages of a column reduction (bias gradient; with inp, also the LayerNorm weight's).
 template <typename T>
 void ColumnReduce(float* dbias, float* dweight, float* scratch, const T* dout, const T* inp,
@@ -393,8 +488,7 @@ void ColumnReduce(float* dbias, float* dweight, float* scratch, const T* dout, c
     FORGE_LAUNCH((ColumnPartialKernel<T, decltype(vec)::value>), grid, kThreads, 0, stream, scratch,
                  dout, inp, mean, rstd, N, C);
   });
-  FORGE_LAUNCH(ColumnFinishKernel, (C + kFinishColumns - 1) / kFinishColumns, kThreads, 0, stream,
-               dbias, dweight, scratch, parts, C);
+  ColumnFinish(dbias, dweight, scratch, parts, C, stream);
 }
 
 // ---------------------------------------------------------------------------- GELU
@@ -1063,6 +1157,31 @@ cudaError_t LayerNormBackward(T* dinp, float* dweight, float* dbias, float* scra
                               const T* dout, const T* inp, const float* weight, const float* mean,
                               const float* rstd, int N, int C, cudaStream_t stream) {
   if (Parts(N) > kMaxParts) return cudaErrorInvalidValue;
+  constexpr int kChunkCols = kWarp * Pack16<T>::kN;
+  const int chunks = (C + kChunkCols - 1) / kChunkCols;
+  if (RowsInPacks<T>(C, {dinp, dout, inp, weight}) && chunks <= kFusedMaxChunks) {
+    const int parts = Parts(N);
+    switch (chunks) {
+      case 1:
+        FORGE_LAUNCH((LayerNormBackwardFusedKernel<T, 1>), parts, kThreads, 0, stream, dinp,
+                     scratch, dout, inp, weight, mean, rstd, N, C);
+        break;
+      case 2:
+        FORGE_LAUNCH((LayerNormBackwardFusedKernel<T, 2>), parts, kThreads, 0, stream, dinp,
+                     scratch, dout, inp, weight, mean, rstd, N, C);
+        break;
+      case 3:
+        FORGE_LAUNCH((LayerNormBackwardFusedKernel<T, 3>), parts, kThreads, 0, stream, dinp,
+                     scratch, dout, inp, weight, mean, rstd, N, C);
+        break;
+      default:
+        FORGE_LAUNCH((LayerNormBackwardFusedKernel<T, 4>), parts, kThreads, 0, stream, dinp,
+                     scratch, dout, inp, weight, mean, rstd, N, C);
+        break;
+    }
+    ColumnFinish(dbias, dweight, scratch, parts, C, stream);
+    return cudaGetLastError();
+  }
   const int rows_per_block = kThreads / kWarp;
   const unsigned blocks = (N + rows_per_block - 1) / rows_per_block;
   LaunchPacked(RowsInPacks<T>(C, {dinp, dout, inp, weight}), [&](auto vec) {

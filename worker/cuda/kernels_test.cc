@@ -67,13 +67,15 @@ class KernelTest : public ::testing::Test {
 using Types = ::testing::Types<float, bf16>;
 TYPED_TEST_SUITE(KernelTest, Types);
 
-// Widths: 328, a multiple of the 16-byte pack that spans two or three column tiles of the
-// weight-gradient reduction (the last one partly), and 90, which takes the element-wise loops.
-// 200 rows: four row parts, the last partial.
+// Widths: 328, a multiple of the 16-byte pack, which the backward takes in one kernel (its
+// rows in 2 or 3 chunks of 32 packs, the last partly filled); 1032, too wide for that (129
+// packs), which takes the input-gradient kernel and the column reduction, spanning several
+// column tiles, the last partly; and 90, which takes the element-wise loops. 200 rows: seven
+// parts of 32 rows, the last partial.
 TYPED_TEST(KernelTest, LayerNormForwardAndBackward) {
   using T = TypeParam;
   const int N = 200;
-  for (const int C : {328, 90}) {
+  for (const int C : {328, 1032, 90}) {
     SCOPED_TRACE(::testing::Message() << "C=" << C);
     const Vec x = Rounded<T>(Random(N * C, 1, 2.0f)), dy = Rounded<T>(Random(N * C, 2));
     const Vec w = Random(C, 3), b = Random(C, 4), dinp0 = Rounded<T>(Random(N * C, 5));
