@@ -131,7 +131,7 @@ TEST(OptimizerKernelTest, GradNormOverMoreThanOnePassOfTheGrid) {
 // in packs (304) and element by element (42), and rows that end inside a row part.
 TYPED_TEST(KernelTest, BiasGradient) {
   using T = TypeParam;
-  const int N = 600;  // 10 row parts: more than the finishing lanes
+  const int N = 600;  // 19 row parts of 32, the last partial: more than the finishing lanes
   for (const int C : {304, 42}) {
     SCOPED_TRACE(::testing::Message() << "C=" << C);
     const Vec dy = Rounded<T>(Random(size_t{1} * N * C, 14));
