@@ -67,15 +67,17 @@ class KernelTest : public ::testing::Test {
 using Types = ::testing::Types<float, bf16>;
 TYPED_TEST_SUITE(KernelTest, Types);
 
-// Widths: 328, a multiple of the 16-byte pack, which the backward takes in one kernel (its
-// rows in 2 or 3 chunks of 32 packs, the last partly filled); 1032, too wide for that (129
-// packs), which takes the input-gradient kernel and the column reduction, spanning several
-// column tiles, the last partly; and 90, which takes the element-wise loops. 200 rows: seven
-// parts of 32 rows, the last partial.
+// Widths that the backward takes in one kernel: 64 (one chunk of 32 packs, partly filled),
+// 328 (2 or 3 chunks, the last partly filled) and the widest, 128 packs (4 full chunks);
+// 1032, too wide for that (129 packs), which takes the input-gradient kernel and the column
+// reduction, spanning several column tiles, the last partly; and 90, which takes the
+// element-wise loops. 197 rows: seven parts of 32 rows and one of 5, where three warps of the
+// one kernel have no row.
 TYPED_TEST(KernelTest, LayerNormForwardAndBackward) {
   using T = TypeParam;
-  const int N = 200;
-  for (const int C : {328, 1032, 90}) {
+  const int N = 197;
+  constexpr int kWidestInOneKernel = 128 * (16 / static_cast<int>(sizeof(T)));
+  for (const int C : {64, 328, kWidestInOneKernel, 1032, 90}) {
     SCOPED_TRACE(::testing::Message() << "C=" << C);
     const Vec x = Rounded<T>(Random(N * C, 1, 2.0f)), dy = Rounded<T>(Random(N * C, 2));
     const Vec w = Random(C, 3), b = Random(C, 4), dinp0 = Rounded<T>(Random(N * C, 5));
@@ -101,7 +103,7 @@ TYPED_TEST(KernelTest, LayerNormForwardAndBackward) {
     ExpectClose(gmean.Download(), mean, 1e-5f, "mean");
     ExpectClose(grstd.Download(), rstd, 1e-5f, "rstd");
     ExpectClose(gdinp.Download(), dinp, tol, "dinp");
-    ExpectClose(gdw.Download(), dw, 1e-4f, "dweight");  // fp32 sums of 200 rows
+    ExpectClose(gdw.Download(), dw, 1e-4f, "dweight");  // fp32 sums of 197 rows
     ExpectClose(gdb.Download(), db, 1e-4f, "dbias");
   }
 }
