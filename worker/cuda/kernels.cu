@@ -248,6 +248,42 @@ __global__ void LayerNormForwardKernel(T* out, float* mean, float* rstd, const T
   }
 }
 
+// The LayerNorm backward's arithmetic on one chunk of kN entries of a row with mean m and
+// rstd r, written once for LayerNormBackwardInputKernel and LayerNormBackwardFusedKernel so
+// that both give the same bits: the chunk's dy, x and weight; the sums of g = dy · w and
+// g · xhat (the first pass over the row); and d += the input gradient (the second).
+template <int kN, bool kVec, typename T>
+__device__ __forceinline__ void LoadGradientChunk(float (&dy)[kN], float (&xv)[kN], float (&w)[kN],
+                                                  const T* dout_row, const T* inp_row,
+                                                  const float* weight, int c, int C) {
+  LoadChunk<kN, kVec>(dy, dout_row, c, C);
+  LoadChunk<kN, kVec>(xv, inp_row, c, C);
+  LoadChunk<kN, kVec>(w, weight, c, C);
+}
+
+template <int kN>
+__device__ __forceinline__ void AddGradientSums(float& sg, float& sgx, const float (&dy)[kN],
+                                                const float (&xv)[kN], const float (&w)[kN],
+                                                float m, float r) {
+#pragma unroll
+  for (int k = 0; k < kN; ++k) {
+    const float g = dy[k] * w[k];
+    sg += g;
+    sgx += g * (xv[k] - m) * r;
+  }
+}
+
+template <int kN>
+__device__ __forceinline__ void AddInputGradient(float (&d)[kN], const float (&dy)[kN],
+                                                 const float (&xv)[kN], const float (&w)[kN],
+                                                 float m, float r, float g_mean, float gx_mean) {
+#pragma unroll
+  for (int k = 0; k < kN; ++k) {
+    const float g = dy[k] * w[k], xhat = (xv[k] - m) * r;
+    d[k] += (g - g_mean - xhat * gx_mean) * r;
+  }
+}
+
 // dinp += the LayerNorm's input gradient; rows and chunks as in the forward.
 template <typename T, bool kVec>
 __global__ void LayerNormBackwardInputKernel(T* dinp, const T* dout, const T* inp,
@@ -262,28 +298,15 @@ __global__ void LayerNormBackwardInputKernel(T* dinp, const T* dout, const T* in
   float sg = 0, sgx = 0;
   for (int c = lane * kN; c < C; c += kWarp * kN) {
     float dy[kN], xv[kN], w[kN];
-    LoadChunk<kN, kVec>(dy, dout + off, c, C);
-    LoadChunk<kN, kVec>(xv, inp + off, c, C);
-    LoadChunk<kN, kVec>(w, weight, c, C);
-#pragma unroll
-    for (int k = 0; k < kN; ++k) {
-      const float g = dy[k] * w[k];
-      sg += g;
-      sgx += g * (xv[k] - m) * r;
-    }
+    LoadGradientChunk<kN, kVec>(dy, xv, w, dout + off, inp + off, weight, c, C);
+    AddGradientSums(sg, sgx, dy, xv, w, m, r);
   }
   const float g_mean = WarpSum(sg) / C, gx_mean = WarpSum(sgx) / C;
   for (int c = lane * kN; c < C; c += kWarp * kN) {
     float dy[kN], xv[kN], w[kN], d[kN];
-    LoadChunk<kN, kVec>(dy, dout + off, c, C);
-    LoadChunk<kN, kVec>(xv, inp + off, c, C);
-    LoadChunk<kN, kVec>(w, weight, c, C);
+    LoadGradientChunk<kN, kVec>(dy, xv, w, dout + off, inp + off, weight, c, C);
     LoadChunk<kN, kVec>(d, dinp + off, c, C);
-#pragma unroll
-    for (int k = 0; k < kN; ++k) {
-      const float g = dy[k] * w[k], xhat = (xv[k] - m) * r;
-      d[k] += (g - g_mean - xhat * gx_mean) * r;
-    }
+    AddInputGradient(d, dy, xv, w, m, r, g_mean, gx_mean);
     StoreChunk<kN, kVec>(dinp + off, d, c, C);
   }
 }
@@ -380,6 +403,30 @@ __global__ void __launch_bounds__(kThreads)
 // ColumnFinishKernel completes them. Rows, weight and dinp in 16-byte packs (RowsInPacks).
 constexpr int kFusedMaxChunks = 4;
 
+// The column sums of a block's warps (each lane's acc holds its chunks l, l + 32, ...: the
+// fused kernel's layout), added over the warps in order into out[0..C), through `sacc`
+// (ColumnPartialKernel's bank-spreading layout, entry k of chunk x at x·(kN + 1) + k). Every
+// thread of the block calls it; it leaves `sacc` free for the next call.
+template <int kChunks, int kN>
+__device__ __forceinline__ void WriteWarpColumnSums(float* out, const float (&acc)[kChunks][kN],
+                                                    float (*sacc)[kChunks * kWarp * (kN + 1)],
+                                                    int C) {
+  constexpr int kStride = kN + 1;
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+#pragma unroll
+  for (int j = 0; j < kChunks; ++j) {
+#pragma unroll
+    for (int k = 0; k < kN; ++k) sacc[warp][(j * kWarp + lane) * kStride + k] = acc[j][k];
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < C; e += blockDim.x) {
+    float sum = 0;
+    for (int l = 0; l < kColLanes; ++l) sum += sacc[l][(e / kN) * kStride + e % kN];
+    out[e] = sum;
+  }
+  __syncthreads();
+}
+
 template <typename T, int kChunks>
 __global__ void __launch_bounds__(kThreads)
     LayerNormBackwardFusedKernel(T* dinp, float* partial, const T* dout, const T* inp,
@@ -387,8 +434,7 @@ __global__ void __launch_bounds__(kThreads)
                                  int C) {
   static_assert(kThreads / kWarp == kColLanes, "a warp for each of ColumnPartialKernel's lanes");
   constexpr int kN = Pack16<T>::kN;
-  constexpr int kStride = kN + 1;  // ColumnPartialKernel's bank-spreading layout
-  __shared__ float sacc[kColLanes][kChunks * kWarp * kStride];
+  __shared__ float sacc[kColLanes][kChunks * kWarp * (kN + 1)];
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int p = blockIdx.x, parts = gridDim.x;
   const int r0 = p * kRowsPerPartial, r1 = min(N, r0 + kRowsPerPartial);
@@ -402,15 +448,8 @@ __global__ void __launch_bounds__(kThreads)
       const int c = (j * kWarp + lane) * kN;
       if (c >= C) break;
       float dy[kN], xv[kN], w[kN];
-      LoadChunk<kN, true>(dy, dout + off, c, C);
-      LoadChunk<kN, true>(xv, inp + off, c, C);
-      LoadChunk<kN, true>(w, weight, c, C);
-#pragma unroll
-      for (int k = 0; k < kN; ++k) {
-        const float g = dy[k] * w[k];
-        sg += g;
-        sgx += g * (xv[k] - m) * r;
-      }
+      LoadGradientChunk<kN, true>(dy, xv, w, dout + off, inp + off, weight, c, C);
+      AddGradientSums(sg, sgx, dy, xv, w, m, r);
     }
     const float g_mean = WarpSum(sg) / C, gx_mean = WarpSum(sgx) / C;
 #pragma unroll
@@ -418,44 +457,19 @@ __global__ void __launch_bounds__(kThreads)
       const int c = (j * kWarp + lane) * kN;
       if (c >= C) break;
       float dy[kN], xv[kN], w[kN], d[kN];
-      LoadChunk<kN, true>(dy, dout + off, c, C);
-      LoadChunk<kN, true>(xv, inp + off, c, C);
-      LoadChunk<kN, true>(w, weight, c, C);
+      LoadGradientChunk<kN, true>(dy, xv, w, dout + off, inp + off, weight, c, C);
       LoadChunk<kN, true>(d, dinp + off, c, C);
 #pragma unroll
-      for (int k = 0; k < kN; ++k) {
-        const float g = dy[k] * w[k], xhat = (xv[k] - m) * r;
-        d[k] += (g - g_mean - xhat * gx_mean) * r;
+      for (int k = 0; k < kN; ++k) {  // ColumnPartialKernel's sums
         db[j][k] += dy[k];
         dw[j][k] += dy[k] * ((xv[k] - m) * r);
       }
+      AddInputGradient(d, dy, xv, w, m, r, g_mean, gx_mean);
       StoreChunk<kN, true>(dinp + off, d, c, C);
     }
   }
-  // The bias sums, then the weight sums: column e's over the warps, in warp order.
-#pragma unroll
-  for (int j = 0; j < kChunks; ++j) {
-#pragma unroll
-    for (int k = 0; k < kN; ++k) sacc[warp][(j * kWarp + lane) * kStride + k] = db[j][k];
-  }
-  __syncthreads();
-  for (int e = threadIdx.x; e < C; e += blockDim.x) {
-    float b = 0;
-    for (int l = 0; l < kColLanes; ++l) b += sacc[l][(e / kN) * kStride + e % kN];
-    partial[static_cast<size_t>(p) * C + e] = b;
-  }
-  __syncthreads();
-#pragma unroll
-  for (int j = 0; j < kChunks; ++j) {
-#pragma unroll
-    for (int k = 0; k < kN; ++k) sacc[warp][(j * kWarp + lane) * kStride + k] = dw[j][k];
-  }
-  __syncthreads();
-  for (int e = threadIdx.x; e < C; e += blockDim.x) {
-    float w = 0;
-    for (int l = 0; l < kColLanes; ++l) w += sacc[l][(e / kN) * kStride + e % kN];
-    partial[static_cast<size_t>(parts + p) * C + e] = w;
-  }
+  WriteWarpColumnSums(partial + static_cast<size_t>(p) * C, db, sacc, C);
+  WriteWarpColumnSums(partial + static_cast<size_t>(parts + p) * C, dw, sacc, C);
 }
 
 int Parts(int N) { return (N + kRowsPerPartial - 1) / kRowsPerPartial; }
@@ -945,17 +959,19 @@ __global__ void __launch_bounds__(kHeldMaxThreads)
   const int target = targets[n];
   const T* x = logits + static_cast<size_t>(n) * ld;
   const float x_target = target >= 0 ? ToF(x[target]) : 0.0f;
+  // Pack p of this thread starts at entry c0 + p · stride.
+  const int c0 = static_cast<int>(threadIdx.x) * kN, stride = static_cast<int>(blockDim.x) * kN;
   uint4 held[kHeldPacks];
 #pragma unroll
   for (int p = 0; p < kHeldPacks; ++p) {
-    const int c = (p * static_cast<int>(blockDim.x) + static_cast<int>(threadIdx.x)) * kN;
+    const int c = c0 + p * stride;
     if (c < V) held[p] = LoadBits(x + c);  // all loads issued before any is used
   }
   // The values are at hand, so no online rescaling: the thread's max, then its sum of exp.
   float m = -INFINITY, s = 0.0f;
 #pragma unroll
   for (int p = 0; p < kHeldPacks; ++p) {
-    const int c = (p * static_cast<int>(blockDim.x) + static_cast<int>(threadIdx.x)) * kN;
+    const int c = c0 + p * stride;
 #pragma unroll
     for (int k = 0; k < kN; ++k) {
       if (c + k < V) m = fmaxf(m, BitsEntry<T>(held[p], k));
@@ -964,7 +980,7 @@ __global__ void __launch_bounds__(kHeldMaxThreads)
   if (m != -INFINITY) {  // a NaN entry makes the sum NaN
 #pragma unroll
     for (int p = 0; p < kHeldPacks; ++p) {
-      const int c = (p * static_cast<int>(blockDim.x) + static_cast<int>(threadIdx.x)) * kN;
+      const int c = c0 + p * stride;
 #pragma unroll
       for (int k = 0; k < kN; ++k) {
         if (c + k < V) s += expf(BitsEntry<T>(held[p], k) - m);
@@ -976,7 +992,7 @@ __global__ void __launch_bounds__(kHeldMaxThreads)
     // stays 0 and the merge drops this thread.
 #pragma unroll
     for (int p = 0; p < kHeldPacks; ++p) {
-      const int c = (p * static_cast<int>(blockDim.x) + static_cast<int>(threadIdx.x)) * kN;
+      const int c = c0 + p * stride;
 #pragma unroll
       for (int k = 0; k < kN; ++k) {
         const float x = BitsEntry<T>(held[p], k);
@@ -994,7 +1010,7 @@ __global__ void __launch_bounds__(kHeldMaxThreads)
   const float M = m, inv = 1.0f / s;
 #pragma unroll
   for (int p = 0; p < kHeldPacks; ++p) {
-    const int c = (p * static_cast<int>(blockDim.x) + static_cast<int>(threadIdx.x)) * kN;
+    const int c = c0 + p * stride;
     if (c + kN > V) continue;  // past the row, or the straddling pack (below)
     float g[kN] = {};          // an ignored target's row is all zeros
     if (target >= 0) {
@@ -1157,26 +1173,28 @@ cudaError_t LayerNormBackward(T* dinp, float* dweight, float* dbias, float* scra
                               const T* dout, const T* inp, const float* weight, const float* mean,
                               const float* rstd, int N, int C, cudaStream_t stream) {
   if (Parts(N) > kMaxParts) return cudaErrorInvalidValue;
+  const bool packed = RowsInPacks<T>(C, {dinp, dout, inp, weight});
   constexpr int kChunkCols = kWarp * Pack16<T>::kN;
   const int chunks = (C + kChunkCols - 1) / kChunkCols;
-  if (RowsInPacks<T>(C, {dinp, dout, inp, weight}) && chunks <= kFusedMaxChunks) {
+  if (packed && chunks <= kFusedMaxChunks) {
     const int parts = Parts(N);
+    auto launch = [&](auto k_chunks) {
+      FORGE_LAUNCH((LayerNormBackwardFusedKernel<T, decltype(k_chunks)::value>), parts, kThreads, 0,
+                   stream, dinp, scratch, dout, inp, weight, mean, rstd, N, C);
+    };
+    static_assert(kFusedMaxChunks == 4, "one case per chunk count");
     switch (chunks) {
       case 1:
-        FORGE_LAUNCH((LayerNormBackwardFusedKernel<T, 1>), parts, kThreads, 0, stream, dinp,
-                     scratch, dout, inp, weight, mean, rstd, N, C);
+        launch(std::integral_constant<int, 1>{});
         break;
       case 2:
-        FORGE_LAUNCH((LayerNormBackwardFusedKernel<T, 2>), parts, kThreads, 0, stream, dinp,
-                     scratch, dout, inp, weight, mean, rstd, N, C);
+        launch(std::integral_constant<int, 2>{});
         break;
       case 3:
-        FORGE_LAUNCH((LayerNormBackwardFusedKernel<T, 3>), parts, kThreads, 0, stream, dinp,
-                     scratch, dout, inp, weight, mean, rstd, N, C);
+        launch(std::integral_constant<int, 3>{});
         break;
       default:
-        FORGE_LAUNCH((LayerNormBackwardFusedKernel<T, 4>), parts, kThreads, 0, stream, dinp,
-                     scratch, dout, inp, weight, mean, rstd, N, C);
+        launch(std::integral_constant<int, 4>{});
         break;
     }
     ColumnFinish(dbias, dweight, scratch, parts, C, stream);
@@ -1184,7 +1202,7 @@ cudaError_t LayerNormBackward(T* dinp, float* dweight, float* dbias, float* scra
   }
   const int rows_per_block = kThreads / kWarp;
   const unsigned blocks = (N + rows_per_block - 1) / rows_per_block;
-  LaunchPacked(RowsInPacks<T>(C, {dinp, dout, inp, weight}), [&](auto vec) {
+  LaunchPacked(packed, [&](auto vec) {
     FORGE_LAUNCH((LayerNormBackwardInputKernel<T, decltype(vec)::value>), blocks, kThreads, 0,
                  stream, dinp, dout, inp, weight, mean, rstd, N, C);
   });
