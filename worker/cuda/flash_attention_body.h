@@ -264,6 +264,15 @@ struct TileStreams {
   }
 };
 
+// The four registers of an ldmatrix.x4 that loaded two B fragments: the first two are the
+// first fragment's, the last two the second's.
+FORGE_FLASH_FN void SplitPair(const uint32_t (&r)[4], uint32_t (&b0)[2], uint32_t (&b1)[2]) {
+  b0[0] = r[0];
+  b0[1] = r[1];
+  b1[0] = r[2];
+  b1[1] = r[3];
+}
+
 // The A fragment of columns [k0, k0 + 16) of 16 rows of a row-major bf16 tile in shared
 // memory, with one ldmatrix.x4: matrix m (given by lanes 8m..8m+7) is rows 8 (m % 2).. and
 // columns k0 + 8 (m / 2)..; the plain load hands lane l elements (l / 4, 2 (l % 4)) and
@@ -288,10 +297,7 @@ FORGE_FLASH_FN void LoadBTransposedPair(Ctx& ctx, uint32_t (&b0)[2], uint32_t (&
   const int lane = ctx.tid() % 32, m = lane / 8;
   uint32_t r[4];
   ctx.ldmatrix_x4(r, nk + ((m / 2) * 8 + lane % 8) * ld + k0 + (m % 2) * 8);
-  b0[0] = r[0];
-  b0[1] = r[1];
-  b1[0] = r[2];
-  b1[1] = r[3];
+  SplitPair(r, b0, b1);
 }
 
 // The B fragments of two adjacent groups of 8 columns (n in [0, 8) and [8, 16); k in [k0,
@@ -308,10 +314,7 @@ FORGE_FLASH_FN void LoadBPair(Ctx& ctx, uint32_t (&b0)[2], uint32_t (&b1)[2], co
   const int lane = ctx.tid() % 32, m = lane / 8;
   uint32_t r[4];
   ctx.ldmatrix_x4_trans(r, kn + (k0 + (m % 2) * 8 + lane % 8) * ld + (m / 2) * 8);
-  b0[0] = r[0];
-  b0[1] = r[1];
-  b1[0] = r[2];
-  b1[1] = r[3];
+  SplitPair(r, b0, b1);
 }
 
 // The A fragments of 16 rows x K columns of a row-major tile, kept in registers by the caller
