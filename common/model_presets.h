@@ -39,6 +39,11 @@ inline constexpr int kMinVocab = 2, kMaxVocab = 1048576;
 // spec validation, a base checkpoint's once it is resolved) and by the backend itself.
 inline constexpr int kCudaWidthMultiple = 8;
 
+// The GPU attention runs a grid row per (sequence, head) pair of a micro-batch, and CUDA caps
+// a grid's second dimension at 65535: micro_batch x heads may not exceed it on cuda (spec
+// validation, the trainer's default micro-batch and the backend all apply it).
+inline constexpr int kCudaMaxSequenceHeads = 65535;
+
 // The preset names, in a fixed order: {"tiny", "gpt2-124m-shape"}.
 const std::vector<std::string>& PresetNames();
 

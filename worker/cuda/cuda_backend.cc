@@ -79,6 +79,62 @@ struct LayerActs {  // offsets into acts_ (T) and stats_ (float)
   size_t ln1_mean, ln1_rstd, ln2_mean, ln2_rstd, lse;
 };
 
+// Where a micro-batch's tensors live: offsets of the activations (elements, in acts_), their
+// statistics (floats, in stats_) and the backward's activation gradients (elements, in
+// grad_acts_), and each region's size. The allocation and CudaActivationBytes both read it.
+struct ActivationPlan {
+  std::vector<LayerActs> layers;
+  size_t encoded = 0, lnf = 0, logits = 0;  // in acts_
+  int logits_ld = 0;  // the logits' row pitch: the vocabulary rounded up to a multiple of 8
+  size_t lnf_mean = 0, lnf_rstd = 0, losses = 0, delta = 0;  // in stats_
+  size_t dres = 0, dc = 0, d3c = 0, d4c = 0;                 // in grad_acts_
+  size_t acts = 0, stats = 0, grads = 0;                     // the regions' sizes, in elements
+};
+
+ActivationPlan PlanActivations(const ModelShape& s, size_t batch, size_t seq, size_t elem_bytes) {
+  const size_t N = batch * seq;
+  const size_t C = s.width, V = s.vocab;
+  const size_t heads_rows = batch * s.heads * seq;
+  ActivationPlan p;
+  Arena a, f, g;
+  p.encoded = a.Take(N * C, elem_bytes);
+  for (int l = 0; l < s.layers; ++l) {
+    LayerActs la;
+    la.ln1 = a.Take(N * C, elem_bytes);
+    la.qkv = a.Take(N * 3 * C, elem_bytes);
+    la.atty = a.Take(N * C, elem_bytes);
+    la.res2 = a.Take(N * C, elem_bytes);
+    la.ln2 = a.Take(N * C, elem_bytes);
+    la.fch = a.Take(N * 4 * C, elem_bytes);
+    la.fch_gelu = a.Take(N * 4 * C, elem_bytes);
+    la.res3 = a.Take(N * C, elem_bytes);
+    la.ln1_mean = f.Take(N, 4);
+    la.ln1_rstd = f.Take(N, 4);
+    la.ln2_mean = f.Take(N, 4);
+    la.ln2_rstd = f.Take(N, 4);
+    la.lse = f.Take(heads_rows, 4);
+    p.layers.push_back(la);
+  }
+  p.lnf = a.Take(N * C, elem_bytes);
+  // Rows padded to a multiple of 8 elements, so each starts 16-byte aligned whatever the
+  // vocabulary (GPT-2's 50257 included): the classifier's matmul and its two gradients run
+  // cuBLASLt's aligned kernels. The padding is never read.
+  p.logits_ld = static_cast<int>((V + 7) / 8 * 8);
+  p.logits = a.Take(N * p.logits_ld, elem_bytes);
+  p.lnf_mean = f.Take(N, 4);
+  p.lnf_rstd = f.Take(N, 4);
+  p.losses = f.Take(N, 4);
+  p.delta = f.Take(heads_rows, 4);
+  p.dres = g.Take(N * C, elem_bytes);
+  p.dc = g.Take(N * C, elem_bytes);
+  p.d3c = g.Take(N * 3 * C, elem_bytes);
+  p.d4c = g.Take(N * 4 * C, elem_bytes);
+  p.acts = a.size();
+  p.stats = f.size();
+  p.grads = g.size();
+  return p;
+}
+
 // Why this device cannot run the flash kernels for `head_size` (a supported one); empty when
 // it can. The one test both auto and an explicit choice apply.
 std::string FlashRefusal(const cudaDeviceProp& prop, int head_size) {
@@ -223,7 +279,7 @@ class CudaGpt final : public engine::ModelBackend {
   float* G(size_t offset) const { return grads_.get() + offset; }
   T* A(size_t offset) const { return acts_.get() + offset; }
   float* S(size_t offset) const { return stats_.get() + offset; }
-  T* LayerInput(int l) const { return l == 0 ? A(encoded_) : A(layer_acts_[l - 1].res3); }
+  T* LayerInput(int l) const { return l == 0 ? A(plan_.encoded) : A(plan_.layers[l - 1].res3); }
   static cudaDataType_t Type() { return kExact ? CUDA_R_32F : CUDA_R_16BF; }
   // Causal attention's nominal forward FLOPs (its two products over the lower triangle).
   double AttentionFlops(int B, int Tq) const {
@@ -289,17 +345,17 @@ class CudaGpt final : public engine::ModelBackend {
                                     const float* lse, int B, int Tq) {
     const int C = config_.shape.width, H = config_.shape.heads;
     if (attention_ == CudaAttention::kGemm) {
-      return gemm_attention_->Backward(dqkv, S(delta_), dy, qkv, y, lse, B, Tq, C, H, stream_);
+      return gemm_attention_->Backward(dqkv, S(plan_.delta), dy, qkv, y, lse, B, Tq, C, H, stream_);
     }
     if constexpr (!kExact) {
       if (attention_ == CudaAttention::kFlash) {
         FORGE_CUDA_RETURN_IF_ERROR(
-            FlashAttentionBackward(dqkv, S(delta_), dy, qkv, y, lse, B, Tq, C, H, stream_));
+            FlashAttentionBackward(dqkv, S(plan_.delta), dy, qkv, y, lse, B, Tq, C, H, stream_));
         return absl::OkStatus();
       }
     }
     FORGE_CUDA_RETURN_IF_ERROR(
-        AttentionBackward<T>(dqkv, S(delta_), dy, qkv, y, lse, B, Tq, C, H, stream_));
+        AttentionBackward<T>(dqkv, S(plan_.delta), dy, qkv, y, lse, B, Tq, C, H, stream_));
     return absl::OkStatus();
   }
 
@@ -383,11 +439,7 @@ class CudaGpt final : public engine::ModelBackend {
   PinnedBuffer<int32_t> host_tokens_, host_targets_, host_order_, host_start_, host_bucket_;
   PinnedBuffer<float> host_losses_, host_norm_;
 
-  std::vector<LayerActs> layer_acts_;
-  size_t encoded_ = 0, lnf_ = 0, logits_ = 0;                   // in acts_
-  int logits_ld_ = 0;  // the logits' row pitch: the vocabulary rounded up to a multiple of 8
-  size_t lnf_mean_ = 0, lnf_rstd_ = 0, losses_ = 0, delta_ = 0;  // in stats_
-  size_t dres_ = 0, dc_ = 0, d3c_ = 0, d4c_ = 0;                 // in grad_acts_
+  ActivationPlan plan_;  // offsets into acts_, stats_ and grad_acts_
   int buckets_ = 0;
   size_t reduce_calls_ = 0;  // all-reduces started by this backward (picks their events)
   int64_t adam_step_ = 0;
@@ -435,45 +487,10 @@ absl::Status CudaGpt<T>::Init() {
   }
 
   const size_t N = static_cast<size_t>(config_.max_batch) * config_.max_seq;
-  const size_t C = s.width, V = s.vocab;
-  const size_t heads_rows = static_cast<size_t>(config_.max_batch) * s.heads * config_.max_seq;
-  Arena a, f;
-  encoded_ = a.Take(N * C, sizeof(T));
-  for (int l = 0; l < s.layers; ++l) {
-    LayerActs la;
-    la.ln1 = a.Take(N * C, sizeof(T));
-    la.qkv = a.Take(N * 3 * C, sizeof(T));
-    la.atty = a.Take(N * C, sizeof(T));
-    la.res2 = a.Take(N * C, sizeof(T));
-    la.ln2 = a.Take(N * C, sizeof(T));
-    la.fch = a.Take(N * 4 * C, sizeof(T));
-    la.fch_gelu = a.Take(N * 4 * C, sizeof(T));
-    la.res3 = a.Take(N * C, sizeof(T));
-    la.ln1_mean = f.Take(N, 4);
-    la.ln1_rstd = f.Take(N, 4);
-    la.ln2_mean = f.Take(N, 4);
-    la.ln2_rstd = f.Take(N, 4);
-    la.lse = f.Take(heads_rows, 4);
-    layer_acts_.push_back(la);
-  }
-  lnf_ = a.Take(N * C, sizeof(T));
-  // Rows padded to a multiple of 8 elements, so each starts 16-byte aligned whatever the
-  // vocabulary (GPT-2's 50257 included): the classifier's matmul and its two gradients run
-  // cuBLASLt's aligned kernels. The padding is never read.
-  logits_ld_ = static_cast<int>((V + 7) / 8 * 8);
-  logits_ = a.Take(N * logits_ld_, sizeof(T));
-  lnf_mean_ = f.Take(N, 4);
-  lnf_rstd_ = f.Take(N, 4);
-  losses_ = f.Take(N, 4);
-  delta_ = f.Take(heads_rows, 4);
-  Arena g;
-  dres_ = g.Take(N * C, sizeof(T));
-  dc_ = g.Take(N * C, sizeof(T));
-  d3c_ = g.Take(N * 3 * C, sizeof(T));
-  d4c_ = g.Take(N * 4 * C, sizeof(T));
-  ASSIGN_OR_RETURN(acts_, DeviceBuffer<T>::Allocate(a.size(), "activations"));
-  ASSIGN_OR_RETURN(stats_, DeviceBuffer<float>::Allocate(f.size(), "activation statistics"));
-  ASSIGN_OR_RETURN(grad_acts_, DeviceBuffer<T>::Allocate(g.size(), "activation gradients"));
+  plan_ = PlanActivations(s, config_.max_batch, config_.max_seq, sizeof(T));
+  ASSIGN_OR_RETURN(acts_, DeviceBuffer<T>::Allocate(plan_.acts, "activations"));
+  ASSIGN_OR_RETURN(stats_, DeviceBuffer<float>::Allocate(plan_.stats, "activation statistics"));
+  ASSIGN_OR_RETURN(grad_acts_, DeviceBuffer<T>::Allocate(plan_.grads, "activation gradients"));
   ASSIGN_OR_RETURN(col_scratch_, DeviceBuffer<float>::Allocate(
                                      ColumnReduceScratchFloats(static_cast<int>(N), 4 * s.width),
                                      "reduction scratch"));
@@ -650,12 +667,12 @@ absl::StatusOr<int> CudaGpt<T>::Forward(const int32_t* tokens, const int32_t* ta
   // For the profile: nominal FLOPs of the products, bytes of the memory-bound kernels.
   const double nc = static_cast<double>(N) * C, tb = sizeof(T);
   const double layernorm_bytes = nominal_bytes::LayerNorm(N, C, tb);
-  FORGE_CUDA_RETURN_IF_ERROR(
-      EmbeddingForward<T>(A(encoded_), tokens_.get(), P(offsets_.wte), P(offsets_.wpe), B, Tq, C, stream_));
+  FORGE_CUDA_RETURN_IF_ERROR(EmbeddingForward<T>(A(plan_.encoded), tokens_.get(), P(offsets_.wte),
+                                                 P(offsets_.wpe), B, Tq, C, stream_));
   RETURN_IF_ERROR(Mark("embedding", 0, nominal_bytes::Embedding(N, Tq, C, tb)));
   for (int l = 0; l < s.layers; ++l) {
     const GptLayerOffsets& w = offsets_.layers[l];
-    const LayerActs& a = layer_acts_[l];
+    const LayerActs& a = plan_.layers[l];
     const T* x = LayerInput(l);
     FORGE_CUDA_RETURN_IF_ERROR(LayerNormForward<T>(A(a.ln1), S(a.ln1_mean), S(a.ln1_rstd), x,
                                                    P(w.ln1_w), P(w.ln1_b), N, C, stream_));
@@ -678,19 +695,19 @@ absl::StatusOr<int> CudaGpt<T>::Forward(const int32_t* tokens, const int32_t* ta
                           W(w.fc_proj_b), A(a.res2), N, 4 * C, C));
     RETURN_IF_ERROR(Mark("matmul fc projection", 2 * nc * 4 * C));
   }
-  FORGE_CUDA_RETURN_IF_ERROR(LayerNormForward<T>(A(lnf_), S(lnf_mean_), S(lnf_rstd_),
+  FORGE_CUDA_RETURN_IF_ERROR(LayerNormForward<T>(A(plan_.lnf), S(plan_.lnf_mean), S(plan_.lnf_rstd),
                                                  LayerInput(s.layers), P(offsets_.lnf_w),
                                                  P(offsets_.lnf_b), N, C, stream_));
   RETURN_IF_ERROR(Mark("layernorm", 0, layernorm_bytes));
-  RETURN_IF_ERROR(Dense(A(logits_), A(lnf_), W(offsets_.wte), WeightLayout::kOutIn, nullptr,
-                        nullptr, N, C, V, nullptr, logits_ld_));
+  RETURN_IF_ERROR(Dense(A(plan_.logits), A(plan_.lnf), W(offsets_.wte), WeightLayout::kOutIn,
+                        nullptr, nullptr, N, C, V, nullptr, plan_.logits_ld));
   RETURN_IF_ERROR(Mark("matmul logits", 2 * nc * V));
   const float scale = count == 0 ? 0.0f : 1.0f / static_cast<float>(count);
-  FORGE_CUDA_RETURN_IF_ERROR(CrossEntropy<T>(S(losses_), backward ? A(logits_) : nullptr,
-                                             A(logits_), targets_.get(), scale, N, V, logits_ld_,
-                                             stream_));
+  FORGE_CUDA_RETURN_IF_ERROR(CrossEntropy<T>(S(plan_.losses), backward ? A(plan_.logits) : nullptr,
+                                             A(plan_.logits), targets_.get(), scale, N, V,
+                                             plan_.logits_ld, stream_));
   RETURN_IF_ERROR(Mark("cross-entropy", 0, nominal_bytes::CrossEntropy(N, V, tb, backward)));
-  FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_losses_.get(), S(losses_), N * sizeof(float),
+  FORGE_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(host_losses_.get(), S(plan_.losses), N * sizeof(float),
                                              cudaMemcpyDeviceToHost, stream_));
   RETURN_IF_ERROR(Mark("download losses"));
   return count;
@@ -709,28 +726,28 @@ template <typename T>
 absl::Status CudaGpt<T>::Backward(int B, int Tq, bool reduce) {
   const ModelShape& s = config_.shape;
   const int N = B * Tq, C = s.width, V = s.vocab;
-  T* dres = grad_acts_.get() + dres_;
-  T* dc = grad_acts_.get() + dc_;
-  T* d3c = grad_acts_.get() + d3c_;
-  T* d4c = grad_acts_.get() + d4c_;
+  T* dres = grad_acts_.get() + plan_.dres;
+  T* dc = grad_acts_.get() + plan_.dc;
+  T* d3c = grad_acts_.get() + plan_.d3c;
+  T* d4c = grad_acts_.get() + plan_.d4c;
   reduce_calls_ = 0;
 
   const double tb = sizeof(T);  // for the profile's bytes
   const double layernorm_bytes = nominal_bytes::LayerNormBackward(N, C, tb);
-  // logits_ holds dLoss/dlogits (the fused cross-entropy).
-  RETURN_IF_ERROR(DenseBackward("matmul logits backward", dc, G(offsets_.wte), nullptr, A(logits_),
-                                A(lnf_), W(offsets_.wte), WeightLayout::kOutIn, N, C, V, nullptr,
-                                logits_ld_));
+  // plan_.logits holds dLoss/dlogits (the fused cross-entropy).
+  RETURN_IF_ERROR(DenseBackward("matmul logits backward", dc, G(offsets_.wte), nullptr,
+                                A(plan_.logits), A(plan_.lnf), W(offsets_.wte),
+                                WeightLayout::kOutIn, N, C, V, nullptr, plan_.logits_ld));
   FORGE_CUDA_RETURN_IF_ERROR(
       cudaMemsetAsync(dres, 0, static_cast<size_t>(N) * C * sizeof(T), stream_));
   FORGE_CUDA_RETURN_IF_ERROR(LayerNormBackward<T>(
       dres, G(offsets_.lnf_w), G(offsets_.lnf_b), col_scratch_.get(), dc, LayerInput(s.layers),
-      P(offsets_.lnf_w), S(lnf_mean_), S(lnf_rstd_), N, C, stream_));
+      P(offsets_.lnf_w), S(plan_.lnf_mean), S(plan_.lnf_rstd), N, C, stream_));
   RETURN_IF_ERROR(Mark("layernorm backward", 0, layernorm_bytes));
   if (reduce) RETURN_IF_ERROR(ReduceAsync(offsets_.lnf_w, num_params() - offsets_.lnf_w));
   for (int l = s.layers - 1; l >= 0; --l) {
     const GptLayerOffsets& w = offsets_.layers[l];
-    const LayerActs& a = layer_acts_[l];
+    const LayerActs& a = plan_.layers[l];
     // d4c: the gradient of the GELU's input (fch).
     RETURN_IF_ERROR(DenseBackward("matmul fc projection backward + gelu", d4c, G(w.fc_proj_w),
                                   G(w.fc_proj_b), dres, A(a.fch_gelu), W(w.fc_proj_w),
@@ -901,10 +918,11 @@ absl::StatusOr<std::unique_ptr<engine::ModelBackend>> CreateCudaBackend(
         absl::StrCat("model: need max_batch >= 1 and 1 <= max_seq <= context (", s.context,
                      "); got max_batch=", config.max_batch, " max_seq=", config.max_seq));
   }
-  if (static_cast<int64_t>(config.max_batch) * s.heads > 65535) {
+  if (static_cast<int64_t>(config.max_batch) * s.heads > kCudaMaxSequenceHeads) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the cuda backend's attention handles at most 65535 (sequence, head) pairs per "
-        "micro-batch; got ", config.max_batch, " x ", s.heads, ": use a smaller micro-batch"));
+        "the cuda backend's attention handles at most ", kCudaMaxSequenceHeads,
+        " (sequence, head) pairs per micro-batch; got ", config.max_batch, " x ", s.heads,
+        ": use a micro-batch (train.micro_batch) of at most ", kCudaMaxSequenceHeads / s.heads));
   }
   const int devices = CudaDeviceCount();
   if (devices == 0) {
@@ -921,6 +939,15 @@ absl::StatusOr<std::unique_ptr<engine::ModelBackend>> CreateCudaBackend(
                                                    " CUDA device(s)"));
   }
   return options.bf16 ? Build<bf16>(config, options) : Build<float>(config, options);
+}
+
+size_t CudaActivationBytes(const ModelShape& shape, int batch, int seq, bool bf16) {
+  const size_t elem_bytes = bf16 ? 2 : 4;
+  const ActivationPlan p = PlanActivations(shape, batch, seq, elem_bytes);
+  const size_t N = static_cast<size_t>(batch) * seq;
+  return (p.acts + p.grads) * elem_bytes + p.stats * sizeof(float) +
+         ColumnReduceScratchFloats(static_cast<int>(N), 4 * shape.width) * sizeof(float) +
+         (5 * N + 1) * sizeof(int32_t);  // tokens, targets and the embedding's token buckets
 }
 
 size_t GemmAttentionBudget(size_t device_bytes) {

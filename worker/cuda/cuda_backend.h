@@ -25,6 +25,7 @@
 #ifndef FORGE_WORKER_CUDA_CUDA_BACKEND_H_
 #define FORGE_WORKER_CUDA_CUDA_BACKEND_H_
 
+#include <cstddef>
 #include <memory>
 
 #include "absl/status/statusor.h"
@@ -48,6 +49,13 @@ enum class CudaAttention {
 // The most device memory kAuto lets the GEMM attention's score matrices take: 2 GiB or a
 // sixteenth of the device, whichever is less.
 size_t GemmAttentionBudget(size_t device_bytes);
+
+// Device bytes a backend built for micro-batches of `batch` sequences of `seq` tokens takes
+// for them: activations, their statistics and gradients, the logits, the reductions' scratch
+// and the token buffers. Not counted: the parameters, gradients and AdamW moments (18 bytes a
+// parameter in bf16), the GEMM attention's scores (GemmAttentionBudget) and cuBLASLt's and
+// NCCL's own memory. What picks the default micro-batch of a job on a GPU.
+size_t CudaActivationBytes(const ModelShape& shape, int batch, int seq, bool bf16);
 
 struct CudaBackendOptions {
   int device = 0;     // CUDA device index (of the devices this process sees)

@@ -26,6 +26,11 @@
 #include "worker/engine/model_backend.h"
 
 namespace forge::cuda {
+#ifdef FORGE_CUDA_EMULATION
+// cuda_runtime_emulated.cc: the bytes its cudaMalloc has handed out and not freed.
+size_t EmulatedDeviceBytesInUse();
+#endif
+
 namespace {
 
 using testing::ExpectSameBits;
@@ -576,6 +581,52 @@ TEST(EmulatedNcclTest, ReportsWritesAfterEnqueueMismatchesAndMissingRanks) {
   }
 }
 #endif  // FORGE_CUDA_EMULATION
+
+#ifdef FORGE_CUDA_EMULATION
+// CudaActivationBytes, what picks a GPU job's default micro-batch, is what a backend
+// allocates for its micro-batches: two backends that differ only in max_batch allocate
+// exactly the difference of the estimates, and besides the estimate a backend takes its
+// parameters' buffers (18 bytes a parameter in bf16) and a little that does not grow with
+// the batch (the norm's scratch, cuBLASLt's workspace).
+TEST(CudaActivationBytesTest, IsWhatTheBackendAllocatesForItsMicroBatches) {
+  const engine::BackendConfig base = Config();
+  size_t params = 0;
+  auto allocated = [&](int max_batch) -> size_t {
+    engine::BackendConfig c = base;
+    c.max_batch = max_batch;
+    CudaBackendOptions o;
+    o.attention = CudaAttention::kFlash;
+    const size_t before = EmulatedDeviceBytesInUse();
+    absl::StatusOr<std::unique_ptr<engine::ModelBackend>> b = CreateCudaBackend(c, o);
+    EXPECT_TRUE(b.ok()) << b.status();
+    if (!b.ok()) return 0;
+    params = (*b)->num_params();
+    return EmulatedDeviceBytesInUse() - before;
+  };
+  const size_t two = allocated(2), five = allocated(5);
+  const size_t est2 = CudaActivationBytes(base.shape, 2, base.max_seq, /*bf16=*/true);
+  const size_t est5 = CudaActivationBytes(base.shape, 5, base.max_seq, /*bf16=*/true);
+  EXPECT_EQ(five - two, est5 - est2);
+  ASSERT_GE(two, est2 + 18 * params);
+  EXPECT_LT(two - est2 - 18 * params, size_t{64} << 20);
+}
+#endif  // FORGE_CUDA_EMULATION
+
+// gpt2-124m at context 1024: about 420 MB a sequence (12 layers of 16 activations of width
+// 768, the 50257-wide logits), so the 8 GiB a GPU job's default micro-batch may take
+// (worker/trainer/micro_batch.h) holds 20 sequences of it.
+TEST(CudaActivationBytesTest, Gpt2SmallTakesAbout420MbASequence) {
+  const ModelShape s = {.layers = 12, .heads = 12, .width = 768, .context = 1024, .vocab = 50257};
+  const size_t one = CudaActivationBytes(s, 1, 1024, /*bf16=*/true);
+  EXPECT_GT(one, size_t{400} << 20);
+  EXPECT_LT(one, size_t{430} << 20);
+  EXPECT_EQ((size_t{8} << 30) / one, 20u);
+  // Linear in the batch up to the reductions' scratch and alignment.
+  const size_t sixteen = CudaActivationBytes(s, 16, 1024, /*bf16=*/true);
+  EXPECT_NEAR(static_cast<double>(sixteen) / one, 16.0, 0.01);
+  // fp32 activations take twice the bytes.
+  EXPECT_NEAR(static_cast<double>(CudaActivationBytes(s, 1, 1024, false)) / one, 2.0, 0.01);
+}
 
 TEST(GemmAttentionBudgetTest, TwoGibOrASixteenthOfTheDevice) {
   EXPECT_EQ(GemmAttentionBudget(size_t{80} << 30), size_t{2} << 30);

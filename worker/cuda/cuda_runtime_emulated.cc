@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "worker/cuda/gelu_math.h"
@@ -28,6 +30,24 @@ int g_handles = 0;  // streams, events and cuBLASLt handles point here
 
 void* Handle() { return &g_handles; }
 
+// cudaMalloc's allocations (not cudaMallocHost's) and their bytes.
+std::mutex g_device_mu;
+std::unordered_map<void*, size_t> g_device_sizes;
+size_t g_device_bytes = 0;
+
+}  // namespace
+
+namespace forge::cuda {
+
+size_t EmulatedDeviceBytesInUse() {
+  std::lock_guard<std::mutex> lock(g_device_mu);
+  return g_device_bytes;
+}
+
+}  // namespace forge::cuda
+
+namespace {
+
 struct EmulatedEvent {
   bool recorded = false;
   std::chrono::steady_clock::time_point at;
@@ -37,16 +57,31 @@ struct EmulatedEvent {
 
 extern "C" {
 
-cudaError_t cudaMalloc(void** p, size_t size) {
+cudaError_t cudaMallocHost(void** p, size_t size) {
   *p = std::aligned_alloc(256, (size + 255) / 256 * 256 + 256);
   return *p == nullptr ? cudaErrorMemoryAllocation : cudaSuccess;
 }
-cudaError_t cudaFree(void* p) {
+cudaError_t cudaFreeHost(void* p) {
   std::free(p);
   return cudaSuccess;
 }
-cudaError_t cudaMallocHost(void** p, size_t size) { return cudaMalloc(p, size); }
-cudaError_t cudaFreeHost(void* p) { return cudaFree(p); }
+cudaError_t cudaMalloc(void** p, size_t size) {
+  if (cudaError_t e = cudaMallocHost(p, size); e != cudaSuccess) return e;
+  std::lock_guard<std::mutex> lock(g_device_mu);
+  g_device_sizes[*p] = size;
+  g_device_bytes += size;
+  return cudaSuccess;
+}
+cudaError_t cudaFree(void* p) {
+  {
+    std::lock_guard<std::mutex> lock(g_device_mu);
+    if (auto it = g_device_sizes.find(p); it != g_device_sizes.end()) {
+      g_device_bytes -= it->second;
+      g_device_sizes.erase(it);
+    }
+  }
+  return cudaFreeHost(p);
+}
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind) {
   std::memmove(dst, src, n);
   return cudaSuccess;
