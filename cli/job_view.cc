@@ -91,6 +91,7 @@ std::string TrainLine(const JobSpec& spec) {
   if (t.has_steps()) parts.push_back(absl::StrCat(t.steps(), " steps"));
   if (t.has_seq_len()) parts.push_back(absl::StrCat("seq_len ", t.seq_len()));
   if (t.has_batch_tokens()) parts.push_back(absl::StrCat("batch_tokens ", t.batch_tokens()));
+  if (t.has_micro_batch()) parts.push_back(absl::StrCat("micro_batch ", t.micro_batch()));
   if (t.has_lr()) parts.push_back(absl::StrCat("lr ", t.lr()));
   if (t.lr_decay() != forge::v1::LR_DECAY_UNSPECIFIED) parts.push_back(LrDecayName(t.lr_decay()));
   if (t.has_seed()) parts.push_back(absl::StrCat("seed ", t.seed()));

@@ -75,18 +75,17 @@ void JobManager::Submit(const Principal& caller, forge::v1::SubmitJobRequest req
     }
   }
   forge::v1::JobSpec spec = request.spec();
-  if (absl::Status s = ValidateAndFillDefaults(&spec); !s.ok()) return done(s);
   if (spec.has_base() && (base == nullptr || base->checkpoint.empty())) {
     return done(absl::FailedPreconditionError("job spec: base was not resolved to a checkpoint"));
+  }
+  // With a base, its shape fills and bounds train.seq_len, batch_tokens and micro_batch.
+  if (absl::Status s = ValidateAndFillDefaults(&spec, spec.has_base() ? &base->shape : nullptr);
+      !s.ok()) {
+    return done(s);
   }
   forge::v1::ModelSpec shape;
   if (spec.has_base()) {
     shape = base->shape;
-    if (shape.context() > 0 && spec.train().seq_len() > shape.context()) {
-      return done(absl::InvalidArgumentError(absl::StrCat(
-          "train.seq_len ", spec.train().seq_len(), " exceeds the base checkpoint's context (",
-          shape.context(), " tokens); use seq_len <= ", shape.context())));
-    }
   } else {
     absl::StatusOr<ModelShape> s = ResolveModelShape(spec.model());
     if (!s.ok()) return done(s.status());

@@ -38,6 +38,7 @@ constexpr double kDefaultWeightDecay = 0.1;
 constexpr double kMaxGradClip = 1e6, kDefaultGradClip = 1.0;
 constexpr uint64_t kDefaultSeed = 1;
 constexpr int kMaxRanks = 4096, kDefaultRanks = 1;
+constexpr int kMaxMicroBatch = 4096;
 constexpr int kMinKeepLast = 1, kMaxKeepLast = 1000, kDefaultKeepLast = 3;
 constexpr double kMaxRegressionLimit = 10, kDefaultMaxRegression = 0.02;
 constexpr int kMinPriority = -100, kMaxPriority = 100;
@@ -280,8 +281,9 @@ std::optional<int> CheckResources(forge::v1::ResourceSpec* resources, const Mode
     problems->Add(
         absl::StrCat("resources.device must be cpu or cuda (got ", resources->device(), ")"));
   }
-  if (resources->device() == forge::v1::DEVICE_KIND_CUDA && model.shape.has_value() &&
-      model.shape->width % kCudaWidthMultiple != 0) {
+  // (A base checkpoint's width is checked where the base is resolved: submission.h.)
+  if (resources->device() == forge::v1::DEVICE_KIND_CUDA && !model.from_base &&
+      model.shape.has_value() && model.shape->width % kCudaWidthMultiple != 0) {
     const int below = model.shape->width / kCudaWidthMultiple * kCudaWidthMultiple;
     problems->Add(absl::StrCat("model.width must be a multiple of ", kCudaWidthMultiple,
                                " with resources.device: cuda (got ", model.shape->width,
@@ -310,9 +312,12 @@ std::optional<int64_t> CheckTrain(forge::v1::TrainSpec* train, const ModelInfo& 
     const int context = model.shape->context;
     if (!train->has_seq_len()) train->set_seq_len(context);
     if (train->seq_len() < 1 || train->seq_len() > context) {
-      problems->Add(absl::StrCat("train.seq_len must be in 1..", context,
-                                 " (the model's context) (got ", train->seq_len(),
-                                 "); lower it or raise model.context"));
+      problems->Add(
+          absl::StrCat("train.seq_len must be in 1..", context,
+                       model.from_base ? " (the base checkpoint's context) (got "
+                                       : " (the model's context) (got ",
+                       train->seq_len(),
+                       model.from_base ? "); lower it" : "); lower it or raise model.context"));
     } else {
       seq_len = train->seq_len();
     }
@@ -324,10 +329,12 @@ std::optional<int64_t> CheckTrain(forge::v1::TrainSpec* train, const ModelInfo& 
     }
   }
 
+  std::optional<int64_t> per_rank;  // sequences per rank per step, once batch_tokens is valid
   if (seq_len.has_value() && ranks.has_value()) {
     const int64_t unit = *seq_len * *ranks;  // <= 65536 * 4096: no overflow
     if (!train->has_batch_tokens()) {
       train->set_batch_tokens(unit * kDefaultBatchSequencesPerRank);
+      per_rank = kDefaultBatchSequencesPerRank;
     } else if (train->batch_tokens() <= 0 || train->batch_tokens() % unit != 0) {
       int64_t multiples = train->batch_tokens() / unit;
       if (train->batch_tokens() % unit * 2 >= unit &&
@@ -338,9 +345,30 @@ std::optional<int64_t> CheckTrain(forge::v1::TrainSpec* train, const ModelInfo& 
           "train.batch_tokens must be a ", train->batch_tokens() <= 0 ? "positive " : "",
           "multiple of seq_len x ranks = ", unit, " (got ", train->batch_tokens(), "); use ",
           std::max<int64_t>(multiples, 1) * unit));
+    } else {
+      per_rank = train->batch_tokens() / unit;
     }
   } else if (train->has_batch_tokens() && train->batch_tokens() <= 0) {
     problems->Add(absl::StrCat("train.batch_tokens must be > 0 (got ", train->batch_tokens(), ")"));
+  }
+  if (train->has_micro_batch() &&
+      problems->IntInRange("train.micro_batch", train->micro_batch(), 1, kMaxMicroBatch) &&
+      per_rank.has_value() && *per_rank % train->micro_batch() != 0) {
+    const int64_t m = train->micro_batch();
+    int64_t below = std::min(m, *per_rank);
+    while (*per_rank % below != 0) --below;
+    int64_t above = m + 1;
+    while (above <= std::min<int64_t>(*per_rank, kMaxMicroBatch) && *per_rank % above != 0) {
+      ++above;
+    }
+    const std::string use = above <= std::min<int64_t>(*per_rank, kMaxMicroBatch)
+                                ? absl::StrCat(below, " or ", above)
+                                : absl::StrCat(below);
+    problems->Add(absl::StrCat(
+        "train.micro_batch must divide the sequences each rank takes per step, "
+        "train.batch_tokens / (seq_len x ranks) = ",
+        *per_rank, " (got ", m, "); use ", use, ", or a train.batch_tokens that is a multiple of ",
+        "seq_len x ranks x micro_batch = ", train->batch_tokens() / *per_rank * m));
   }
 
   if (!train->has_lr()) train->set_lr(kDefaultLr);
@@ -496,16 +524,33 @@ void CheckGuardAndPromote(JobSpec* spec, Problems* problems) {
 
 }  // namespace
 
-absl::Status ValidateAndFillDefaults(JobSpec* spec) {
+absl::Status ValidateAndFillDefaults(JobSpec* spec, const forge::v1::ModelSpec* base_shape) {
   // Work on a copy so an invalid spec is left exactly as it came.
   JobSpec out = *spec;
   Problems problems;
 
   problems.AddIfError(ValidateIdentifier("name", out.name(), kMaxNameLength));
-  const ModelInfo model = CheckBaseOrModel(&out, &problems);
+  ModelInfo model = CheckBaseOrModel(&out, &problems);
+  if (model.from_base && base_shape != nullptr && base_shape->context() > 0) {
+    model.shape = ModelShape{.layers = base_shape->layers(),
+                             .heads = base_shape->heads(),
+                             .width = base_shape->width(),
+                             .context = base_shape->context(),
+                             .vocab = base_shape->vocab()};
+  }
   CheckData(out.data(), &problems);
   const std::optional<int> ranks = CheckResources(out.mutable_resources(), model, &problems);
   const std::optional<int64_t> steps = CheckTrain(out.mutable_train(), model, ranks, &problems);
+  if (out.resources().device() == forge::v1::DEVICE_KIND_CUDA && model.shape.has_value() &&
+      out.train().micro_batch() > 0 &&
+      int64_t{out.train().micro_batch()} * model.shape->heads > kCudaMaxSequenceHeads) {
+    problems.Add(absl::StrCat("train.micro_batch x model.heads must be at most ",
+                              kCudaMaxSequenceHeads, " with resources.device: cuda (got ",
+                              out.train().micro_batch(), " x ", model.shape->heads,
+                              "; the GPU attention runs one grid row per sequence and head): use "
+                              "a train.micro_batch of at most ",
+                              kCudaMaxSequenceHeads / model.shape->heads));
+  }
   CheckCheckpointAndEval(&out, steps, &problems);
   CheckGuardAndPromote(&out, &problems);
   problems.IntInRange("priority", out.priority(), kMinPriority, kMaxPriority);

@@ -19,13 +19,16 @@ namespace forge::coordinator {
 // "; "; each names its field as the user writes it in YAML and says what to do, e.g.
 // "data.mixture[1].weight must be > 0 (got -0.2)".
 //
-// With `base`, the model's shape is not known here (it comes from the base checkpoint), so
-// train.seq_len is checked only against the largest context any model may have, and when
-// train.seq_len is unset, it and an unset train.batch_tokens stay unset: the trainer fills
-// them from the base model (seq_len = context, batch_tokens = seq_len x ranks x 8).
+// With `base`, the model's shape comes from the base checkpoint. Without `base_shape` (a
+// schedule's spec, whose base resolves anew at each slot) train.seq_len is checked only
+// against the largest context any model may have, and an unset train.seq_len and
+// train.batch_tokens stay unset, as does any check that needs them (train.micro_batch). With
+// `base_shape` (the resolved base, at submission) every check and default applies as for a
+// fresh model of that shape: seq_len = context, batch_tokens = seq_len x ranks x 8.
 //
 // REQUIRES: spec != nullptr. Pure function of its input; thread-compatible.
-absl::Status ValidateAndFillDefaults(forge::v1::JobSpec* spec);
+absl::Status ValidateAndFillDefaults(forge::v1::JobSpec* spec,
+                                     const forge::v1::ModelSpec* base_shape = nullptr);
 
 }  // namespace forge::coordinator
 

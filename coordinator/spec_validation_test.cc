@@ -122,9 +122,9 @@ std::string Bytes(const JobSpec& spec) {
 
 // Validates `spec` expecting INVALID_ARGUMENT; checks the spec was left unchanged and
 // returns the message.
-std::string InvalidMessage(const JobSpec& spec) {
+std::string InvalidMessage(const JobSpec& spec, const forge::v1::ModelSpec* base_shape = nullptr) {
   JobSpec copy = spec;
-  absl::Status status = ValidateAndFillDefaults(&copy);
+  absl::Status status = ValidateAndFillDefaults(&copy, base_shape);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
   EXPECT_EQ(Bytes(copy), Bytes(spec)) << "invalid spec was modified:\n" << copy.DebugString();
   return std::string(status.message());
@@ -216,6 +216,33 @@ TEST(SpecValidationTest, DefaultsFollowGivenValues) {
   EXPECT_EQ(spec.eval().every_steps(), 0);
 }
 
+TEST(SpecValidationTest, MicroBatchIsLeftToTheTrainerUnlessGiven) {
+  JobSpec spec = FullBaseSpec();
+  ASSERT_TRUE(ValidateAndFillDefaults(&spec).ok());
+  EXPECT_FALSE(spec.train().has_micro_batch());
+  spec.mutable_train()->set_micro_batch(16);  // 32768 / (256 x 2) = 64 sequences per rank
+  ASSERT_TRUE(ValidateAndFillDefaults(&spec).ok());
+  EXPECT_EQ(spec.train().micro_batch(), 16);
+  spec.mutable_train()->set_micro_batch(64);
+  EXPECT_TRUE(ValidateAndFillDefaults(&spec).ok());
+  spec.mutable_train()->set_micro_batch(1);
+  EXPECT_TRUE(ValidateAndFillDefaults(&spec).ok());
+}
+
+TEST(SpecValidationTest, MicroBatchTimesHeadsIsNoLimitOnCpu) {
+  JobSpec spec = FreshSpec();
+  spec.mutable_model()->set_heads(32);
+  spec.mutable_train()->set_batch_tokens(128 * 2 * 4096);
+  spec.mutable_train()->set_micro_batch(4096);
+  spec.mutable_resources()->set_device(forge::v1::DEVICE_KIND_CPU);
+  EXPECT_TRUE(ValidateAndFillDefaults(&spec).ok());
+  spec.mutable_resources()->set_device(forge::v1::DEVICE_KIND_CUDA);
+  spec.mutable_train()->set_micro_batch(2048);  // 2048 x 32 = 65536
+  EXPECT_FALSE(ValidateAndFillDefaults(&spec).ok());
+  spec.mutable_train()->set_micro_batch(1024);
+  EXPECT_TRUE(ValidateAndFillDefaults(&spec).ok());
+}
+
 TEST(SpecValidationTest, ExplicitZerosAreKept) {
   JobSpec spec = MinimalSpec();
   spec.mutable_train()->set_seed(0);
@@ -241,6 +268,47 @@ TEST(SpecValidationTest, WithBaseAnUnsetSeqLenAndBatchTokensStayUnset) {
   ASSERT_TRUE(ValidateAndFillDefaults(&spec).ok());
   EXPECT_FALSE(spec.train().has_seq_len());
   EXPECT_FALSE(spec.train().has_batch_tokens());
+}
+
+TEST(SpecValidationTest, TheResolvedBasesShapeFillsAndBoundsTheTrainFields) {
+  forge::v1::ModelSpec shape;  // gpt2-124m-shape
+  shape.set_layers(12);
+  shape.set_heads(12);
+  shape.set_width(768);
+  shape.set_context(1024);
+  shape.set_vocab(50304);
+  JobSpec spec = FullBaseSpec();  // 2 ranks
+  spec.mutable_train()->clear_seq_len();
+  spec.mutable_train()->clear_batch_tokens();
+  JobSpec filled = spec;
+  ASSERT_TRUE(ValidateAndFillDefaults(&filled, &shape).ok());
+  EXPECT_EQ(filled.train().seq_len(), 1024);
+  EXPECT_EQ(filled.train().batch_tokens(), 1024 * 2 * 8);
+  EXPECT_FALSE(filled.has_model()) << "the shape stays the base's, not the spec's";
+  // A schedule's spec (its base resolves at each slot) leaves them to that submission.
+  JobSpec unresolved = spec;
+  ASSERT_TRUE(ValidateAndFillDefaults(&unresolved).ok());
+  EXPECT_FALSE(unresolved.train().has_seq_len());
+
+  spec.mutable_train()->set_seq_len(2048);
+  EXPECT_EQ(InvalidMessage(spec, &shape),
+            "job spec: train.seq_len must be in 1..1024 (the base checkpoint's context) (got "
+            "2048); lower it");
+  spec.mutable_train()->clear_seq_len();
+  spec.mutable_train()->set_micro_batch(3);
+  EXPECT_EQ(InvalidMessage(spec, &shape),
+            "job spec: train.micro_batch must divide the sequences each rank takes per step, "
+            "train.batch_tokens / (seq_len x ranks) = 8 (got 3); use 2 or 4, or a "
+            "train.batch_tokens that is a multiple of seq_len x ranks x micro_batch = 6144");
+  spec.mutable_resources()->set_device(forge::v1::DEVICE_KIND_CUDA);
+  spec.mutable_train()->set_batch_tokens(1024 * 2 * 8192);
+  spec.mutable_train()->set_micro_batch(4096);
+  EXPECT_TRUE(ValidateAndFillDefaults(&spec, &shape).ok());  // 4096 x 12 heads
+  shape.set_heads(32);
+  EXPECT_EQ(InvalidMessage(spec, &shape),
+            "job spec: train.micro_batch x model.heads must be at most 65535 with "
+            "resources.device: cuda (got 4096 x 32; the GPU attention runs one grid row per "
+            "sequence and head): use a train.micro_batch of at most 2047");
 }
 
 TEST(SpecValidationTest, WithBaseSeqLenIsNotCheckedAgainstAnUnknownContext) {
@@ -493,6 +561,43 @@ const RuleCase kRuleCases[] = {
      [] { return WithBase([](JobSpec* s) { s->mutable_train()->set_batch_tokens(0); }); },
      "train.batch_tokens must be a positive multiple of seq_len x ranks = 512 (got 0); use "
      "512"},
+    {"MicroBatchDividesTheShare",
+     [] { return Fresh([](JobSpec* s) { s->mutable_train()->set_micro_batch(3); }); },
+     "train.micro_batch must divide the sequences each rank takes per step, "
+     "train.batch_tokens / (seq_len x ranks) = 4 (got 3); use 2 or 4, or a train.batch_tokens "
+     "that is a multiple of seq_len x ranks x micro_batch = 768"},
+    {"MicroBatchAboveTheShare",
+     [] { return Fresh([](JobSpec* s) { s->mutable_train()->set_micro_batch(6); }); },
+     "train.micro_batch must divide the sequences each rank takes per step, "
+     "train.batch_tokens / (seq_len x ranks) = 4 (got 6); use 4, or a train.batch_tokens that "
+     "is a multiple of seq_len x ranks x micro_batch = 1536"},
+    {"MicroBatchWithDefaultBatchTokens",
+     [] {
+       return Fresh([](JobSpec* s) {
+         s->mutable_train()->clear_batch_tokens();
+         s->mutable_train()->set_micro_batch(5);
+       });
+     },
+     "train.micro_batch must divide the sequences each rank takes per step, "
+     "train.batch_tokens / (seq_len x ranks) = 8 (got 5); use 4 or 8, or a train.batch_tokens "
+     "that is a multiple of seq_len x ranks x micro_batch = 1280"},
+    {"MicroBatchTimesHeadsOnCuda",
+     [] {
+       return Fresh([](JobSpec* s) {
+         s->mutable_model()->set_heads(32);
+         s->mutable_train()->set_batch_tokens(128 * 2 * 4096);
+         s->mutable_train()->set_micro_batch(4096);
+       });
+     },
+     "train.micro_batch x model.heads must be at most 65535 with resources.device: cuda (got "
+     "4096 x 32; the GPU attention runs one grid row per sequence and head): use a "
+     "train.micro_batch of at most 2047"},
+    {"MicroBatchMin",
+     [] { return Fresh([](JobSpec* s) { s->mutable_train()->set_micro_batch(0); }); },
+     "train.micro_batch must be in 1..4096 (got 0)"},
+    {"MicroBatchMax",
+     [] { return WithBase([](JobSpec* s) { s->mutable_train()->set_micro_batch(4097); }); },
+     "train.micro_batch must be in 1..4096 (got 4097)"},
     {"LrZero", [] { return Fresh([](JobSpec* s) { s->mutable_train()->set_lr(0); }); },
      "train.lr must be in (0, 1] (got 0)"},
     {"LrAboveOne", [] { return Fresh([](JobSpec* s) { s->mutable_train()->set_lr(1.5); }); },

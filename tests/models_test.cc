@@ -25,17 +25,20 @@ class ModelsTest : public ::testing::Test {
     cluster_.StartWorker(cluster_.CreateWorkerToken(), "cpu:1", "w1");
   }
 
+  // batch: seq_len 64 and batch_tokens 512 (8 sequences), or, when empty, what the
+  // coordinator fills in from a base's shape.
   std::string Spec(const std::string& name, const std::string& start, int steps,
-                   const std::string& lr = "3e-3", const std::string& extra = "") {
+                   const std::string& lr = "3e-3", const std::string& extra = "",
+                   const std::string& batch = "seq_len: 64, batch_tokens: 512, ") {
     return cluster_.WriteFile(
-        name + ".yaml",
-        absl::StrCat("name: ", name, "\n", start, extra,
-                     "data:\n  mixture:\n    - {dataset: general, weight: 1}\n"
-                     "train: {steps: ", steps, ", seq_len: 64, batch_tokens: 512, lr: ", lr,
-                     ", warmup_steps: 2, seed: 3}\n"
-                     "resources: {ranks: 1, device: cpu}\n"
-                     "checkpoint: {every_steps: 0, keep_last: 1}\n"
-                     "eval: {suites: [general]}\n"));
+        name + ".yaml", absl::StrCat("name: ", name, "\n", start, extra,
+                                     "data:\n  mixture:\n    - {dataset: general, weight: 1}\n"
+                                     "train: {steps: ",
+                                     steps, ", ", batch, "lr: ", lr,
+                                     ", warmup_steps: 2, seed: 3}\n"
+                                     "resources: {ranks: 1, device: cpu}\n"
+                                     "checkpoint: {every_steps: 0, keep_last: 1}\n"
+                                     "eval: {suites: [general]}\n"));
   }
 
   CliResult Cli(const std::vector<std::string>& args) { return cluster_.Cli(args, tenant_); }
@@ -146,12 +149,16 @@ TEST_F(ModelsTest, ABaseModelAtAStageIsContinuedFromItsWeights) {
 
   // A run that wrecks the model (a huge learning rate) succeeds as a job, but the guard
   // blocks it and the channel keeps the previous checkpoint. (Its guard is the list form.)
+  // It leaves seq_len and batch_tokens out: the base's context (64) and 8 sequences of it.
   const std::string bad =
       Submit(Spec("wreck", "base: {model: acme-base, stage: pre-training}\n", 10, "0.5",
                   "guard: {suites: [general], max_regression: 0.02}\n"
-                  "promote: {channel: acme-prod}\n"));
+                  "promote: {channel: acme-prod}\n",
+                  /*batch=*/""));
   forge::v1::Job wrecked = WaitTerminal(bad);
   ASSERT_EQ(wrecked.state(), forge::v1::JOB_STATE_SUCCEEDED) << wrecked.message();
+  EXPECT_EQ(wrecked.spec().train().seq_len(), 64);
+  EXPECT_EQ(wrecked.spec().train().batch_tokens(), 512);
   ASSERT_EQ(wrecked.guard().suites_size(), 1);
   EXPECT_TRUE(wrecked.guard().suites(0).measured());
   EXPECT_FALSE(wrecked.guard().suites(0).passed());

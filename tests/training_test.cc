@@ -40,19 +40,28 @@ class TrainingTest : public ::testing::Test {
     cluster_.RegisterDataset(tenant_, "tickets", 120, 2);
   }
 
-  std::string Spec(int steps, int every) {
+  // micro_batch 0: left to the trainer (8, all of a rank's 1024 / (64 x 2) sequences).
+  std::string Spec(int steps, int every, int micro_batch = 0) {
+    const std::string micro =
+        micro_batch > 0 ? absl::StrCat(", micro_batch: ", micro_batch) : std::string();
     return cluster_.WriteFile(
-        absl::StrCat("spec-", steps, "-", every, ".yaml"),
+        absl::StrCat("spec-", steps, "-", every, "-", micro_batch, ".yaml"),
         absl::StrCat("name: dp-test\n"
                      "model: {layers: 2, heads: 2, width: 64, context: 64, vocab: 256}\n"
                      "data:\n"
                      "  mixture:\n"
                      "    - {dataset: general, weight: 0.3}\n"
                      "    - {dataset: tickets, weight: 0.7}\n"
-                     "train: {steps: ", steps, ", seq_len: 64, batch_tokens: 1024, lr: 1e-3, "
-                     "warmup_steps: 5, seed: 11}\n"
+                     "train: {steps: ",
+                     steps,
+                     ", seq_len: 64, batch_tokens: 1024, lr: 1e-3, "
+                     "warmup_steps: 5, seed: 11",
+                     micro,
+                     "}\n"
                      "resources: {ranks: 2, device: cpu}\n"
-                     "checkpoint: {every_steps: ", every, ", keep_last: 2}\n"
+                     "checkpoint: {every_steps: ",
+                     every,
+                     ", keep_last: 2}\n"
                      "eval: {suites: [general, tickets]}\n"
                      "max_restarts: 3\n"));
   }
@@ -129,7 +138,8 @@ class TrainingTest : public ::testing::Test {
 
 TEST_F(TrainingTest, TwoRankJobSucceedsWithVerifiedCheckpoints) {
   StartTwoWorkers();
-  const std::string id = Submit(Spec(30, 10));
+  // Micro-batches of 2 sequences: each rank accumulates 4 per step.
+  const std::string id = Submit(Spec(30, 10, /*micro_batch=*/2));
   forge::v1::Job job = WaitTerminal(id);
   ASSERT_EQ(job.state(), forge::v1::JOB_STATE_SUCCEEDED) << job.message();
   EXPECT_EQ(job.attempt(), 1);
@@ -173,6 +183,7 @@ TEST_F(TrainingTest, TwoRankJobSucceedsWithVerifiedCheckpoints) {
   EXPECT_THAT(logs.out, HasSubstr("a1 r0 | step"));
   EXPECT_THAT(logs.out, HasSubstr("a1 r1 | step"));
   EXPECT_THAT(logs.out, HasSubstr("finished: 30 steps"));
+  EXPECT_THAT(logs.out, HasSubstr("30 steps of 4 x 2 x 64 tokens per rank"));
 
   // watch on a finished job prints the outcome and exits 0 for SUCCEEDED.
   CliResult watch = cluster_.Cli({"watch", id}, tenant_);

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -28,6 +29,7 @@
 #include "worker/engine/eval.h"
 #include "worker/engine/trainer.h"
 #include "worker/trainer/coordinator_store.h"
+#include "worker/trainer/micro_batch.h"
 #include "worker/trainer/trainer_client.h"
 
 #ifdef FORGE_HAVE_CUDA
@@ -203,14 +205,6 @@ class CheckpointStreamer {
   forge::v1::CheckpointInfo last_ ABSL_GUARDED_BY(mu_);
 };
 
-// The largest divisor of n that is <= cap: sequences per forward/backward.
-int MicroBatch(int64_t n, int cap) {
-  for (int m = cap; m > 1; --m) {
-    if (n % m == 0) return m;
-  }
-  return 1;
-}
-
 struct Built {
   TrainerOptions options;
   std::map<std::string, std::shared_ptr<const Dataset>> datasets;
@@ -254,12 +248,38 @@ absl::StatusOr<Built> BuildOptions(const forge::v1::Assignment& a, TrainerClient
   const forge::v1::TrainSpec& t = spec.train();
   o.steps = t.steps();
   o.seq_len = t.seq_len();
+  if (o.seq_len < 1 || o.seq_len > o.shape.context) {  // the coordinator fills and bounds it
+    return absl::InvalidArgumentError(
+        absl::StrCat("train.seq_len ", o.seq_len, " is outside 1..", o.shape.context,
+                     " (the model's context): set train.seq_len and resubmit"));
+  }
   const int64_t per_rank = t.batch_tokens() / t.seq_len() / std::max(1, a.world_size());
   if (per_rank < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "train.batch_tokens ", t.batch_tokens(), " gives no sequence per rank"));
   }
-  o.micro_batch = MicroBatch(per_rank, 8);
+  if (t.has_micro_batch()) {
+    // The coordinator checked this; a spec from an older one is checked here.
+    if (t.micro_batch() < 1 || per_rank % t.micro_batch() != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "train.micro_batch ", t.micro_batch(), " does not divide the ", per_rank,
+          " sequences each rank takes per step (train.batch_tokens / (seq_len x ranks)): pick a "
+          "divisor of ",
+          per_rank));
+    }
+    o.micro_batch = t.micro_batch();
+  } else if (absl::StartsWith(a.device(), "cuda:")) {
+#ifdef FORGE_HAVE_CUDA
+    const int cap =
+        std::min(kCudaMicroBatchCap, kCudaMaxSequenceHeads / std::max(1, o.shape.heads));
+    o.micro_batch = ChooseMicroBatch(
+        per_rank, cap,
+        [&](int m) { return cuda::CudaActivationBytes(o.shape, m, o.seq_len, /*bf16=*/true); },
+        kCudaActivationBudget);
+#endif  // else Run refuses the device
+  } else {
+    o.micro_batch = ChooseMicroBatch(per_rank, kCpuMicroBatchCap);
+  }
   o.grad_accum = static_cast<int>(per_rank / o.micro_batch);
   o.lr = {t.lr(), t.warmup_steps(), engine::LrDecayFromProto(t.lr_decay()), t.min_lr(), o.steps};
   o.adamw.weight_decay = static_cast<float>(t.weight_decay());
@@ -361,6 +381,14 @@ Failure Run(const RankOptions& ro) {
   }
 #endif
   absl::StatusOr<std::unique_ptr<Trainer>> created = Trainer::Create(o);
+  if (absl::IsResourceExhausted(created.status())) {
+    created = absl::Status(created.status().code(),
+                           absl::StrCat(created.status().message(), " (micro-batches of ",
+                                        o.micro_batch, " sequences of ", o.seq_len,
+                                        " tokens: set a smaller train.micro_batch, a "
+                                        "divisor of ",
+                                        o.micro_batch * o.grad_accum, ")"));
+  }
   if (!created.ok()) {
     // A spec the engine cannot run is final; a device that fails (no CUDA device answers, out
     // of memory) may work on another worker.
