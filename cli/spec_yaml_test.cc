@@ -175,7 +175,8 @@ TEST(SpecYamlTest, UnknownTopLevelKeyNamesKeyLineAndAllowedKeys) {
 TEST(SpecYamlTest, UnknownNestedKeyNamesPathAndColumn) {
   EXPECT_EQ(ErrorOf("name: j\ntrain:\n  steps: 10\n  lerning_rate: 0.1\n"),
             "spec.yaml:4:3: unknown key \"lerning_rate\" in train; allowed: steps, seq_len, "
-            "batch_tokens, lr, warmup_steps, lr_decay, min_lr, weight_decay, grad_clip, seed");
+            "batch_tokens, lr, warmup_steps, lr_decay, min_lr, weight_decay, grad_clip, seed, "
+            "micro_batch");
   // In a flow map, the column is the key's.
   EXPECT_THAT(ErrorOf("name: j\ncheckpoint: {every_steps: 5, keep: 3}\n"),
               StartsWith("spec.yaml:2:30: unknown key \"keep\" in checkpoint; allowed: "

@@ -544,12 +544,13 @@ absl::Status ValidateAndFillDefaults(JobSpec* spec, const forge::v1::ModelSpec* 
   if (out.resources().device() == forge::v1::DEVICE_KIND_CUDA && model.shape.has_value() &&
       out.train().micro_batch() > 0 &&
       int64_t{out.train().micro_batch()} * model.shape->heads > kCudaMaxSequenceHeads) {
-    problems.Add(absl::StrCat("train.micro_batch x model.heads must be at most ",
-                              kCudaMaxSequenceHeads, " with resources.device: cuda (got ",
-                              out.train().micro_batch(), " x ", model.shape->heads,
-                              "; the GPU attention runs one grid row per sequence and head): use "
-                              "a train.micro_batch of at most ",
-                              kCudaMaxSequenceHeads / model.shape->heads));
+    problems.Add(absl::StrCat(
+        "train.micro_batch x ", model.from_base ? "the base model's heads" : "model.heads",
+        " must be at most ", kCudaMaxSequenceHeads, " with resources.device: cuda (got ",
+        out.train().micro_batch(), " x ", model.shape->heads,
+        "; the GPU attention runs one grid row per sequence and head): use "
+        "a train.micro_batch of at most ",
+        kCudaMaxSequenceHeads / model.shape->heads));
   }
   CheckCheckpointAndEval(&out, steps, &problems);
   CheckGuardAndPromote(&out, &problems);

@@ -306,7 +306,7 @@ TEST(SpecValidationTest, TheResolvedBasesShapeFillsAndBoundsTheTrainFields) {
   EXPECT_TRUE(ValidateAndFillDefaults(&spec, &shape).ok());  // 4096 x 12 heads
   shape.set_heads(32);
   EXPECT_EQ(InvalidMessage(spec, &shape),
-            "job spec: train.micro_batch x model.heads must be at most 65535 with "
+            "job spec: train.micro_batch x the base model's heads must be at most 65535 with "
             "resources.device: cuda (got 4096 x 32; the GPU attention runs one grid row per "
             "sequence and head): use a train.micro_batch of at most 2047");
 }

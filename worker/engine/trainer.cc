@@ -4,10 +4,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/file_util.h"
 #include "common/status_macros.h"
 #include "worker/engine/checkpoint.h"
 #include "worker/engine/communicator.h"
@@ -316,6 +318,27 @@ absl::Status Trainer::InitFromWeights(const std::string& dir) {
                    Flatten(ckpt.model, backend_->Parameters(), backend_->num_params(),
                            absl::StrCat("base checkpoint ", dir)));
   return backend_->LoadState(flat.data(), nullptr, nullptr, 0);
+}
+
+absl::StatusOr<int> CheckpointMicroBatch(const std::string& dir) {
+  const std::string path = absl::StrCat(dir, "/", kCheckpointTrainerStateFile);
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  const nlohmann::json* run = nullptr;
+  if (j.is_object() && j.contains("state") && j["state"].is_object() &&
+      j["state"].contains("trainer") && j["state"]["trainer"].is_object() &&
+      j["state"]["trainer"].contains("run") && j["state"]["trainer"]["run"].is_object()) {
+    run = &j["state"]["trainer"]["run"];
+  }
+  if (run == nullptr || !run->contains("micro_batch") ||
+      !(*run)["micro_batch"].is_number_integer()) {
+    return absl::NotFoundError(absl::StrCat(path, " records no micro_batch"));
+  }
+  const int64_t m = (*run)["micro_batch"].get<int64_t>();
+  if (m < 1 || m > std::numeric_limits<int>::max()) {
+    return absl::DataLossError(absl::StrCat(path, " records micro_batch ", m));
+  }
+  return static_cast<int>(m);
 }
 
 absl::Status Trainer::LoadCheckpoint(const std::string& dir, nlohmann::json* extra) {

@@ -163,6 +163,11 @@ class Trainer {
   std::vector<float> exchange_;             // ExchangeLossAndCursors' buffer
 };
 
+// The micro-batch (sequences per forward/backward) a Forge trainer wrote checkpoint `dir`
+// with, read from its trainer_state.json alone (no tensors): what a resumed run must use to
+// continue bit for bit. NOT_FOUND when the file records none; other errors as read.
+absl::StatusOr<int> CheckpointMicroBatch(const std::string& dir);
+
 }  // namespace forge::engine
 
 #endif  // FORGE_WORKER_ENGINE_TRAINER_H_

@@ -270,6 +270,24 @@ TEST_F(TrainerTest, ResumeWithADifferentRunIsRefused) {
   EXPECT_EQ(t->step(), 0);  // nothing changed
 }
 
+// What a resumed rank reads before building its trainer, so a default micro-batch that
+// changed since the checkpoint was written does not refuse the resume.
+TEST_F(TrainerTest, CheckpointMicroBatchIsWhatTheRunUsed) {
+  const std::string ckpt = TempDir("ckpt-micro") + "/step-1";
+  TrainerOptions o = Options();
+  o.micro_batch *= 2;
+  o.grad_accum = 1;
+  {
+    auto t = *Trainer::Create(o);
+    ASSERT_TRUE(t->Step().ok());
+    ASSERT_TRUE(t->SaveCheckpoint(ckpt).ok());
+  }
+  absl::StatusOr<int> m = CheckpointMicroBatch(ckpt);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(*m, o.micro_batch);
+  EXPECT_EQ(CheckpointMicroBatch(TempDir("empty")).status().code(), absl::StatusCode::kNotFound);
+}
+
 // The tiny preset on synthetic documents: `world` ranks, each with `micro_batch` sequences.
 TrainerOptions TinyOptions(int world, int rank, int micro_batch, Communicator* comm) {
   static auto* a = new std::shared_ptr<const DocumentSource>(new SyntheticSource(64, 0, 32));

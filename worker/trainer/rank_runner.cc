@@ -380,14 +380,37 @@ Failure Run(const RankOptions& ro) {
                     "CUDA (no nvcc at build time); rebuild where the CUDA toolkit is installed")));
   }
 #endif
+  // A resumed attempt fetches its checkpoint first: with train.micro_batch left out, it takes
+  // the micro-batch the checkpoint was written with (a trainer of another version, or before
+  // a change of the default, may have picked another), so the run continues bit for bit.
+  std::string resume_dir;
+  if (!a.resume_checkpoint().empty()) {
+    resume_dir = absl::StrCat(ro.rank_dir, "/resume/", a.resume_checkpoint());
+    if (absl::Status s = client.FetchCheckpoint(a.resume_checkpoint(), resume_dir); !s.ok()) {
+      return Fail(kExitFailed, s);
+    }
+    const int64_t share = int64_t{o.micro_batch} * o.grad_accum;
+    if (absl::StatusOr<int> m = engine::CheckpointMicroBatch(resume_dir);
+        !spec.train().has_micro_batch() && m.ok() && *m != o.micro_batch && share % *m == 0) {
+      std::printf(
+          "micro-batches of %d sequences, as checkpoint %s was written with (this "
+          "trainer's default is %d)\n",
+          *m, a.resume_checkpoint().c_str(), o.micro_batch);
+      o.micro_batch = *m;
+      o.grad_accum = static_cast<int>(share / *m);
+    }
+  }
   absl::StatusOr<std::unique_ptr<Trainer>> created = Trainer::Create(o);
   if (absl::IsResourceExhausted(created.status())) {
-    created = absl::Status(created.status().code(),
-                           absl::StrCat(created.status().message(), " (micro-batches of ",
-                                        o.micro_batch, " sequences of ", o.seq_len,
-                                        " tokens: set a smaller train.micro_batch, a "
-                                        "divisor of ",
-                                        o.micro_batch * o.grad_accum, ")"));
+    const std::string fix =
+        o.micro_batch > 1
+            ? absl::StrCat("set a smaller train.micro_batch, a divisor of ",
+                           int64_t{o.micro_batch} * o.grad_accum)
+            : std::string("use a shorter train.seq_len, a smaller model or a larger device");
+    created =
+        absl::Status(created.status().code(),
+                     absl::StrCat(created.status().message(), " (micro-batches of ", o.micro_batch,
+                                  " sequences of ", o.seq_len, " tokens: ", fix, ")"));
   }
   if (!created.ok()) {
     // A spec the engine cannot run is final; a device that fails (no CUDA device answers, out
@@ -400,13 +423,9 @@ Failure Run(const RankOptions& ro) {
 
   // Tokens per source over the whole run (all ranks), carried through checkpoints.
   std::map<std::string, int64_t> tokens_per_source;
-  if (!a.resume_checkpoint().empty()) {
-    const std::string dir = absl::StrCat(ro.rank_dir, "/resume/", a.resume_checkpoint());
-    if (absl::Status s = client.FetchCheckpoint(a.resume_checkpoint(), dir); !s.ok()) {
-      return Fail(kExitFailed, s);
-    }
+  if (!resume_dir.empty()) {
     nlohmann::json saved;  // what lineage() stored
-    if (absl::Status s = trainer.LoadCheckpoint(dir, &saved); !s.ok()) {
+    if (absl::Status s = trainer.LoadCheckpoint(resume_dir, &saved); !s.ok()) {
       return Fail(kExitInvalid, s);
     }
     if (saved.contains("tokens_per_source") && saved["tokens_per_source"].is_object()) {
