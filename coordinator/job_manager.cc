@@ -32,6 +32,18 @@ absl::StatusOr<std::string> NewJobId() {
   return absl::StrCat("j-", HexEncode(bytes));
 }
 
+// Whether `request`, as submitted, is what `prior` was accepted from. The request is filled as
+// `prior` was, with its base's shape and stage, so a retry matches even when the base's model
+// name resolves to another checkpoint by now.
+bool SameSubmission(const forge::v1::JobSpec& request, const Job& prior) {
+  forge::v1::JobSpec again = request;
+  if (!ValidateAndFillDefaults(&again, again.has_base() ? &prior.shape() : nullptr).ok()) {
+    return false;
+  }
+  if (again.stage() == forge::v1::STAGE_UNSPECIFIED) again.set_stage(prior.spec().stage());
+  return again.SerializeAsString() == prior.spec().SerializeAsString();
+}
+
 }  // namespace
 
 JobManager::JobManager(Store* store, Clock* clock, JobManagerOptions options)
@@ -122,7 +134,7 @@ void JobManager::Submit(const Principal& caller, forge::v1::SubmitJobRequest req
   if (!request.request_id().empty()) {
     if (auto it = by_request_.find(key); it != by_request_.end()) {
       const Entry& prior = jobs_.at(it->second);
-      if (prior.job.spec().SerializeAsString() != job.spec().SerializeAsString()) {
+      if (!SameSubmission(request.spec(), prior.job)) {
         return done(absl::FailedPreconditionError(absl::StrCat(
             "request_id ", request.request_id(), " was already used for job ", prior.job.id(),
             " with a different spec; use a new request_id")));

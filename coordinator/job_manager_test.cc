@@ -174,6 +174,39 @@ TEST_F(JobManagerTest, RequestIdIsIdempotentAcrossRestart) {
   EXPECT_EQ(jobs_->List(Admin(), {})->size(), 2u);
 }
 
+// A job from a base: the coordinator fills train.seq_len and batch_tokens from the resolved
+// base's shape. A retry is the same request even when the base's model name resolves to
+// another checkpoint (another context) by then.
+TEST_F(JobManagerTest, RequestIdMatchesARetryWhoseBaseResolvesElsewhere) {
+  auto submit = [&](int context, const std::string& checkpoint) {
+    forge::v1::SubmitJobRequest req = Request(1, "req-base");
+    req.mutable_spec()->clear_model();
+    req.mutable_spec()->mutable_base()->set_model("acme-base");
+    req.mutable_spec()->mutable_base()->set_stage(forge::v1::STAGE_MID_TRAINING);
+    ResolvedBase base;
+    base.checkpoint = checkpoint;
+    base.stage = forge::v1::STAGE_MID_TRAINING;
+    base.shape.set_layers(2);
+    base.shape.set_heads(2);
+    base.shape.set_width(64);
+    base.shape.set_context(context);
+    base.shape.set_vocab(256);
+    std::promise<absl::StatusOr<forge::v1::SubmitJobResponse>> done;
+    jobs_->Submit(
+        Tenant("acme"), std::move(req), [&](auto r) { done.set_value(std::move(r)); }, &base);
+    return done.get_future().get();
+  };
+  auto first = submit(64, "c-1");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->job().spec().train().seq_len(), 64);
+  EXPECT_EQ(first->job().spec().train().batch_tokens(), 64 * 8);
+  auto again = submit(128, "c-2");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->deduplicated());
+  EXPECT_EQ(again->job().id(), first->job().id());
+  EXPECT_EQ(again->job().base_checkpoint(), "c-1");
+}
+
 TEST_F(JobManagerTest, PlaceSendsAssignmentsAndHoldsDevices) {
   const std::string id = Submit(Tenant("acme"), Request(2))->job().id();
   ASSERT_EQ(jobs_->PendingQueue().size(), 1u);
