@@ -572,6 +572,17 @@ TEST_F(TrainingCommandsTest, WatchPrintsPlainLinesAndRestartsAndExitsSevenWhenFa
             "final loss: 2.513\n");
 }
 
+TEST_F(TrainingCommandsTest, WatchShowsAGpuJobsModelFlopsUtilisation) {
+  Job running = Snap(forge::v1::JOB_STATE_RUNNING, 100);
+  running.mutable_progress()->set_mfu(0.412);
+  Job done = Snap(forge::v1::JOB_STATE_SUCCEEDED, 400);
+  done.mutable_progress()->set_mfu(0.412);
+  fake_.Script({{grpc::StatusCode::OK, running}, {grpc::StatusCode::OK, done}});
+  ASSERT_TRUE(RunWatch(env_, "j-1", {}, OutputFormat::kTable).ok()) << err_.str();
+  EXPECT_THAT(out_.str(), StartsWith("step 100/400 | loss 2.513 | 18.2k tok/s | MFU 41% | ETA "
+                                     "0:41 | RUNNING\n"));
+}
+
 TEST_F(TrainingCommandsTest, WatchExitsEightWhenCancelledAndPrintsJsonOnly) {
   Job cancelled = Snap(forge::v1::JOB_STATE_CANCELLED, 5);
   fake_.Script({{grpc::StatusCode::OK, cancelled}});

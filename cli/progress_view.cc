@@ -60,6 +60,7 @@ std::string ProgressLine(const Job& job, bool bar) {
   if (p.tokens_per_second() > 0) {
     parts.push_back(absl::StrCat(FormatCount(p.tokens_per_second()), " tok/s"));
   }
+  if (p.mfu() > 0) parts.push_back(absl::StrFormat("MFU %.0f%%", 100 * p.mfu()));
   if (p.eta_seconds() > 0 && !IsTerminal(job.state())) {
     parts.push_back(absl::StrCat("ETA ", FormatEta(p.eta_seconds())));
   }

@@ -126,4 +126,10 @@ int64_t ParameterCount(const ModelShape& shape) {
   return embeddings + shape.layers * per_layer + layer_norm;
 }
 
+double TrainingFlopsPerToken(const ModelShape& shape, int seq_len) {
+  const double n = static_cast<double>(ParameterCount(shape)) -
+                   static_cast<double>(shape.context) * shape.width;  // less wpe
+  return 6 * n + 12.0 * shape.layers * shape.width * seq_len;
+}
+
 }  // namespace forge

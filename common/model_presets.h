@@ -68,6 +68,13 @@ std::optional<ModelShape> ResolveModelShape(const forge::v1::ModelSpec& spec,
 // REQUIRES: every field >= 0.
 int64_t ParameterCount(const ModelShape& shape);
 
+// Training FLOPs per token at sequence length `seq_len` (forward and backward), nanoGPT's
+// estimate_mfu and PaLM's appendix B: 6·N for the parameters' products (N without the
+// position embeddings, which are looked up, not multiplied) plus 12·L·C·T for attention's
+// scores and weighted sums. GPT-2 small at 1024: about 855 MFLOP. What MFU (model FLOPs
+// utilisation) divides by the device's peak.
+double TrainingFlopsPerToken(const ModelShape& shape, int seq_len);
+
 }  // namespace forge
 
 #endif  // FORGE_COMMON_MODEL_PRESETS_H_

@@ -136,6 +136,15 @@ TEST(ModelPresetsTest, ParameterCountMatchesGpt2Small) {
   EXPECT_EQ(ParameterCount(kGpt2), 124439808 + 47 * 768);
 }
 
+TEST(ModelPresetsTest, TrainingFlopsPerTokenIsNanoGptsEstimate) {
+  // GPT-2 small: N = 124,439,808 less wpe's 1024 x 768 = 123,653,376; 6N = 741,920,256;
+  // 12 x 12 layers x 768 x 1024 = 113,246,208.
+  const ModelShape gpt2{.layers = 12, .heads = 12, .width = 768, .context = 1024, .vocab = 50257};
+  EXPECT_DOUBLE_EQ(TrainingFlopsPerToken(gpt2, 1024), 741920256.0 + 113246208.0);
+  // Shorter sequences: only the attention term shrinks.
+  EXPECT_DOUBLE_EQ(TrainingFlopsPerToken(gpt2, 256), 741920256.0 + 113246208.0 / 4);
+}
+
 TEST(ModelPresetsTest, ParameterCountOfTiny) {
   // (256 + 128) * 256 embeddings + 4 * (12 * 256^2 + 13 * 256) + 2 * 256 final LayerNorm.
   EXPECT_EQ(ParameterCount(kTiny), 3257856);

@@ -246,7 +246,7 @@ void CoordinatorMetrics::Collect(metrics::ExpositionWriter& w) const {
             {{Labels{}, absl::ToDoubleSeconds(oldest)}});
 
     std::vector<std::pair<Labels, double>> info, step, total, loss, lr, tps, eta, attempt,
-        source_tokens;
+        source_tokens, mfu;
     // Per-job series for jobs that have started (running or restarting): a queue of thousands
     // of waiting jobs must not become thousands of series; forge_jobs counts them.
     for (const forge::v1::Job& j : snap.started) {
@@ -263,6 +263,7 @@ void CoordinatorMetrics::Collect(metrics::ExpositionWriter& w) const {
         loss.push_back({jl, j.progress().loss()});
         lr.push_back({jl, j.progress().lr()});
         tps.push_back({jl, j.progress().tokens_per_second()});
+        if (j.progress().mfu() > 0) mfu.push_back({jl, j.progress().mfu()});
         eta.push_back({jl, static_cast<double>(j.progress().eta_seconds())});
       }
       for (const auto& [source, tokens] : j.progress().tokens_per_source()) {
@@ -286,6 +287,10 @@ void CoordinatorMetrics::Collect(metrics::ExpositionWriter& w) const {
             std::move(tps));
     w.Gauge("forge_job_eta_seconds", "Estimated time to a running job's last step.",
             std::move(eta));
+    w.Gauge("forge_job_mfu",
+            "Model FLOPs utilisation of a running GPU job's devices (0..1; absent where the "
+            "device's peak is unknown, cpu included).",
+            std::move(mfu));
     w.Gauge("forge_job_source_tokens",
             "Tokens a started, unfinished job has trained on from each data source (resets to the "
             "checkpoint's count on a restart).",

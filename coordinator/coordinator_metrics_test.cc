@@ -133,6 +133,14 @@ TEST_F(CoordinatorMetricsTest, JobsQueueRestartsAndFailuresAreCounted) {
   EXPECT_EQ(FindValue(f, "forge_job_source_tokens",
                       {{"job_id", a}, {"source", "d"}, {"tenant", "acme"}}),
             5 * 512);
+  // A CPU rank reports no MFU: no series, rather than a zero.
+  EXPECT_EQ(FindValue(f, "forge_job_mfu", {{"job_id", a}, {"tenant", "acme"}}), std::nullopt);
+  forge::v1::ProgressReport gpu = ProgressReportFor(Get(a), 0, 6, /*world_size=*/1);
+  gpu.set_mfu(0.375);
+  EXPECT_FALSE(jobs_->OnProgress(gpu).stop());
+  Flush();
+  f = Scrape();
+  EXPECT_EQ(FindValue(f, "forge_job_mfu", {{"job_id", a}, {"tenant", "acme"}}), 0.375);
 
   // w1 dies twice: one restart allowed, then the job fails.
   jobs_->OnWorkerLost("w1", "test");

@@ -539,6 +539,8 @@ std::string RenderJobPage(const html::PageOptions& page, const JobPageData& d) {
       "</dd><dt>Loss</dt><dd>", LossText(j), "</dd><dt>Last checkpoint</dt><dd id=\"at-risk\">",
       CheckpointRisk(j), "</dd><dt>Tokens/s</dt><dd>",
       j.progress().tokens_per_second() > 0 ? html::Count(j.progress().tokens_per_second()) : "—",
+      "</dd><dt>MFU</dt><dd>",
+      j.progress().mfu() > 0 ? absl::StrFormat("%.1f %%", 100 * j.progress().mfu()) : "—",
       "</dd><dt>Tenant</dt><dd>", Escape(j.tenant()), "</dd><dt>Resources</dt><dd>", Resources(j),
       "</dd><dt>Stage</dt><dd>", StageName(j.spec().stage()), "</dd><dt>Base</dt><dd>",
       j.base_checkpoint().empty()

@@ -364,13 +364,17 @@ TEST_F(JobManagerTest, ProgressFinishAndMetrics) {
   const std::string id = Submit(Tenant("acme"), Request(2))->job().id();
   Place(id, {"wa", "wb"});
   Job job = Get(id);
-  EXPECT_FALSE(jobs_->OnProgress(ProgressReportFor(job, 0, 5)).stop());
-  EXPECT_FALSE(jobs_->OnProgress(ProgressReportFor(job, 1, 5)).stop());
+  for (int rank : {0, 1}) {
+    forge::v1::ProgressReport r = ProgressReportFor(job, rank, 5);
+    r.set_mfu(0.41);  // a GPU rank's
+    EXPECT_FALSE(jobs_->OnProgress(r).stop());
+  }
   Flush();
   job = Get(id);
   EXPECT_TRUE(job.trainer_attached());
   EXPECT_EQ(job.progress().step(), 5);
   EXPECT_DOUBLE_EQ(job.progress().tokens_per_second(), 2000);  // both ranks
+  EXPECT_DOUBLE_EQ(job.progress().mfu(), 0.41);                // each device's, not summed
   EXPECT_EQ(job.progress().tokens_per_source().at("d"), 5 * 512);
   auto points = store_->LoadMetrics(id, 0);
   ASSERT_TRUE(points.ok());

@@ -47,6 +47,7 @@ METRICS = {
     "forge_job_tokens_per_second": ("gauge", {"job_id", "tenant"}),
     "forge_job_source_tokens": ("gauge", {"job_id", "tenant", "source"}),
     "forge_job_eta_seconds": ("gauge", {"job_id", "tenant"}),
+    "forge_job_mfu": ("gauge", {"job_id", "tenant"}),
     "forge_job_attempt": ("gauge", {"job_id", "tenant"}),
     "forge_alerts_queued": ("gauge", set()),
     "forge_coordinator_start_time_seconds": ("gauge", set()),
@@ -333,7 +334,10 @@ def main():
             if dlabels and dlabels != labels:
                 warnings.append(f"{name}: documented labels {sorted(labels)}, "
                                 f"exposed {sorted(dlabels)}")
-        known = dump
+        # A metric the dump declares without a series yet (forge_job_mfu while no GPU job
+        # runs) keeps its documented labels.
+        known = {name: [kind, labels or (METRICS[name][1] if name in METRICS else set())]
+                 for name, (kind, labels) in dump.items()}
     usable = expand(known)
     usable.update(SYNTHETIC)
 

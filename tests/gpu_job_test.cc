@@ -5,6 +5,8 @@
 //   - a 1-GPU job trains to SUCCEEDED on the CUDA backend, with verified checkpoints, held-out
 //     evals below the uniform loss and the backend named in the logs;
 //   - with 2 or more GPUs, a 2-rank job whose gradients go through NCCL succeeds too.
+#include <cuda_runtime_api.h>
+
 #include <filesystem>
 
 #include "absl/strings/ascii.h"
@@ -13,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "tests/harness.h"
 #include "worker/cuda/cuda_util.h"
+#include "worker/cuda/device_peaks.h"
 #include "worker/engine/checkpoint.h"
 
 namespace forge::testing {
@@ -76,6 +79,15 @@ class GpuJobTest : public ::testing::Test {
     CliResult logs = cluster_.Cli({"logs", job.id(), "-f"}, tenant_);
     EXPECT_THAT(logs.out, HasSubstr("backend: cuda:"));
     EXPECT_THAT(logs.out, HasSubstr("finished: 60 steps"));
+    // Where Forge knows the device's peak (the H100, H200 and A100 of device_peaks.h), each
+    // step's line and the job's progress carry the MFU (tiny for this small model, not 0).
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess &&
+        cuda::DevicePeaks(prop.name).tflops > 0) {
+      EXPECT_GT(job.progress().mfu(), 0) << prop.name;
+      EXPECT_LT(job.progress().mfu(), 1) << prop.name;
+      EXPECT_THAT(logs.out, HasSubstr(" | MFU ")) << prop.name;
+    }
     const std::string out = cluster_.dir() + "/export-" + job.id();
     CliResult ex = cluster_.Cli({"export", job.final_checkpoint(), out}, tenant_);
     EXPECT_EQ(ex.exit_code, 0) << ex.err;

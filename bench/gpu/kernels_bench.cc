@@ -44,10 +44,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
-#include "bench/gpu/device_peaks.h"
 #include "bench/gpu/reference_kernels.h"
 #include "common/status_macros.h"
 #include "worker/cuda/cuda_util.h"
+#include "worker/cuda/device_peaks.h"
 #include "worker/cuda/kernels.h"
 #include "worker/cuda/step_profile.h"
 

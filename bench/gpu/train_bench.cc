@@ -30,10 +30,10 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
-#include "bench/gpu/device_peaks.h"
 #include "common/model_presets.h"
 #include "worker/cuda/cuda_backend.h"
 #include "worker/cuda/cuda_util.h"
+#include "worker/cuda/device_peaks.h"
 #include "worker/cuda/step_profile.h"
 
 ABSL_FLAG(std::string, preset, "gpt2-124m-shape", "model preset: tiny | gpt2-124m-shape");
@@ -151,10 +151,9 @@ int Run() {
 
   const double step_ms = Median(ms);
   const double tps = B * T / (step_ms / 1e3);
-  const double L = shape->layers, H = shape->heads, Q = shape->width / shape->heads;
   const double n = static_cast<double>(model.num_params()) -
                    static_cast<double>(shape->context) * shape->width;  // less wpe
-  const double flops_per_token = 6 * n + 12 * L * H * Q * T;
+  const double flops_per_token = TrainingFlopsPerToken(*shape, T);
   const Peaks peaks = DevicePeaksWithFlags(prop.name);
   const double peak = peaks.tflops;
   const double mfu = peak > 0 ? tps * flops_per_token / (peak * 1e12) : 0;

@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/dataset.h"
@@ -33,7 +34,10 @@
 #include "worker/trainer/trainer_client.h"
 
 #ifdef FORGE_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
 #include "worker/cuda/cuda_backend.h"
+#include "worker/cuda/device_peaks.h"
 #include "worker/cuda/nccl_communicator.h"
 #endif
 
@@ -420,6 +424,16 @@ Failure Run(const RankOptions& ro) {
   }
   Trainer& trainer = **created;
   std::printf("backend: %s\n", trainer.backend().Describe().c_str());
+  // MFU: this rank's training FLOPs per second over its device's peak dense bf16 FLOP/s
+  // (device_peaks.h); 0 where none is known (the CPU engine, an unlisted GPU).
+  double peak_flops = 0;
+#ifdef FORGE_HAVE_CUDA
+  if (cudaDeviceProp prop{};
+      cuda_device >= 0 && cudaGetDeviceProperties(&prop, cuda_device) == cudaSuccess) {
+    peak_flops = cuda::DevicePeaks(prop.name).tflops * 1e12;
+  }
+#endif
+  const double flops_per_token = TrainingFlopsPerToken(o.shape, o.seq_len);
 
   // Tokens per source over the whole run (all ranks), carried through checkpoints.
   std::map<std::string, int64_t> tokens_per_source;
@@ -542,9 +556,11 @@ Failure Run(const RankOptions& ro) {
     }
     const double tps = s->seconds > 0 ? s->tokens / s->seconds : 0;
     recent_tps = recent_tps == 0 ? tps : 0.8 * recent_tps + 0.2 * tps;
-    std::printf("step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s\n",
+    const double mfu = peak_flops > 0 ? recent_tps * flops_per_token / peak_flops : 0;
+    std::printf("step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s%s\n",
                 static_cast<long long>(step), static_cast<long long>(o.steps), s->loss, s->lr,
-                s->grad_norm, s->seconds * 1e3, tps * a.world_size());
+                s->grad_norm, s->seconds * 1e3, tps * a.world_size(),
+                mfu > 0 ? absl::StrFormat(" | MFU %.1f%%", 100 * mfu).c_str() : "");
     std::fflush(stdout);
 
     const bool last = step == o.steps;
@@ -558,6 +574,7 @@ Failure Run(const RankOptions& ro) {
     r.set_lr(s->lr);
     r.set_grad_norm(s->grad_norm);
     r.set_tokens_per_second(recent_tps);
+    r.set_mfu(mfu);
     r.set_world_size(a.world_size());
     for (const auto& [k, v] : tokens_per_source) (*r.mutable_tokens_per_source())[k] = v;
     for (auto& e : evals) *r.add_evals() = std::move(e);

@@ -1,7 +1,8 @@
 // The GPU's peaks by device-name substring, first match wins (the vendors' datasheets):
-// dense bf16 TFLOP/s and memory GB/s; zeros when unknown. For the GPU benchmarks' tables.
-#ifndef FORGE_BENCH_GPU_DEVICE_PEAKS_H_
-#define FORGE_BENCH_GPU_DEVICE_PEAKS_H_
+// dense bf16 TFLOP/s and memory GB/s; zeros when unknown. For the GPU benchmarks' tables and
+// the MFU a GPU rank reports with its progress.
+#ifndef FORGE_WORKER_CUDA_DEVICE_PEAKS_H_
+#define FORGE_WORKER_CUDA_DEVICE_PEAKS_H_
 
 #include <string>
 
@@ -18,10 +19,9 @@ inline Peaks DevicePeaks(const std::string& name) {
     const char* a;
     const char* b;  // also required, or ""
     Peaks peaks;
-  } kTable[] = {{"H200", "", {989, 4800}},
-                {"H100", "PCIe", {756, 2000}},
-                {"H100", "NVL", {835, 3900}},
-                {"H100", "", {989, 3350}}};
+  } kTable[] = {{"H200", "", {989, 4800}},     {"H100", "PCIe", {756, 2000}},
+                {"H100", "NVL", {835, 3900}},  {"H100", "", {989, 3350}},
+                {"A100", "80GB", {312, 2039}}, {"A100", "", {312, 1555}}};
   for (const auto& row : kTable) {
     if (absl::StrContains(name, row.a) && absl::StrContains(name, row.b)) return row.peaks;
   }
@@ -30,4 +30,4 @@ inline Peaks DevicePeaks(const std::string& name) {
 
 }  // namespace forge::cuda
 
-#endif  // FORGE_BENCH_GPU_DEVICE_PEAKS_H_
+#endif  // FORGE_WORKER_CUDA_DEVICE_PEAKS_H_
