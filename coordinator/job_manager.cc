@@ -33,14 +33,25 @@ absl::StatusOr<std::string> NewJobId() {
 }
 
 // Whether `request`, as submitted, is what `prior` was accepted from. The request is filled as
-// `prior` was, with its base's shape and stage, so a retry matches even when the base's model
-// name resolves to another checkpoint by now.
+// Submit filled `prior`'s, from the request itself and `prior`'s base shape, never from what
+// the base resolves to now: a retry matches even when the base's model name resolves to
+// another checkpoint by then, or to none.
 bool SameSubmission(const forge::v1::JobSpec& request, const Job& prior) {
   forge::v1::JobSpec again = request;
   if (!ValidateAndFillDefaults(&again, again.has_base() ? &prior.shape() : nullptr).ok()) {
     return false;
   }
-  if (again.stage() == forge::v1::STAGE_UNSPECIFIED) again.set_stage(prior.spec().stage());
+  if (again.stage() == forge::v1::STAGE_UNSPECIFIED) {
+    if (!again.has_base()) {
+      again.set_stage(forge::v1::STAGE_PRE_TRAINING);
+    } else if (!again.base().model().empty()) {
+      again.set_stage(again.base().stage());  // a catalog entry's stage is the request's own
+    } else {
+      // The checkpoint's own stage: the prior's, when the checkpoint ids match (otherwise the
+      // specs differ anyway).
+      again.set_stage(prior.spec().stage());
+    }
+  }
   return again.SerializeAsString() == prior.spec().SerializeAsString();
 }
 
@@ -71,6 +82,24 @@ absl::Status JobManager::Recover() {
   return absl::OkStatus();
 }
 
+std::optional<absl::StatusOr<forge::v1::SubmitJobResponse>> JobManager::Deduplicate(
+    const Principal& caller, const forge::v1::SubmitJobRequest& request) const {
+  if (!caller.is_tenant() || request.request_id().empty()) return std::nullopt;
+  absl::MutexLock lock(&mu_);
+  auto it = by_request_.find(RequestKey(caller.tenant, request.request_id()));
+  if (it == by_request_.end()) return std::nullopt;
+  const Entry& prior = jobs_.at(it->second);
+  if (!SameSubmission(request.spec(), prior.job)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("request_id ", request.request_id(), " was already used for job ",
+                     prior.job.id(), " with a different spec; use a new request_id"));
+  }
+  forge::v1::SubmitJobResponse resp;
+  *resp.mutable_job() = prior.job;
+  resp.set_deduplicated(true);
+  return resp;
+}
+
 void JobManager::Submit(const Principal& caller, forge::v1::SubmitJobRequest request,
                         std::function<void(absl::StatusOr<forge::v1::SubmitJobResponse>)> done,
                         const ResolvedBase* base, std::string contamination,
@@ -85,6 +114,11 @@ void JobManager::Submit(const Principal& caller, forge::v1::SubmitJobRequest req
     if (absl::Status s = ValidateIdentifier("request_id", request.request_id(), 64); !s.ok()) {
       return done(s);
     }
+  }
+  // A retry is answered from the job it made before anything about it is checked again.
+  if (std::optional<absl::StatusOr<forge::v1::SubmitJobResponse>> d = Deduplicate(caller, request);
+      d.has_value()) {
+    return done(*std::move(d));
   }
   forge::v1::JobSpec spec = request.spec();
   if (spec.has_base() && (base == nullptr || base->checkpoint.empty())) {
@@ -344,7 +378,12 @@ bool JobManager::Place(const JobPlacement& placement) {
       e.job.mutable_attempts()->DeleteSubrange(0, e.job.attempts_size() - kMaxAttemptRecords);
     }
   }
-  e.job.mutable_progress()->set_phase("starting");
+  // The new attempt has trained nothing yet: no throughput, MFU or ETA until it reports.
+  forge::v1::JobProgress* progress = e.job.mutable_progress();
+  progress->set_phase("starting");
+  progress->clear_tokens_per_second();
+  progress->clear_mfu();
+  progress->clear_eta_seconds();
   e.job.set_unschedulable(false);
   e.job.set_trainer_attached(false);
   if (!e.job.has_start_time()) *e.job.mutable_start_time() = ToProtoTime(clock_->Now());

@@ -103,6 +103,13 @@ class JobManager {
   // `add_rows` (optional) adds rows to the batch that commits the job, so they commit with
   // it or not at all (a schedule's run row). If that batch fails with ALREADY_EXISTS, `done`
   // gets that status unchanged (any other commit failure is UNAVAILABLE).
+  // A submission whose request_id the caller's tenant has used already: the job it made
+  // (deduplicated), or FAILED_PRECONDITION when the spec differs; nullopt when the id is new or
+  // empty. Submit calls it first; the service calls it before the checks a retry need not
+  // repeat (the base's resolution, the held-out scan).
+  std::optional<absl::StatusOr<forge::v1::SubmitJobResponse>> Deduplicate(
+      const Principal& caller, const forge::v1::SubmitJobRequest& request) const;
+
   void Submit(const Principal& caller, forge::v1::SubmitJobRequest request,
               std::function<void(absl::StatusOr<forge::v1::SubmitJobResponse>)> done,
               const ResolvedBase* base = nullptr, std::string contamination = "",

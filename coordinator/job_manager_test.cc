@@ -178,7 +178,7 @@ TEST_F(JobManagerTest, RequestIdIsIdempotentAcrossRestart) {
 // base's shape. A retry is the same request even when the base's model name resolves to
 // another checkpoint (another context) by then.
 TEST_F(JobManagerTest, RequestIdMatchesARetryWhoseBaseResolvesElsewhere) {
-  auto submit = [&](int context, const std::string& checkpoint) {
+  auto submit = [&](int context, const std::string& checkpoint, bool resolved = true) {
     forge::v1::SubmitJobRequest req = Request(1, "req-base");
     req.mutable_spec()->clear_model();
     req.mutable_spec()->mutable_base()->set_model("acme-base");
@@ -193,7 +193,8 @@ TEST_F(JobManagerTest, RequestIdMatchesARetryWhoseBaseResolvesElsewhere) {
     base.shape.set_vocab(256);
     std::promise<absl::StatusOr<forge::v1::SubmitJobResponse>> done;
     jobs_->Submit(
-        Tenant("acme"), std::move(req), [&](auto r) { done.set_value(std::move(r)); }, &base);
+        Tenant("acme"), std::move(req), [&](auto r) { done.set_value(std::move(r)); },
+        resolved ? &base : nullptr);
     return done.get_future().get();
   };
   auto first = submit(64, "c-1");
@@ -205,6 +206,23 @@ TEST_F(JobManagerTest, RequestIdMatchesARetryWhoseBaseResolvesElsewhere) {
   EXPECT_TRUE(again->deduplicated());
   EXPECT_EQ(again->job().id(), first->job().id());
   EXPECT_EQ(again->job().base_checkpoint(), "c-1");
+  // Or to none: the retry is answered before anything is checked again.
+  auto unresolved = submit(128, "", /*resolved=*/false);
+  ASSERT_TRUE(unresolved.ok()) << unresolved.status();
+  EXPECT_TRUE(unresolved->deduplicated());
+  EXPECT_EQ(jobs_->List(Admin(), {})->size(), 1u);
+}
+
+// The stage a retry leaves out is filled from the retry, not copied from the job it matches.
+TEST_F(JobManagerTest, RequestIdRefusesARetryWhoseStageDiffers) {
+  forge::v1::SubmitJobRequest mid = Request(1, "req-stage");
+  mid.mutable_spec()->set_stage(forge::v1::STAGE_MID_TRAINING);
+  ASSERT_TRUE(Submit(Tenant("acme"), mid).ok());
+  forge::v1::SubmitJobRequest unset = Request(1, "req-stage");  // a fresh model: pre-training
+  EXPECT_EQ(Submit(Tenant("acme"), unset).status().code(), absl::StatusCode::kFailedPrecondition);
+  auto same = Submit(Tenant("acme"), mid);
+  ASSERT_TRUE(same.ok());
+  EXPECT_TRUE(same->deduplicated());
 }
 
 TEST_F(JobManagerTest, PlaceSendsAssignmentsAndHoldsDevices) {
@@ -413,7 +431,10 @@ TEST_F(JobManagerTest, RankFailureRestartsAndRecordsLostSteps) {
   const std::string id = Submit(Tenant("acme"), Request(2))->job().id();
   Place(id, {"wa", "wb"});
   Job job = Get(id);
-  jobs_->OnProgress(ProgressReportFor(job, 0, 12));
+  forge::v1::ProgressReport gpu = ProgressReportFor(job, 0, 12);
+  gpu.set_mfu(0.4);
+  jobs_->OnProgress(gpu);
+  EXPECT_GT(Get(id).progress().tokens_per_second(), 0);
   forge::v1::CheckpointInfo cp;
   cp.set_id("c-10");
   cp.set_job_id(id);
@@ -444,6 +465,10 @@ TEST_F(JobManagerTest, RankFailureRestartsAndRecordsLostSteps) {
   Place(id, {"wa", "wc"});
   job = Get(id);
   ASSERT_EQ(job.attempt(), 2);
+  // Nothing trains until the new attempt reports: no throughput, MFU or ETA carried over.
+  EXPECT_EQ(job.progress().tokens_per_second(), 0);
+  EXPECT_EQ(job.progress().mfu(), 0);
+  EXPECT_EQ(job.progress().eta_seconds(), 0);
   clock_.Advance(absl::Seconds(2));
   jobs_->OnProgress(ProgressReportFor(job, 0, 11));
   job = Get(id);

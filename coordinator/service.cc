@@ -81,6 +81,12 @@ ServerUnaryReactor* JobServiceImpl::SubmitJob(CallbackServerContext* ctx,
     jobs_->Submit(*p, *req, std::move(done), nullptr, "");
     return reactor;
   }
+  // A retry gets its job without the checks below (the base may resolve elsewhere by now).
+  if (std::optional<absl::StatusOr<forge::v1::SubmitJobResponse>> d = jobs_->Deduplicate(*p, *req);
+      d.has_value()) {
+    done(*std::move(d));
+    return reactor;
+  }
   // The request, response and reactor stay valid until Finish.
   const bool posted = submissions_.Post([this, ctx, req, principal = *p, done]() mutable {
     if (ctx->IsCancelled()) return done(absl::CancelledError("the client cancelled the call"));

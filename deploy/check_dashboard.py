@@ -236,7 +236,7 @@ def rules_exprs(path):
 
 
 def parse_dump(path):
-    """name -> (type or None, labels) from a text-format exposition."""
+    """name -> (type or None, labels, samples) from a text-format exposition."""
     found = {}
     with open(path) as f:
         for line in f:
@@ -244,7 +244,7 @@ def parse_dump(path):
             if line.startswith("# TYPE "):
                 parts = line.split()
                 if len(parts) >= 4:
-                    found.setdefault(parts[2], [parts[3], set()])[0] = parts[3]
+                    found.setdefault(parts[2], [parts[3], set(), 0])[0] = parts[3]
                 continue
             if not line or line.startswith("#"):
                 continue
@@ -260,9 +260,10 @@ def parse_dump(path):
                     base = name[:-len(suffix)]
                     labels.discard("le")
                     labels.discard("quantile")
-            entry = found.setdefault(base, [None, set()])
+            entry = found.setdefault(base, [None, set(), 0])
             entry[1] |= labels
-    return {k: (v[0], v[1]) for k, v in found.items()}
+            entry[2] += 1
+    return {k: (v[0], v[1], v[2]) for k, v in found.items()}
 
 
 def expand(known):
@@ -328,16 +329,16 @@ def main():
             warnings.append(f"{args.metrics} has {name}, which is not documented")
         for name in sorted(set(METRICS) & set(dump)):
             kind, labels = METRICS[name]
-            dkind, dlabels = dump[name]
+            dkind, dlabels, _ = dump[name]
             if dkind and dkind != kind:
                 warnings.append(f"{name}: documented as {kind}, exposed as {dkind}")
             if dlabels and dlabels != labels:
                 warnings.append(f"{name}: documented labels {sorted(labels)}, "
                                 f"exposed {sorted(dlabels)}")
-        # A metric the dump declares without a series yet (forge_job_mfu while no GPU job
-        # runs) keeps its documented labels.
-        known = {name: [kind, labels or (METRICS[name][1] if name in METRICS else set())]
-                 for name, (kind, labels) in dump.items()}
+        # A metric the dump declares without a single series yet (forge_job_mfu while no GPU
+        # job runs) keeps its documented labels; one with series has the labels it shows.
+        known = {name: [kind, labels if samples or name not in METRICS else METRICS[name][1]]
+                 for name, (kind, labels, samples) in dump.items()}
     usable = expand(known)
     usable.update(SYNTHETIC)
 
