@@ -18,6 +18,7 @@
 #include "common/status_macros.h"
 #include "worker/cuda/attention_gemm.h"
 #include "worker/cuda/cuda_util.h"
+#include "worker/cuda/device_peaks.h"
 #include "worker/cuda/flash_attention.h"
 #include "worker/cuda/gemm.h"
 #include "worker/cuda/kernels.h"
@@ -948,6 +949,15 @@ size_t CudaActivationBytes(const ModelShape& shape, int batch, int seq, bool bf1
   return (p.acts + p.grads) * elem_bytes + p.stats * sizeof(float) +
          ColumnReduceScratchFloats(static_cast<int>(N), 4 * shape.width) * sizeof(float) +
          (5 * N + 1) * sizeof(int32_t);  // tokens, targets and the embedding's token buckets
+}
+
+double CudaDevicePeakFlops(int device) {
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return DevicePeaks(prop.name).tflops * 1e12;
 }
 
 size_t GemmAttentionBudget(size_t device_bytes) {

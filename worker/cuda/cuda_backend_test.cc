@@ -20,6 +20,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/cuda/cuda_util.h"
+#include "worker/cuda/device_peaks.h"
 #include "worker/cuda/nccl_communicator.h"
 #include "worker/cuda/step_profile.h"
 #include "worker/cuda/test_util.h"
@@ -610,7 +611,24 @@ TEST(CudaActivationBytesTest, IsWhatTheBackendAllocatesForItsMicroBatches) {
   ASSERT_GE(two, est2 + 18 * params);
   EXPECT_LT(two - est2 - 18 * params, size_t{64} << 20);
 }
+
+// The peak MFU divides by: the emulated device is named as an H100 (SXM: 989 TFLOP/s dense
+// bf16); a device that does not answer has none.
+TEST(CudaDevicePeakFlopsTest, FromTheDevicesName) {
+  EXPECT_EQ(CudaDevicePeakFlops(0), 989e12);
+  EXPECT_EQ(CudaDevicePeakFlops(7), 0);
+}
 #endif  // FORGE_CUDA_EMULATION
+
+TEST(CudaDevicePeakFlopsTest, DevicePeaksByName) {
+  EXPECT_EQ(DevicePeaks("NVIDIA H100 80GB HBM3").tflops, 989);
+  EXPECT_EQ(DevicePeaks("NVIDIA H100 PCIe").tflops, 756);
+  EXPECT_EQ(DevicePeaks("NVIDIA H200").tflops, 989);
+  EXPECT_EQ(DevicePeaks("NVIDIA A100-SXM4-80GB").gbs, 2039);
+  EXPECT_EQ(DevicePeaks("NVIDIA A100-PCIE-40GB").tflops, 312);
+  EXPECT_EQ(DevicePeaks("NVIDIA GeForce RTX 4090").tflops, 0);  // unlisted: no MFU
+  if (CudaDeviceCount() == 0) EXPECT_EQ(CudaDevicePeakFlops(0), 0);
+}
 
 // gpt2-124m at context 1024: about 424 MB (404 MiB) a sequence (12 layers of 16 activations
 // of width 768, the 50257-wide logits), so the 8 GiB a GPU job's default micro-batch may take

@@ -34,10 +34,7 @@
 #include "worker/trainer/trainer_client.h"
 
 #ifdef FORGE_HAVE_CUDA
-#include <cuda_runtime_api.h>
-
 #include "worker/cuda/cuda_backend.h"
-#include "worker/cuda/device_peaks.h"
 #include "worker/cuda/nccl_communicator.h"
 #endif
 
@@ -428,10 +425,7 @@ Failure Run(const RankOptions& ro) {
   // (device_peaks.h); 0 where none is known (the CPU engine, an unlisted GPU).
   double peak_flops = 0;
 #ifdef FORGE_HAVE_CUDA
-  if (cudaDeviceProp prop{};
-      cuda_device >= 0 && cudaGetDeviceProperties(&prop, cuda_device) == cudaSuccess) {
-    peak_flops = cuda::DevicePeaks(prop.name).tflops * 1e12;
-  }
+  if (cuda_device >= 0) peak_flops = cuda::CudaDevicePeakFlops(cuda_device);
 #endif
   const double flops_per_token = TrainingFlopsPerToken(o.shape, o.seq_len);
 
