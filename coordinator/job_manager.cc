@@ -88,14 +88,18 @@ std::optional<absl::StatusOr<forge::v1::SubmitJobResponse>> JobManager::Deduplic
   absl::MutexLock lock(&mu_);
   auto it = by_request_.find(RequestKey(caller.tenant, request.request_id()));
   if (it == by_request_.end()) return std::nullopt;
-  const Entry& prior = jobs_.at(it->second);
-  if (!SameSubmission(request.spec(), prior.job)) {
+  return AnswerRetry(request, jobs_.at(it->second).job);
+}
+
+absl::StatusOr<forge::v1::SubmitJobResponse> JobManager::AnswerRetry(
+    const forge::v1::SubmitJobRequest& request, const Job& prior) {
+  if (!SameSubmission(request.spec(), prior)) {
     return absl::FailedPreconditionError(
-        absl::StrCat("request_id ", request.request_id(), " was already used for job ",
-                     prior.job.id(), " with a different spec; use a new request_id"));
+        absl::StrCat("request_id ", request.request_id(), " was already used for job ", prior.id(),
+                     " with a different spec; use a new request_id"));
   }
   forge::v1::SubmitJobResponse resp;
-  *resp.mutable_job() = prior.job;
+  *resp.mutable_job() = prior;
   resp.set_deduplicated(true);
   return resp;
 }
@@ -167,19 +171,15 @@ void JobManager::Submit(const Principal& caller, forge::v1::SubmitJobRequest req
   absl::MutexLock lock(&mu_);
   if (!request.request_id().empty()) {
     if (auto it = by_request_.find(key); it != by_request_.end()) {
-      const Entry& prior = jobs_.at(it->second);
-      if (!SameSubmission(request.spec(), prior.job)) {
-        return done(absl::FailedPreconditionError(absl::StrCat(
-            "request_id ", request.request_id(), " was already used for job ", prior.job.id(),
-            " with a different spec; use a new request_id")));
-      }
-      forge::v1::SubmitJobResponse resp;
-      *resp.mutable_job() = prior.job;
-      resp.set_deduplicated(true);
-      return done(resp);
+      return done(AnswerRetry(request, jobs_.at(it->second).job));
     }
     if (auto it = inflight_requests_.find(key); it != inflight_requests_.end()) {
-      it->second.push_back(std::move(done));  // answered when the first commit lands
+      // Answered when the first commit lands, as a retry would be then (the same spec gets
+      // that job, another is refused).
+      it->second.push_back(
+          [request, done = std::move(done)](absl::StatusOr<forge::v1::SubmitJobResponse> first) {
+            done(first.ok() ? AnswerRetry(request, first->job()) : std::move(first));
+          });
       return;
     }
     inflight_requests_[key];
@@ -230,8 +230,7 @@ void JobManager::Submit(const Principal& caller, forge::v1::SubmitJobRequest req
     forge::v1::SubmitJobResponse resp;
     *resp.mutable_job() = job;
     done(resp);
-    resp.set_deduplicated(true);
-    for (auto& w : waiters) w(resp);
+    for (auto& w : waiters) w(resp);  // each decides whether it is the same submission
   });
 }
 

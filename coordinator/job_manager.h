@@ -109,6 +109,10 @@ class JobManager {
   // repeat (the base's resolution, the held-out scan).
   std::optional<absl::StatusOr<forge::v1::SubmitJobResponse>> Deduplicate(
       const Principal& caller, const forge::v1::SubmitJobRequest& request) const;
+  // The answer to `request` when its request_id made `prior`: `prior`, deduplicated, when the
+  // spec is the same submission; FAILED_PRECONDITION otherwise.
+  static absl::StatusOr<forge::v1::SubmitJobResponse> AnswerRetry(
+      const forge::v1::SubmitJobRequest& request, const forge::v1::Job& prior);
 
   void Submit(const Principal& caller, forge::v1::SubmitJobRequest request,
               std::function<void(absl::StatusOr<forge::v1::SubmitJobResponse>)> done,

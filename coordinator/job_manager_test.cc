@@ -213,6 +213,26 @@ TEST_F(JobManagerTest, RequestIdMatchesARetryWhoseBaseResolvesElsewhere) {
   EXPECT_EQ(jobs_->List(Admin(), {})->size(), 1u);
 }
 
+// Submissions of one request_id that arrive before the first one's commit lands are answered
+// with it as retries would be: the same spec gets the job, deduplicated; another spec is
+// refused. (Whether the first commit lands before a later call is the store's timing; the
+// answers are the same either way.)
+TEST_F(JobManagerTest, RequestIdSubmittedTwiceAtOnceIsAnsweredAsARetry) {
+  using Answer = absl::StatusOr<forge::v1::SubmitJobResponse>;
+  std::promise<Answer> a, b, c;
+  jobs_->Submit(Tenant("acme"), Request(2, "req-x"), [&](Answer r) { a.set_value(std::move(r)); });
+  jobs_->Submit(Tenant("acme"), Request(2, "req-x"), [&](Answer r) { b.set_value(std::move(r)); });
+  jobs_->Submit(Tenant("acme"), Request(3, "req-x"), [&](Answer r) { c.set_value(std::move(r)); });
+  Answer first = a.get_future().get(), same = b.get_future().get(), other = c.get_future().get();
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_FALSE(first->deduplicated());
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_TRUE(same->deduplicated());
+  EXPECT_EQ(same->job().id(), first->job().id());
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition) << other.status();
+  EXPECT_EQ(jobs_->List(Admin(), {})->size(), 1u);
+}
+
 // The stage a retry leaves out is filled from the retry, not copied from the job it matches.
 TEST_F(JobManagerTest, RequestIdRefusesARetryWhoseStageDiffers) {
   forge::v1::SubmitJobRequest mid = Request(1, "req-stage");
