@@ -103,21 +103,16 @@ class JobManager {
   // `add_rows` (optional) adds rows to the batch that commits the job, so they commit with
   // it or not at all (a schedule's run row). If that batch fails with ALREADY_EXISTS, `done`
   // gets that status unchanged (any other commit failure is UNAVAILABLE).
+  void Submit(const Principal& caller, forge::v1::SubmitJobRequest request,
+              std::function<void(absl::StatusOr<forge::v1::SubmitJobResponse>)> done,
+              const ResolvedBase* base = nullptr, std::string contamination = "",
+              std::function<void(const forge::v1::Job&, WriteBatch*)> add_rows = nullptr);
   // A submission whose request_id the caller's tenant has used already: the job it made
   // (deduplicated), or FAILED_PRECONDITION when the spec differs; nullopt when the id is new or
   // empty. Submit calls it first; the service calls it before the checks a retry need not
   // repeat (the base's resolution, the held-out scan).
   std::optional<absl::StatusOr<forge::v1::SubmitJobResponse>> Deduplicate(
       const Principal& caller, const forge::v1::SubmitJobRequest& request) const;
-  // The answer to `request` when its request_id made `prior`: `prior`, deduplicated, when the
-  // spec is the same submission; FAILED_PRECONDITION otherwise.
-  static absl::StatusOr<forge::v1::SubmitJobResponse> AnswerRetry(
-      const forge::v1::SubmitJobRequest& request, const forge::v1::Job& prior);
-
-  void Submit(const Principal& caller, forge::v1::SubmitJobRequest request,
-              std::function<void(absl::StatusOr<forge::v1::SubmitJobResponse>)> done,
-              const ResolvedBase* base = nullptr, std::string contamination = "",
-              std::function<void(const forge::v1::Job&, WriteBatch*)> add_rows = nullptr);
 
   // NOT_FOUND for unknown jobs and for jobs the caller may not see.
   absl::StatusOr<forge::v1::Job> Get(const Principal& caller, absl::string_view job_id) const;
@@ -211,6 +206,11 @@ class JobManager {
   StateSnapshot Snapshot() const;
 
  private:
+  // The answer to `request` when its request_id made `prior`: `prior`, deduplicated, when the
+  // spec is the same submission; FAILED_PRECONDITION otherwise.
+  static absl::StatusOr<forge::v1::SubmitJobResponse> AnswerRetry(
+      const forge::v1::SubmitJobRequest& request, const forge::v1::Job& prior);
+
   struct RankRuntime {
     bool sent = false;
     bool acked = false;

@@ -90,6 +90,7 @@ struct ActivationPlan {
   size_t lnf_mean = 0, lnf_rstd = 0, losses = 0, delta = 0;  // in stats_
   size_t dres = 0, dc = 0, d3c = 0, d4c = 0;                 // in grad_acts_
   size_t acts = 0, stats = 0, grads = 0;                     // the regions' sizes, in elements
+  size_t col_scratch = 0;  // floats of the column reductions' scratch (col_scratch_)
 };
 
 ActivationPlan PlanActivations(const ModelShape& s, size_t batch, size_t seq, size_t elem_bytes) {
@@ -133,6 +134,7 @@ ActivationPlan PlanActivations(const ModelShape& s, size_t batch, size_t seq, si
   p.acts = a.size();
   p.stats = f.size();
   p.grads = g.size();
+  p.col_scratch = ColumnReduceScratchFloats(static_cast<int>(N), 4 * s.width);
   return p;
 }
 
@@ -212,6 +214,7 @@ class CudaGpt final : public engine::ModelBackend {
   absl::Status FinishGradients() override;
   absl::StatusOr<double> OptimizerStep(float grad_scale, double max_norm, float lr) override;
   int64_t optimizer_step() const override { return adam_step_; }
+  double PeakFlops() const override { return peak_flops_; }
 
   absl::Status CopyState(float* params, float* adam_m, float* adam_v) const override {
     FORGE_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
@@ -444,6 +447,7 @@ class CudaGpt final : public engine::ModelBackend {
   int buckets_ = 0;
   size_t reduce_calls_ = 0;  // all-reduces started by this backward (picks their events)
   int64_t adam_step_ = 0;
+  double peak_flops_ = 0;  // PeakFlops(), from the device's name
   bool reducing_ = false;  // an all-reduce was started and FinishGradients has not waited
   const bool gelu_epilogue_ = !kExact && options_.gelu_epilogue;
   bool gelu_fell_back_ = false;  // a product ran with the GELU kernels (no epilogue algorithm)
@@ -492,9 +496,8 @@ absl::Status CudaGpt<T>::Init() {
   ASSIGN_OR_RETURN(acts_, DeviceBuffer<T>::Allocate(plan_.acts, "activations"));
   ASSIGN_OR_RETURN(stats_, DeviceBuffer<float>::Allocate(plan_.stats, "activation statistics"));
   ASSIGN_OR_RETURN(grad_acts_, DeviceBuffer<T>::Allocate(plan_.grads, "activation gradients"));
-  ASSIGN_OR_RETURN(col_scratch_, DeviceBuffer<float>::Allocate(
-                                     ColumnReduceScratchFloats(static_cast<int>(N), 4 * s.width),
-                                     "reduction scratch"));
+  ASSIGN_OR_RETURN(col_scratch_,
+                   DeviceBuffer<float>::Allocate(plan_.col_scratch, "reduction scratch"));
   ASSIGN_OR_RETURN(norm_scratch_,
                    DeviceBuffer<double>::Allocate(GradNormScratchDoubles(n), "norm scratch"));
   ASSIGN_OR_RETURN(norm_, DeviceBuffer<float>::Allocate(2, "gradient norm"));
@@ -575,6 +578,8 @@ absl::Status CudaGpt<T>::Init() {
       break;
     default: attention = "fused kernels"; break;
   }
+  // The peaks table lists dense bf16; fp32 without TF32 runs far below it.
+  peak_flops_ = kExact ? 0 : DevicePeaks(prop.name).tflops * 1e12;
   description_ = absl::StrFormat(
       "cuda:%d %s (%.1f GiB, sm_%d%d), %s, attention: %s", options_.device, prop.name,
       prop.totalGlobalMem / (1024.0 * 1024 * 1024), prop.major, prop.minor,
@@ -946,18 +951,8 @@ size_t CudaActivationBytes(const ModelShape& shape, int batch, int seq, bool bf1
   const size_t elem_bytes = bf16 ? 2 : 4;
   const ActivationPlan p = PlanActivations(shape, batch, seq, elem_bytes);
   const size_t N = static_cast<size_t>(batch) * seq;
-  return (p.acts + p.grads) * elem_bytes + p.stats * sizeof(float) +
-         ColumnReduceScratchFloats(static_cast<int>(N), 4 * shape.width) * sizeof(float) +
+  return (p.acts + p.grads) * elem_bytes + (p.stats + p.col_scratch) * sizeof(float) +
          (5 * N + 1) * sizeof(int32_t);  // tokens, targets and the embedding's token buckets
-}
-
-double CudaDevicePeakFlops(int device) {
-  cudaDeviceProp prop{};
-  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return DevicePeaks(prop.name).tflops * 1e12;
 }
 
 size_t GemmAttentionBudget(size_t device_bytes) {

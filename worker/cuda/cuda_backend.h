@@ -81,10 +81,6 @@ struct CudaBackendOptions {
 absl::StatusOr<std::unique_ptr<engine::ModelBackend>> CreateCudaBackend(
     const engine::BackendConfig& config, const CudaBackendOptions& options);
 
-// CUDA device `device`'s peak dense bf16 FLOP/s (device_peaks.h, by its name), what MFU
-// divides by; 0 when its name is not listed or no device answers.
-double CudaDevicePeakFlops(int device);
-
 // For TrainerOptions::make_backend.
 engine::BackendFactory CudaBackendFactory(CudaBackendOptions options);
 

@@ -98,6 +98,10 @@ class ModelBackend {
   // Replaces parameters and moments (null keeps that buffer) and sets the AdamW step.
   virtual absl::Status LoadState(const float* params, const float* adam_m, const float* adam_v,
                                  int64_t optimizer_step) = 0;
+
+  // The device's peak dense FLOP/s in the precision its matmuls run, what MFU divides by; 0
+  // when unknown (the CPU engine, a GPU device_peaks.h does not list, the CUDA fp32 mode).
+  virtual double PeakFlops() const { return 0; }
 };
 
 // The CPU engine: Gpt<float> on a ThreadPool, AdamW, gradient buckets all-reduced through

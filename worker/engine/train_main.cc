@@ -100,11 +100,6 @@ absl::Status Run() {
   o.threads = absl::GetFlag(FLAGS_threads);
   ASSIGN_OR_RETURN(std::unique_ptr<Trainer> trainer, Trainer::Create(o));
   std::printf("backend: %s\n", trainer->backend().Describe().c_str());
-  double peak_flops = 0;  // for MFU; 0 on the CPU and on GPUs device_peaks.h does not list
-#ifdef FORGE_HAVE_CUDA
-  if (device != "cpu") peak_flops = cuda::CudaDevicePeakFlops(std::stoi(device.substr(5)));
-#endif
-  const double flops_per_token = TrainingFlopsPerToken(o.shape, o.seq_len);
   if (std::string resume = absl::GetFlag(FLAGS_resume); !resume.empty()) {
     RETURN_IF_ERROR(trainer->LoadCheckpoint(resume));
     std::printf("resumed from %s at step %lld\n", resume.c_str(),
@@ -119,13 +114,11 @@ absl::Status Run() {
   while (trainer->step() < o.steps) {
     ASSIGN_OR_RETURN(StepStats s, trainer->Step());
     const double tps = s.seconds > 0 ? s.tokens / s.seconds : 0;
-    std::printf(
-        "step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s%s\n",
-        static_cast<long long>(s.step + 1), static_cast<long long>(o.steps), s.loss, s.lr,
-        s.grad_norm, s.seconds * 1e3, tps,
-        peak_flops > 0
-            ? absl::StrFormat(" | MFU %.1f%%", 100 * tps * flops_per_token / peak_flops).c_str()
-            : "");
+    const double mfu = trainer->Mfu(tps);  // 0 on the CPU: not printed
+    std::printf("step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s%s\n",
+                static_cast<long long>(s.step + 1), static_cast<long long>(o.steps), s.loss, s.lr,
+                s.grad_norm, s.seconds * 1e3, tps,
+                mfu > 0 ? absl::StrFormat(" | MFU %.1f%%", 100 * mfu).c_str() : "");
     const bool last = trainer->step() == o.steps;
     if (!ckpt_dir.empty() && (last || (every > 0 && trainer->step() % every == 0))) {
       const std::string dir = absl::StrCat(ckpt_dir, "/step-", trainer->step());

@@ -320,6 +320,12 @@ absl::Status Trainer::InitFromWeights(const std::string& dir) {
   return backend_->LoadState(flat.data(), nullptr, nullptr, 0);
 }
 
+double Trainer::Mfu(double tokens_per_second) const {
+  const double peak = backend_->PeakFlops();
+  if (peak <= 0) return 0;
+  return tokens_per_second * TrainingFlopsPerToken(options_.shape, options_.seq_len) / peak;
+}
+
 absl::StatusOr<int> CheckpointMicroBatch(const std::string& dir) {
   const std::string path = absl::StrCat(dir, "/", kCheckpointTrainerStateFile);
   ASSIGN_OR_RETURN(std::string text, ReadFile(path));

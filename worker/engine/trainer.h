@@ -146,6 +146,9 @@ class Trainer {
   const ModelBackend& backend() const { return *backend_; }
   const MixtureSampler& sampler() const { return *sampler_; }
   const TrainerOptions& options() const { return options_; }
+  // Model FLOPs utilisation of this rank's device at `tokens_per_second` (this rank's):
+  // TrainingFlopsPerToken over the backend's PeakFlops; 0 when the peak is unknown.
+  double Mfu(double tokens_per_second) const;
 
  private:
   explicit Trainer(TrainerOptions options);

@@ -470,12 +470,10 @@ TEST_F(TrainerTest, NonFiniteLossStopsTheRunBeforeAnyUpdate) {
   EXPECT_TRUE(Bytes(*t) == before) << "the parameters or AdamW moments changed";
 }
 
-// The CPU engine with an optimizer step that reports an infinite gradient norm, as an
-// overflowing backward would (a finite loss with non-finite gradients is hard to set up in
-// the real model).
-class InfiniteNormBackend : public ModelBackend {
+// The CPU engine behind a wrapper whose subclasses change one answer.
+class ForwardingBackend : public ModelBackend {
  public:
-  explicit InfiniteNormBackend(std::unique_ptr<ModelBackend> inner) : inner_(std::move(inner)) {}
+  explicit ForwardingBackend(std::unique_ptr<ModelBackend> inner) : inner_(std::move(inner)) {}
   std::string Describe() const override { return inner_->Describe(); }
   const std::vector<ParamInfo>& Parameters() const override { return inner_->Parameters(); }
   size_t num_params() const override { return inner_->num_params(); }
@@ -491,8 +489,7 @@ class InfiniteNormBackend : public ModelBackend {
   }
   absl::Status FinishGradients() override { return inner_->FinishGradients(); }
   absl::StatusOr<double> OptimizerStep(float grad_scale, double max_norm, float lr) override {
-    RETURN_IF_ERROR(inner_->OptimizerStep(grad_scale, max_norm, lr).status());
-    return std::numeric_limits<double>::infinity();
+    return inner_->OptimizerStep(grad_scale, max_norm, lr);
   }
   int64_t optimizer_step() const override { return inner_->optimizer_step(); }
   absl::Status CopyState(float* params, float* adam_m, float* adam_v) const override {
@@ -507,6 +504,39 @@ class InfiniteNormBackend : public ModelBackend {
  private:
   std::unique_ptr<ModelBackend> inner_;
 };
+
+// The CPU engine with an optimizer step that reports an infinite gradient norm, as an
+// overflowing backward would (a finite loss with non-finite gradients is hard to set up in
+// the real model).
+class InfiniteNormBackend : public ForwardingBackend {
+ public:
+  using ForwardingBackend::ForwardingBackend;
+  absl::StatusOr<double> OptimizerStep(float grad_scale, double max_norm, float lr) override {
+    RETURN_IF_ERROR(ForwardingBackend::OptimizerStep(grad_scale, max_norm, lr).status());
+    return std::numeric_limits<double>::infinity();
+  }
+};
+
+// The CPU engine as if it ran on a device of known peak.
+class KnownPeakBackend : public ForwardingBackend {
+ public:
+  using ForwardingBackend::ForwardingBackend;
+  double PeakFlops() const override { return 1e12; }
+};
+
+// MFU: this rank's tokens/s x TrainingFlopsPerToken over the backend's peak; none for the CPU
+// engine, whose peak is unknown.
+TEST_F(TrainerTest, MfuIsTheFlopRateOverTheBackendsPeak) {
+  auto cpu = *Trainer::Create(Options());
+  EXPECT_EQ(cpu->Mfu(1000), 0);
+  TrainerOptions o = Options();
+  o.make_backend = [](const BackendConfig& c) -> absl::StatusOr<std::unique_ptr<ModelBackend>> {
+    ASSIGN_OR_RETURN(std::unique_ptr<ModelBackend> inner, CreateCpuBackend(c));
+    return std::unique_ptr<ModelBackend>(std::make_unique<KnownPeakBackend>(std::move(inner)));
+  };
+  auto t = *Trainer::Create(o);
+  EXPECT_DOUBLE_EQ(t->Mfu(1000), 1000 * TrainingFlopsPerToken(o.shape, o.seq_len) / 1e12);
+}
 
 TEST_F(TrainerTest, NonFiniteGradientNormStopsTheRun) {
   TrainerOptions o = Options();

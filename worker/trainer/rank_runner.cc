@@ -421,13 +421,6 @@ Failure Run(const RankOptions& ro) {
   }
   Trainer& trainer = **created;
   std::printf("backend: %s\n", trainer.backend().Describe().c_str());
-  // MFU: this rank's training FLOPs per second over its device's peak dense bf16 FLOP/s
-  // (device_peaks.h); 0 where none is known (the CPU engine, an unlisted GPU).
-  double peak_flops = 0;
-#ifdef FORGE_HAVE_CUDA
-  if (cuda_device >= 0) peak_flops = cuda::CudaDevicePeakFlops(cuda_device);
-#endif
-  const double flops_per_token = TrainingFlopsPerToken(o.shape, o.seq_len);
 
   // Tokens per source over the whole run (all ranks), carried through checkpoints.
   std::map<std::string, int64_t> tokens_per_source;
@@ -550,7 +543,7 @@ Failure Run(const RankOptions& ro) {
     }
     const double tps = s->seconds > 0 ? s->tokens / s->seconds : 0;
     recent_tps = recent_tps == 0 ? tps : 0.8 * recent_tps + 0.2 * tps;
-    const double mfu = peak_flops > 0 ? recent_tps * flops_per_token / peak_flops : 0;
+    const double mfu = trainer.Mfu(recent_tps);
     std::printf("step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s%s\n",
                 static_cast<long long>(step), static_cast<long long>(o.steps), s->loss, s->lr,
                 s->grad_norm, s->seconds * 1e3, tps * a.world_size(),
