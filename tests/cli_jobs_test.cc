@@ -2,6 +2,7 @@
 // coordinator on loopback; bad specs are refused with the field named and change nothing.
 #include <google/protobuf/util/json_util.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/strip.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -69,11 +70,18 @@ TEST_F(CliJobsTest, SubmitListStatusCancel) {
   EXPECT_THAT(table.out, HasSubstr(id));
   EXPECT_THAT(table.out, HasSubstr("QUEUED"));
 
-  CliResult status = cluster_.Cli({"status", id}, token_);
-  ASSERT_EQ(status.exit_code, 0) << status.err;
+  // No workers: once the control loop's next scheduling pass has looked at the job (it runs
+  // after the submission is answered, so not necessarily before this first status), the wait
+  // reason says why.
+  CliResult status;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        status = cluster_.Cli({"status", id}, token_);
+        return status.exit_code == 0 && absl::StrContains(status.out, "cpu devices");
+      },
+      absl::Seconds(10)))
+      << status.out << status.err;
   EXPECT_THAT(status.out, HasSubstr("QUEUED"));
-  // No workers: the wait reason says why.
-  EXPECT_THAT(status.out, HasSubstr("cpu devices"));
 
   CliResult cancel = cluster_.Cli({"cancel", id, "--reason", "test over", "-o", "json"}, token_);
   ASSERT_EQ(cancel.exit_code, 0) << cancel.err;
