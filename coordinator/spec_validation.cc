@@ -298,9 +298,23 @@ std::optional<int> CheckResources(forge::v1::ResourceSpec* resources, const Mode
   return resources->ranks();
 }
 
-// Returns train.steps when valid.
+// The largest train.micro_batch the job's device takes: on cuda the attention runs one grid row
+// per sequence and head, so micro_batch x heads is bounded too (checked, with its own message,
+// in ValidateAndFillDefaults).
+int64_t MicroBatchLimit(const JobSpec& spec, const ModelInfo& model) {
+  if (spec.resources().device() == forge::v1::DEVICE_KIND_CUDA && model.shape.has_value() &&
+      model.shape->heads > 0) {
+    return std::max<int64_t>(
+        1, std::min<int64_t>(kMaxMicroBatch, kCudaMaxSequenceHeads / model.shape->heads));
+  }
+  return kMaxMicroBatch;
+}
+
+// Returns train.steps when valid. `micro_limit` is MicroBatchLimit's: divisors suggested for a
+// train.micro_batch that does not divide the rank's share stay within it.
 std::optional<int64_t> CheckTrain(forge::v1::TrainSpec* train, const ModelInfo& model,
-                                  std::optional<int> ranks, Problems* problems) {
+                                  std::optional<int> ranks, int64_t micro_limit,
+                                  Problems* problems) {
   if (!train->has_steps()) train->set_steps(kDefaultSteps);
   std::optional<int64_t> steps;
   if (problems->IntInRange("train.steps", train->steps(), kMinSteps, kMaxSteps)) {
@@ -355,15 +369,13 @@ std::optional<int64_t> CheckTrain(forge::v1::TrainSpec* train, const ModelInfo& 
       problems->IntInRange("train.micro_batch", train->micro_batch(), 1, kMaxMicroBatch) &&
       per_rank.has_value() && *per_rank % train->micro_batch() != 0) {
     const int64_t m = train->micro_batch();
-    int64_t below = std::min(m, *per_rank);
+    const int64_t most = std::min(*per_rank, micro_limit);
+    int64_t below = std::min(m, most);
     while (*per_rank % below != 0) --below;
     int64_t above = m + 1;
-    while (above <= std::min<int64_t>(*per_rank, kMaxMicroBatch) && *per_rank % above != 0) {
-      ++above;
-    }
-    const std::string use = above <= std::min<int64_t>(*per_rank, kMaxMicroBatch)
-                                ? absl::StrCat(below, " or ", above)
-                                : absl::StrCat(below);
+    while (above <= most && *per_rank % above != 0) ++above;
+    const std::string use =
+        above <= most ? absl::StrCat(below, " or ", above) : absl::StrCat(below);
     problems->Add(absl::StrCat(
         "train.micro_batch must divide the sequences each rank takes per step, "
         "train.batch_tokens / (seq_len x ranks) = ",
@@ -540,7 +552,8 @@ absl::Status ValidateAndFillDefaults(JobSpec* spec, const forge::v1::ModelSpec* 
   }
   CheckData(out.data(), &problems);
   const std::optional<int> ranks = CheckResources(out.mutable_resources(), model, &problems);
-  const std::optional<int64_t> steps = CheckTrain(out.mutable_train(), model, ranks, &problems);
+  const std::optional<int64_t> steps =
+      CheckTrain(out.mutable_train(), model, ranks, MicroBatchLimit(out, model), &problems);
   if (out.resources().device() == forge::v1::DEVICE_KIND_CUDA && model.shape.has_value() &&
       out.train().micro_batch() > 0 &&
       int64_t{out.train().micro_batch()} * model.shape->heads > kCudaMaxSequenceHeads) {

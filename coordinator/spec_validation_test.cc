@@ -309,6 +309,14 @@ TEST(SpecValidationTest, TheResolvedBasesShapeFillsAndBoundsTheTrainFields) {
             "job spec: train.micro_batch x the base model's heads must be at most 65535 with "
             "resources.device: cuda (got 4096 x 32; the GPU attention runs one grid row per "
             "sequence and head): use a train.micro_batch of at most 2047");
+  // The divisors suggested for one that does not divide the rank's 8192 sequences stay within
+  // that bound too: 2048 and 4096 divide it but are over it.
+  spec.mutable_train()->set_micro_batch(3000);
+  EXPECT_THAT(InvalidMessage(spec, &shape),
+              HasSubstr("= 8192 (got 3000); use 1024, or a train.batch_tokens"));
+  spec.mutable_resources()->set_device(forge::v1::DEVICE_KIND_CPU);
+  EXPECT_THAT(InvalidMessage(spec, &shape),
+              HasSubstr("= 8192 (got 3000); use 2048 or 4096, or a train.batch_tokens"));
 }
 
 TEST(SpecValidationTest, WithBaseSeqLenIsNotCheckedAgainstAnUnknownContext) {
