@@ -8,10 +8,13 @@
 namespace forge::engine {
 namespace {
 
-// Tile edges: rows of 128 and columns split evenly into pieces of at most 1024 (multiples of
-// 16). A 128 x 1024 tile with K = 256 already runs within a few percent of one big sgemm
-// here (OpenBLAS Haswell kernels), and a 1024-token batch gives 8 row tiles to share out.
-constexpr int kTileRows = 128;
+// Tile edges: rows of 512 and columns split evenly into pieces of at most 1024 (multiples of
+// 16). The tiles depend on the shapes alone, never on the thread count, so the bits do not
+// either. Each tile is one sgemm call, which packs its whole slice of the other operand again:
+// with 128-row tiles that repacking cost the tiny preset ~5 % of its step at 1 thread (a
+// trainer rank's setting) and at 2 (forge-bench-train: 3,879 -> 4,067 and 7,358 -> 7,749
+// tokens/s, medians of 3 and 5 runs). A 1024-token batch still gives 2 row tiles per matmul.
+constexpr int kTileRows = 512;
 constexpr int kMaxTileCols = 1024;
 
 struct Span1D {
