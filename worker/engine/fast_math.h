@@ -19,6 +19,9 @@ namespace forge::engine {
 
 using Float4 = float __attribute__((vector_size(16)));
 using Int4 = int32_t __attribute__((vector_size(16)));
+// Eight lanes, for loops compiled twice (target_clones: AVX2 and baseline, where GCC splits it
+// into two SSE halves). Every lane op is an IEEE one, so either clone gives the same bits.
+using Float8 = float __attribute__((vector_size(32)));
 
 inline Float4 Broadcast4(float x) { return Float4{} + x; }
 inline Float4 Load4(const float* p) {
@@ -29,19 +32,28 @@ inline Float4 Load4(const float* p) {
 inline void Store4(float* p, Float4 v) { std::memcpy(p, &v, sizeof(v)); }
 inline float Sum4(Float4 v) { return (v[0] + v[1]) + (v[2] + v[3]); }  // a fixed order
 
-// e^x per lane; inputs are clamped to [-87, 88], so results stay normal floats.
-inline Float4 Exp(Float4 x) {
-  const Float4 lo = Broadcast4(-87.0f), hi = Broadcast4(88.0f);
+// A Float8 is passed in memory without AVX and in registers with it (GCC's -Wpsabi note). The
+// Float8 functions are always inlined into loops compiled with target_clones, so no Float8
+// crosses a call.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+// e^x per lane of a float vector V (Float4, Float8); inputs are clamped to [-87, 88], so
+// results stay normal floats.
+template <typename V>
+[[gnu::always_inline]] inline V ExpLanes(V x) {
+  typedef int32_t I __attribute__((vector_size(sizeof(V))));
+  const V lo = V{} - 87.0f, hi = V{} + 88.0f;
   x = x < lo ? lo : x;
   x = x > hi ? hi : x;
   // n = round(x / ln 2) by the 1.5 · 2^23 trick; r = x - n ln 2 in two steps (Cody-Waite).
-  const Float4 shifted = x * 1.44269504088896341f + 12582912.0f;
-  const Float4 n = shifted - 12582912.0f;
-  const Int4 ni = std::bit_cast<Int4>(shifted) - 0x4B400000;
-  Float4 r = x - n * 0.693145751953125f;
+  const V shifted = x * 1.44269504088896341f + 12582912.0f;
+  const V n = shifted - 12582912.0f;
+  const I ni = std::bit_cast<I>(shifted) - 0x4B400000;
+  V r = x - n * 0.693145751953125f;
   r = r - n * 1.428606765330187045e-06f;
   // Taylor series to r^7 on |r| <= 0.347: truncation error below 5e-9.
-  Float4 p = Broadcast4(1.0f / 5040.0f);
+  V p = V{} + 1.0f / 5040.0f;
   p = p * r + 1.0f / 720.0f;
   p = p * r + 1.0f / 120.0f;
   p = p * r + 1.0f / 24.0f;
@@ -49,11 +61,16 @@ inline Float4 Exp(Float4 x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  return p * std::bit_cast<Float4>((ni + 127) << 23);
+  return p * std::bit_cast<V>((ni + 127) << 23);
 }
 
 // tanh(x) = 1 - 2 / (e^{2x} + 1): absolute error about 2e-7.
+inline Float4 Exp(Float4 x) { return ExpLanes(x); }
 inline Float4 Tanh(Float4 x) { return 1.0f - 2.0f / (Exp(2.0f * x) + 1.0f); }
+// Float8 versions, for loops compiled with target_clones: always inlined there.
+[[gnu::always_inline]] inline Float8 Exp(Float8 x) { return ExpLanes(x); }
+[[gnu::always_inline]] inline Float8 Tanh(Float8 x) { return 1.0f - 2.0f / (Exp(2.0f * x) + 1.0f); }
+#pragma GCC diagnostic pop
 
 inline float Exp(float x) { return Exp(Broadcast4(x))[0]; }
 inline float Tanh(float x) { return Tanh(Broadcast4(x))[0]; }

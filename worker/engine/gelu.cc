@@ -1,8 +1,12 @@
 #include "worker/engine/gelu.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "worker/engine/fast_math.h"
+
+// Float8 in and out of the functions below: see fast_math.h on -Wpsabi.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace forge::engine {
 namespace {
@@ -12,44 +16,77 @@ constexpr double kSqrt2OverPi = 0.7978845608028654;
 constexpr double kCubic = 0.044715;
 
 // Written once for a scalar T or a vector V of T (fast_math.h VecTraits).
+// Always inlined: a Float8 must not cross a call (fast_math.h on -Wpsabi).
 template <typename T, typename V>
-V Gelu(V x) {
+[[gnu::always_inline]] inline V Gelu(V x) {
   const V t = Tanh(T(kSqrt2OverPi) * (x + T(kCubic) * x * x * x));
   return T(0.5) * x * (T(1) + t);
 }
 
 template <typename T, typename V>
-V GeluGrad(V x) {
+[[gnu::always_inline]] inline V GeluGrad(V x) {
   const V t = Tanh(T(kSqrt2OverPi) * (x + T(kCubic) * x * x * x));
   const V dt = T(kSqrt2OverPi) * (T(1) + T(3 * kCubic) * x * x);
   return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * dt;
+}
+
+// One chunk. float runs 8 lanes at a time, compiled for AVX2 and for the baseline (GCC picks
+// the clone at load time); the lanes compute the same IEEE operations either way, so the bits
+// do not depend on the machine. At 1 thread on the tiny preset GELU forward and backward were
+// ~6.5 % of the step with 4-lane SSE.
+template <typename T>
+void GeluForwardChunk(T* out, const T* inp, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = Gelu<T>(inp[i]);
+}
+
+template <typename T>
+void GeluBackwardChunk(T* dinp, const T* inp, const T* dout, size_t n) {
+  for (size_t i = 0; i < n; ++i) dinp[i] = GeluGrad<T>(inp[i]) * dout[i];
+}
+
+[[gnu::always_inline]] inline Float8 Load8(const float* p) {
+  Float8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+[[gnu::always_inline]] inline void Store8(float* p, Float8 v) { std::memcpy(p, &v, sizeof(v)); }
+
+template <>
+__attribute__((target_clones("avx2", "default"))) void GeluForwardChunk<float>(float* out,
+                                                                               const float* inp,
+                                                                               size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) Store8(out + i, Gelu<float>(Load8(inp + i)));
+  for (; i < n; ++i) out[i] = Gelu<float>(inp[i]);
+}
+
+template <>
+__attribute__((target_clones("avx2", "default"))) void GeluBackwardChunk<float>(float* dinp,
+                                                                                const float* inp,
+                                                                                const float* dout,
+                                                                                size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    Store8(dinp + i, GeluGrad<float>(Load8(inp + i)) * Load8(dout + i));
+  }
+  for (; i < n; ++i) dinp[i] = GeluGrad<float>(inp[i]) * dout[i];
 }
 
 }  // namespace
 
 template <typename T>
 void GeluForward(T* out, const T* inp, size_t n, ThreadPool& pool) {
-  using V = VecTraits<T>;
   pool.ParallelFor((n + kChunk - 1) / kChunk, [&](int64_t task) {
-    const size_t end = std::min(n, (task + 1) * kChunk);
-    size_t i = task * kChunk;
-    for (; i + V::kLanes <= end; i += V::kLanes) {
-      V::Store(out + i, Gelu<T>(V::Load(inp + i)));
-    }
-    for (; i < end; ++i) out[i] = Gelu<T>(inp[i]);
+    const size_t begin = task * kChunk, end = std::min(n, begin + kChunk);
+    GeluForwardChunk<T>(out + begin, inp + begin, end - begin);
   });
 }
 
 template <typename T>
 void GeluBackward(T* dinp, const T* inp, const T* dout, size_t n, ThreadPool& pool) {
-  using V = VecTraits<T>;
   pool.ParallelFor((n + kChunk - 1) / kChunk, [&](int64_t task) {
-    const size_t end = std::min(n, (task + 1) * kChunk);
-    size_t i = task * kChunk;
-    for (; i + V::kLanes <= end; i += V::kLanes) {
-      V::Store(dinp + i, GeluGrad<T>(V::Load(inp + i)) * V::Load(dout + i));
-    }
-    for (; i < end; ++i) dinp[i] = GeluGrad<T>(inp[i]) * dout[i];
+    const size_t begin = task * kChunk, end = std::min(n, begin + kChunk);
+    GeluBackwardChunk<T>(dinp + begin, inp + begin, dout + begin, end - begin);
   });
 }
 template void GeluForward<float>(float*, const float*, size_t, ThreadPool&);

@@ -2,7 +2,9 @@
 // Loss = sum(out ⊙ R) for a fixed random R, so dLoss/dout = R. A gradient passes when
 // |analytic - numeric| <= kAtol + kRtol · |numeric| for every element; the tests print the
 // worst ratio |analytic - numeric| / (kAtol + kRtol · |numeric|) seen.
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <functional>
 #include <random>
@@ -204,6 +206,31 @@ TEST(FastMath, ExpAndTanhMatchLibm) {
   EXPECT_EQ(Exp(-1000.0f), std::exp(-87.0f));  // clamped, not zero or denormal
   EXPECT_EQ(Tanh(50.0f), 1.0f);
   EXPECT_EQ(Tanh(-50.0f), -1.0f);
+}
+
+// The float GELU runs 8 lanes at a time in a loop compiled for AVX2 and for the baseline
+// (gelu.cc); its bits must be those of one value at a time (the scalar path, one SSE lane),
+// whichever clone this CPU runs, or the weights would depend on the machine.
+TEST(FastMath, GeluLanesGiveTheBitsOfOneValueAtATime) {
+  std::printf("this CPU runs the %s clone\n", __builtin_cpu_supports("avx2") ? "AVX2" : "baseline");
+  const size_t n = 1003;  // 125 vectors of 8 and a tail of 3
+  std::mt19937 gen(12);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::vector<float> x(n), dout(n), out(n), dx(n);
+  for (size_t i = 0; i < n; ++i) {
+    x[i] = normal(gen);
+    dout[i] = normal(gen);
+  }
+  ThreadPool pool(1);
+  GeluForward(out.data(), x.data(), n, pool);
+  GeluBackward(dx.data(), x.data(), dout.data(), n, pool);
+  for (size_t i = 0; i < n; ++i) {
+    float one = 0, done = 0;
+    GeluForward(&one, &x[i], 1, pool);
+    GeluBackward(&done, &x[i], &dout[i], 1, pool);
+    ASSERT_EQ(std::bit_cast<uint32_t>(out[i]), std::bit_cast<uint32_t>(one)) << "x = " << x[i];
+    ASSERT_EQ(std::bit_cast<uint32_t>(dx[i]), std::bit_cast<uint32_t>(done)) << "x = " << x[i];
+  }
 }
 
 }  // namespace
