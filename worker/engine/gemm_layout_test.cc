@@ -112,6 +112,64 @@ TEST_P(GemmLayoutTest, PaddedOutputRowsAreReadAndWrittenAtTheirPitch) {
   }
 }
 
+// The CPU dense layer's tile grid (matmul.cc) on shapes that take each of its paths: one row
+// tile with its columns split so two threads share it (256 rows), two row tiles (700), and
+// more than 1024 columns. Same bits at 1, 2 and 3 threads, and within float rounding of a
+// plain double loop.
+TEST_P(GemmLayoutTest, TiledDenseLayerGivesTheSameBitsAtAnyThreadCount) {
+  const WeightLayout layout = GetParam();
+  const bool in_out = layout == WeightLayout::kInOut;
+  struct Shape {
+    int m, k, n;
+  };
+  for (const Shape sh : {Shape{256, 96, 768}, Shape{700, 64, 300}, Shape{130, 48, 1500}}) {
+    const int M = sh.m, K = sh.k, N = sh.n;
+    std::mt19937 rng(M + N);
+    const std::vector<float> inp = Random(size_t(M) * K, rng), weight = Random(size_t(K) * N, rng);
+    const std::vector<float> bias = Random(N, rng), residual = Random(size_t(M) * N, rng);
+    const std::vector<float> dout = Random(size_t(M) * N, rng);
+    std::vector<std::vector<float>> outs, dinps, dws, dbs;
+    for (int threads : {1, 2, 3}) {
+      ThreadPool pool(threads);
+      std::vector<float> out(size_t(M) * N), dinp(size_t(M) * K), dw(size_t(K) * N, 0.0f);
+      std::vector<float> db(N, 0.0f);
+      MatmulForward<float>(out.data(), inp.data(), weight.data(), layout,
+                           in_out ? bias.data() : nullptr, residual.data(), M, K, N, pool);
+      MatmulBackward<float>(dinp.data(), dw.data(), in_out ? db.data() : nullptr, dout.data(),
+                            inp.data(), weight.data(), layout, M, K, N, pool);
+      outs.push_back(out);
+      dinps.push_back(dinp);
+      dws.push_back(dw);
+      dbs.push_back(db);
+    }
+    for (size_t t = 1; t < outs.size(); ++t) {
+      EXPECT_EQ(outs[t], outs[0]) << M << "x" << K << "x" << N << " output, run " << t;
+      EXPECT_EQ(dinps[t], dinps[0]) << M << "x" << K << "x" << N << " input gradient, run " << t;
+      EXPECT_EQ(dws[t], dws[0]) << M << "x" << K << "x" << N << " weight gradient, run " << t;
+      EXPECT_EQ(dbs[t], dbs[0]) << M << "x" << K << "x" << N << " bias gradient, run " << t;
+    }
+    // W[k][n] is weight[k * N + n] (kInOut) or weight[n * K + k] (kOutIn).
+    auto w = [&](int k, int n) {
+      return in_out ? weight[size_t(k) * N + n] : weight[size_t(n) * K + k];
+    };
+    std::vector<float> want(size_t(M) * N), dinp_want(size_t(M) * K);
+    for (int m = 0; m < M; ++m) {
+      for (int n = 0; n < N; ++n) {
+        double acc = (in_out ? bias[n] : 0.0) + residual[size_t(m) * N + n];
+        for (int k = 0; k < K; ++k) acc += double{inp[size_t(m) * K + k]} * w(k, n);
+        want[size_t(m) * N + n] = static_cast<float>(acc);
+      }
+      for (int k = 0; k < K; ++k) {
+        double acc = 0;
+        for (int n = 0; n < N; ++n) acc += double{dout[size_t(m) * N + n]} * w(k, n);
+        dinp_want[size_t(m) * K + k] = static_cast<float>(acc);
+      }
+    }
+    ExpectNear(outs[0], want, "tiled output");
+    ExpectNear(dinps[0], dinp_want, "tiled input gradient");
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Layouts, GemmLayoutTest,
                          ::testing::Values(WeightLayout::kInOut, WeightLayout::kOutIn));
 

@@ -14,8 +14,22 @@ namespace {
 // with 128-row tiles that repacking cost the tiny preset ~5 % of its step at 1 thread (a
 // trainer rank's setting) and at 2 (forge-bench-train: 3,879 -> 4,067 and 7,358 -> 7,749
 // tokens/s, medians of 3 and 5 runs). A 1024-token batch still gives 2 row tiles per matmul.
+//
+// A matmul of 512 rows or fewer would then be one tile, run on one thread however many there
+// are: its columns are split so that each matmul has at least kMinTasks tiles (pieces stay
+// >= 128 wide). gpt2-124m-shape, batch 4 x 64 (256 rows) at 2 threads: 159-163 -> 172-174
+// tokens/s; unchanged at 1 thread, and the tiny preset's tiles are unchanged.
 constexpr int kTileRows = 512;
 constexpr int kMaxTileCols = 1024;
+constexpr int kMinTileCols = 128;
+constexpr int kMinTasks = 2;
+
+// Column pieces so that `row_tiles` x pieces >= `tasks` where the columns allow.
+int MinColPieces(size_t row_tiles, int64_t tasks = kMinTasks) {
+  if (tasks <= 1) return 1;
+  return static_cast<int>((tasks + static_cast<int64_t>(row_tiles) - 1) /
+                          static_cast<int64_t>(row_tiles));
+}
 
 struct Span1D {
   int begin, size;
@@ -27,8 +41,10 @@ std::vector<Span1D> SplitRows(int n) {
   return out;
 }
 
-std::vector<Span1D> SplitCols(int n) {
-  const int pieces = (n + kMaxTileCols - 1) / kMaxTileCols;
+// Columns in at least `min_pieces` pieces where each stays >= kMinTileCols wide.
+std::vector<Span1D> SplitCols(int n, int min_pieces = 1) {
+  const int pieces = std::max((n + kMaxTileCols - 1) / kMaxTileCols,
+                              std::min(min_pieces, std::max(1, n / kMinTileCols)));
   const int width = ((n + pieces - 1) / pieces + 15) / 16 * 16;
   std::vector<Span1D> out;
   for (int i = 0; i < n; i += width) out.push_back({i, std::min(width, n - i)});
@@ -56,7 +72,8 @@ void Gemm<double>(bool trans_a, bool trans_b, int m, int n, int k, double alpha,
 template <typename T>
 void MatmulForward(T* out, const T* inp, const T* weight, WeightLayout layout, const T* bias,
                    const T* residual, int M, int K, int N, ThreadPool& pool) {
-  const std::vector<Span1D> rows = SplitRows(M), cols = SplitCols(N);
+  const std::vector<Span1D> rows = SplitRows(M);
+  const std::vector<Span1D> cols = SplitCols(N, MinColPieces(rows.size()));
   const bool in_out = layout == WeightLayout::kInOut;
   pool.ParallelFor(rows.size() * cols.size(), [&](int64_t task) {
     const Span1D r = rows[task / cols.size()], c = cols[task % cols.size()];
@@ -87,10 +104,12 @@ void MatmulBackward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, 
   // dweight tiles come first (each reduces over all M rows: the biggest tasks), then dinp.
   // dW is [K,N] (kInOut) or [N,K] (kOutIn); either way its tile grid is rows x cols of it.
   const int w_rows = in_out ? K : N, w_cols = in_out ? N : K;
-  const std::vector<Span1D> wr = SplitRows(w_rows), wc = SplitCols(w_cols);
+  // The dinp tiles count towards kMinTasks: dW is split further only when they are too few.
   const std::vector<Span1D> ir = SplitRows(M), ic = SplitCols(K);
-  const int64_t w_tasks = wr.size() * wc.size();
   const int64_t i_tasks = dinp ? ir.size() * ic.size() : 0;
+  const std::vector<Span1D> wr = SplitRows(w_rows);
+  const std::vector<Span1D> wc = SplitCols(w_cols, MinColPieces(wr.size(), kMinTasks - i_tasks));
+  const int64_t w_tasks = wr.size() * wc.size();
   pool.ParallelFor(w_tasks + i_tasks, [&](int64_t task) {
     if (task < w_tasks) {
       const Span1D r = wr[task / wc.size()], c = wc[task % wc.size()];
