@@ -39,6 +39,10 @@ ABSL_FLAG(std::string, alert_secret_file, "",
 ABSL_FLAG(std::string, alert_events, "", "comma-separated event types to send (default: all)");
 ABSL_FLAG(int, heartbeat_interval_ms, 1000, "how often workers send heartbeats (ms)");
 ABSL_FLAG(int, heartbeat_grace_ms, 3000, "a worker silent this long is dead (ms)");
+ABSL_FLAG(int, reconnect_grace_ms, 8000,
+          "after this coordinator starts, a worker that was alive when it last stopped has this "
+          "long to reconnect before it is declared dead and its jobs restart (ms); at least "
+          "--heartbeat-grace-ms (workers' reconnect backoff reaches 5 s during an outage)");
 ABSL_FLAG(int, step_timeout_ms, 120000,
           "a trainer rank that reports no step for this long fails its attempt (ms); covers "
           "start-up (data fetch, rendezvous, checkpoint load)");
@@ -71,6 +75,7 @@ int main(int argc, char** argv) {
   o.storage_root = absl::GetFlag(FLAGS_storage_root);
   o.heartbeat_interval = absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_interval_ms));
   o.heartbeat_grace = absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_grace_ms));
+  o.reconnect_grace = absl::Milliseconds(absl::GetFlag(FLAGS_reconnect_grace_ms));
   o.ack_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_ack_timeout_ms));
   o.step_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_step_timeout_ms));
   o.collective_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_collective_timeout_ms));
@@ -108,6 +113,12 @@ int main(int argc, char** argv) {
   o.schedule_tick_interval = absl::Milliseconds(absl::GetFlag(FLAGS_schedule_tick_ms));
   if (o.heartbeat_interval <= absl::ZeroDuration() || o.heartbeat_grace < o.heartbeat_interval) {
     std::cerr << "forge-coordinator: --heartbeat-grace-ms must be >= --heartbeat-interval-ms > 0\n";
+    return 2;
+  }
+  if (o.reconnect_grace < o.heartbeat_grace) {
+    std::cerr << "forge-coordinator: --reconnect-grace-ms must be >= --heartbeat-grace-ms (got "
+              << absl::GetFlag(FLAGS_reconnect_grace_ms) << " < "
+              << absl::GetFlag(FLAGS_heartbeat_grace_ms) << ")\n";
     return 2;
   }
   auto coordinator = forge::coordinator::Coordinator::Start(o);

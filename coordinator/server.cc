@@ -129,6 +129,7 @@ class Coordinator::Impl {
     WorkerManagerOptions wo;
     wo.heartbeat_interval = o.heartbeat_interval;
     wo.grace = o.heartbeat_grace;
+    wo.reconnect_grace = o.reconnect_grace;
     wo.on_lost = [this](const forge::v1::Worker& w, absl::Duration silent, WriteBatch* batch) {
       return StageAlert(WithLink(WorkerLostAlert(w, silent), "/workers"), batch);
     };

@@ -57,16 +57,18 @@ absl::Status WorkerManager::Recover() {
   for (Worker& w : workers) {
     Entry e;
     w.clear_ranks();
-    // A worker alive at the last stop counts as alive until the grace from now runs out; one
-    // already dead stays dead (not scheduled, not reported lost again) until it reconnects.
+    // A worker alive at the last stop counts as alive until the reconnect grace from now runs
+    // out; one already dead stays dead (not scheduled, not reported lost again) until it
+    // reconnects.
     if (w.state() != forge::v1::WORKER_STATE_DEAD) w.set_state(forge::v1::WORKER_STATE_ALIVE);
     e.worker = std::move(w);
     e.last_heartbeat = now;
+    e.grace = std::max(options_.grace, options_.reconnect_grace);
     std::string id = e.worker.id();
     workers_[id] = std::move(e);
   }
-  FORGE_LOG(INFO) << "event=workers_recovered count=" << workers_.size()
-                  << " grace=" << absl::FormatDuration(options_.grace);
+  FORGE_LOG(INFO) << "event=workers_recovered count=" << workers_.size() << " reconnect_grace="
+                  << absl::FormatDuration(std::max(options_.grace, options_.reconnect_grace));
   return absl::OkStatus();
 }
 
@@ -84,6 +86,7 @@ absl::StatusOr<std::pair<forge::v1::Registered, uint64_t>> WorkerManager::Regist
     e.conn = std::move(conn);
     e.generation = generation = next_generation_++;
     e.last_heartbeat = now;
+    e.grace = options_.grace;
     e.worker.set_id(reg.worker_id());
     e.worker.set_hostname(reg.hostname());
     e.worker.set_version(reg.version());
@@ -139,7 +142,7 @@ std::vector<std::string> WorkerManager::ExpireSilent() {
     const absl::Time now = clock_->Now();
     for (auto& [id, e] : workers_) {
       if (e.worker.state() != forge::v1::WORKER_STATE_ALIVE) continue;
-      if (now - e.last_heartbeat <= options_.grace) continue;
+      if (now - e.last_heartbeat <= e.grace) continue;
       const forge::v1::Worker last_seen = e.worker;
       e.worker.set_state(forge::v1::WORKER_STATE_DEAD);
       e.worker.clear_ranks();

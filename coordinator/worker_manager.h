@@ -3,8 +3,10 @@
 // A worker is ALIVE while its heartbeats arrive within the grace and DEAD after; a dead
 // worker's devices are not scheduled and its jobs restart (the control loop tells the
 // JobManager). Reconnecting makes it ALIVE again. The set of known workers is written to the
-// Store so a restarted coordinator knows its fleet: workers alive at the stop are given one
-// grace period from start-up to reconnect before they are declared dead; dead ones stay dead.
+// Store so a restarted coordinator knows its fleet: workers alive at the stop are given the
+// reconnect grace from start-up to reconnect before they are declared dead (longer than the
+// heartbeat grace: a worker's reconnect backoff grows while the coordinator is down); dead
+// ones stay dead.
 //
 // Thread safety: thread-safe (mu_). Connection::Send may be called with mu_ held: it only
 // queues a message and never calls back into the manager.
@@ -49,14 +51,20 @@ struct WorkerManagerOptions {
   std::function<std::function<void(absl::Status)>(const forge::v1::Worker& worker,
                                                   absl::Duration silent, WriteBatch* batch)>
       on_lost;
+  // How long a worker that was alive when the coordinator last stopped has, from start-up, to
+  // reconnect before it is declared dead (never less than `grace`). Workers retry with a
+  // backoff that reaches 5 s (worker/agent.h max_backoff) during a long outage, so a shorter
+  // allowance would declare live workers dead, and restart their jobs, after a restart.
+  absl::Duration reconnect_grace = absl::Seconds(8);
 };
 
 class WorkerManager {
  public:
   WorkerManager(Store* store, Clock* clock, WorkerManagerOptions options);
 
-  // Loads the known fleet; each worker that was alive counts as alive until one grace period
-  // from now has passed without it reconnecting; a dead one stays dead until it reconnects.
+  // Loads the known fleet; each worker that was alive counts as alive until the reconnect
+  // grace from now has passed without it reconnecting; a dead one stays dead until it
+  // reconnects.
   absl::Status Recover();
 
   // Validates a registration and makes `conn` the worker's stream (closing any older one).
@@ -87,6 +95,9 @@ class WorkerManager {
   struct Entry {
     forge::v1::Worker worker;
     absl::Time last_heartbeat;
+    // Silence allowed after last_heartbeat: the reconnect grace for a worker recovered from
+    // the store that has not reconnected yet, the grace once it has.
+    absl::Duration grace;
     std::shared_ptr<WorkerConnection> conn;
     uint64_t generation = 0;
   };

@@ -11,6 +11,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 
 // Records what the manager does to a stream.
 class RecordingConnection final : public WorkerConnection {
@@ -133,7 +134,10 @@ TEST_F(WorkerManagerTest, BadRegistrationsAreRefusedByField) {
   EXPECT_TRUE(workers_->List().empty());
 }
 
-TEST_F(WorkerManagerTest, RecoveredWorkersGetOneGraceToReconnect) {
+// Recovered workers get the reconnect grace (8 s by default), not the heartbeat grace (3 s
+// here): their reconnect backoff has grown while the coordinator was down. Once a worker has
+// reconnected, the heartbeat grace applies to it again.
+TEST_F(WorkerManagerTest, RecoveredWorkersGetTheReconnectGrace) {
   ASSERT_TRUE(workers_->Register(Reg("wa", 2), std::make_shared<RecordingConnection>()).ok());
   ASSERT_TRUE(workers_->Register(Reg("wb", 2), std::make_shared<RecordingConnection>()).ok());
   ASSERT_TRUE(store_->CommitSync({}).ok());  // the registry writes are asynchronous
@@ -144,9 +148,13 @@ TEST_F(WorkerManagerTest, RecoveredWorkersGetOneGraceToReconnect) {
   clock_.Advance(absl::Seconds(2));
   ASSERT_TRUE(workers_->Register(Reg("wa", 2), std::make_shared<RecordingConnection>()).ok());
   clock_.Advance(absl::Seconds(2));
-  EXPECT_THAT(workers_->ExpireSilent(), ElementsAre("wb"));  // wa came back in time
+  EXPECT_THAT(workers_->ExpireSilent(), IsEmpty());  // 4 s: past the heartbeat grace
+  clock_.Advance(absl::Seconds(2));
+  EXPECT_THAT(workers_->ExpireSilent(), ElementsAre("wa"));  // 4 s since it reconnected
+  EXPECT_EQ(State("wb"), forge::v1::WORKER_STATE_ALIVE);
+  clock_.Advance(absl::Milliseconds(2001));
+  EXPECT_THAT(workers_->ExpireSilent(), ElementsAre("wb"));  // 8 s without reconnecting
 }
-
 
 TEST(WorkerManagerLostTest, AWorkerDeadBeforeARestartIsNotReportedLostAgain) {
   std::string tmpl = ::testing::TempDir() + "/wm-lost-XXXXXX";
@@ -190,7 +198,8 @@ TEST(WorkerManagerLostTest, AWorkerDeadBeforeARestartIsNotReportedLostAgain) {
     ASSERT_EQ(alerts->size(), 1u);
     EXPECT_EQ((*alerts)[0].id, "al-wa");
   }
-  // A restart: wb (alive at the stop) gets one grace to reconnect; wa stays dead.
+  // A restart: wb (alive at the stop) gets the reconnect grace (8 s) to reconnect; wa stays
+  // dead.
   auto store = *Store::Open(so);
   WorkerManager m(store.get(), &clock, o);
   ASSERT_TRUE(m.Recover().ok());
@@ -200,7 +209,7 @@ TEST(WorkerManagerLostTest, AWorkerDeadBeforeARestartIsNotReportedLostAgain) {
                                         : forge::v1::WORKER_STATE_ALIVE)
         << w.id();
   }
-  clock.Advance(absl::Seconds(4));
+  clock.Advance(absl::Seconds(9));
   EXPECT_THAT(m.ExpireSilent(), ElementsAre("wb"));
   EXPECT_THAT(lost, ElementsAre("wb")) << "wa was dead before the restart: told once";
   // Reconnecting revives a worker that was dead at the restart.
