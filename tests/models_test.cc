@@ -4,6 +4,7 @@
 // names, and its checkpoints record stage and parent; the catalog survives a coordinator
 // restart; bad references are refused naming the field.
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "forge/v1/training.grpc.pb.h"
 #include "gmock/gmock.h"
@@ -143,7 +144,14 @@ TEST_F(ModelsTest, ABaseModelAtAStageIsContinuedFromItsWeights) {
   CliResult status = Cli({"status", cont});
   EXPECT_THAT(status.out, HasSubstr("BASE LOSS"));
   EXPECT_THAT(status.out, HasSubstr("guard: passed"));
-  list = Cli({"models"});
+  // The promotion reaches the catalog once the job's final batch is durable, which can be just
+  // after SUCCEEDED is visible.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        list = Cli({"models"});
+        return absl::StrContains(list.out, "acme-prod");
+      },
+      absl::Seconds(10)));
   EXPECT_THAT(list.out, HasSubstr("acme-prod"));
   EXPECT_THAT(list.out, HasSubstr(mid.final_checkpoint()));
 

@@ -103,6 +103,9 @@ TEST_F(SchedulesTest, OneRunPerSlotAcrossAKilledCoordinatorThenSkipsWithoutNewDa
   ASSERT_EQ(runs.size(), 1u);
   const forge::v1::ScheduleRun first = runs[0];
   EXPECT_EQ(first.outcome(), forge::v1::SCHEDULE_RUN_SUBMITTED) << first.message();
+  // The run row is read from the store; the job joins the coordinator's view in the commit's
+  // callback, just after.
+  ASSERT_TRUE(WaitFor([&] { return !Jobs().empty(); }, absl::Seconds(10)));
   ASSERT_EQ(Jobs().size(), 1u);
   EXPECT_EQ(Jobs()[0].id(), first.job_id());
 
