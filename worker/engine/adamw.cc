@@ -9,10 +9,12 @@ namespace {
 constexpr size_t kChunk = 1 << 16;
 
 // Scalars by value and restrict-qualified arrays, so the loop vectorises (with
-// -fno-math-errno for the square root; see CMakeLists.txt).
-void UpdateChunk(float* __restrict p, const float* __restrict g, float* __restrict m,
-                 float* __restrict v, size_t n, float lr, float wd, float b1, float b2, float eps,
-                 float c1, float c2) {
+// -fno-math-errno for the square root; see CMakeLists.txt), 8 lanes wide in the AVX2 clone.
+// Every operation is an IEEE one (no fused multiply-add in either clone), so both give the
+// same bits. Tiny preset, 1 thread: clip + AdamW 3.6 -> 2.8 ms of a 240 ms step.
+__attribute__((target_clones("avx2", "default"))) void UpdateChunk(
+    float* __restrict p, const float* __restrict g, float* __restrict m, float* __restrict v,
+    size_t n, float lr, float wd, float b1, float b2, float eps, float c1, float c2) {
   for (size_t i = 0; i < n; ++i) {
     m[i] = b1 * m[i] + (1.0f - b1) * g[i];
     v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
