@@ -138,7 +138,15 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainerOptions options)
   t->inputs_.resize(n);
   t->targets_.resize(n);
   t->all_samplers_.assign(o.world_size, t->sampler_->state());
-  if (o.world_size > 1) RETURN_IF_ERROR(t->ExchangeLossAndCursors(0).status());
+  t->peak_flops_all_ranks_ = t->backend_->PeakFlops() > 0 ? t->backend_->PeakFlops() : 0;
+  if (o.world_size > 1) {
+    RETURN_IF_ERROR(t->ExchangeLossAndCursors(0).status());
+    // Every rank's peak in TFLOP/s and how many ranks do not know theirs.
+    float peaks[2] = {static_cast<float>(t->peak_flops_all_ranks_ / 1e12),
+                      t->peak_flops_all_ranks_ > 0 ? 0.0f : 1.0f};
+    RETURN_IF_ERROR(o.communicator->AllReduceSum(peaks, 2));
+    t->peak_flops_all_ranks_ = peaks[1] > 0 ? 0 : double{peaks[0]} * 1e12;
+  }
   return t;
 }
 
@@ -321,9 +329,9 @@ absl::Status Trainer::InitFromWeights(const std::string& dir) {
 }
 
 double Trainer::Mfu(double tokens_per_second) const {
-  const double peak = backend_->PeakFlops();
-  if (peak <= 0) return 0;
-  return tokens_per_second * TrainingFlopsPerToken(options_.shape, options_.seq_len) / peak;
+  if (peak_flops_all_ranks_ <= 0) return 0;
+  return tokens_per_second * options_.world_size *
+         TrainingFlopsPerToken(options_.shape, options_.seq_len) / peak_flops_all_ranks_;
 }
 
 absl::StatusOr<int> CheckpointMicroBatch(const std::string& dir) {

@@ -146,8 +146,10 @@ class Trainer {
   const ModelBackend& backend() const { return *backend_; }
   const MixtureSampler& sampler() const { return *sampler_; }
   const TrainerOptions& options() const { return options_; }
-  // Model FLOPs utilisation of this rank's device at `tokens_per_second` (this rank's):
-  // TrainingFlopsPerToken over the backend's PeakFlops; 0 when the peak is unknown.
+  // Model FLOPs utilisation of the job at `tokens_per_second` per rank (every rank takes the
+  // same tokens per step): world_size x that x TrainingFlopsPerToken over the sum of the
+  // ranks' PeakFlops (exchanged at Create), so a job on mixed devices is measured against all
+  // of them; 0 when any rank's peak is unknown (the CPU engine's).
   double Mfu(double tokens_per_second) const;
 
  private:
@@ -164,6 +166,7 @@ class Trainer {
   int64_t step_ = 0;                       // steps taken
   std::vector<SamplerState> all_samplers_;  // every rank's sampler state after the last step
   std::vector<float> exchange_;             // ExchangeLossAndCursors' buffer
+  double peak_flops_all_ranks_ = 0;         // Mfu's denominator; 0 when any peak is unknown
 };
 
 // The micro-batch (sequences per forward/backward) a Forge trainer wrote checkpoint `dir`

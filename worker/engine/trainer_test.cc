@@ -520,9 +520,23 @@ class InfiniteNormBackend : public ForwardingBackend {
 // The CPU engine as if it ran on a device of known peak.
 class KnownPeakBackend : public ForwardingBackend {
  public:
-  using ForwardingBackend::ForwardingBackend;
-  double PeakFlops() const override { return 1e12; }
+  KnownPeakBackend(std::unique_ptr<ModelBackend> inner, double peak)
+      : ForwardingBackend(std::move(inner)), peak_(peak) {}
+  double PeakFlops() const override { return peak_; }
+
+ private:
+  double peak_;
 };
+
+// A make_backend giving the CPU engine a peak of `peak` FLOP/s (0: unknown, as it is).
+std::function<absl::StatusOr<std::unique_ptr<ModelBackend>>(const BackendConfig&)> WithPeak(
+    double peak) {
+  return [peak](const BackendConfig& c) -> absl::StatusOr<std::unique_ptr<ModelBackend>> {
+    ASSIGN_OR_RETURN(std::unique_ptr<ModelBackend> inner, CreateCpuBackend(c));
+    return std::unique_ptr<ModelBackend>(
+        std::make_unique<KnownPeakBackend>(std::move(inner), peak));
+  };
+}
 
 // MFU: this rank's tokens/s x TrainingFlopsPerToken over the backend's peak; none for the CPU
 // engine, whose peak is unknown.
@@ -530,12 +544,28 @@ TEST_F(TrainerTest, MfuIsTheFlopRateOverTheBackendsPeak) {
   auto cpu = *Trainer::Create(Options());
   EXPECT_EQ(cpu->Mfu(1000), 0);
   TrainerOptions o = Options();
-  o.make_backend = [](const BackendConfig& c) -> absl::StatusOr<std::unique_ptr<ModelBackend>> {
-    ASSIGN_OR_RETURN(std::unique_ptr<ModelBackend> inner, CreateCpuBackend(c));
-    return std::unique_ptr<ModelBackend>(std::make_unique<KnownPeakBackend>(std::move(inner)));
-  };
+  o.make_backend = WithPeak(1e12);
   auto t = *Trainer::Create(o);
   EXPECT_DOUBLE_EQ(t->Mfu(1000), 1000 * TrainingFlopsPerToken(o.shape, o.seq_len) / 1e12);
+}
+
+// With several ranks the job's MFU is its tokens/s over the sum of the ranks' peaks, the same
+// on every rank, whatever devices they have; unknown on one rank, unknown for the job.
+TEST_F(TrainerTwoRankTest, MfuIsTheJobsFlopRateOverEveryRanksPeak) {
+  std::vector<double> mfu(2, -1), unknown(2, -1);
+  const TrainerOptions o = Options();
+  const double flops = TrainingFlopsPerToken(o.shape, o.seq_len);
+  RunRanks(2, [&](int r, Communicator* comm) {
+    TrainerOptions ro = RankOptions(2, r, comm);
+    ro.make_backend = WithPeak(r == 0 ? 1e12 : 3e12);
+    mfu[r] = (*Trainer::Create(ro))->Mfu(1000);
+    ro.make_backend = WithPeak(r == 0 ? 1e12 : 0);
+    unknown[r] = (*Trainer::Create(ro))->Mfu(1000);
+  });
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_NEAR(mfu[r], 2 * 1000 * flops / 4e12, 1e-6 * mfu[r]) << "rank " << r;
+    EXPECT_EQ(unknown[r], 0) << "rank " << r;
+  }
 }
 
 TEST_F(TrainerTest, NonFiniteGradientNormStopsTheRun) {
