@@ -5,9 +5,6 @@
 
 #include "worker/engine/fast_math.h"
 
-// Float8 in and out of the functions below: see fast_math.h on -Wpsabi.
-#pragma GCC diagnostic ignored "-Wpsabi"
-
 namespace forge::engine {
 namespace {
 

@@ -128,7 +128,8 @@ TEST_P(GemmLayoutTest, TiledDenseLayerGivesTheSameBitsAtAnyThreadCount) {
     const std::vector<float> inp = Random(size_t(M) * K, rng), weight = Random(size_t(K) * N, rng);
     const std::vector<float> bias = Random(N, rng), residual = Random(size_t(M) * N, rng);
     const std::vector<float> dout = Random(size_t(M) * N, rng);
-    std::vector<std::vector<float>> outs, dinps, dws, dbs;
+    // dw_only: the backward without an input gradient, whose dW tiles alone make the tasks.
+    std::vector<std::vector<float>> outs, dinps, dws, dbs, dw_only;
     for (int threads : {1, 2, 3}) {
       ThreadPool pool(threads);
       std::vector<float> out(size_t(M) * N), dinp(size_t(M) * K), dw(size_t(K) * N, 0.0f);
@@ -137,6 +138,10 @@ TEST_P(GemmLayoutTest, TiledDenseLayerGivesTheSameBitsAtAnyThreadCount) {
                            in_out ? bias.data() : nullptr, residual.data(), M, K, N, pool);
       MatmulBackward<float>(dinp.data(), dw.data(), in_out ? db.data() : nullptr, dout.data(),
                             inp.data(), weight.data(), layout, M, K, N, pool);
+      std::vector<float> dw2(size_t(K) * N, 0.0f);
+      MatmulBackward<float>(nullptr, dw2.data(), nullptr, dout.data(), inp.data(), weight.data(),
+                            layout, M, K, N, pool);
+      dw_only.push_back(dw2);
       outs.push_back(out);
       dinps.push_back(dinp);
       dws.push_back(dw);
@@ -147,7 +152,9 @@ TEST_P(GemmLayoutTest, TiledDenseLayerGivesTheSameBitsAtAnyThreadCount) {
       EXPECT_EQ(dinps[t], dinps[0]) << M << "x" << K << "x" << N << " input gradient, run " << t;
       EXPECT_EQ(dws[t], dws[0]) << M << "x" << K << "x" << N << " weight gradient, run " << t;
       EXPECT_EQ(dbs[t], dbs[0]) << M << "x" << K << "x" << N << " bias gradient, run " << t;
+      EXPECT_EQ(dw_only[t], dw_only[0]) << M << "x" << K << "x" << N << " dW alone, run " << t;
     }
+    ExpectNear(dw_only[0], dws[0], "weight gradient without the input gradient");
     // W[k][n] is weight[k * N + n] (kInOut) or weight[n * K + k] (kOutIn).
     auto w = [&](int k, int n) {
       return in_out ? weight[size_t(k) * N + n] : weight[size_t(n) * K + k];

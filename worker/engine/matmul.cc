@@ -16,12 +16,12 @@ namespace {
 // tokens/s, medians of 3 and 5 runs). A 1024-token batch still gives 2 row tiles per matmul.
 //
 // A matmul of 512 rows or fewer would then be one tile, run on one thread however many there
-// are: its columns are split so that each matmul has at least kMinTasks tiles (pieces stay
-// >= 128 wide). gpt2-124m-shape, batch 4 x 64 (256 rows) at 2 threads: 159-163 -> 172-174
-// tokens/s, unchanged at 1; tiny batch 4 x 128 (512 rows): 2 threads 5,837-5,890 -> 7,045-
-// 7,084, 1 thread (a rank's setting) ~1.5 % slower for the repacked input (4,133-4,184 ->
-// 4,081-4,112); tiny batch 8 x 128 is unchanged (two row tiles already). Pieces of >= 256
-// halved both the gain and the cost.
+// are: its columns are split so that each matmul has at least kMinTasks tiles, into no more
+// pieces than n / 128 (pieces of equal width rounded up to 16; the last may be narrower).
+// gpt2-124m-shape, batch 4 x 64 (256 rows) at 2 threads: 159-163 -> 172-174 tokens/s, unchanged at
+// 1; tiny batch 4 x 128 (512 rows): 2 threads 5,837-5,890 -> 7,045- 7,084, 1 thread (a rank's
+// setting) ~1.5 % slower for the repacked input (4,133-4,184 -> 4,081-4,112); tiny batch 8 x 128 is
+// unchanged (two row tiles already). Pieces of >= 256 halved both the gain and the cost.
 constexpr int kTileRows = 512;
 constexpr int kMaxTileCols = 1024;
 constexpr int kMinTileCols = 128;
@@ -29,7 +29,7 @@ constexpr int kMinTasks = 2;
 
 // Column pieces so that `row_tiles` x pieces >= `tasks` where the columns allow.
 int MinColPieces(size_t row_tiles, int64_t tasks = kMinTasks) {
-  if (tasks <= 1) return 1;
+  if (tasks <= 1 || row_tiles == 0) return 1;
   return static_cast<int>((tasks + static_cast<int64_t>(row_tiles) - 1) /
                           static_cast<int64_t>(row_tiles));
 }
