@@ -247,6 +247,7 @@ class Coordinator::Impl {
                                                  "--listen (port 0 picks a free port)"));
     }
     port_ = port;
+    workers_->StartReconnectWindow();  // workers can reach us from now on
     if (!o.http_listen.empty()) {
       DashboardSources ds;
       ds.auth = auth_.get();

@@ -18,7 +18,7 @@ struct CoordinatorOptions {
   std::string storage_root;                // shared storage for checkpoints and datasets
   absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration heartbeat_grace = absl::Seconds(3);
-  // After start-up, workers known alive get this long to reconnect (at least heartbeat_grace).
+  // After start-up, workers known alive get this long to reconnect (heartbeat_grace if longer).
   absl::Duration reconnect_grace = absl::Seconds(8);
   absl::Duration ack_timeout = absl::Seconds(30);
   // A rank silent this long fails its attempt; collectives time out after the other.

@@ -64,12 +64,21 @@ absl::Status WorkerManager::Recover() {
     e.worker = std::move(w);
     e.last_heartbeat = now;
     e.grace = std::max(options_.grace, options_.reconnect_grace);
+    e.recovered = true;
     std::string id = e.worker.id();
     workers_[id] = std::move(e);
   }
   FORGE_LOG(INFO) << "event=workers_recovered count=" << workers_.size() << " reconnect_grace="
                   << absl::FormatDuration(std::max(options_.grace, options_.reconnect_grace));
   return absl::OkStatus();
+}
+
+void WorkerManager::StartReconnectWindow() {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_->Now();
+  for (auto& [id, e] : workers_) {
+    if (e.recovered) e.last_heartbeat = now;
+  }
 }
 
 absl::StatusOr<std::pair<forge::v1::Registered, uint64_t>> WorkerManager::Register(
@@ -87,6 +96,7 @@ absl::StatusOr<std::pair<forge::v1::Registered, uint64_t>> WorkerManager::Regist
     e.generation = generation = next_generation_++;
     e.last_heartbeat = now;
     e.grace = options_.grace;
+    e.recovered = false;
     e.worker.set_id(reg.worker_id());
     e.worker.set_hostname(reg.hostname());
     e.worker.set_version(reg.version());

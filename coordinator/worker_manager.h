@@ -66,6 +66,10 @@ class WorkerManager {
   // grace from now has passed without it reconnecting; a dead one stays dead until it
   // reconnects.
   absl::Status Recover();
+  // Starts the reconnect grace of recovered workers that have not reconnected yet again from
+  // now: called once the server listens, so a slow recovery of the rest of the state does not
+  // use up their time to reconnect.
+  void StartReconnectWindow();
 
   // Validates a registration and makes `conn` the worker's stream (closing any older one).
   // Returns the Registered answer and the stream's generation (for later calls).
@@ -98,6 +102,7 @@ class WorkerManager {
     // Silence allowed after last_heartbeat: the reconnect grace for a worker recovered from
     // the store that has not reconnected yet, the grace once it has.
     absl::Duration grace;
+    bool recovered = false;  // loaded by Recover and not registered since
     std::shared_ptr<WorkerConnection> conn;
     uint64_t generation = 0;
   };

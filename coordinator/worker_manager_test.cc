@@ -145,6 +145,9 @@ TEST_F(WorkerManagerTest, RecoveredWorkersGetTheReconnectGrace) {
   Open();
   EXPECT_EQ(State("wa"), forge::v1::WORKER_STATE_ALIVE);
   EXPECT_EQ(workers_->View().workers[0].devices.size(), 2u);
+  // Recovering the rest of the state took 5 s; the grace starts once the server listens.
+  clock_.Advance(absl::Seconds(5));
+  workers_->StartReconnectWindow();
   clock_.Advance(absl::Seconds(2));
   ASSERT_TRUE(workers_->Register(Reg("wa", 2), std::make_shared<RecordingConnection>()).ok());
   clock_.Advance(absl::Seconds(2));

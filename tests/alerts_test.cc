@@ -30,8 +30,10 @@ TEST(AlertsTest, AnAlertNotYetAcceptedAtACrashIsSentAfterTheRestart) {
   WebhookReceiver hooks;  // declared first: outlives the coordinator that posts to it
   Cluster cluster;
   hooks.set_status(503);  // the receiver is down: the coordinator keeps retrying
-  const std::vector<std::string> flags = {"--alert-webhook=" + hooks.url(),
-                                          "--alert-events=worker_lost"};
+  // Recovered workers get 1 s to reconnect, as live ones get to heartbeat (the harness's
+  // grace), so the check below that w-gone is not reported lost again is past it.
+  const std::vector<std::string> flags = {
+      "--alert-webhook=" + hooks.url(), "--alert-events=worker_lost", "--reconnect-grace-ms=1000"};
   cluster.StartCoordinator(flags);
   const int w = cluster.StartWorker(cluster.CreateWorkerToken(), "cpu:1", "w-gone",
                                     {"--trainer=" + cluster.IdleTrainer()});
@@ -61,7 +63,7 @@ TEST(AlertsTest, AnAlertNotYetAcceptedAtACrashIsSentAfterTheRestart) {
   const size_t settled = LostDeliveries(hooks).size();
   cluster.KillCoordinator(9);
   cluster.StartCoordinator(flags);
-  absl::SleepFor(absl::Seconds(4));  // past the 1 s grace the harness sets, and a resend
+  absl::SleepFor(absl::Seconds(4));  // past the 1 s reconnect grace, and a resend
   EXPECT_EQ(LostDeliveries(hooks).size(), settled)
       << ::testing::PrintToString(LostDeliveries(hooks));
 }
