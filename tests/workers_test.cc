@@ -105,14 +105,15 @@ TEST_F(WorkersTest, GangPlacementDeadWorkerAndRecovery) {
   EXPECT_EQ(Get(small).state(), forge::v1::JOB_STATE_QUEUED);
   EXPECT_FALSE(Get(small).unschedulable());
 
-  // kill -9 one worker: dead within the grace (1 s; allow scheduling slack), job restarts,
-  // its devices come back and the waiting 2-rank job takes the surviving worker.
+  // kill -9 one worker: dead within the grace (1 s; the slack allows for a loaded 2-core CI
+  // machine and is still far below any other timeout), job restarts, its devices come back
+  // and the waiting 2-rank job takes the surviving worker.
   const absl::Time killed = absl::Now();
   cluster_.worker(wb)->Kill(9);
   ASSERT_TRUE(WaitFor([&] { return WorkerState("wb", forge::v1::WORKER_STATE_DEAD); },
                       absl::Seconds(5)));
   const absl::Duration detect = absl::Now() - killed;
-  EXPECT_LT(detect, absl::Seconds(1) + absl::Milliseconds(1500)) << detect;
+  EXPECT_LT(detect, absl::Seconds(1) + absl::Milliseconds(2500)) << detect;
   ASSERT_TRUE(WaitFor([&] { return Get(small).state() == forge::v1::JOB_STATE_RUNNING; },
                       absl::Seconds(10)));
   const forge::v1::Job small_job = Get(small);
