@@ -44,6 +44,10 @@ inline constexpr int kCudaWidthMultiple = 8;
 // validation, the trainer's default micro-batch and the backend all apply it).
 inline constexpr int kCudaMaxSequenceHeads = 65535;
 
+// The largest micro-batch the GPU attention takes for a model of `heads` heads (>= 1 taken for
+// anything smaller): kCudaMaxSequenceHeads / heads, so m <= it exactly when m x heads fits.
+inline int CudaMaxMicroBatch(int heads) { return kCudaMaxSequenceHeads / (heads < 1 ? 1 : heads); }
+
 // The preset names, in a fixed order: {"tiny", "gpt2-124m-shape"}.
 const std::vector<std::string>& PresetNames();
 

@@ -302,10 +302,8 @@ std::optional<int> CheckResources(forge::v1::ResourceSpec* resources, const Mode
 // per sequence and head, so micro_batch x heads is bounded too (checked, with its own message,
 // in ValidateAndFillDefaults).
 int64_t MicroBatchLimit(const JobSpec& spec, const ModelInfo& model) {
-  if (spec.resources().device() == forge::v1::DEVICE_KIND_CUDA && model.shape.has_value() &&
-      model.shape->heads > 0) {
-    return std::max<int64_t>(
-        1, std::min<int64_t>(kMaxMicroBatch, kCudaMaxSequenceHeads / model.shape->heads));
+  if (spec.resources().device() == forge::v1::DEVICE_KIND_CUDA && model.shape.has_value()) {
+    return std::min(kMaxMicroBatch, CudaMaxMicroBatch(model.shape->heads));
   }
   return kMaxMicroBatch;
 }
@@ -543,27 +541,23 @@ absl::Status ValidateAndFillDefaults(JobSpec* spec, const forge::v1::ModelSpec* 
 
   problems.AddIfError(ValidateIdentifier("name", out.name(), kMaxNameLength));
   ModelInfo model = CheckBaseOrModel(&out, &problems);
-  if (model.from_base && base_shape != nullptr && base_shape->context() > 0) {
-    model.shape = ModelShape{.layers = base_shape->layers(),
-                             .heads = base_shape->heads(),
-                             .width = base_shape->width(),
-                             .context = base_shape->context(),
-                             .vocab = base_shape->vocab()};
+  if (model.from_base && base_shape != nullptr) {
+    // As the trainer reads it (rank_runner.cc); a shape that does not resolve is left out.
+    if (absl::StatusOr<ModelShape> s = ResolveModelShape(*base_shape); s.ok()) model.shape = *s;
   }
   CheckData(out.data(), &problems);
   const std::optional<int> ranks = CheckResources(out.mutable_resources(), model, &problems);
   const std::optional<int64_t> steps =
       CheckTrain(out.mutable_train(), model, ranks, MicroBatchLimit(out, model), &problems);
   if (out.resources().device() == forge::v1::DEVICE_KIND_CUDA && model.shape.has_value() &&
-      out.train().micro_batch() > 0 &&
-      int64_t{out.train().micro_batch()} * model.shape->heads > kCudaMaxSequenceHeads) {
+      out.train().micro_batch() > CudaMaxMicroBatch(model.shape->heads)) {
     problems.Add(absl::StrCat(
         "train.micro_batch x ", model.from_base ? "the base model's heads" : "model.heads",
         " must be at most ", kCudaMaxSequenceHeads, " with resources.device: cuda (got ",
         out.train().micro_batch(), " x ", model.shape->heads,
         "; the GPU attention runs one grid row per sequence and head): use "
         "a train.micro_batch of at most ",
-        kCudaMaxSequenceHeads / model.shape->heads));
+        CudaMaxMicroBatch(model.shape->heads)));
   }
   CheckCheckpointAndEval(&out, steps, &problems);
   CheckGuardAndPromote(&out, &problems);

@@ -23,7 +23,7 @@ namespace forge::coordinator {
 // schedule's spec, whose base resolves anew at each slot) train.seq_len is checked only
 // against the largest context any model may have, and an unset train.seq_len and
 // train.batch_tokens stay unset, as does any check that needs them (train.micro_batch). With
-// `base_shape` (the resolved base, at submission; ignored when its context is 0) the train
+// `base_shape` (the resolved base, at submission; ignored when it is not a valid shape) the train
 // checks and defaults apply as for a fresh model of that shape: seq_len = context,
 // batch_tokens = seq_len x ranks x 8, micro_batch against that share and the heads. (The
 // base's width on cuda is checked where the base is resolved, submission.h.)

@@ -924,11 +924,11 @@ absl::StatusOr<std::unique_ptr<engine::ModelBackend>> CreateCudaBackend(
         absl::StrCat("model: need max_batch >= 1 and 1 <= max_seq <= context (", s.context,
                      "); got max_batch=", config.max_batch, " max_seq=", config.max_seq));
   }
-  if (static_cast<int64_t>(config.max_batch) * s.heads > kCudaMaxSequenceHeads) {
+  if (config.max_batch > CudaMaxMicroBatch(s.heads)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the cuda backend's attention handles at most ", kCudaMaxSequenceHeads,
         " (sequence, head) pairs per micro-batch; got ", config.max_batch, " x ", s.heads,
-        ": use a micro-batch (train.micro_batch) of at most ", kCudaMaxSequenceHeads / s.heads));
+        ": use a micro-batch (train.micro_batch) of at most ", CudaMaxMicroBatch(s.heads)));
   }
   const int devices = CudaDeviceCount();
   if (devices == 0) {

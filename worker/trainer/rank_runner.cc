@@ -271,8 +271,7 @@ absl::StatusOr<Built> BuildOptions(const forge::v1::Assignment& a, TrainerClient
     o.micro_batch = t.micro_batch();
   } else if (absl::StartsWith(a.device(), "cuda:")) {
 #ifdef FORGE_HAVE_CUDA
-    const int cap =
-        std::min(kCudaMicroBatchCap, kCudaMaxSequenceHeads / std::max(1, o.shape.heads));
+    const int cap = std::min(kCudaMicroBatchCap, CudaMaxMicroBatch(o.shape.heads));
     o.micro_batch = ChooseMicroBatch(
         per_rank, cap,
         [&](int m) { return cuda::CudaActivationBytes(o.shape, m, o.seq_len, /*bf16=*/true); },
