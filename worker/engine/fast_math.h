@@ -69,6 +69,12 @@ template <typename V>
 inline Float4 Exp(Float4 x) { return ExpLanes(x); }
 inline Float4 Tanh(Float4 x) { return 1.0f - 2.0f / (Exp(2.0f * x) + 1.0f); }
 // Float8 versions, for loops compiled with target_clones: always inlined there.
+[[gnu::always_inline]] inline Float8 Load8(const float* p) {
+  Float8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+[[gnu::always_inline]] inline void Store8(float* p, Float8 v) { std::memcpy(p, &v, sizeof(v)); }
 [[gnu::always_inline]] inline Float8 Exp(Float8 x) { return ExpLanes(x); }
 [[gnu::always_inline]] inline Float8 Tanh(Float8 x) { return 1.0f - 2.0f / (Exp(2.0f * x) + 1.0f); }
 #pragma GCC diagnostic pop
@@ -77,25 +83,6 @@ inline float Exp(float x) { return Exp(Broadcast4(x))[0]; }
 inline float Tanh(float x) { return Tanh(Broadcast4(x))[0]; }
 inline double Exp(double x) { return std::exp(x); }
 inline double Tanh(double x) { return std::tanh(x); }
-
-// Kernels written once for both precisions process kLanes values at a time as Vec:
-// four floats as a Float4, or one double.
-template <typename T>
-struct VecTraits;
-template <>
-struct VecTraits<float> {
-  using Vec = Float4;
-  static constexpr int kLanes = 4;
-  static Vec Load(const float* p) { return Load4(p); }
-  static void Store(float* p, Vec v) { Store4(p, v); }
-};
-template <>
-struct VecTraits<double> {
-  using Vec = double;
-  static constexpr int kLanes = 1;
-  static Vec Load(const double* p) { return *p; }
-  static void Store(double* p, Vec v) { *p = v; }
-};
 
 // x[i] = e^(x[i] - shift) for i < n; returns their sum, accumulated in 4 lanes (a fixed
 // order for a given n).

@@ -1,7 +1,6 @@
 #include "worker/engine/gelu.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "worker/engine/fast_math.h"
 
@@ -12,8 +11,8 @@ constexpr size_t kChunk = 16384;
 constexpr double kSqrt2OverPi = 0.7978845608028654;
 constexpr double kCubic = 0.044715;
 
-// Written once for a scalar T or a vector V of T (fast_math.h VecTraits).
-// Always inlined: a Float8 must not cross a call (fast_math.h on -Wpsabi).
+// Written once for a scalar T or a vector V of T (a Float8). Always inlined: a Float8 must not
+// cross a call (fast_math.h on -Wpsabi).
 template <typename T, typename V>
 [[gnu::always_inline]] inline V Gelu(V x) {
   const V t = Tanh(T(kSqrt2OverPi) * (x + T(kCubic) * x * x * x));
@@ -40,13 +39,6 @@ template <typename T>
 void GeluBackwardChunk(T* dinp, const T* inp, const T* dout, size_t n) {
   for (size_t i = 0; i < n; ++i) dinp[i] = GeluGrad<T>(inp[i]) * dout[i];
 }
-
-[[gnu::always_inline]] inline Float8 Load8(const float* p) {
-  Float8 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-[[gnu::always_inline]] inline void Store8(float* p, Float8 v) { std::memcpy(p, &v, sizeof(v)); }
 
 template <>
 __attribute__((target_clones("avx2", "default"))) void GeluForwardChunk<float>(float* out,

@@ -15,24 +15,18 @@ namespace {
 // trainer rank's setting) and at 2 (forge-bench-train: 3,879 -> 4,067 and 7,358 -> 7,749
 // tokens/s, medians of 3 and 5 runs). A 1024-token batch still gives 2 row tiles per matmul.
 //
-// A matmul of 512 rows or fewer would then be one tile, run on one thread however many there
-// are: its columns are split so that each matmul has at least kMinTasks tiles, into no more
-// pieces than n / 128 (pieces of equal width rounded up to 16; the last may be narrower).
-// gpt2-124m-shape, batch 4 x 64 (256 rows) at 2 threads: 159-163 -> 172-174 tokens/s, unchanged at
-// 1; tiny batch 4 x 128 (512 rows): 2 threads 5,837-5,890 -> 7,045- 7,084, 1 thread (a rank's
-// setting) ~1.5 % slower for the repacked input (4,133-4,184 -> 4,081-4,112); tiny batch 8 x 128 is
-// unchanged (two row tiles already). Pieces of >= 256 halved both the gain and the cost.
+// A forward of 512 rows or fewer would then be one tile, run on one thread however many there
+// are, so its columns are split into kMinTasks pieces where they are at least 128 wide each
+// (the backward's dW and dinp tiles are two tasks already). Measured with forge-bench-train:
+//   gpt2-124m-shape, 4 x 64 (256 rows), 2 threads: 159-163 -> 172-174 tokens/s; 1 thread: same
+//   tiny, 4 x 128 (512 rows), 2 threads: 5,837-5,890 -> 7,045-7,084
+//   tiny, 4 x 128, 1 thread (a rank's setting): 4,133-4,184 -> 4,081-4,112 (~1.5 % slower: the
+//     input is packed once per piece); tiny 8 x 128 is unchanged (two row tiles already)
+// Pieces of at least 256 halved both the gain and the cost.
 constexpr int kTileRows = 512;
 constexpr int kMaxTileCols = 1024;
 constexpr int kMinTileCols = 128;
 constexpr int kMinTasks = 2;
-
-// Column pieces so that `row_tiles` x pieces >= `tasks` where the columns allow.
-int MinColPieces(size_t row_tiles, int64_t tasks = kMinTasks) {
-  if (tasks <= 1 || row_tiles == 0) return 1;
-  return static_cast<int>((tasks + static_cast<int64_t>(row_tiles) - 1) /
-                          static_cast<int64_t>(row_tiles));
-}
 
 struct Span1D {
   int begin, size;
@@ -44,7 +38,8 @@ std::vector<Span1D> SplitRows(int n) {
   return out;
 }
 
-// Columns in at least `min_pieces` pieces where each stays >= kMinTileCols wide.
+// Columns in at least `min_pieces` pieces where n allows pieces of kMinTileCols: equal widths
+// rounded up to 16, the last one narrower.
 std::vector<Span1D> SplitCols(int n, int min_pieces = 1) {
   const int pieces = std::max((n + kMaxTileCols - 1) / kMaxTileCols,
                               std::min(min_pieces, std::max(1, n / kMinTileCols)));
@@ -76,7 +71,7 @@ template <typename T>
 void MatmulForward(T* out, const T* inp, const T* weight, WeightLayout layout, const T* bias,
                    const T* residual, int M, int K, int N, ThreadPool& pool) {
   const std::vector<Span1D> rows = SplitRows(M);
-  const std::vector<Span1D> cols = SplitCols(N, MinColPieces(rows.size()));
+  const std::vector<Span1D> cols = SplitCols(N, rows.size() == 1 ? kMinTasks : 1);
   const bool in_out = layout == WeightLayout::kInOut;
   pool.ParallelFor(rows.size() * cols.size(), [&](int64_t task) {
     const Span1D r = rows[task / cols.size()], c = cols[task % cols.size()];
@@ -107,12 +102,10 @@ void MatmulBackward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, 
   // dweight tiles come first (each reduces over all M rows: the biggest tasks), then dinp.
   // dW is [K,N] (kInOut) or [N,K] (kOutIn); either way its tile grid is rows x cols of it.
   const int w_rows = in_out ? K : N, w_cols = in_out ? N : K;
-  // The dinp tiles count towards kMinTasks: dW is split further only when they are too few.
+  const std::vector<Span1D> wr = SplitRows(w_rows), wc = SplitCols(w_cols);
   const std::vector<Span1D> ir = SplitRows(M), ic = SplitCols(K);
-  const int64_t i_tasks = dinp ? ir.size() * ic.size() : 0;
-  const std::vector<Span1D> wr = SplitRows(w_rows);
-  const std::vector<Span1D> wc = SplitCols(w_cols, MinColPieces(wr.size(), kMinTasks - i_tasks));
   const int64_t w_tasks = wr.size() * wc.size();
+  const int64_t i_tasks = dinp ? ir.size() * ic.size() : 0;
   pool.ParallelFor(w_tasks + i_tasks, [&](int64_t task) {
     if (task < w_tasks) {
       const Span1D r = wr[task / wc.size()], c = wc[task % wc.size()];

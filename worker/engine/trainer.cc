@@ -338,17 +338,11 @@ absl::StatusOr<int> CheckpointMicroBatch(const std::string& dir) {
   const std::string path = absl::StrCat(dir, "/", kCheckpointTrainerStateFile);
   ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  const nlohmann::json* run = nullptr;
-  if (j.is_object() && j.contains("state") && j["state"].is_object() &&
-      j["state"].contains("trainer") && j["state"]["trainer"].is_object() &&
-      j["state"]["trainer"].contains("run") && j["state"]["trainer"]["run"].is_object()) {
-    run = &j["state"]["trainer"]["run"];
-  }
-  if (run == nullptr || !run->contains("micro_batch") ||
-      !(*run)["micro_batch"].is_number_integer()) {
+  const nlohmann::json::json_pointer where("/state/trainer/run/micro_batch");
+  if (!j.contains(where) || !j.at(where).is_number_integer()) {
     return absl::NotFoundError(absl::StrCat(path, " records no micro_batch"));
   }
-  const int64_t m = (*run)["micro_batch"].get<int64_t>();
+  const int64_t m = j.at(where).get<int64_t>();
   if (m < 1 || m > std::numeric_limits<int>::max()) {
     return absl::DataLossError(absl::StrCat(path, " records micro_batch ", m));
   }
