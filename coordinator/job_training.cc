@@ -98,7 +98,7 @@ forge::v1::ProgressResponse JobManager::OnProgress(const forge::v1::ProgressRepo
     p->set_grad_norm(report.grad_norm());
     const double all_ranks = report.tokens_per_second() * std::max(1, report.world_size());
     p->set_tokens_per_second(all_ranks);
-    p->set_mfu(report.mfu());  // each rank's device alike: the ranks train in lockstep
+    p->set_mfu(report.mfu());  // the job's: the rank divides by every rank's peak
     *p->mutable_tokens_per_source() = report.tokens_per_source();
     const int64_t left = report.total_steps() - report.step();
     const int64_t tokens_per_step =

@@ -63,13 +63,12 @@ absl::Status WorkerManager::Recover() {
     if (w.state() != forge::v1::WORKER_STATE_DEAD) w.set_state(forge::v1::WORKER_STATE_ALIVE);
     e.worker = std::move(w);
     e.last_heartbeat = now;
-    e.grace = std::max(options_.grace, options_.reconnect_grace);
     e.recovered = true;
     std::string id = e.worker.id();
     workers_[id] = std::move(e);
   }
-  FORGE_LOG(INFO) << "event=workers_recovered count=" << workers_.size() << " reconnect_grace="
-                  << absl::FormatDuration(std::max(options_.grace, options_.reconnect_grace));
+  FORGE_LOG(INFO) << "event=workers_recovered count=" << workers_.size()
+                  << " reconnect_grace=" << absl::FormatDuration(ReconnectGrace());
   return absl::OkStatus();
 }
 
@@ -95,7 +94,6 @@ absl::StatusOr<std::pair<forge::v1::Registered, uint64_t>> WorkerManager::Regist
     e.conn = std::move(conn);
     e.generation = generation = next_generation_++;
     e.last_heartbeat = now;
-    e.grace = options_.grace;
     e.recovered = false;
     e.worker.set_id(reg.worker_id());
     e.worker.set_hostname(reg.hostname());
@@ -152,7 +150,7 @@ std::vector<std::string> WorkerManager::ExpireSilent() {
     const absl::Time now = clock_->Now();
     for (auto& [id, e] : workers_) {
       if (e.worker.state() != forge::v1::WORKER_STATE_ALIVE) continue;
-      if (now - e.last_heartbeat <= e.grace) continue;
+      if (now - e.last_heartbeat <= (e.recovered ? ReconnectGrace() : options_.grace)) continue;
       const forge::v1::Worker last_seen = e.worker;
       e.worker.set_state(forge::v1::WORKER_STATE_DEAD);
       e.worker.clear_ranks();

@@ -13,6 +13,7 @@
 #ifndef FORGE_COORDINATOR_WORKER_MANAGER_H_
 #define FORGE_COORDINATOR_WORKER_MANAGER_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -80,7 +81,8 @@ class WorkerManager {
   // The stream ended. The worker stays alive until its grace runs out (it may reconnect).
   void Disconnected(const std::string& worker_id, uint64_t generation);
 
-  // Marks alive workers silent past the grace as DEAD and returns their ids.
+  // Marks alive workers silent past the grace (the reconnect grace for recovered ones not yet
+  // back) as DEAD and returns their ids.
   std::vector<std::string> ExpireSilent();
 
   bool Send(const std::string& worker_id, const forge::v1::CoordinatorMessage& msg);
@@ -99,13 +101,16 @@ class WorkerManager {
   struct Entry {
     forge::v1::Worker worker;
     absl::Time last_heartbeat;
-    // Silence allowed after last_heartbeat: the reconnect grace for a worker recovered from
-    // the store that has not reconnected yet, the grace once it has.
-    absl::Duration grace;
-    bool recovered = false;  // loaded by Recover and not registered since
+    // Loaded by Recover and not registered since: silence up to the reconnect grace (not the
+    // heartbeat grace) is allowed after last_heartbeat.
+    bool recovered = false;
     std::shared_ptr<WorkerConnection> conn;
     uint64_t generation = 0;
   };
+  // What a recovered worker gets to reconnect: the longer of the two graces.
+  absl::Duration ReconnectGrace() const {
+    return std::max(options_.grace, options_.reconnect_grace);
+  }
   // Commits the worker's row, with what `extra` adds to the batch; `extra` returns what to run
   // after the commit (or nullptr).
   void PersistLocked(const Entry& e,
